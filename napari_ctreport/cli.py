@@ -1,0 +1,169 @@
+"""``ctreport``: the command line of napari-ctreport.
+
+Argument parsing, progress and exit codes only; the work is done by the headless packages.
+Exit status: 0 success, 2 bad input (one line on stderr naming the file and the problem),
+1 an internal error (one line; ``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .io import CTReadError
+
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(Exception):
+    """A user error in arguments or files (exit status 2)."""
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"ctreport: {message}\n")
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal or ``force``)."""
+
+    def __init__(self, label: str, *, force: bool = False) -> None:
+        self.label = label
+        self.enabled = force or sys.stderr.isatty()
+        self._last = -1
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        if not self.enabled:
+            return
+        pct = int(round(100 * max(0.0, min(1.0, float(fraction)))))
+        if pct == self._last and not message:
+            return
+        self._last = pct
+        bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
+        sys.stderr.write(f"\r{self.label} [{bar}] {pct:3d}% {message[:40]:<40}")
+        if pct >= 100:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+# -- info -----------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .io.ct import load_ct
+
+    volume = load_ct(args.path)
+    meta = volume.metadata
+    arr = volume.array
+    info: dict[str, Any] = {
+        "path": str(args.path),
+        "format": meta.get("format"),
+        "study_uid": meta.get("study_uid"),
+        "series_uid": meta.get("series_uid"),
+        "study_description": meta.get("study_description"),
+        "series_description": meta.get("series_description"),
+        "modality": meta.get("modality"),
+        "manufacturer": meta.get("manufacturer"),
+        "size_zyx": list(volume.shape),
+        "spacing_zyx_mm": [round(s, 4) for s in volume.spacing_zyx],
+        "origin_lps_mm": [round(o, 3) for o in volume.origin_lps],
+        "orientation_on_disk": meta.get("orientation_on_disk"),
+        "slice_thickness_mm": meta.get("slice_thickness_mm"),
+        "kernel": meta.get("kernel"),
+        "hu_range": [float(np.min(arr)), float(np.max(arr))],
+        "warnings": list(volume.warnings),
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return 0
+    rows = [
+        ("File", info["path"]),
+        ("Format", info["format"]),
+        ("Study", f"{info['study_description'] or '—'}  (UID {info['study_uid'] or '—'})"),
+        ("Series", f"{info['series_description'] or '—'}  (UID {info['series_uid'] or '—'})"),
+        ("Modality", info["modality"] or "—"),
+        ("Size z×y×x", " × ".join(map(str, info["size_zyx"]))),
+        ("Spacing z×y×x", " × ".join(f"{s:g}" for s in info["spacing_zyx_mm"]) + " mm"),
+        ("Origin LPS", ", ".join(f"{o:g}" for o in info["origin_lps_mm"]) + " mm"),
+        ("On disk", f"{info['orientation_on_disk'] or '—'} (shown in patient LPS)"),
+        ("Slice thickness", f"{info['slice_thickness_mm']} mm" if info["slice_thickness_mm"] else "—"),
+        ("Kernel", info["kernel"] or "—"),
+        ("HU range", f"{info['hu_range'][0]:g} .. {info['hu_range'][1]:g}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        sys.stdout.write(f"{key:<{width}}  {value}\n")
+    for line in volume.warnings:
+        sys.stdout.write(f"{'Warning':<{width}}  {line}\n")
+    return 0
+
+
+# -- synth ----------------------------------------------------------------------------------
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import write_dataset
+
+    if args.cases < 1:
+        raise BadInput("--cases must be at least 1")
+    progress = _Progress("synth")
+    paths = write_dataset(
+        args.out,
+        cases=args.cases,
+        seed=args.seed,
+        progress=lambda i, n: progress(i / n, f"case {i}/{n}"),
+    )
+    sys.stdout.write(f"wrote {len(paths)} cases to {args.out}\n")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``ctreport`` (all sub-commands)."""
+    parser = argparse.ArgumentParser(
+        prog="ctreport",
+        description="Find and report abnormalities in chest CT (napari-ctreport).",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-ctreport {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="study, series, size, spacing, orientation and HU range of a CT")
+    p.add_argument("path", help="DICOM folder or file, NIfTI, NRRD, MHA/MHD")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("synth", help="write synthetic chest-CT cases with ground truth")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--cases", required=True, type=int, help="number of cases")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ctreport``; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CTReadError as err:
+        _err(str(err))
+        return EXIT_BAD_INPUT
+    except (BadInput, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+        _err(str(err))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as err:  # one line for the user, the traceback only on request
+        if args.debug:
+            raise
+        _err(f"internal error: {type(err).__name__}: {err} (run with --debug for details)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""`ctreport` command line: info on good CT, one clear line and exit 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from napari_ctreport.cli import main
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason="shared/data/real is not beside the repo")
+
+BAD_FILES = [
+    ("pydicom_testfiles/ct/no_meta.dcm", "no_meta.dcm"),
+    ("dcm_qa_ct/Philips_localizer/I10.dcm", "I10.dcm"),
+    ("pydicom_testfiles/transfer_syntax_mr/MR_small.dcm", "MR_small.dcm"),
+    ("dcmqi_ct3slice/seg/liver.dcm", "liver.dcm"),
+    ("monai_ct_dicom/CT_DICOM", "CT_DICOM"),
+    ("README.md", "README.md"),
+    ("does/not/exist.nii.gz", "exist.nii.gz"),
+]
+
+
+def test_info_nifti_table(capsys):
+    path = REAL / "totalsegmentator" / "example_ct.nii.gz"
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Size z×y×x" in out and "112 × 101 × 122" in out
+    assert "RAS" in out  # the orientation on disk is reported, the data is shown in LPS
+
+
+def test_info_dicom_json(capsys):
+    path = REAL / "totalsegmentator" / "example_ct_dicom"
+    assert main(["info", "--json", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["size_zyx"] == [20, 512, 512]
+    assert info["spacing_zyx_mm"][0] == pytest.approx(2.0, abs=0.01)
+    assert info["study_uid"] and info["series_uid"]
+    assert -1100 < info["hu_range"][0] < -900
+
+
+@pytest.mark.parametrize(("rel", "name"), BAD_FILES)
+def test_info_bad_input_one_line_exit_2(rel, name, capsys):
+    assert main(["info", str(REAL / rel)]) == 2
+    captured = capsys.readouterr()
+    err_lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert len(err_lines) == 1, captured.err
+    assert name in err_lines[0]
+    assert "Traceback" not in captured.err
+
+
+def test_console_script_bad_input_no_traceback():
+    exe = Path(sys.executable).parent / "ctreport"
+    path = REAL / "pydicom_testfiles" / "ct" / "no_meta.dcm"
+    proc = subprocess.run([str(exe), "info", str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "no_meta.dcm" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,105 @@
+"""The npe2 plugin inside a real napari viewer (runs under Xvfb via pytest-xvfb)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="shared/data/real is not beside the repo")
+
+
+def test_manifest_is_valid():
+    import npe2
+
+    pm = npe2.PluginManager.instance()
+    manifest = pm.get_manifest("napari-ctreport")
+    assert manifest.contributions.readers and manifest.contributions.writers
+    assert manifest.contributions.sample_data and manifest.contributions.widgets
+    commands = {c.id for c in manifest.contributions.commands}
+    assert len(commands) == 4  # reader, writer, sample, widget: each its own command
+
+
+def test_get_reader_is_cheap_and_never_raises(tmp_path):
+    from napari_ctreport._napari.reader import napari_get_reader
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    assert napari_get_reader(str(text)) is None
+    assert napari_get_reader(str(tmp_path / "missing.png")) is None
+    assert napari_get_reader(str(tmp_path / "x.nii.gz")) is not None  # by name: cheap
+
+
+@needs_real
+def test_open_nifti_in_patient_space(make_napari_viewer):
+    import SimpleITK as sitk
+
+    path = REAL / "totalsegmentator" / "example_ct.nii.gz"
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin="napari-ctreport")
+    assert len(layers) == 1
+    layer = layers[0]
+    # The voxel shown at world point p (z, y, x) is the patient's LPS point p.
+    img = sitk.ReadImage(str(path))
+    raw = sitk.GetArrayFromImage(img)  # (k, j, i)
+    for ijk in [(10, 20, 30), (100, 80, 5), (60, 50, 100)]:
+        lps = img.TransformIndexToPhysicalPoint(ijk)
+        world = (lps[2], lps[1], lps[0])
+        idx = np.round(layer.world_to_data(world)).astype(int)
+        assert layer.data[tuple(idx)] == raw[ijk[2], ijk[1], ijk[0]]
+    assert layer.metadata["ctreport"]["orientation_on_disk"] == "RAS"
+
+
+@needs_real
+def test_bad_file_notifies_and_adds_nothing(make_napari_viewer, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    viewer = make_napari_viewer()
+    path = REAL / "dcm_qa_ct" / "Philips_localizer" / "I10.dcm"
+    viewer.open(str(path), plugin="napari-ctreport")
+    assert len(viewer.layers) == 0
+    assert len(shown) == 1 and "I10.dcm" in shown[0] and "localizer" in shown[0].lower()
+
+
+def test_sample_data_and_dock_windows(make_napari_viewer):
+    from napari_ctreport.io import WINDOW_PRESETS, window_limits
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ctreport", "chest_ct")
+    image = viewer.layers["Sample chest CT"]
+    labels = viewer.layers["Sample lesions (ground truth)"]
+    assert image.data.ndim == 3 and labels.data.shape == image.data.shape
+    assert labels.data.max() >= 1
+    assert tuple(labels.scale) == tuple(image.scale)
+    _, dock = viewer.window.add_plugin_dock_widget("napari-ctreport", "CT report")
+    assert dock.layer_combo.currentText() == "Sample chest CT"
+    assert "Size (z, y, x)" in dock.info.text()
+    dock.preset_buttons["lung"].click()
+    assert tuple(image.contrast_limits) == pytest.approx(window_limits(*WINDOW_PRESETS["lung"]))
+
+
+@needs_real
+def test_writer_round_trip(make_napari_viewer, tmp_path):
+    from napari_ctreport.io.ct import load_ct
+
+    src = REAL / "totalsegmentator" / "pulmonary_report" / "ct_cropped.nii.gz"
+    viewer = make_napari_viewer()
+    viewer.open(str(src), plugin="napari-ctreport")
+    out = tmp_path / "saved.nii.gz"
+    viewer.layers.save(str(out), plugin="napari-ctreport")
+    a, b = load_ct(src), load_ct(out)
+    np.testing.assert_array_equal(a.array, b.array)
+    np.testing.assert_allclose(a.origin_lps, b.origin_lps, atol=1e-3)
+    np.testing.assert_allclose(a.spacing_zyx, b.spacing_zyx, atol=1e-5)
+
+
+def test_viewer_screenshot(tmp_path, qapp):
+    from napari_ctreport._napari.launch import main
+
+    shot = tmp_path / "shot.png"
+    assert main(["--screenshot", str(shot)]) == 0
+    assert shot.stat().st_size > 10_000
