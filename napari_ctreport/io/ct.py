@@ -1,0 +1,1130 @@
+"""Read CT from DICOM (folders or single files), NIfTI, NRRD and MHA/MHD into a :class:`CTVolume`.
+
+Every reader ends in :func:`canonicalize`, which puts the voxels on the axis-aligned patient-LPS grid
+the rest of the package relies on (array ``(z, y, x)``, each axis increasing towards L, P, S).
+Orientations that are a signed permutation of the LPS axes are handled exactly (transpose + flip);
+oblique or gantry-tilted data are resampled with trilinear interpolation.
+
+DICOM series are stacked here, from ImagePositionPatient / ImageOrientationPatient, rather than by
+SimpleITK's series reader (which averages the slice spacing): duplicate positions are dropped, uneven
+spacing is resampled to a uniform step, missing slices are refused, and gantry tilt is corrected.
+
+What the reader corrected is listed, one line each, in ``CTVolume.warnings``; errors raise the
+subclasses of :class:`~napari_ctreport.io.errors.CTReadError` with the file and the problem.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import GeometryError, LocalizerError, NotCTError, UnreadableError
+from .volume import CTVolume
+
+__all__ = [
+    "DICOM_SUFFIXES",
+    "VOLUME_SUFFIXES",
+    "axis_codes",
+    "canonicalize",
+    "load_ct",
+    "probe_ct",
+    "read_dicom_headers",
+    "sitk_array_affine",
+]
+
+log = logging.getLogger(__name__)
+
+#: File suffixes read as DICOM.
+DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".ima")
+#: File suffixes read with SimpleITK, and the ``metadata["format"]`` they get.
+VOLUME_SUFFIXES: dict[str, str] = {
+    ".nii.gz": "nifti",
+    ".nii": "nifti",
+    ".nrrd": "nrrd",
+    ".nhdr": "nrrd",
+    ".mha": "mha",
+    ".mhd": "mha",
+}
+
+#: DICOM modalities that are not images (skipped in folders).
+_NON_IMAGE_MODALITIES = {"SEG", "SR", "RTSTRUCT", "PR", "KO", "REG", "RTPLAN", "RTRECORD", "DOC"}
+#: SOP class UID prefixes of non-image objects.
+_NON_IMAGE_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data, spatial registration, SEG, fiducials
+    "1.2.840.10008.5.1.4.1.1.88",  # structured reports
+    "1.2.840.10008.5.1.4.1.1.11",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.481",  # RT objects
+    "1.2.840.10008.5.1.4.1.1.104",  # encapsulated PDF / CDA
+)
+_LOCALIZER_TYPES = {"LOCALIZER", "SCOUT", "TOPOGRAM", "SURVIEW", "SCANOGRAM"}
+_CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"}
+
+#: Positions closer than this (mm, along the slice normal) are the same slice.
+_DUPLICATE_MM = 0.01
+#: A gap larger than this multiple of the usual step means missing slices.
+_MISSING_FACTOR = 2.5
+#: Tilt angles below this (degrees) are ignored.
+_TILT_MIN_DEG = 0.5
+
+
+# --------------------------------------------------------------------------------------------------
+# probing
+# --------------------------------------------------------------------------------------------------
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return path.suffix.lower()
+
+
+def _has_dicm_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def probe_ct(path: str | os.PathLike[str]) -> bool:
+    """Cheaply tell whether :func:`load_ct` might open ``path`` (reads at most 132 bytes).
+
+    Parameters
+    ----------
+    path
+        A file or folder.
+
+    Returns
+    -------
+    bool
+        True for any folder, for files with a known suffix (NIfTI, NRRD, MHA/MHD, DICOM) and for
+        files with another suffix that carry the ``DICM`` marker at byte 128. Never raises.
+    """
+    try:
+        p = Path(path)
+        if p.is_dir():
+            return True
+        if not p.is_file():
+            return False
+        suffix = _suffix(p)
+        if suffix in VOLUME_SUFFIXES or suffix in DICOM_SUFFIXES:
+            return True
+        return _has_dicm_magic(p)
+    except Exception:  # noqa: BLE001 - a probe must never raise
+        return False
+
+
+# --------------------------------------------------------------------------------------------------
+# geometry helpers
+# --------------------------------------------------------------------------------------------------
+
+_LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))
+
+
+def axis_codes(directions: np.ndarray) -> str:
+    """Name the direction each axis points towards (nibabel convention) in LPS space.
+
+    Parameters
+    ----------
+    directions
+        3x3 matrix whose columns are the LPS direction vectors of the axes, in axis order.
+
+    Returns
+    -------
+    str
+        Three letters, e.g. ``"LPS"`` for the DICOM identity, ``"RAS"`` for a NIfTI written in RAS.
+    """
+    d = np.asarray(directions, dtype=float)
+    out = []
+    for c in range(d.shape[1]):
+        axis = int(np.argmax(np.abs(d[:, c])))
+        out.append(_LETTERS[axis][0 if d[axis, c] > 0 else 1])
+    return "".join(out)
+
+
+def _effective_spacing(m: np.ndarray) -> np.ndarray:
+    """Spacing of each axis measured perpendicular to the plane of the other two."""
+    det = abs(float(np.linalg.det(m)))
+    out = np.empty(3)
+    for a in range(3):
+        b, c = [i for i in range(3) if i != a]
+        area = float(np.linalg.norm(np.cross(m[:, b], m[:, c])))
+        out[a] = det / area if area > 0 else float(np.linalg.norm(m[:, a]))
+    return out
+
+
+def _signed_permutation(u: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """If unit columns ``u`` are a signed permutation of the identity, return (lps_axis, sign)."""
+    lps_axis = np.argmax(np.abs(u), axis=0)
+    if sorted(lps_axis.tolist()) != [0, 1, 2]:
+        return None
+    perm = np.zeros((3, 3))
+    signs = np.sign(u[lps_axis, [0, 1, 2]])
+    perm[lps_axis, [0, 1, 2]] = signs
+    if float(np.max(np.abs(u - perm))) > tol:
+        return None
+    return lps_axis, signs
+
+
+def canonicalize(
+    array: np.ndarray,
+    affine: np.ndarray,
+    *,
+    cval: float = -1024.0,
+    order: int = 1,
+    tol: float = 1e-3,
+    stack_axis: int | None = None,
+) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float], bool]:
+    """Put an array with an index->LPS affine onto the axis-aligned LPS grid.
+
+    Parameters
+    ----------
+    array
+        3-D array, any axis order.
+    affine
+        4x4 matrix mapping the array index ``(i0, i1, i2, 1)`` to LPS ``(x, y, z, 1)`` mm; its
+        columns may be oblique or sheared.
+    cval
+        Value for output voxels outside the source extent when resampling.
+    order
+        Spline order when resampling (1 = trilinear, 0 = nearest).
+    tol
+        How far (in direction cosines) the axes may be from a signed permutation to count as one.
+    stack_axis
+        The slice-stacking axis, if any: when resampling, its output spacing is the distance
+        between slice planes (not the length of a sheared, gantry-tilted stacking step).
+
+    Returns
+    -------
+    array, spacing_zyx, origin_lps, resampled
+        ``resampled`` is False when the data were only transposed/flipped (exact).
+    """
+    a = np.asarray(affine, dtype=float)
+    m = a[:3, :3].copy()
+    origin = a[:3, 3].copy()
+    norms = np.linalg.norm(m, axis=0)
+    if np.any(norms <= 0) or abs(np.linalg.det(m)) < 1e-9:
+        raise ValueError("degenerate affine (zero spacing or collinear axes)")
+    u = m / norms
+    sp = _signed_permutation(u, tol)
+    if sp is not None:
+        lps_axis, signs = sp
+        arr = array
+        start = np.zeros(3)
+        for ax in range(3):
+            if signs[ax] < 0:
+                arr = np.flip(arr, axis=ax)
+                start[ax] = array.shape[ax] - 1
+        new_origin = origin + m @ start
+        axes = [int(np.where(lps_axis == lps)[0][0]) for lps in (2, 1, 0)]
+        arr = np.ascontiguousarray(np.transpose(arr, axes))
+        spacing = tuple(float(norms[ax]) for ax in axes)
+        return arr, spacing, tuple(float(v) for v in new_origin), False  # type: ignore[return-value]
+
+    from scipy.ndimage import affine_transform
+
+    src = np.asarray(array, dtype=np.float32)
+    # A single slice is a slab one spacing thick: represent it as two copies half a voxel apart.
+    for ax in range(3):
+        if src.shape[ax] == 1:
+            src = np.concatenate([src, src], axis=ax)
+            origin = origin - 0.5 * m[:, ax]
+    # In-plane axes keep their own spacing; a stacking axis sheared against the plane of the other
+    # two (gantry tilt) gets its spacing measured along that plane's normal.
+    eff = norms.copy()
+    if stack_axis is not None:
+        eff[stack_axis] = _effective_spacing(m)[stack_axis]
+    # Output spacing per LPS axis: the source axis best aligned with it (one-to-one).
+    best = max(
+        itertools.permutations(range(3)),
+        key=lambda p: sum(abs(u[lps, p[lps]]) for lps in range(3)),
+    )
+    out_sp_xyz = np.array([eff[best[lps]] for lps in range(3)])
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in src.shape])), dtype=float)
+    pts = corners @ m.T + origin
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    n_xyz = np.floor((hi - lo) / out_sp_xyz + 1e-6).astype(int) + 1
+    out_shape = (int(n_xyz[2]), int(n_xyz[1]), int(n_xyz[0]))
+    # output index (z, y, x) -> LPS offset from lo
+    p = np.zeros((3, 3))
+    p[0, 2], p[1, 1], p[2, 0] = out_sp_xyz[0], out_sp_xyz[1], out_sp_xyz[2]
+    minv = np.linalg.inv(m)
+    out = affine_transform(
+        src,
+        minv @ p,
+        offset=minv @ (lo - origin),
+        output_shape=out_shape,
+        order=order,
+        mode="constant",
+        cval=cval,
+        prefilter=False,
+    )
+    spacing_zyx = (float(out_sp_xyz[2]), float(out_sp_xyz[1]), float(out_sp_xyz[0]))
+    return out, spacing_zyx, tuple(float(v) for v in lo), True  # type: ignore[return-value]
+
+
+def _max_obliquity_deg(u: np.ndarray) -> float:
+    """Largest angle (degrees) between an axis and its nearest LPS axis."""
+    cos = np.clip(np.max(np.abs(u), axis=0), -1.0, 1.0)
+    return float(np.degrees(np.max(np.arccos(cos))))
+
+
+# --------------------------------------------------------------------------------------------------
+# SimpleITK formats
+# --------------------------------------------------------------------------------------------------
+
+
+def sitk_array_affine(image: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(array, affine)`` of a SimpleITK image: array in numpy order, affine index->LPS.
+
+    SimpleITK reports every format in LPS physical space (it converts NIfTI's RAS on reading).
+    """
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayFromImage(image)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"expected a 3-D scalar image, got array shape {arr.shape}")
+    dim = image.GetDimension()
+    d = np.array(image.GetDirection(), dtype=float).reshape(dim, dim)
+    sp = np.array(image.GetSpacing(), dtype=float)
+    org = np.array(image.GetOrigin(), dtype=float)
+    if dim == 2:
+        d3 = np.eye(3)
+        d3[:2, :2] = d
+        d, sp, org = d3, np.append(sp, 1.0), np.append(org, 0.0)
+    cols = d * sp  # column c = direction of index axis c (x, y, z) times spacing
+    aff = np.eye(4)
+    # numpy axes (0, 1, 2) = sitk index axes (z, y, x)
+    aff[:3, 0], aff[:3, 1], aff[:3, 2] = cols[:, 2], cols[:, 1], cols[:, 0]
+    aff[:3, 3] = org
+    return arr, aff
+
+
+def _hu_dtype(arr: np.ndarray) -> np.ndarray:
+    """int16 where the values are integers that fit, float32 otherwise."""
+    if arr.dtype == np.int16:
+        return arr
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.size == 0 or (arr.min() >= -32768 and arr.max() <= 32767):
+            return arr.astype(np.int16)
+        return arr.astype(np.float32)
+    arr = arr.astype(np.float32, copy=False)
+    if arr.size and np.all(np.isfinite(arr)):
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo >= -32768 and hi <= 32767 and np.array_equal(arr, np.round(arr)):
+            return arr.astype(np.int16)
+    return arr
+
+
+def _load_sitk(path: Path, fmt: str) -> CTVolume:
+    import SimpleITK as sitk
+
+    name = path.name
+    if path.stat().st_size == 0:
+        raise UnreadableError(path, "empty file")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()
+        short = next((ln for ln in reason if "ERROR" in ln or "Unable" in ln), "")
+        short = short.split("ERROR:")[-1].strip() if short else ""
+        raise UnreadableError(
+            path, f"not a readable {fmt.upper()} image" + (f" ({short[:160]})" if short else "")
+        ) from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise NotCTError(path, "multi-component (colour or vector) image, not a CT volume")
+    if image.GetDimension() not in (2, 3):
+        raise UnreadableError(path, f"{image.GetDimension()}-D image; expected a 3-D volume")
+    try:
+        arr, aff = sitk_array_affine(image)
+        out, spacing, origin, resampled = canonicalize(arr, aff)
+    except ValueError as exc:
+        raise GeometryError(path, str(exc)) from None
+    codes = axis_codes(np.array(image.GetDirection()).reshape(3, 3)) if arr.ndim == 3 else "LPS"
+    vol_warnings: list[str] = []
+    if resampled:
+        u = aff[:3, :3] / np.linalg.norm(aff[:3, :3], axis=0)
+        vol_warnings.append(
+            f"{name}: oblique orientation ({_max_obliquity_deg(u):.1f} deg off the patient axes) "
+            "resampled onto an axis-aligned grid"
+        )
+    out = _hu_dtype(out) if not resampled else out.astype(np.float32, copy=False)
+    if out.size and float(out.min()) > -500:
+        vol_warnings.append(f"{name}: does not look like CT (no air below -500 HU)")
+    meta = _empty_metadata(path, fmt)
+    meta.update(orientation_on_disk=codes, resampled=bool(resampled))
+    return CTVolume(out, spacing, origin, metadata=meta, warnings=vol_warnings)
+
+
+# --------------------------------------------------------------------------------------------------
+# DICOM headers
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Slice:
+    """One 2-D image of a DICOM series (a file, or one frame of an enhanced multi-frame file)."""
+
+    path: Path
+    frame: int | None
+    ipp: np.ndarray
+    iop: np.ndarray
+    pixel_spacing: tuple[float, float]  # (row spacing, column spacing)
+    rows: int
+    cols: int
+    slope: float
+    intercept: float
+    instance: int
+    sop_uid: str
+    thickness: float | None
+
+    @property
+    def normal(self) -> np.ndarray:
+        n = np.cross(self.iop[:3], self.iop[3:])
+        return n / np.linalg.norm(n)
+
+
+@dataclass
+class DicomHeader:
+    """Header of one DICOM file as read by :func:`read_dicom_headers` (no pixels)."""
+
+    path: Path
+    ds: Any
+    modality: str
+    series_uid: str
+    sop_class: str
+    image_type: list[str] = field(default_factory=list)
+
+    @property
+    def is_image(self) -> bool:
+        """True for objects with pixel rows/columns that are not SEG/SR/RT/presentation states."""
+        if self.modality in _NON_IMAGE_MODALITIES:
+            return False
+        if self.sop_class.startswith(_NON_IMAGE_SOP_PREFIXES):
+            return False
+        return "Rows" in self.ds and "Columns" in self.ds
+
+    @property
+    def is_ct(self) -> bool:
+        """True for CT images (Modality CT, or a CT SOP class without Modality)."""
+        return self.modality == "CT" or (not self.modality and self.sop_class in _CT_SOP_CLASSES)
+
+    @property
+    def is_localizer(self) -> bool:
+        """True when ImageType says localizer / scout / topogram."""
+        return bool(_LOCALIZER_TYPES.intersection(self.image_type))
+
+
+def _dcmread(path: Path, *, headers_only: bool) -> Any:
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(str(path), stop_before_pixels=headers_only)
+
+
+def _header(path: Path, ds: Any) -> DicomHeader:
+    image_type = [str(v).strip().upper() for v in _multi(ds.get("ImageType"))]
+    return DicomHeader(
+        path=path,
+        ds=ds,
+        modality=str(ds.get("Modality", "") or "").strip().upper(),
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        sop_class=str(ds.get("SOPClassUID", "") or ""),
+        image_type=image_type,
+    )
+
+
+def _iter_files(folder: Path) -> Iterable[Path]:
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for f in sorted(files):
+            yield Path(root) / f
+
+
+def read_dicom_headers(paths: Path | str | Sequence[Path | str]) -> list[DicomHeader]:
+    """Read the headers (no pixel data) of the DICOM files in a folder (recursive) or a list of files.
+
+    Files that are not DICOM (no ``DICM`` marker at byte 128, or unparseable) are skipped silently.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        p = Path(paths)
+        candidates: Iterable[Path] = _iter_files(p) if p.is_dir() else [p]
+    else:
+        candidates = [Path(x) for x in paths]
+    out = []
+    for f in candidates:
+        if not _has_dicm_magic(f):
+            continue
+        try:
+            ds = _dcmread(f, headers_only=True)
+        except Exception:  # noqa: BLE001 - unreadable files are skipped in a folder scan
+            log.debug("skipping unreadable DICOM %s", f, exc_info=True)
+            continue
+        out.append(_header(f, ds))
+    return out
+
+
+def _multi(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return list(value)
+    return [value]
+
+
+def _floats(value: Any) -> list[float]:
+    out = []
+    for v in _multi(value):
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            return []
+    return out
+
+
+def _float_or_none(value: Any) -> float | None:
+    vals = _floats(value)
+    return vals[0] if vals else None
+
+
+def _seq_item(ds: Any, *keywords: str) -> Any:
+    """Walk nested one-item sequences, returning None where one is missing."""
+    cur = ds
+    for kw in keywords:
+        seq = cur.get(kw) if cur is not None else None
+        if not seq:
+            return None
+        cur = seq[0]
+    return cur
+
+
+def _fg(ds: Any, frame: int | None, seq: str) -> Any:
+    """Functional-group item ``seq`` for a frame (per-frame first, then shared)."""
+    if frame is not None:
+        pf = ds.get("PerFrameFunctionalGroupsSequence")
+        if pf and frame < len(pf):
+            item = _seq_item(pf[frame], seq)
+            if item is not None:
+                return item
+    return _seq_item(ds, "SharedFunctionalGroupsSequence", seq)
+
+
+def _slices_of(h: DicomHeader) -> list[_Slice]:
+    """Geometry of every 2-D image in a file; raises GeometryError when it is missing."""
+    ds = h.ds
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    enhanced = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+    out = []
+    frames: list[int | None] = list(range(n_frames)) if (enhanced or n_frames > 1) else [None]
+    for fr in frames:
+        if enhanced:
+            pos = _fg(ds, fr, "PlanePositionSequence")
+            ori = _fg(ds, fr, "PlaneOrientationSequence")
+            meas = _fg(ds, fr, "PixelMeasuresSequence")
+            pvt = _fg(ds, fr, "PixelValueTransformationSequence")
+            ipp = _floats(pos.get("ImagePositionPatient")) if pos is not None else []
+            iop = _floats(ori.get("ImageOrientationPatient")) if ori is not None else []
+            ps = _floats(meas.get("PixelSpacing")) if meas is not None else []
+            thick = _float_or_none(meas.get("SliceThickness")) if meas is not None else None
+            slope = _float_or_none(pvt.get("RescaleSlope")) if pvt is not None else None
+            inter = _float_or_none(pvt.get("RescaleIntercept")) if pvt is not None else None
+        else:
+            ipp = _floats(ds.get("ImagePositionPatient"))
+            iop = _floats(ds.get("ImageOrientationPatient"))
+            ps = _floats(ds.get("PixelSpacing"))
+            thick = _float_or_none(ds.get("SliceThickness"))
+            slope = inter = None
+        ipp = ipp or _floats(ds.get("ImagePositionPatient"))
+        iop = iop or _floats(ds.get("ImageOrientationPatient"))
+        ps = ps or _floats(ds.get("PixelSpacing"))
+        if slope is None:
+            slope = _float_or_none(ds.get("RescaleSlope"))
+        if inter is None:
+            inter = _float_or_none(ds.get("RescaleIntercept"))
+        if len(ipp) != 3 or len(iop) != 6:
+            raise GeometryError(
+                h.path, "no image position/orientation (ImagePositionPatient missing)"
+            )
+        iop_a = np.array(iop, dtype=float)
+        r, c = iop_a[:3], iop_a[3:]
+        if np.linalg.norm(r) < 1e-3 or np.linalg.norm(c) < 1e-3:
+            raise GeometryError(h.path, "invalid ImageOrientationPatient")
+        iop_a = np.concatenate([r / np.linalg.norm(r), c / np.linalg.norm(c)])
+        if len(ps) != 2 or min(ps) <= 0:
+            ps = _floats(ds.get("ImagerPixelSpacing")) or [1.0, 1.0]
+        out.append(
+            _Slice(
+                path=h.path,
+                frame=fr,
+                ipp=np.array(ipp, dtype=float),
+                iop=iop_a,
+                pixel_spacing=(float(ps[0]), float(ps[1])),
+                rows=int(ds.get("Rows", 0) or 0),
+                cols=int(ds.get("Columns", 0) or 0),
+                slope=1.0 if slope is None else slope,
+                intercept=0.0 if inter is None else inter,
+                instance=int(ds.get("InstanceNumber", 0) or 0) if fr is None else fr + 1,
+                sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+                thickness=thick,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# DICOM pixels
+# --------------------------------------------------------------------------------------------------
+
+
+def _decode_file(path: Path) -> tuple[np.ndarray, Any]:
+    """Stored pixel values of a DICOM file as (frames, rows, cols), and the full dataset."""
+    try:
+        ds = _dcmread(path, headers_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise UnreadableError(path, f"not a readable DICOM file ({type(exc).__name__})") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        raise UnreadableError(path, "DICOM file without pixel data")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = ds.pixel_array
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            raise NotCTError(path, "colour image, not a CT slice")
+        arr = np.asarray(arr)
+        if arr.ndim == 2:
+            arr = arr[None]
+        return arr, ds
+    except NotCTError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - fall back on SimpleITK's decoders (GDCM)
+        log.debug("pydicom could not decode %s: %s", path, exc)
+    try:
+        import SimpleITK as sitk
+
+        img = sitk.ReadImage(str(path))
+        arr = sitk.GetArrayFromImage(img)
+        if arr.ndim == 2:
+            arr = arr[None]
+        # SimpleITK already applied the rescale: mark it so the caller does not apply it again
+        ds._ctreport_rescaled = True
+        return arr, ds
+    except Exception:  # noqa: BLE001
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        ts_name = getattr(ts, "name", str(ts)) if ts else "unknown transfer syntax"
+        raise UnreadableError(path, f"pixel data could not be decoded ({ts_name})") from None
+
+
+def _read_pixels(
+    slices: list[_Slice], on_progress: Callable[[int, int], None] | None
+) -> np.ndarray:
+    """HU images (float32, shape (n, rows, cols)) of the slices, decoding each file once."""
+    cache: dict[Path, tuple[np.ndarray, Any]] = {}
+    total = len(dict.fromkeys(s.path for s in slices))
+    done = 0
+    out = np.empty((len(slices), slices[0].rows, slices[0].cols), dtype=np.float32)
+    for n, s in enumerate(slices):
+        if s.path not in cache:
+            cache[s.path] = _decode_file(s.path)
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total)
+        arr, ds = cache[s.path]
+        img = arr[s.frame or 0]
+        if img.shape != (s.rows, s.cols):
+            raise GeometryError(
+                s.path, f"pixel array {img.shape} does not match Rows/Columns ({s.rows}, {s.cols})"
+            )
+        out[n] = img
+        if not getattr(ds, "_ctreport_rescaled", False) and (s.slope != 1.0 or s.intercept != 0.0):
+            out[n] *= np.float32(s.slope)
+            out[n] += np.float32(s.intercept)
+        if s.frame is None:  # single-frame file: not needed again
+            cache.pop(s.path, None)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# DICOM stacking
+# --------------------------------------------------------------------------------------------------
+
+
+def _fmt_mm(v: float) -> str:
+    return f"{v:.2f}".rstrip("0").rstrip(".") if abs(v - round(v, 2)) < 1e-9 else f"{v:.2f}"
+
+
+def _gap_summary(gaps: np.ndarray) -> str:
+    vals: dict[float, int] = {}
+    for g in gaps:
+        key = round(float(g), 2)
+        vals[key] = vals.get(key, 0) + 1
+    return ", ".join(f"{_fmt_mm(k)} mm x{n}" for k, n in vals.items())
+
+
+def _stack(
+    where: Path,
+    slices: list[_Slice],
+    *,
+    resample_tolerance: float,
+    on_progress: Callable[[int, int], None] | None,
+    vol_warnings: list[str],
+    gantry_tilt_tag: float | None,
+) -> tuple[np.ndarray, np.ndarray, list[_Slice], dict[str, Any]]:
+    """Stack 2-D slices into (array (k, row, col), index->LPS affine); returns also the kept slices."""
+    name = where.name
+    first = slices[0]
+    for s in slices[1:]:
+        if np.max(np.abs(s.iop - first.iop)) > 1e-3:
+            raise GeometryError(
+                where,
+                f"mixed slice orientations in one series ({s.path.name}: "
+                f"{np.round(s.iop, 3).tolist()} vs {np.round(first.iop, 3).tolist()})",
+            )
+        if (s.rows, s.cols) != (first.rows, first.cols):
+            raise GeometryError(
+                where,
+                f"mixed image sizes in one series ({s.rows}x{s.cols} vs {first.rows}x{first.cols})",
+            )
+        if (
+            max(abs(a - b) for a, b in zip(s.pixel_spacing, first.pixel_spacing, strict=True))
+            > 1e-3
+        ):
+            raise GeometryError(where, "mixed pixel spacings in one series")
+    normal = first.normal
+    info: dict[str, Any] = {"resampled": False, "gantry_tilt_deg": 0.0}
+
+    # sort along the normal (instance number breaks ties), drop duplicates
+    slices = sorted(slices, key=lambda s: (float(s.ipp @ normal), s.instance))
+    d = np.array([float(s.ipp @ normal) for s in slices])
+    keep = [0]
+    for i in range(1, len(slices)):
+        if d[i] - d[keep[-1]] >= _DUPLICATE_MM:
+            keep.append(i)
+    n_dup = len(slices) - len(keep)
+    if n_dup:
+        vol_warnings.append(
+            f"{name}: {n_dup} duplicate slice(s) at the same position ignored "
+            f"(kept {len(keep)} of {len(slices)})"
+        )
+        slices = [slices[i] for i in keep]
+        d = d[keep]
+
+    r_vec, c_vec = first.iop[:3], first.iop[3:]
+    row_sp, col_sp = first.pixel_spacing
+    if len(slices) == 1:
+        thick = first.thickness if first.thickness and first.thickness > 0 else 1.0
+        stack_vec = normal * thick
+        array = _read_pixels(slices, on_progress)
+        aff = np.eye(4)
+        aff[:3, 0], aff[:3, 1], aff[:3, 2] = stack_vec, c_vec * row_sp, r_vec * col_sp
+        aff[:3, 3] = first.ipp
+        return array, aff, slices, info
+
+    gaps = np.diff(d)
+    step = float(np.median(gaps))
+    big = np.where(gaps > _MISSING_FACTOR * step)[0]
+    if len(big):
+        listing = "; ".join(
+            f"{gaps[i]:.2f} mm between positions {d[i]:.2f} and {d[i + 1]:.2f} mm" for i in big
+        )
+        raise GeometryError(
+            where,
+            f"missing slices: gap(s) of {listing} (usual step {step:.2f} mm; slice gaps "
+            f"{', '.join(f'{g:.2f}' for g in gaps)} mm)",
+        )
+    positions = np.array([s.ipp for s in slices])
+    # IPPs must lie on a line (constant stacking direction)
+    line = positions[-1] - positions[0]
+    t = (d - d[0]) / (d[-1] - d[0])
+    resid = positions - (positions[0] + t[:, None] * line)
+    dev = float(np.max(np.linalg.norm(resid, axis=1)))
+    if dev > max(0.5 * min(row_sp, col_sp), 0.1):
+        raise GeometryError(
+            where, f"slice positions do not lie on a line (off by up to {dev:.2f} mm)"
+        )
+
+    images = _read_pixels(slices, on_progress)
+    uneven = float(np.max(np.abs(gaps - step))) > max(resample_tolerance * step, 0.01)
+    if uneven:
+        length = d[-1] - d[0]
+        n = int(round(length / step)) + 1
+        targets = d[0] + np.arange(n) * (length / (n - 1))
+        new = np.empty((n, first.rows, first.cols), dtype=np.float32)
+        for k, tk in enumerate(targets):
+            i = int(np.clip(np.searchsorted(d, tk, side="right") - 1, 0, len(d) - 2))
+            w = float(np.clip((tk - d[i]) / (d[i + 1] - d[i]), 0.0, 1.0))
+            new[k] = images[i] if w < 1e-6 else (1 - w) * images[i] + w * images[i + 1]
+        array = new
+        vol_warnings.append(
+            f"{name}: uneven slice spacing (gaps {_gap_summary(gaps)}) resampled to a uniform "
+            f"{length / (n - 1):.2f} mm grid"
+        )
+        info["resampled"] = True
+        n_out = n
+    else:
+        array = images
+        n_out = len(slices)
+    stack_vec = line / (n_out - 1)
+    tilt = float(
+        np.degrees(np.arccos(np.clip(abs(stack_vec @ normal) / np.linalg.norm(stack_vec), 0, 1)))
+    )
+    if tilt > _TILT_MIN_DEG:
+        shown = abs(gantry_tilt_tag) if gantry_tilt_tag else tilt
+        info["gantry_tilt_deg"] = round(float(shown), 3)
+        info["tilt"] = True
+    aff = np.eye(4)
+    aff[:3, 0], aff[:3, 1], aff[:3, 2] = stack_vec, c_vec * row_sp, r_vec * col_sp
+    aff[:3, 3] = positions[0]
+    return array, aff, slices, info
+
+
+def _text(ds: Any, kw: str) -> str:
+    v = ds.get(kw)
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        return "\\".join(str(x) for x in v)
+    return str(v).strip()
+
+
+def _windows(ds: Any) -> list[tuple[float, float]]:
+    src = ds
+    if "WindowCenter" not in ds:
+        item = _seq_item(ds, "SharedFunctionalGroupsSequence", "FrameVOILUTSequence")
+        if item is None:
+            item = _seq_item(ds, "PerFrameFunctionalGroupsSequence", "FrameVOILUTSequence")
+        if item is not None:
+            src = item
+    centers = _floats(src.get("WindowCenter"))
+    widths = _floats(src.get("WindowWidth"))
+    return [(float(c), float(w)) for c, w in zip(centers, widths, strict=False)]
+
+
+def _empty_metadata(path: Path, fmt: str) -> dict[str, Any]:
+    return {
+        "source_path": str(path),
+        "format": fmt,
+        "files": [],
+        "study_uid": "",
+        "series_uid": "",
+        "frame_of_reference_uid": "",
+        "sop_instance_uids": [],
+        "modality": "",
+        "patient_name": "",
+        "patient_id": "",
+        "patient_birth_date": "",
+        "patient_sex": "",
+        "study_date": "",
+        "study_description": "",
+        "series_description": "",
+        "manufacturer": "",
+        "slice_thickness_mm": None,
+        "kernel": "",
+        "body_part": "",
+        "windows": [],
+        "orientation_on_disk": "",
+        "patient_position": "",
+        "resampled": False,
+        "gantry_tilt_deg": 0.0,
+    }
+
+
+def _dicom_metadata(path: Path, ds: Any, slices: list[_Slice]) -> dict[str, Any]:
+    meta = _empty_metadata(path, "dicom")
+    thick = slices[0].thickness
+    meta.update(
+        files=list(dict.fromkeys(str(s.path) for s in slices)),
+        study_uid=_text(ds, "StudyInstanceUID"),
+        series_uid=_text(ds, "SeriesInstanceUID"),
+        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
+        sop_instance_uids=list({str(s.path): s.sop_uid for s in slices}.values()),
+        modality=_text(ds, "Modality"),
+        patient_name=_text(ds, "PatientName"),
+        patient_id=_text(ds, "PatientID"),
+        patient_birth_date=_text(ds, "PatientBirthDate"),
+        patient_sex=_text(ds, "PatientSex"),
+        study_date=_text(ds, "StudyDate"),
+        study_description=_text(ds, "StudyDescription"),
+        series_description=_text(ds, "SeriesDescription"),
+        manufacturer=_text(ds, "Manufacturer"),
+        slice_thickness_mm=float(thick) if thick else None,
+        kernel=_text(ds, "ConvolutionKernel"),
+        body_part=_text(ds, "BodyPartExamined"),
+        windows=_windows(ds),
+        patient_position=_text(ds, "PatientPosition"),
+    )
+    return meta
+
+
+def _disk_codes(slices: list[_Slice]) -> str:
+    """Axis codes of the series as stored: (row direction, column direction, instance order)."""
+    s0 = slices[0]
+    if len(slices) > 1:
+        by_inst = sorted(slices, key=lambda s: s.instance)
+        k = by_inst[-1].ipp - by_inst[0].ipp
+        if np.linalg.norm(k) < 1e-6:
+            k = s0.normal
+    else:
+        k = s0.normal
+    return axis_codes(np.stack([s0.iop[:3], s0.iop[3:], k / np.linalg.norm(k)], axis=1))
+
+
+def _volume_from_slices(
+    where: Path,
+    headers: list[DicomHeader],
+    slices: list[_Slice],
+    *,
+    resample_tolerance: float,
+    on_progress: Callable[[int, int], None] | None,
+    vol_warnings: list[str],
+) -> CTVolume:
+    ds0 = headers[0].ds
+    tilt_tag = _float_or_none(ds0.get("GantryDetectorTilt"))
+    array, aff, kept, info = _stack(
+        where,
+        slices,
+        resample_tolerance=resample_tolerance,
+        on_progress=on_progress,
+        vol_warnings=vol_warnings,
+        gantry_tilt_tag=tilt_tag,
+    )
+    codes = _disk_codes(kept)
+    try:
+        out, spacing, origin, resampled = canonicalize(array, aff, stack_axis=0)
+    except ValueError as exc:
+        raise GeometryError(where, str(exc)) from None
+    name = where.name
+    if resampled:
+        if info.get("tilt"):
+            vol_warnings.append(
+                f"{name}: gantry tilt {info['gantry_tilt_deg']:.1f} deg corrected by resampling "
+                "onto an axis-aligned grid"
+            )
+        else:
+            u = aff[:3, :3] / np.linalg.norm(aff[:3, :3], axis=0)
+            vol_warnings.append(
+                f"{name}: oblique slices ({_max_obliquity_deg(u):.1f} deg off the patient axes) "
+                "resampled onto an axis-aligned grid"
+            )
+    resampled = bool(resampled or info["resampled"])
+    out = out.astype(np.float32, copy=False) if resampled else _hu_dtype(out)
+    meta = _dicom_metadata(where, ds0, kept)
+    meta.update(
+        orientation_on_disk=codes,
+        resampled=resampled,
+        gantry_tilt_deg=float(info["gantry_tilt_deg"]),
+    )
+    return CTVolume(out, spacing, origin, metadata=meta, warnings=vol_warnings)
+
+
+def _is_axial(s: _Slice) -> bool:
+    return abs(float(s.normal[2])) >= np.cos(np.radians(45.0))
+
+
+def _plane_name(s: _Slice) -> str:
+    ax = int(np.argmax(np.abs(s.normal)))
+    return ("sagittal", "coronal", "axial")[ax]
+
+
+def _series_label(hs: list[DicomHeader]) -> str:
+    desc = _text(hs[0].ds, "SeriesDescription") or "(no description)"
+    num = _text(hs[0].ds, "SeriesNumber")
+    return f"'{desc}'" + (f" #{num}" if num else "") + f" ({len(hs)} images)"
+
+
+def _load_dicom_folder(
+    folder: Path,
+    *,
+    resample_tolerance: float,
+    on_progress: Callable[[int, int], None] | None,
+) -> CTVolume:
+    headers = read_dicom_headers(folder)
+    if not headers:
+        raise UnreadableError(folder, "no DICOM files found in this folder")
+    images = [h for h in headers if h.is_image]
+    if not images:
+        kinds = sorted({h.modality or "non-image" for h in headers})
+        raise NotCTError(folder, f"only {', '.join(kinds)} objects here, no CT images")
+    ct = [h for h in images if h.is_ct]
+    if not ct:
+        by_mod: dict[str, int] = {}
+        for h in images:
+            by_mod[h.modality or "unknown"] = by_mod.get(h.modality or "unknown", 0) + 1
+        found = ", ".join(f"{m} series ({n} images)" for m, n in sorted(by_mod.items()))
+        raise NotCTError(folder, f"{found}, not CT")
+    vol_warnings: list[str] = []
+    name = folder.name
+    localizers = [h for h in ct if h.is_localizer]
+    if localizers:
+        vol_warnings.append(f"{name}: {len(localizers)} localizer/scout image(s) set aside")
+    series: dict[str, list[DicomHeader]] = {}
+    for h in ct:
+        if not h.is_localizer:
+            series.setdefault(h.series_uid, []).append(h)
+    # expand into slices; set aside single non-axial images
+    series_slices: dict[str, list[_Slice]] = {}
+    for uid, hs in list(series.items()):
+        sl = [s for h in hs for s in _slices_of(h)]
+        if len(sl) == 1 and not _is_axial(sl[0]):
+            vol_warnings.append(
+                f"{name}: single {_plane_name(sl[0])} image {hs[0].path.name} set aside as a localizer"
+            )
+            del series[uid]
+            continue
+        series_slices[uid] = sl
+    if not series_slices:
+        raise LocalizerError(folder, "only localizer/scout images here, no axial CT series")
+    chosen = max(series_slices, key=lambda u: (len(series_slices[u]), u))
+    others = [u for u in series_slices if u != chosen]
+    if others:
+        vol_warnings.append(
+            f"{name}: {len(series_slices)} CT series found; loaded {_series_label(series[chosen])}, "
+            f"not loaded: {'; '.join(_series_label(series[u]) for u in others)}"
+        )
+    return _volume_from_slices(
+        folder,
+        series[chosen],
+        series_slices[chosen],
+        resample_tolerance=resample_tolerance,
+        on_progress=on_progress,
+        vol_warnings=vol_warnings,
+    )
+
+
+def _load_dicom_file(
+    path: Path,
+    *,
+    resample_tolerance: float,
+    on_progress: Callable[[int, int], None] | None,
+) -> CTVolume:
+    if path.stat().st_size == 0:
+        raise UnreadableError(path, "empty file")
+    try:
+        ds = _dcmread(path, headers_only=True)
+    except Exception as exc:  # noqa: BLE001
+        reason = "no DICOM header (missing 'DICM' marker)" if not _has_dicm_magic(path) else ""
+        raise UnreadableError(
+            path, reason or f"not a readable DICOM file ({type(exc).__name__})"
+        ) from None
+    h = _header(path, ds)
+    if h.modality == "SEG" or h.sop_class.startswith("1.2.840.10008.5.1.4.1.1.66.4"):
+        raise NotCTError(path, "DICOM SEG (segmentation) object, not a CT image")
+    if h.modality in _NON_IMAGE_MODALITIES or h.sop_class.startswith(_NON_IMAGE_SOP_PREFIXES):
+        raise NotCTError(path, f"{h.modality or 'non-image'} object, not a CT image")
+    if not h.is_image:
+        raise UnreadableError(
+            path, "no image in this DICOM file (Rows/Columns missing; truncated?)"
+        )
+    if not h.is_ct:
+        raise NotCTError(path, f"{h.modality or 'unknown modality'} image, not CT")
+    if h.is_localizer:
+        raise LocalizerError(path, "localizer/scout image, not an axial CT volume")
+    try:
+        slices = _slices_of(h)
+    except GeometryError:
+        raise
+    if len(slices) == 1 and not _is_axial(slices[0]):
+        raise LocalizerError(
+            path, f"single {_plane_name(slices[0])} image (likely a localizer), not an axial CT"
+        )
+    return _volume_from_slices(
+        path,
+        [h],
+        slices,
+        resample_tolerance=resample_tolerance,
+        on_progress=on_progress,
+        vol_warnings=[],
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def load_ct(
+    path: str | os.PathLike[str],
+    *,
+    resample_tolerance: float = 0.02,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> CTVolume:
+    """Open a CT from a DICOM folder or file, NIfTI, NRRD or MHA/MHD as an axis-aligned LPS volume.
+
+    Parameters
+    ----------
+    path
+        A folder of DICOM files (searched recursively; files with or without extension), a single
+        DICOM file (a slice, or an enhanced multi-frame CT), or a ``.nii``, ``.nii.gz``, ``.nrrd``,
+        ``.nhdr``, ``.mha`` or ``.mhd`` file.
+    resample_tolerance
+        DICOM series whose slice gaps differ from the median gap by more than this fraction of it
+        are resampled to a uniform grid.
+    on_progress
+        Called as ``on_progress(done, total)`` after each DICOM file's pixels are decoded.
+
+    Returns
+    -------
+    CTVolume
+        HU (int16 when exact, float32 after resampling) on the canonical LPS grid; corrections
+        that were made are listed in ``volume.warnings``.
+
+    Raises
+    ------
+    UnreadableError
+        Missing, empty, corrupt or unknown-format input.
+    NotCTError
+        A medical image that is not CT (MR, DICOM SEG, ...).
+    LocalizerError
+        A localizer / scout image.
+    GeometryError
+        Slices that do not form a volume (missing slices, mixed orientations or sizes).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UnreadableError(p, "no such file or folder")
+    with warnings.catch_warnings():
+        # pydicom/SimpleITK complaints about odd headers are not the user's business
+        warnings.filterwarnings("ignore", module="pydicom")
+        warnings.filterwarnings("ignore", category=UserWarning, module="pydicom.*")
+        return _load_ct(p, resample_tolerance=resample_tolerance, on_progress=on_progress)
+
+
+def _load_ct(
+    p: Path, *, resample_tolerance: float, on_progress: Callable[[int, int], None] | None
+) -> CTVolume:
+    try:
+        if p.is_dir():
+            return _load_dicom_folder(
+                p, resample_tolerance=resample_tolerance, on_progress=on_progress
+            )
+        suffix = _suffix(p)
+        if suffix in VOLUME_SUFFIXES:
+            return _load_sitk(p, VOLUME_SUFFIXES[suffix])
+        if suffix in DICOM_SUFFIXES or _has_dicm_magic(p):
+            return _load_dicom_file(
+                p, resample_tolerance=resample_tolerance, on_progress=on_progress
+            )
+        if p.stat().st_size == 0:
+            raise UnreadableError(p, "empty file")
+        raise UnreadableError(p, "unknown file format (expected DICOM, NIfTI, NRRD or MHA/MHD)")
+    except (UnreadableError, NotCTError, LocalizerError, GeometryError):
+        raise
+    except MemoryError:
+        raise UnreadableError(p, "not enough memory to load this volume") from None
+    except PermissionError:
+        raise UnreadableError(p, "permission denied") from None
+    except Exception as exc:  # noqa: BLE001 - never leak a library traceback to the user
+        log.debug("unexpected error reading %s", p, exc_info=True)
+        raise UnreadableError(p, f"could not be read ({type(exc).__name__}: {exc})"[:300]) from None

@@ -1,0 +1,537 @@
+"""Tests of the CT reader (napari_ctreport.io.ct) on the real data in shared/data/real and synthetic cases."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.uid import generate_uid
+from scipy.ndimage import map_coordinates
+
+from napari_ctreport.io import (
+    CTReadError,
+    CTVolume,
+    GeometryError,
+    LocalizerError,
+    NotCTError,
+    UnreadableError,
+)
+from napari_ctreport.io.ct import axis_codes, canonicalize, load_ct, probe_ct
+from napari_ctreport.io.write import read_labels, write_dicom_series
+
+
+@pytest.fixture(scope="module")
+def real(shared_data: Path) -> Path:
+    return shared_data / "real"
+
+
+@pytest.fixture(scope="module")
+def manifest(real: Path) -> dict[str, dict]:
+    return {e["path"]: e for e in json.loads((real / "manifest.json").read_text())}
+
+
+# --------------------------------------------------------------------------------------------------
+# probing
+# --------------------------------------------------------------------------------------------------
+
+
+def test_probe_ct(real: Path, tmp_path: Path) -> None:
+    assert probe_ct(real / "totalsegmentator" / "example_ct_dicom")
+    assert probe_ct(real / "totalsegmentator" / "example_ct.nii.gz")
+    assert probe_ct(real / "dcmqi_ct3slice" / "seg" / "liver_seg.nrrd")
+    no_ext = next((real / "monai_ct_dicom" / "CT_DICOM").iterdir())
+    assert no_ext.suffix == ""
+    assert probe_ct(no_ext)
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "blob").write_bytes(b"\0" * 300)
+    assert not probe_ct(tmp_path / "notes.txt")
+    assert not probe_ct(tmp_path / "blob")
+    assert not probe_ct(tmp_path / "does_not_exist.nii")
+
+
+# --------------------------------------------------------------------------------------------------
+# NIfTI geometry (RAS on disk)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_nifti_ras_matches_simpleitk_physical_points(real: Path) -> None:
+    path = real / "totalsegmentator" / "example_ct.nii.gz"
+    vol = load_ct(path)
+    img = sitk.ReadImage(str(path))
+    raw = sitk.GetArrayFromImage(img)  # (k, j, i)
+    assert vol.metadata["orientation_on_disk"] == "RAS"
+    assert vol.metadata["format"] == "nifti"
+    assert vol.shape == (raw.shape[0], raw.shape[1], raw.shape[2])
+    assert vol.spacing_zyx == pytest.approx((3.0, 3.0, 3.0))
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        i, j, k = (int(rng.integers(0, n)) for n in img.GetSize())
+        p = np.array(img.TransformIndexToPhysicalPoint((i, j, k)))
+        idx = vol.lps_to_index(p)
+        assert np.allclose(idx, np.round(idx), atol=1e-4)
+        z, y, x = np.round(idx).astype(int)
+        assert vol.array[z, y, x] == raw[k, j, i]
+        assert np.allclose(vol.index_to_lps((z, y, x)), p, atol=1e-4)
+
+
+def test_nifti_anatomy_bone_posterior(real: Path) -> None:
+    vol = load_ct(real / "totalsegmentator" / "example_ct.nii.gz")
+    a = vol.array.astype(np.float32)
+    nz, ny, nx = a.shape
+    body = a > -300
+    ys = np.nonzero(body.any(axis=(0, 2)))[0]
+    y_mid = (ys.min() + ys.max()) // 2
+    band = a[nz // 4 : 3 * nz // 4, :, nx // 3 : 2 * nx // 3]
+    bone = band > 250
+    posterior = bone[:, y_mid:, :].sum()  # larger y index = posterior
+    anterior = bone[:, :y_mid, :].sum()
+    assert posterior > 1.5 * anterior
+
+
+def test_liver_on_patients_right(real: Path) -> None:
+    ct = load_ct(real / "totalsegmentator" / "example_ct_sm.nii.gz")
+    seg = read_labels(real / "totalsegmentator" / "example_seg.nii.gz", like=ct)
+    liver = seg == 5  # TotalSegmentator v2 class id for liver
+    assert liver.sum() > 1000
+    body_x = np.nonzero(ct.array > -300)[2]
+    mid_x = ct.index_to_lps((0, 0, (body_x.min() + body_x.max()) / 2))[0]
+    liver_x = ct.index_to_lps(np.argwhere(liver).mean(axis=0))[0]
+    assert liver_x < mid_x - 20  # patient's right is LPS x below the midline
+    assert 0 < float(ct.array[liver].mean()) < 200  # soft tissue
+
+
+def test_labels_on_other_grid_line_up(real: Path) -> None:
+    folder = real / "totalsegmentator" / "pulmonary_report"
+    ct = load_ct(folder / "ct_cropped.nii.gz")
+    heart = read_labels(folder / "heart.nii.gz", like=ct)
+    pa = read_labels(folder / "pulmonary_artery.nii.gz", like=ct)
+    assert heart.shape == pa.shape == ct.shape
+    # same-grid mask: identical to the raw array (LPS on disk)
+    raw_pa = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "pulmonary_artery.nii.gz")))
+    assert np.array_equal(pa, raw_pa)
+    # other grid: each labelled voxel maps to a labelled voxel of the source
+    himg = sitk.ReadImage(str(folder / "heart.nii.gz"))
+    hraw = sitk.GetArrayFromImage(himg)
+    pts = np.argwhere(heart > 0)
+    assert len(pts) > 1000
+    for z, y, x in pts[:: max(1, len(pts) // 40)]:
+        i, j, k = himg.TransformPhysicalPointToIndex(tuple(ct.index_to_lps((z, y, x))))
+        assert hraw[k, j, i] == 1
+    # contrast CT: blood in the heart and the pulmonary artery is dense
+    assert float(ct.array[heart > 0].mean()) > 100
+    assert float(ct.array[pa > 0].mean()) > 150
+
+
+# --------------------------------------------------------------------------------------------------
+# single DICOM files
+# --------------------------------------------------------------------------------------------------
+
+
+def _hu(ds: pydicom.Dataset) -> np.ndarray:
+    return ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+
+
+def test_flipped_explicit_vr_un(real: Path) -> None:
+    path = real / "pydicom_testfiles" / "ct" / "explicit_VR-UN.dcm"
+    vol = load_ct(path)
+    ds = pydicom.dcmread(path)
+    assert vol.metadata["orientation_on_disk"] == "LAI"
+    assert vol.shape == (1, 512, 512)
+    ps = float(ds.PixelSpacing[0])
+    # rows run anterior on disk: canonical row 0 is the last stored row
+    assert vol.origin_lps == pytest.approx((0.0, -511 * ps, -121.0), abs=1e-3)
+    assert np.array_equal(vol.array[0], _hu(ds)[::-1, :])
+    # voxel [0, y, x] lies at the LPS point the header gives for stored pixel (511 - y, x)
+    r, c = 100, 37
+    p = np.array([0.0, 0.0, -121.0]) + c * ps * np.array([1, 0, 0]) + r * ps * np.array([0, -1, 0])
+    assert vol.array[tuple(np.round(vol.lps_to_index(p)).astype(int))] == _hu(ds)[r, c]
+
+
+def test_enhanced_multiframe_ct(real: Path) -> None:
+    path = real / "pydicom_testfiles" / "ct" / "eCT_Supplemental.dcm"
+    vol = load_ct(path)
+    ds = pydicom.dcmread(path)
+    assert vol.shape == (2, 512, 512)
+    assert vol.spacing_zyx[0] == pytest.approx(10.0)
+    assert vol.metadata["orientation_on_disk"] == "RPS"
+    assert vol.origin_lps == pytest.approx((99.5 - 511 * 0.388672, -301.5, -159.0), abs=1e-3)
+    frames = ds.pixel_array.astype(np.float64) - 1024.0  # shared rescale intercept
+    assert np.array_equal(vol.array[0], frames[0][:, ::-1])
+    assert np.array_equal(vol.array[1], frames[1][:, ::-1])
+    assert vol.metadata["windows"] == [(49.0, 102.0)]
+
+
+def test_single_slice_geometry_and_metadata(real: Path) -> None:
+    path = real / "pydicom_testfiles" / "ct" / "CT_small.dcm"
+    vol = load_ct(path)
+    ds = pydicom.dcmread(path)
+    assert vol.shape == (1, 128, 128)
+    assert vol.spacing_zyx == pytest.approx(
+        (float(ds.SliceThickness), *map(float, ds.PixelSpacing))
+    )
+    assert vol.origin_lps == pytest.approx(tuple(map(float, ds.ImagePositionPatient)), abs=1e-4)
+    md = vol.metadata
+    assert md["format"] == "dicom" and md["modality"] == "CT"
+    assert md["series_uid"] == ds.SeriesInstanceUID
+    assert md["sop_instance_uids"] == [ds.SOPInstanceUID]
+    assert md["files"] == [str(path)]
+    assert md["patient_position"] == "FFS"
+    json.dumps(md)  # plain JSON-able types
+    assert vol.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("compressed", "reference"),
+    [
+        ("derived/CT_small_RLE.dcm", "ct/CT_small.dcm"),
+        ("ct/693_J2KR.dcm", "ct/693_UNCR.dcm"),
+    ],
+)
+def test_compressed_equals_uncompressed(real: Path, compressed: str, reference: str) -> None:
+    base = real / "pydicom_testfiles"
+    a, b = load_ct(base / compressed), load_ct(base / reference)
+    assert np.array_equal(a.array, b.array)
+    assert a.origin_lps == b.origin_lps and a.spacing_zyx == b.spacing_zyx
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "pydicom_testfiles/ct/CT_small.dcm",
+        "pydicom_testfiles/ct/693_J2KI.dcm",
+        "pydicom_testfiles/ct/693_UNCI.dcm",
+        "pydicom_testfiles/ct/bad_sequence.dcm",
+        "pydicom_testfiles/ct/explicit_VR-UN.dcm",
+        "pydicom_testfiles/ct/eCT_Supplemental.dcm",
+        "dcmqi_ct3slice/ct-3slice",
+        "totalsegmentator/example_ct_sm.nii.gz",
+        "totalsegmentator/pulmonary_report/ct_cropped.nii.gz",
+    ],
+)
+def test_hu_range_matches_manifest(real: Path, manifest: dict, rel: str) -> None:
+    vol = load_ct(real / rel)
+    entry = manifest[rel]
+    assert float(vol.array.min()) == entry["min"]
+    assert float(vol.array.max()) == entry["max"]
+
+
+def test_oblique_single_slice_is_resampled(real: Path) -> None:
+    path = real / "pydicom_testfiles" / "ct" / "J2K_pixelrep_mismatch.dcm"
+    vol = load_ct(path)
+    ds = pydicom.dcmread(path)
+    assert vol.metadata["resampled"] is True
+    assert any("oblique" in w and path.name in w for w in vol.warnings)
+    # every output voxel inside the slab holds the stored image at its projection onto the slice
+    ipp = np.array(ds.ImagePositionPatient, dtype=float)
+    iop = np.array(ds.ImageOrientationPatient, dtype=float)
+    iop[3:] /= np.linalg.norm(iop[3:])  # stored with 4 decimals: not exactly unit length
+    ps = [float(v) for v in ds.PixelSpacing]
+    normal = np.cross(iop[:3], iop[3:])
+    hu = _hu(ds)
+    rng = np.random.default_rng(1)
+    idx = np.stack([rng.integers(0, n, 20000) for n in vol.shape], axis=1)
+    rel = vol.index_to_lps(idx) - ipp
+    col, row, dist = rel @ iop[:3] / ps[1], rel @ iop[3:] / ps[0], rel @ normal
+    inside = (np.abs(dist) < 2.0) & (row > 1) & (row < 510) & (col > 1) & (col < 510)
+    assert inside.sum() > 200
+    got = vol.array[tuple(idx[inside].T)]
+    want = map_coordinates(hu, [row[inside], col[inside]], order=1)
+    np.testing.assert_allclose(got, want, atol=0.05)
+    assert np.all(vol.array[tuple(idx[np.abs(dist) > 3.0].T)] == -1024)
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "emri_small.dcm",
+        "emri_small_jpeg_2k_lossless.dcm",
+    ],
+)
+def test_mr_is_not_ct(real: Path, rel: str) -> None:
+    path = real / "pydicom_testfiles" / "transfer_syntax_mr" / rel
+    with pytest.raises(NotCTError, match="MR") as err:
+        load_ct(path)
+    assert str(path) in str(err.value)
+
+
+def test_mr_folder_is_not_ct(real: Path) -> None:
+    with pytest.raises(NotCTError, match="MR series.*not CT"):
+        load_ct(real / "pydicom_testfiles" / "transfer_syntax_mr")
+
+
+def test_seg_is_not_ct(real: Path) -> None:
+    path = real / "dcmqi_ct3slice" / "seg" / "liver.dcm"
+    with pytest.raises(NotCTError, match="SEG") as err:
+        load_ct(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(NotCTError, match="SEG"):
+        load_ct(path.parent)
+
+
+def test_localizer_refused(real: Path) -> None:
+    path = real / "dcm_qa_ct" / "Philips_localizer" / "I10.dcm"
+    with pytest.raises(LocalizerError, match="localizer") as err:
+        load_ct(path)
+    assert str(path) in str(err.value)
+
+
+def test_no_meta_unreadable(real: Path) -> None:
+    path = real / "pydicom_testfiles" / "ct" / "no_meta.dcm"
+    with pytest.raises(UnreadableError) as err:
+        load_ct(path)
+    assert str(path) in str(err.value)
+
+
+def test_broken_files_unreadable(real: Path, tmp_path: Path) -> None:
+    src = (real / "pydicom_testfiles" / "ct" / "CT_small.dcm").read_bytes()
+    cases = {
+        "empty.dcm": b"",
+        "garbage.dcm": bytes(range(256)) * 10,
+        "truncated.dcm": src[:2000],
+        "text.nii": b"this is not an image\n",
+        "text.nrrd": b"hello\n",
+        "noext": b"",
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UnreadableError) as err:
+            load_ct(tmp_path / name)
+        assert name in str(err.value)
+        assert "Traceback" not in str(err.value)
+    with pytest.raises(UnreadableError, match="no such"):
+        load_ct(tmp_path / "missing.nii.gz")
+    with pytest.raises(UnreadableError, match="no DICOM"):
+        load_ct(_empty_dir(tmp_path))
+
+
+def _empty_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "emptydir"
+    d.mkdir()
+    (d / "readme.txt").write_text("not dicom")
+    return d
+
+
+# --------------------------------------------------------------------------------------------------
+# DICOM series
+# --------------------------------------------------------------------------------------------------
+
+
+def test_example_ct_dicom_series(real: Path) -> None:
+    folder = real / "totalsegmentator" / "example_ct_dicom"
+    calls: list[tuple[int, int]] = []
+    vol = load_ct(folder, on_progress=lambda d, t: calls.append((d, t)))
+    assert vol.shape == (20, 512, 512)
+    assert vol.spacing_zyx == pytest.approx((2.0, 0.976562, 0.976562), abs=1e-5)
+    assert vol.origin_lps == pytest.approx((-249.51171875, -437.51171875, -804.5))
+    assert vol.array.min() == -1024 and vol.array.max() == 1839
+    assert calls[-1] == (20, 20) and len(calls) == 20
+    md = vol.metadata
+    assert len(md["files"]) == 20 and len(md["sop_instance_uids"]) == 20
+    zs = [
+        float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2])
+        for f in md["files"]
+    ]
+    assert zs == sorted(zs)  # files listed in slice (array) order
+    assert md["slice_thickness_mm"] == 3.0
+    assert md["resampled"] is False
+    assert md["orientation_on_disk"] == "LPI"  # instance numbers run head to feet
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(md["files"][5]))[0]
+    assert np.array_equal(vol.array[5], ref)
+    assert vol.warnings == []
+
+
+def test_dcmqi_three_slices_with_labels(real: Path) -> None:
+    vol = load_ct(real / "dcmqi_ct3slice" / "ct-3slice")
+    assert vol.shape == (3, 512, 512)
+    assert vol.spacing_zyx == pytest.approx((1.0, 0.8105, 0.8105), abs=1e-4)
+    assert vol.origin_lps == pytest.approx((-235.2, -226.8, -128.69), abs=1e-3)
+    liver = read_labels(real / "dcmqi_ct3slice" / "seg" / "liver_seg.nrrd", like=vol)
+    spine = read_labels(real / "dcmqi_ct3slice" / "seg" / "spine_seg.nrrd", like=vol)
+    assert liver.shape == vol.shape
+    raw = sitk.GetArrayFromImage(sitk.ReadImage(str(real / "dcmqi_ct3slice/seg/liver_seg.nrrd")))
+    assert np.array_equal(liver, raw)
+    # anatomy: liver on the patient's right, spine posterior, bone dense
+    assert (
+        vol.index_to_lps(np.argwhere(liver).mean(0))[0]
+        < vol.index_to_lps(np.argwhere(spine).mean(0))[0]
+    )
+    assert (
+        vol.index_to_lps(np.argwhere(spine).mean(0))[1]
+        > vol.index_to_lps(np.argwhere(liver).mean(0))[1]
+    )
+    assert float(vol.array[spine > 0].mean()) > float(vol.array[liver > 0].mean())
+
+
+def test_gantry_tilt_resampled(real: Path) -> None:
+    folder = real / "dcm_qa_ct" / "GE_gantry_tilt_subset"
+    vol = load_ct(folder)
+    assert any("tilt 18.5 deg" in w for w in vol.warnings)
+    assert any("uneven" in w for w in vol.warnings)
+    assert all(folder.name in w for w in vol.warnings)
+    assert vol.metadata["gantry_tilt_deg"] == pytest.approx(18.5)
+    assert vol.metadata["resampled"] is True
+    assert vol.spacing_zyx[0] != pytest.approx(5.28, abs=0.05)
+    assert vol.spacing_zyx[0] == pytest.approx(4.1, abs=0.1)
+    assert vol.spacing_zyx[1:] == pytest.approx((0.48828, 0.48828), abs=1e-4)
+    # pixels of an original slice appear at their true LPS positions
+    ds = pydicom.dcmread(folder / "16.dcm")
+    ipp = np.array(ds.ImagePositionPatient, dtype=float)
+    iop = np.array(ds.ImageOrientationPatient, dtype=float)
+    ps = [float(v) for v in ds.PixelSpacing]
+    hu = _hu(ds)
+    rng = np.random.default_rng(2)
+    rc = rng.integers(60, 450, size=(400, 2))
+    pts = ipp + rc[:, 1:2] * ps[1] * iop[:3] + rc[:, 0:1] * ps[0] * iop[3:]
+    got = map_coordinates(vol.array, vol.lps_to_index(pts).T, order=1, cval=-1024)
+    want = hu[rc[:, 0], rc[:, 1]]
+    assert np.corrcoef(got, want)[0, 1] > 0.8
+
+
+def test_missing_slices_refused(real: Path) -> None:
+    folder = real / "monai_ct_dicom" / "CT_DICOM"
+    with pytest.raises(GeometryError, match="missing slices") as err:
+        load_ct(folder)
+    assert "202.50" in str(err.value)
+    assert str(folder) in str(err.value)
+
+
+def test_duplicate_slice_warns(real: Path, tmp_path: Path) -> None:
+    src = real / "dcmqi_ct3slice" / "ct-3slice"
+    for f in src.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    ds = pydicom.dcmread(src / "02.dcm")
+    ds.SOPInstanceUID = generate_uid()
+    ds.save_as(tmp_path / "02_copy.dcm")
+    vol = load_ct(tmp_path)
+    assert vol.shape == (3, 512, 512)
+    assert any("1 duplicate" in w for w in vol.warnings)
+    ref = load_ct(src)
+    assert np.array_equal(vol.array, ref.array)
+
+
+def test_multi_series_takes_largest(real: Path, tmp_path: Path) -> None:
+    for f in (real / "dcmqi_ct3slice" / "ct-3slice").iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    ds = pydicom.dcmread(real / "pydicom_testfiles" / "ct" / "CT_small.dcm")
+    ds.SeriesDescription = "Other small series"
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    ds.save_as(sub / "IM0001")  # no extension, in a subfolder
+    shutil.copy(real / "dcm_qa_ct" / "Philips_localizer" / "I10.dcm", sub / "scout")
+    shutil.copy(real / "dcmqi_ct3slice" / "seg" / "liver.dcm", sub / "seg.dcm")
+    (tmp_path / "notes.txt").write_text("ignored")
+    vol = load_ct(tmp_path)
+    assert vol.shape == (3, 512, 512)
+    assert any("Other small series" in w and "1 images" in w for w in vol.warnings)
+    assert any("localizer" in w for w in vol.warnings)
+
+
+def test_mixed_sizes_refused(real: Path, tmp_path: Path) -> None:
+    src = real / "dcmqi_ct3slice" / "ct-3slice"
+    for f in src.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    ref = pydicom.dcmread(src / "01.dcm", stop_before_pixels=True)
+    ds = pydicom.dcmread(real / "pydicom_testfiles" / "ct" / "CT_small.dcm")
+    ds.SeriesInstanceUID = ref.SeriesInstanceUID
+    ds.save_as(tmp_path / "04.dcm")
+    with pytest.raises(GeometryError, match="mixed image sizes"):
+        load_ct(tmp_path)
+
+
+def _synthetic_series(tmp_path: Path, nz: int = 10) -> tuple[CTVolume, list[Path]]:
+    z = np.arange(nz, dtype=np.float32)[:, None, None]
+    arr = (np.zeros((nz, 12, 16), np.float32) + z * 10.0 - 500.0).astype(np.int16)
+    vol = CTVolume(arr, (2.0, 0.8, 0.7), (-5.0, 10.0, -100.0))
+    return vol, write_dicom_series(vol, tmp_path / "series")
+
+
+def test_uneven_spacing_resampled(tmp_path: Path) -> None:
+    vol, files = _synthetic_series(tmp_path)
+    # InstanceNumber 1 is the most superior (head first); drop the slice at index z=4
+    z4 = [f for f in files if float(pydicom.dcmread(f).ImagePositionPatient[2]) == -92.0]
+    z4[0].unlink()
+    out = load_ct(files[0].parent)
+    assert any("uneven slice spacing" in w and "4 mm x1" in w for w in out.warnings)
+    assert out.metadata["resampled"] is True
+    assert out.shape == vol.shape and out.spacing_zyx == pytest.approx(vol.spacing_zyx)
+    assert out.origin_lps == pytest.approx(vol.origin_lps)
+    np.testing.assert_allclose(out.array, vol.array, atol=1e-3)  # linear in z: exact
+
+
+def test_two_missing_slices_refused(tmp_path: Path) -> None:
+    vol, files = _synthetic_series(tmp_path)
+    for f in files:
+        if float(pydicom.dcmread(f).ImagePositionPatient[2]) in (-92.0, -90.0):
+            f.unlink()
+    with pytest.raises(GeometryError, match="missing slices.*6.00 mm"):
+        load_ct(files[0].parent)
+
+
+def test_mixed_orientation_refused(tmp_path: Path) -> None:
+    vol, files = _synthetic_series(tmp_path, nz=4)
+    ds = pydicom.dcmread(files[1])
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0.8, -0.6]
+    ds.save_as(files[1])
+    with pytest.raises(GeometryError, match="mixed slice orientations"):
+        load_ct(files[0].parent)
+
+
+# --------------------------------------------------------------------------------------------------
+# canonicalize
+# --------------------------------------------------------------------------------------------------
+
+
+def test_canonicalize_permutation_exact() -> None:
+    rng = np.random.default_rng(3)
+    arr = rng.integers(-1000, 1000, size=(4, 5, 6)).astype(np.int16)
+    aff = np.eye(4)
+    # axis 0 -> towards R (x, -), axis 1 -> towards I (z, -), axis 2 -> towards P (y, +)
+    aff[:3, 0] = [-1.5, 0, 0]
+    aff[:3, 1] = [0, 0, -2.0]
+    aff[:3, 2] = [0, 0.5, 0]
+    aff[:3, 3] = [10, 20, 30]
+    out, sp, org, resampled = canonicalize(arr, aff)
+    assert not resampled and out.dtype == np.int16
+    assert sp == pytest.approx((2.0, 0.5, 1.5))
+    vol = CTVolume(out, sp, org)
+    for idx in [(0, 0, 0), (3, 4, 5), (1, 2, 3)]:
+        p = aff[:3, :3] @ np.array(idx) + aff[:3, 3]
+        z, y, x = np.round(vol.lps_to_index(p)).astype(int)
+        assert out[z, y, x] == arr[idx]
+    assert axis_codes(aff[:3, :3]) == "RIP"
+
+
+def test_canonicalize_oblique_linear_field() -> None:
+    # value = a linear function of LPS position; trilinear resampling must reproduce it inside
+    ang = np.radians(30)
+    rot = np.array([[1, 0, 0], [0, np.cos(ang), -np.sin(ang)], [0, np.sin(ang), np.cos(ang)]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([2.0, 1.0, 1.0])
+    aff[:3, 3] = [-3, 4, 5]
+    idx = np.indices((10, 12, 14)).reshape(3, -1).T
+    lps = idx @ aff[:3, :3].T + aff[:3, 3]
+    coef = np.array([0.3, -0.7, 1.1])
+    arr = (lps @ coef).reshape(10, 12, 14).astype(np.float32)
+    out, sp, org, resampled = canonicalize(arr, aff)
+    assert resampled
+    vol = CTVolume(out, sp, org)
+    inner = idx[(idx > 1).all(1) & (idx < np.array([8, 10, 12])).all(1)]
+    p = inner @ aff[:3, :3].T + aff[:3, 3]
+    got = map_coordinates(out, vol.lps_to_index(p).T, order=1)
+    np.testing.assert_allclose(got, p @ coef, atol=1e-3)
+
+
+def test_errors_are_ctreaderrors(real: Path) -> None:
+    for sub in (UnreadableError, NotCTError, LocalizerError, GeometryError):
+        assert issubclass(sub, CTReadError)
