@@ -41,7 +41,9 @@ def kind_id(kind: str) -> int:
     try:
         return KINDS.index(kind) + 1
     except ValueError:
-        raise ValueError(f"unknown finding kind {kind!r}; expected one of {', '.join(KINDS)}") from None
+        raise ValueError(
+            f"unknown finding kind {kind!r}; expected one of {', '.join(KINDS)}"
+        ) from None
 
 
 def check_term(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -49,6 +51,7 @@ def check_term(value: str, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
         raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
     return value
+
 
 #: Shape descriptors a finding may carry in ``Finding.attributes["shape"]``.
 SHAPES: tuple[str, ...] = ("round", "lobulated", "spiculated")

@@ -1,0 +1,340 @@
+"""Grounded report text: every sentence comes from one finding's attributes.
+
+Size rule (shared with :mod:`.parse`): a length is written in millimetres with one decimal below
+10 mm (``"7.2 mm"``) and as a whole number from 10 mm up (``"23 mm"``), rounding halves upwards;
+volumes are written in ml, with one decimal below 10 ml and whole numbers above. No size is
+computed here: every number is the finding's own ``diameter_mm``, ``short_axis_mm``,
+``volume_ml`` or ``attributes["solid_diameter_mm"]``, formatted by that rule.
+
+With ``rng=None`` the writer uses one canonical phrasing (what the model's reports use); with a
+:class:`numpy.random.Generator` it picks among several templates, so that synthetic reference
+reports are not all one template.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .findings import Finding
+from .guidelines import recommendation
+from .lexicon import SHAPES, effusion_grade
+
+#: The findings section when there is nothing to report.
+NORMAL_FINDINGS = "No pulmonary nodules, masses or pleural effusions."
+#: The impression when there is nothing to report.
+NORMAL_IMPRESSION = "No pulmonary nodule, mass or pleural effusion."
+
+SECTIONS: tuple[str, ...] = ("findings", "impression")
+
+_NUMBER_WORDS = {
+    2: "Two",
+    3: "Three",
+    4: "Four",
+    5: "Five",
+    6: "Six",
+    7: "Seven",
+    8: "Eight",
+    9: "Nine",
+    10: "Ten",
+}
+
+# Clinical order of kinds in a report: masses first, effusions last.
+_KIND_ORDER = {
+    "mass": 0,
+    "solid nodule": 1,
+    "part-solid nodule": 1,
+    "ground-glass nodule": 1,
+    "calcified nodule": 2,
+    "pleural effusion": 3,
+}
+
+
+@dataclass
+class Sentence:
+    """One sentence of a report and the finding it states (``None`` for normal statements)."""
+
+    text: str
+    finding_id: str | None
+    section: str
+
+    def __post_init__(self) -> None:
+        if self.section not in SECTIONS:
+            raise ValueError(f"unknown report section {self.section!r}; expected one of {SECTIONS}")
+
+
+@dataclass
+class Report:
+    """A report: the two sections as text, and the sentences they are made of."""
+
+    findings: str
+    impression: str
+    sentences: list[Sentence] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict ``{"findings", "impression", "sentences": [{text, finding_id, section}]}``."""
+        return {
+            "findings": self.findings,
+            "impression": self.impression,
+            "sentences": [asdict(s) for s in self.sentences],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Report:
+        """Build a report from :meth:`to_dict` output (``sentences`` may be absent)."""
+        return cls(
+            findings=str(d.get("findings", "")),
+            impression=str(d.get("impression", "")),
+            sentences=[Sentence(**s) for s in d.get("sentences", [])],
+        )
+
+    @property
+    def text(self) -> str:
+        """The whole report as plain text with section headings."""
+        return f"FINDINGS:\n{self.findings}\n\nIMPRESSION:\n{self.impression}"
+
+
+def format_mm(value: float) -> str:
+    """Format a length by the size rule: ``"7.2 mm"`` below 10 mm, ``"23 mm"`` from 10 mm."""
+    value = float(value)
+    if round(value, 1) < 10.0:
+        return f"{value:.1f} mm"
+    return f"{math.floor(value + 0.5):d} mm"
+
+
+def _num(value: float) -> str:
+    """The number part of :func:`format_mm`."""
+    return format_mm(value)[:-3]
+
+
+def format_ml(value: float) -> str:
+    """Format a volume: ``"4.5 ml"`` below 10 ml, ``"120 ml"`` from 10 ml."""
+    value = float(value)
+    if round(value, 1) < 10.0:
+        return f"{value:.1f} ml"
+    return f"{math.floor(value + 0.5):d} ml"
+
+
+def _article(size_text: str) -> str:
+    """``"a"`` or ``"an"`` before a spoken number (an 8.0, an 11, an 18, an 80)."""
+    head = size_text.split(" ")[0]
+    integer = head.split(".")[0]
+    if integer.startswith("8") or integer in ("11", "18"):
+        return "an"
+    return "a"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _location(f: Finding, *, variant: int = 0) -> str:
+    """Where a finding is, e.g. ``"right upper zone"``."""
+    if f.side == "midline":
+        return f"{f.zone} zone, midline" if variant != 1 else f"midline {f.zone} zone"
+    if f.side == "bilateral":
+        return f"{f.zone} zones bilaterally" if variant != 1 else f"{f.zone} zones of both lungs"
+    if variant == 1:
+        return f"{f.zone} zone of the {f.side} lung"
+    if variant == 2:
+        return f"{f.side} {f.zone} lung zone"
+    return f"{f.side} {f.zone} zone"
+
+
+def _shape(f: Finding) -> str:
+    shape = f.attributes.get("shape")
+    return f"{shape} " if shape in SHAPES else ""
+
+
+def _size_phrase(f: Finding, *, with_short: bool) -> str:
+    if with_short and f.short_axis_mm > 0:
+        return f"{_num(f.diameter_mm)} x {format_mm(f.short_axis_mm)}"
+    return format_mm(f.diameter_mm)
+
+
+def _solid_component(f: Finding) -> float | None:
+    if f.kind != "part-solid nodule":
+        return None
+    value = f.attributes.get("solid_diameter_mm")
+    if value is None or float(value) <= 0:
+        return None
+    return float(value)
+
+
+def _describe_effusion(f: Finding, variant: int) -> str:
+    grade = effusion_grade(f.volume_ml)
+    side = "bilateral" if f.side == "bilateral" else f.side
+    noun = "pleural effusions" if f.side == "bilateral" else "pleural effusion"
+    where = "" if f.side in ("right", "left", "bilateral") else " in the midline"
+    dims = _size_phrase(f, with_short=True)
+    vol = format_ml(f.volume_ml)
+    zone = f"{f.zone} zone" + ("s" if f.side == "bilateral" else "")
+    if variant == 1:
+        return (
+            f"{'There are' if f.side == 'bilateral' else 'There is a'} {grade} {side} {noun}{where}, most "
+            f"marked in the {zone}, measuring {dims} in axial extent (estimated volume {vol})."
+        )
+    if variant == 2:
+        return (
+            f"{_cap(side)} {noun}{where} of {grade} size ({vol}), {dims} in axial extent, "
+            f"predominantly in the {zone}."
+        )
+    return (
+        f"{_cap(grade)} {side} {noun}{where} in the {zone}, measuring {dims} in axial extent, "
+        f"with an estimated volume of {vol}."
+    )
+
+
+def describe_finding(finding: Finding, *, rng: np.random.Generator | None = None) -> str:
+    """Write one radiology-style sentence stating a finding's kind, side, zone and size.
+
+    Parameters
+    ----------
+    finding
+        The finding to describe; its numbers are copied by the module's size rule.
+    rng
+        ``None`` for the canonical phrasing; a generator to pick one of several templates.
+
+    Returns
+    -------
+    str
+        One sentence ending with a full stop.
+    """
+    f = finding
+    variant = 0 if rng is None else int(rng.integers(0, 3))
+    if f.kind == "pleural effusion":
+        return _describe_effusion(f, variant)
+    shape = _shape(f)
+    kind = f.kind
+    mass_like = kind == "mass"
+    size = _size_phrase(f, with_short=mass_like)
+    loc = _location(f, variant=0 if rng is None else int(rng.integers(0, 3)))
+    solid = _solid_component(f)
+    solid_txt = ""
+    if solid is not None:
+        solid_txt = (
+            f" with {_article(format_mm(solid))} {format_mm(solid)} solid component"
+            if variant != 2
+            else f" (solid component {format_mm(solid)})"
+        )
+    extra = ""
+    if kind == "calcified nodule":
+        extra = ", compatible with a calcified granuloma"
+    elif mass_like and f.attributes.get("shape") == "spiculated":
+        extra = ", suspicious for malignancy"
+    lead = f"{shape}{kind}"
+    if variant == 1:
+        return f"There is {_article(size)} {size} {lead}{solid_txt} in the {loc}{extra}."
+    if variant == 2:
+        return f"{_cap(lead)}{solid_txt} in the {loc}, measuring {size}{extra}."
+    return f"{_cap(_article(size))} {size} {lead}{solid_txt} in the {loc}{extra}."
+
+
+def _order(findings: Sequence[Finding]) -> list[Finding]:
+    active = [f for f in findings if f.status != "rejected"]
+    return sorted(active, key=lambda f: (_KIND_ORDER.get(f.kind, 9), -f.diameter_mm, f.id))
+
+
+def _impression_item(f: Finding) -> str:
+    loc = _location(f)
+    if f.kind == "mass":
+        return f"{_cap(_size_phrase(f, with_short=True))} {_shape(f)}mass in the {loc}, suspicious for malignancy."
+    if f.kind == "pleural effusion":
+        noun = "pleural effusions" if f.side == "bilateral" else "pleural effusion"
+        return f"{_cap(effusion_grade(f.volume_ml))} {f.side} {noun} ({format_ml(f.volume_ml)})."
+    return f"{_cap(format_mm(f.diameter_mm))} {f.kind} in the {loc}."
+
+
+def write_report(
+    findings: Sequence[Finding],
+    *,
+    rng: np.random.Generator | None = None,
+    risk: str = "low",
+) -> Report:
+    """Write the findings and impression sections of a report from a case's findings.
+
+    Parameters
+    ----------
+    findings
+        The case's findings; those with status ``"rejected"`` are left out.
+    rng
+        ``None`` for canonical phrasing; a generator for varied phrasing (reference reports).
+    risk
+        Patient risk (``"low"`` or ``"high"``) for the Fleischner follow-up.
+
+    Returns
+    -------
+    Report
+        Findings: one sentence per finding, masses first, then nodules by decreasing size,
+        calcified nodules and effusions (or :data:`NORMAL_FINDINGS`). Impression: a numbered
+        summary (one item per mass and effusion, one for all non-calcified nodules, one for the
+        calcified ones) followed by numbered follow-up recommendations from
+        :func:`~napari_ctreport.report.guidelines.recommendation`.
+    """
+    ordered = _order(findings)
+    sentences: list[Sentence] = []
+    if not ordered:
+        sentences.append(Sentence(NORMAL_FINDINGS, None, "findings"))
+        sentences.append(Sentence(NORMAL_IMPRESSION, None, "impression"))
+        return Report(NORMAL_FINDINGS, NORMAL_IMPRESSION, sentences)
+
+    for f in ordered:
+        sentences.append(Sentence(describe_finding(f, rng=rng), f.id, "findings"))
+    kinds = {f.kind for f in ordered}
+    if "pleural effusion" not in kinds:
+        sentences.append(Sentence("No pleural effusion.", None, "findings"))
+
+    items: list[tuple[str, str | None]] = []
+    nodules = [
+        f for f in ordered if f.kind in ("solid nodule", "part-solid nodule", "ground-glass nodule")
+    ]
+    calcified = [f for f in ordered if f.kind == "calcified nodule"]
+    for f in ordered:
+        if f.kind == "mass":
+            items.append((_impression_item(f), f.id))
+    if len(nodules) == 1:
+        items.append((_impression_item(nodules[0]), nodules[0].id))
+    elif nodules:
+        big = nodules[0]
+        count = _NUMBER_WORDS.get(len(nodules), "Multiple")
+        items.append(
+            (
+                f"{count} pulmonary nodules, the largest {_article(format_mm(big.diameter_mm))} "
+                f"{format_mm(big.diameter_mm)} {big.kind} in the {_location(big)}.",
+                big.id,
+            )
+        )
+    if len(calcified) == 1:
+        f = calcified[0]
+        items.append(
+            (
+                f"{_cap(format_mm(f.diameter_mm))} calcified nodule in the {_location(f)}, benign.",
+                f.id,
+            )
+        )
+    elif calcified:
+        big = calcified[0]
+        count = _NUMBER_WORDS.get(len(calcified), "Multiple")
+        items.append(
+            (
+                f"{count} calcified nodules, benign, the largest {format_mm(big.diameter_mm)} "
+                f"in the {_location(big)}.",
+                big.id,
+            )
+        )
+    for f in ordered:
+        if f.kind == "pleural effusion":
+            items.append((_impression_item(f), f.id))
+    for line in recommendation(ordered, risk=risk):
+        items.append((line, None))
+
+    findings_text = " ".join(s.text for s in sentences)
+    lines = []
+    for i, (text, fid) in enumerate(items, start=1):
+        lines.append(f"{i}. {text}")
+        sentences.append(Sentence(text, fid, "impression"))
+    return Report(findings_text, "\n".join(lines), sentences)

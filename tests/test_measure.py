@@ -1,0 +1,184 @@
+"""Lesion measurements and lung anatomy."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_ctreport.io.volume import CTVolume
+from napari_ctreport.report.anatomy import body_midline_x, locate, segment_lungs
+from napari_ctreport.report.measure import finding_from_mask, measure_mask
+
+SPACING = (2.5, 0.7, 0.9)
+
+
+def ellipsoid(shape, spacing, centre_mm, radii_mm):
+    z, y, x = np.meshgrid(
+        *[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij"
+    )
+    c, r = centre_mm, radii_mm
+    return ((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((x - c[2]) / r[2]) ** 2 <= 1
+
+
+@pytest.mark.parametrize("radii", [(10.0, 10.0, 10.0), (8.0, 12.0, 7.0), (15.0, 6.0, 11.0)])
+def test_ellipsoid_on_anisotropic_grid(radii: tuple[float, float, float]) -> None:
+    shape = (30, 60, 50)
+    centre = (37.3, 20.2, 22.6)  # mm from voxel [0, 0, 0], off the grid
+    mask = ellipsoid(shape, SPACING, centre, radii)
+    vol = CTVolume(np.where(mask, 40, -850).astype(np.int16), SPACING, (-100.0, 50.0, -300.0))
+    m = measure_mask(mask, volume=vol)
+    long_true, short_true = 2 * max(radii[1:]), 2 * min(radii[1:])
+    voxel = max(SPACING[1:])
+    assert abs(m["diameter_mm"] - long_true) <= voxel
+    assert abs(m["short_axis_mm"] - short_true) <= voxel
+    v_true = 4 / 3 * np.pi * np.prod(radii) / 1000
+    assert abs(m["volume_ml"] - v_true) / v_true < 0.05
+    assert m["mean_hu"] == pytest.approx(40.0)
+    # centroid and box in LPS (x, y, z): origin + index * spacing, axes reversed
+    expect = np.array([-100.0 + centre[2], 50.0 + centre[1], -300.0 + centre[0]])
+    assert np.allclose(m["center_lps_mm"], expect, atol=0.3)
+    lo, hi = np.array(m["bbox_lps_mm"])
+    assert np.all(lo < expect) and np.all(hi > expect)
+    assert np.allclose(hi - lo, 2 * np.array(radii[::-1]), atol=max(SPACING) + 0.01)
+
+
+def test_long_axis_in_one_slice_and_obliquely() -> None:
+    # a thin diagonal bar on one slice: 40 px along x, 30 px along y -> Feret = hypot
+    sp = (5.0, 0.5, 1.0)
+    mask = np.zeros((3, 40, 50), dtype=bool)
+    for i in range(30):
+        mask[1, 5 + i, 5 + round(i * 39 / 29)] = True
+    vol = CTVolume(np.zeros(mask.shape, np.int16), sp, (0, 0, 0))
+    m = measure_mask(mask, volume=vol)
+    expect = np.hypot(30 * 0.5, 40 * 1.0)
+    assert abs(m["diameter_mm"] - expect) <= 1.0
+    assert m["axial_slice"] == 1
+    with pytest.raises(ValueError, match="empty"):
+        measure_mask(np.zeros_like(mask), volume=vol)
+
+
+def phantom(nz: int = 40, ny: int = 96, nx: int = 128, spacing=(5.0, 3.0, 3.0)) -> CTVolume:
+    """Air around an elliptic body of soft tissue with two lungs; patient's right at low x."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.ogrid[:nz, :ny, :nx]
+    body = ((y - ny / 2) / (ny * 0.42)) ** 2 + ((x - nx / 2) / (nx * 0.45)) ** 2 <= 1
+    arr = np.where(body, np.float32(40), np.float32(-1000)) * np.ones((nz, 1, 1), np.float32)
+    for cx in (nx * 0.3, nx * 0.7):
+        lung = ((y - ny / 2) / (ny * 0.3)) ** 2 + ((x - cx) / (nx * 0.15)) ** 2 + (
+            (z - nz / 2) / (nz * 0.45)
+        ) ** 2 <= 1
+        arr[lung] = -850
+    arr += rng.standard_normal(arr.shape, dtype=np.float32) * 20
+    return CTVolume(arr.astype(np.int16), spacing, (-nx * 1.5, -ny * 1.5, -100.0))
+
+
+def test_lungs_on_phantom_and_locate() -> None:
+    vol = phantom()
+    lungs = segment_lungs(vol)
+    assert lungs.shape == vol.shape and lungs.dtype == np.uint8
+    xs_r = np.nonzero(lungs == 1)[2].mean()
+    xs_l = np.nonzero(lungs == 2)[2].mean()
+    assert xs_r < vol.shape[2] / 2 < xs_l
+    mid = body_midline_x(vol)
+    assert abs(mid - (vol.origin_lps[0] + (vol.shape[2] / 2) * 3.0)) < 6.0
+    # a point in the upper part of the right lung; one just outside the left lung, low down
+    nz, ny, nx = vol.shape
+    p_right_upper = vol.index_to_lps((nz * 0.8, ny / 2, nx * 0.3))
+    assert locate(p_right_upper, volume=vol, lungs=lungs) == ("right", "upper")
+    p_left_lower = vol.index_to_lps((nz * 0.1, ny / 2, nx * 0.9))
+    assert locate(p_left_lower, volume=vol, lungs=lungs) == ("left", "lower")
+    # without lungs: side by the midline, zone by thirds of the volume
+    assert locate(p_right_upper, volume=vol, lungs=None) == ("right", "upper")
+    centre = vol.index_to_lps((nz / 2, ny / 2, nx / 2 - 0.5))
+    assert locate(centre, volume=vol, lungs=None, midline_x=mid) == ("midline", "middle")
+
+
+def test_lungs_touching_are_split() -> None:
+    vol = phantom()
+    arr = vol.array.copy()
+    nz, ny, nx = arr.shape
+    # an airway-like tube joining the two lungs through the mediastinum
+    arr[nz // 2 - 2 : nz // 2 + 2, ny // 2 - 2 : ny // 2 + 2, int(nx * 0.3) : int(nx * 0.7)] = -900
+    bridged = CTVolume(arr, vol.spacing_zyx, vol.origin_lps)
+    lungs = segment_lungs(bridged)
+    n_right, n_left = (lungs == 1).sum(), (lungs == 2).sum()
+    assert n_right > 0 and n_left > 0 and 0.6 < n_right / n_left < 1.6
+    assert np.nonzero(lungs == 1)[2].mean() < np.nonzero(lungs == 2)[2].mean()
+
+
+def test_no_lungs() -> None:
+    arr = np.full((20, 40, 40), 40, np.int16)
+    vol = CTVolume(arr, (2.0, 2.0, 2.0), (0, 0, 0))
+    lungs = segment_lungs(vol)
+    assert not lungs.any()
+    side, zone = locate((5.0, 40.0, 35.0), volume=vol, lungs=lungs)
+    assert (side, zone) == ("right", "upper")
+
+
+def test_finding_from_mask() -> None:
+    vol = phantom()
+    nz, ny, nx = vol.shape
+    mask = ellipsoid(
+        vol.shape, vol.spacing_zyx, (nz * 0.75 * 5, ny / 2 * 3, nx * 0.7 * 3), (8, 8, 8)
+    )
+    f = finding_from_mask(
+        mask,
+        volume=vol,
+        id="F7",
+        kind="solid nodule",
+        lungs=segment_lungs(vol),
+        score=0.8,
+        attributes={"shape": "round"},
+    )
+    assert (f.id, f.kind, f.side, f.zone, f.score) == ("F7", "solid nodule", "left", "upper", 0.8)
+    assert abs(f.diameter_mm - 16) <= 3.0
+    assert f.attributes == {"shape": "round"}
+
+
+@pytest.mark.slow
+def test_lungs_on_large_volume_is_fast() -> None:
+    vol = phantom(nz=300, ny=512, nx=512, spacing=(1.0, 0.7, 0.7))
+    t = time.perf_counter()
+    lungs = segment_lungs(vol)
+    elapsed = time.perf_counter() - t
+    assert (lungs == 1).any() and (lungs == 2).any()
+    assert elapsed < 20.0, elapsed
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REAL_CROP = SHARED / "data" / "real" / "totalsegmentator" / "pulmonary_report" / "ct_cropped.nii.gz"
+
+
+def _read_crop() -> CTVolume:
+    if not REAL_CROP.exists():
+        pytest.skip(f"real chest CT crop not found at {REAL_CROP}")
+    try:
+        from napari_ctreport.io.ct import load_ct
+
+        return load_ct(REAL_CROP)
+    except ImportError:
+        import SimpleITK as sitk
+
+        img = sitk.ReadImage(str(REAL_CROP))
+        assert np.allclose(img.GetDirection(), np.eye(3).ravel())  # stored in LPS already
+        return CTVolume(sitk.GetArrayFromImage(img), img.GetSpacing()[::-1], img.GetOrigin())
+
+
+def test_lungs_on_real_chest_crop() -> None:
+    vol = _read_crop()
+    lungs = segment_lungs(vol)
+    voxel_ml = float(np.prod(vol.spacing_zyx)) / 1000
+    right, left = lungs == 1, lungs == 2
+    # both lungs found, each a substantial volume (the crop cuts them laterally)
+    assert right.sum() * voxel_ml > 300 and left.sum() * voxel_ml > 300
+    xr = vol.index_to_lps(np.argwhere(right).mean(axis=0))[0]
+    xl = vol.index_to_lps(np.argwhere(left).mean(axis=0))[0]
+    mid = body_midline_x(vol, lungs=lungs)
+    assert xr < mid < xl  # patient's right lung at LPS x below the midline
+    # the lungs are air: their mean HU is far below soft tissue
+    assert vol.array[right | left].mean() < -600
+    # the vertebral bodies lie on the midline (dense bone, posterior, within 2.5 cm)
+    assert abs(mid - 14.0) < 25.0

@@ -1,0 +1,335 @@
+"""Report writer, follow-up guideline and report parser."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_ctreport.report.findings import Finding
+from napari_ctreport.report.guidelines import (
+    fleischner_size_mm,
+    recommendation,
+    solid_category,
+    subsolid_category,
+)
+from napari_ctreport.report.lexicon import KINDS, effusion_grade
+from napari_ctreport.report.parse import (
+    clinical_consistency,
+    consistency_details,
+    extract_statements,
+    split_sentences,
+)
+from napari_ctreport.report.writer import (
+    NORMAL_FINDINGS,
+    Report,
+    describe_finding,
+    format_mm,
+    write_report,
+)
+
+
+def make(
+    kind: str = "solid nodule",
+    d: float = 7.0,
+    s: float = 0.0,
+    *,
+    side: str = "right",
+    zone: str = "upper",
+    fid: str = "F1",
+    volume_ml: float = 0.0,
+    status: str = "proposed",
+    **attributes: object,
+) -> Finding:
+    return Finding(
+        id=fid,
+        kind=kind,
+        side=side,
+        zone=zone,
+        center_lps_mm=(0.0, 0.0, 0.0),
+        bbox_lps_mm=((-d / 2, -d / 2, -d / 2), (d / 2, d / 2, d / 2)),
+        diameter_mm=d,
+        short_axis_mm=s,
+        volume_ml=volume_ml,
+        status=status,
+        attributes=dict(attributes),
+    )
+
+
+def random_finding(rng: np.random.Generator, fid: str) -> Finding:
+    kind = str(rng.choice(KINDS))
+    side = str(rng.choice(["right", "left", "right", "left", "bilateral", "midline"]))
+    zone = str(rng.choice(["upper", "middle", "lower"]))
+    attrs: dict[str, object] = {}
+    if kind == "mass":
+        d = float(rng.uniform(30, 90))
+    elif kind == "pleural effusion":
+        d = float(rng.uniform(30, 160))
+    else:
+        d = float(rng.uniform(2, 30))
+    s = float(d * rng.uniform(0.4, 1.0))
+    if kind == "part-solid nodule":
+        attrs["solid_diameter_mm"] = float(d * rng.uniform(0.1, 0.9))
+    if rng.random() < 0.5:
+        attrs["shape"] = str(rng.choice(["round", "lobulated", "spiculated"]))
+    vol = float(rng.uniform(20, 2000)) if kind == "pleural effusion" else float(rng.uniform(0, 5))
+    return make(kind, d, s, side=side, zone=zone, fid=fid, volume_ml=vol, **attrs)
+
+
+# --- writer -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (7.24, "7.2 mm"),
+        (9.94, "9.9 mm"),
+        (9.96, "10 mm"),
+        (10.0, "10 mm"),
+        (12.5, "13 mm"),
+        (45.49, "45 mm"),
+    ],
+)
+def test_size_rule(value: float, text: str) -> None:
+    assert format_mm(value) == text
+
+
+def test_canonical_sentence_is_deterministic_and_complete() -> None:
+    f = make(
+        "part-solid nodule",
+        12.4,
+        9.0,
+        side="left",
+        zone="lower",
+        solid_diameter_mm=4.04,
+        shape="lobulated",
+    )
+    text = describe_finding(f)
+    assert text == describe_finding(f)
+    assert (
+        text
+        == "A 12 mm lobulated part-solid nodule with a 4.0 mm solid component in the left lower zone."
+    )
+    eff = make("pleural effusion", 85, 22, side="right", zone="lower", volume_ml=412.4)
+    text = describe_finding(eff)
+    assert "Moderate right pleural effusion" in text
+    assert "85 x 22 mm" in text and "412 ml" in text
+    mass = make("mass", 46.2, 31.0, side="left", zone="middle", shape="spiculated")
+    assert describe_finding(mass).startswith("A 46 x 31 mm spiculated mass in the left middle zone")
+    assert describe_finding(make("solid nodule", 8.0)).startswith("An 8.0 mm")
+
+
+def test_rng_varies_phrasing() -> None:
+    f = make("solid nodule", 6.3, 5.0, side="left", zone="middle")
+    rng = np.random.default_rng(1)
+    texts = {describe_finding(f, rng=rng) for _ in range(40)}
+    assert len(texts) >= 4
+
+
+def test_normal_report() -> None:
+    r = write_report([])
+    assert r.findings == NORMAL_FINDINGS
+    assert clinical_consistency(r, []) == 1.0
+    # a normal report contradicts a case with findings
+    assert clinical_consistency(r, [make()]) < 1.0
+
+
+def test_rejected_findings_are_left_out() -> None:
+    r = write_report([make(fid="F1"), make("mass", 40, 30, fid="F2", status="rejected")])
+    assert "mass" not in r.findings.lower()
+    assert all(s.finding_id != "F2" for s in r.sentences)
+
+
+def test_report_dict_round_trip_and_order() -> None:
+    fs = [
+        make("solid nodule", 5.0, fid="F1"),
+        make("pleural effusion", 80, 20, fid="F2", volume_ml=150, side="left", zone="lower"),
+        make("solid nodule", 9.0, fid="F3"),
+        make("mass", 50, 40, fid="F4"),
+    ]
+    r = write_report(fs)
+    ids = [s.finding_id for s in r.sentences if s.section == "findings" and s.finding_id]
+    assert ids == ["F4", "F3", "F1", "F2"]
+    assert Report.from_dict(r.to_dict()) == r
+    assert r.impression.startswith("1. ")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_reports_round_trip(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for trial in range(15):
+        fs = [random_finding(rng, f"F{i}") for i in range(int(rng.integers(1, 6)))]
+        for writer_rng in (None, rng):
+            r = write_report(fs, rng=writer_rng, risk=str(rng.choice(["low", "high"])))
+            details = consistency_details(r, fs)
+            bad = [st.text for st, ok, _ in details["statements"] if not ok]
+            assert details["consistency"] == 1.0, (trial, bad)
+            assert details["coverage"] == 1.0
+            # each finding sentence is read back with the finding's own kind, side and zone
+            for sent in r.sentences:
+                if sent.section != "findings" or sent.finding_id is None:
+                    continue
+                f = next(f for f in fs if f.id == sent.finding_id)
+                (st,) = extract_statements(sent.text)
+                assert (st.kind, st.side, st.zone) == (f.kind, f.side, f.zone)
+                assert abs(st.size_mm - f.diameter_mm) <= 0.5 + 1e-9
+
+
+def test_tampered_report_is_inconsistent() -> None:
+    fs = [
+        make("solid nodule", 7.2, side="right", zone="upper"),
+        make("mass", 42, 30, side="left", fid="F2"),
+    ]
+    r = write_report(fs)
+    text = r.findings + "\n" + r.impression
+    assert clinical_consistency(text, fs) == 1.0
+    assert clinical_consistency(text.replace("7.2 mm", "9.2 mm"), fs) < 1.0
+    assert clinical_consistency(text.replace("right upper", "left upper"), fs) < 1.0
+    assert clinical_consistency(text.replace("42 x 30", "52 x 30"), fs) < 1.0
+    assert clinical_consistency(text.replace("solid nodule", "ground-glass nodule"), fs) < 1.0
+    # and against the wrong case entirely
+    assert clinical_consistency(r, [make("solid nodule", 4.0, side="left")]) < 0.5
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def test_parser_details() -> None:
+    sents = split_sentences(
+        "1. A 7.2 mm solid nodule in the right upper zone. No pleural effusion.\n2. Foo."
+    )
+    assert sents == [
+        "A 7.2 mm solid nodule in the right upper zone.",
+        "No pleural effusion.",
+        "Foo.",
+    ]
+    (st,) = extract_statements("There is a 2.3 cm spiculated mass at the left lung base.")
+    assert (st.kind, st.side, st.zone, st.size_mm) == ("mass", "left", "lower", 23.0)
+    (st,) = extract_statements(
+        "Part-solid nodule (solid component 5.5 mm) in the right middle zone, measuring 14 mm."
+    )
+    assert (st.kind, st.size_mm, st.solid_mm) == ("part-solid nodule", 14.0, 5.5)
+    # advice and thresholds are not findings
+    assert (
+        extract_statements(
+            "Fleischner Society 2017: single solid nodule 6 to 8 mm: CT at 6-12 months."
+        )
+        == []
+    )
+    assert extract_statements("Recommend CT for the nodule over 8 mm.") == []
+    negs = extract_statements(NORMAL_FINDINGS, include_negated=True)
+    assert len(negs) == 1 and negs[0].negated
+    assert set(negs[0].kinds) == {"nodule", "mass", "pleural effusion"}
+
+
+# --- guidelines ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sizes", "risk", "mult", "cat", "text"),
+    [
+        ([4.0], "low", "single", "<6", "no routine follow-up"),
+        ([4.0], "high", "single", "<6", "optional CT at 12 months"),
+        ([5.4], "low", "single", "<6", "no routine follow-up"),
+        ([5.5], "low", "single", "6-8", "CT at 6-12 months, then consider CT at 18-24 months"),
+        ([7.0], "high", "single", "6-8", "CT at 6-12 months, then CT at 18-24 months"),
+        ([8.4], "low", "single", "6-8", "CT at 6-12 months, then consider CT at 18-24 months"),
+        ([8.6], "low", "single", ">8", "consider CT at 3 months, PET/CT or tissue sampling"),
+        ([20.0], "high", "single", ">8", "consider CT at 3 months, PET/CT or tissue sampling"),
+        ([3.0, 4.0], "low", "multiple", "<6", "no routine follow-up"),
+        ([3.0, 4.0], "high", "multiple", "<6", "optional CT at 12 months"),
+        (
+            [3.0, 7.0],
+            "low",
+            "multiple",
+            "6-8",
+            "CT at 3-6 months, then consider CT at 18-24 months",
+        ),
+        ([3.0, 7.0], "high", "multiple", "6-8", "CT at 3-6 months, then CT at 18-24 months"),
+        (
+            [12.0, 7.0],
+            "low",
+            "multiple",
+            ">8",
+            "CT at 3-6 months, then consider CT at 18-24 months",
+        ),
+        ([12.0, 7.0], "high", "multiple", ">8", "CT at 3-6 months, then CT at 18-24 months"),
+    ],
+)
+def test_fleischner_solid(sizes: list[float], risk: str, mult: str, cat: str, text: str) -> None:
+    fs = [make("solid nodule", d, fid=f"F{i}") for i, d in enumerate(sizes)]
+    c = solid_category(fs, risk=risk)
+    assert c is not None
+    assert (c.multiplicity, c.size_category, c.text) == (mult, cat, text)
+    lines = recommendation(fs, risk=risk)
+    assert len(lines) == 1 and "Fleischner Society 2017" in lines[0] and text in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("findings", "table", "cat", "phrase"),
+    [
+        ([("ground-glass nodule", 5.0, None)], "ground-glass", "<6", "no routine follow-up"),
+        (
+            [("ground-glass nodule", 6.0, None)],
+            "ground-glass",
+            ">=6",
+            "CT every 2 years until 5 years",
+        ),
+        ([("part-solid nodule", 5.0, 2.0)], "part-solid", "<6", "no routine follow-up"),
+        ([("part-solid nodule", 9.0, 4.0)], "part-solid", ">=6", "annual CT for 5 years"),
+        ([("part-solid nodule", 14.0, 7.0)], "part-solid", ">=6", "highly suspicious"),
+        (
+            [("ground-glass nodule", 4.0, None), ("part-solid nodule", 5.0, 2.0)],
+            "multiple subsolid",
+            "<6",
+            "consider CT at 2 and 4 years",
+        ),
+        (
+            [("ground-glass nodule", 4.0, None), ("ground-glass nodule", 7.0, None)],
+            "multiple subsolid",
+            ">=6",
+            "most suspicious nodule",
+        ),
+    ],
+)
+def test_fleischner_subsolid(findings: list, table: str, cat: str, phrase: str) -> None:
+    fs = []
+    for i, (kind, d, solid) in enumerate(findings):
+        attrs = {} if solid is None else {"solid_diameter_mm": solid}
+        fs.append(make(kind, d, fid=f"F{i}", **attrs))
+    c = subsolid_category(fs)
+    assert c is not None
+    assert (c.table, c.size_category) == (table, cat)
+    assert phrase in c.text
+    # subsolid management does not depend on risk
+    assert recommendation(fs, risk="low") == recommendation(fs, risk="high")
+
+
+def test_fleischner_size_is_mean_of_axes() -> None:
+    assert fleischner_size_mm(make(d=8.0, s=4.0)) == 6
+    assert fleischner_size_mm(make(d=7.0, s=0.0)) == 7
+    assert solid_category([make(d=9.0, s=2.0)]).size_category == "6-8"  # mean 5.5 rounds to 6
+    assert solid_category([make(d=9.0, s=1.8)]).size_category == "<6"  # mean 5.4 rounds to 5
+
+
+def test_other_recommendations() -> None:
+    assert recommendation([]) == []
+    (line,) = recommendation([make("mass", 45, 30)])
+    assert "tissue sampling" in line and "multidisciplinary" in line
+    (line,) = recommendation([make("calcified nodule", 5)])
+    assert "benign" in line and "no follow-up" in line
+    (line,) = recommendation([make("pleural effusion", 80, 20, volume_ml=200)])
+    assert "thoracentesis" in line
+    # a "solid nodule" over 30 mm is managed as a mass
+    (line,) = recommendation([make("solid nodule", 32, 25)])
+    assert "tissue sampling" in line
+    assert recommendation([make(status="rejected")]) == []
+    with pytest.raises(ValueError, match="risk"):
+        recommendation([make()], risk="medium")
+
+
+@pytest.mark.parametrize(
+    ("ml", "grade"),
+    [(10, "small"), (299, "small"), (300, "moderate"), (999, "moderate"), (1000, "large")],
+)
+def test_effusion_grade(ml: float, grade: str) -> None:
+    assert effusion_grade(ml) == grade
