@@ -90,7 +90,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("Spacing z×y×x", " × ".join(f"{s:g}" for s in info["spacing_zyx_mm"]) + " mm"),
         ("Origin LPS", ", ".join(f"{o:g}" for o in info["origin_lps_mm"]) + " mm"),
         ("On disk", f"{info['orientation_on_disk'] or '—'} (shown in patient LPS)"),
-        ("Slice thickness", f"{info['slice_thickness_mm']} mm" if info["slice_thickness_mm"] else "—"),
+        (
+            "Slice thickness",
+            f"{info['slice_thickness_mm']} mm" if info["slice_thickness_mm"] else "—",
+        ),
         ("Kernel", info["kernel"] or "—"),
         ("HU range", f"{info['hu_range'][0]:g} .. {info['hu_range'][1]:g}"),
     ]
@@ -119,6 +122,82 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- analyze --------------------------------------------------------------------------------
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis import analyze
+
+    progress = _Progress("analyze")
+    result = analyze(args.path, model=args.model, device=args.device, progress=progress)
+    payload = json.dumps(result.to_json_dict(input_path=str(args.path)), indent=2) + "\n"
+    if args.out:
+        _atomic_write_text(args.out, payload)
+    else:
+        sys.stdout.write(payload)
+    if args.export:
+        folder = result.export_case(args.export)
+        _err(f"case folder written to {folder}")
+    return 0
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# -- train / evaluate / bench ---------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from .model import train
+
+    for d in args.data:
+        if not Path(d).is_dir():
+            raise BadInput(f"{d}: not a folder of case folders")
+    progress = _Progress("train")
+    out = train(
+        data_dirs=args.data,
+        out_dir=args.out,
+        init=args.init,
+        epochs=args.epochs,
+        device=args.device,
+        seed=args.seed,
+        progress=progress,
+    )
+    sys.stdout.write(f"model written to {out}\n")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .analysis import evaluate_model
+    from .metrics import format_table
+
+    if not Path(args.data).is_dir():
+        raise BadInput(f"{args.data}: not a folder of case folders")
+    progress = _Progress("evaluate")
+    results = evaluate_model(args.data, model=args.model, device=args.device, progress=progress)
+    sys.stdout.write(format_table(results) + "\n")
+    if args.json:
+        _atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .analysis import benchmark, format_benchmark
+
+    rows = benchmark(device=args.device, sizes=args.sizes)
+    sys.stdout.write(format_benchmark(rows) + "\n")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ctreport`` (all sub-commands)."""
@@ -130,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("info", help="study, series, size, spacing, orientation and HU range of a CT")
+    p = sub.add_parser(
+        "info", help="study, series, size, spacing, orientation and HU range of a CT"
+    )
     p.add_argument("path", help="DICOM folder or file, NIfTI, NRRD, MHA/MHD")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_info)
@@ -140,6 +221,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", required=True, type=int, help="number of cases")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("analyze", help="run the model on a CT; write the analysis JSON")
+    p.add_argument("path", help="DICOM folder or file, NIfTI, NRRD, MHA/MHD")
+    p.add_argument("--out", type=Path, help="JSON file to write (default: stdout)")
+    p.add_argument("--model", help="model folder (default: the model shipped with the package)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--export", type=Path, help="also write the case folder (record + retraining)")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("train", help="train or fine-tune a model from case folders")
+    p.add_argument(
+        "--data", required=True, action="append", type=Path, help="folder of cases (repeatable)"
+    )
+    p.add_argument("--out", required=True, type=Path, help="output model folder")
+    p.add_argument("--init", help="model folder to fine-tune, or 'default'")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="detection and report metrics on case folders")
+    p.add_argument(
+        "--data", required=True, type=Path, help="folder of case folders with ground truth"
+    )
+    p.add_argument("--model", help="model folder (default: the shipped model)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--json", type=Path, help="also write the metrics as JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="the performance table (load/model/report seconds, memory)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["128x128x128", "256x256x256", "300x512x512"],
+        help="volume sizes z×y×x (default: 128^3, 256^3, 512×512×300)",
+    )
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

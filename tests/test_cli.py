@@ -39,8 +39,15 @@ def test_info_dicom_json(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["size_zyx"] == [20, 512, 512]
     assert info["spacing_zyx_mm"][0] == pytest.approx(2.0, abs=0.01)
-    assert info["study_uid"] and info["series_uid"]
-    assert -1100 < info["hu_range"][0] < -900
+    assert -1100 < info["hu_range"][0] < -900  # this anonymised export has empty UIDs
+
+
+def test_info_keeps_uids(capsys):
+    path = REAL / "dcmqi_ct3slice" / "ct-3slice"
+    assert main(["info", "--json", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["size_zyx"] == [3, 512, 512]
+    assert info["study_uid"].startswith("1.") and info["series_uid"].startswith("1.")
 
 
 @pytest.mark.parametrize(("rel", "name"), BAD_FILES)

@@ -96,7 +96,9 @@ class ReviewDock(QWidget):
     def _show_study(self, *_: object) -> None:
         layer = self.current_layer()
         if layer is None:
-            self.info.setText("No CT layer. Drag a DICOM folder, NIfTI, NRRD or MHA onto the viewer.")
+            self.info.setText(
+                "No CT layer. Drag a DICOM folder, NIfTI, NRRD or MHA onto the viewer."
+            )
             self.warnings.setText("")
             return
         record = layer.metadata.get(META_KEY, {})
