@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     import napari
 
     viewer = napari.Viewer(title="napari-ctreport")
+    viewer.window.resize(1500, 950)
     if args.path:
         viewer.open(args.path, plugin="napari-ctreport")
     else:

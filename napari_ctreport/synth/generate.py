@@ -1,0 +1,455 @@
+"""Synthetic cases: phantom or real CT + lesions + ground-truth findings + reference report.
+
+Every finding is measured from its mask by the product's own code
+(:func:`napari_ctreport.report.measure.finding_from_mask`), located by
+:func:`napari_ctreport.report.anatomy.locate` and described by
+:func:`napari_ctreport.report.writer.write_report`, so ground truth and model output share one
+measurement and one vocabulary. A case is deterministic for its seed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .. import __version__
+from ..io.case import Case, write_case
+from ..io.volume import CTVolume
+from ..report.anatomy import segment_lungs
+from ..report.findings import Finding
+from ..report.measure import finding_from_mask, measure_mask
+from ..report.writer import Report, write_report
+from .lesions import KIND_WEIGHTS, Lesion, composite, effusion_mask, make_lesion, nodule_diameter
+from .phantom import STYLES, build_phantom, scanner
+
+#: Name written into case provenance.
+GENERATOR_NAME = "napari-ctreport synth"
+
+#: On-disk orientations cases are written in (``LPI`` is a feet-first acquisition).
+ORIENTATIONS: tuple[str, ...] = ("LPS", "RAS", "LPI")
+
+
+@dataclass
+class SynthCase:
+    """One synthetic case: image, label map (region ``i`` = ``findings[i-1].label``), ground truth."""
+
+    volume: CTVolume
+    labels: np.ndarray
+    findings: list[Finding]
+    report: Report
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_case(self, case_id: str) -> Case:
+        """The case-folder record of this case (provenance ``synthetic``)."""
+        gen = {
+            "name": GENERATOR_NAME,
+            "version": __version__,
+            **{k: v for k, v in self.meta.items() if k in ("seed", "style", "background")},
+        }
+        return Case(
+            case_id=case_id,
+            findings=list(self.findings),
+            report=self.report.to_dict(),
+            provenance={
+                "source": "synthetic",
+                "model": None,
+                "generator": gen,
+                "reviewer": None,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "edit_log": [],
+            },
+        )
+
+
+def _plan(rng: np.random.Generator, *, allow_effusion: bool = True) -> list[str]:
+    """Kinds of the lesions of one case: 0-4 findings, about 12 % of cases normal."""
+    n = int(rng.choice([0, 1, 2, 3, 4], p=[0.12, 0.36, 0.28, 0.16, 0.08]))
+    kinds = list(KIND_WEIGHTS)
+    p = np.array([KIND_WEIGHTS[k] for k in kinds])
+    if not allow_effusion:
+        p[kinds.index("pleural effusion")] = 0
+    p /= p.sum()
+    out: list[str] = []
+    for _ in range(n):
+        k = str(rng.choice(kinds, p=p))
+        if k == "pleural effusion" and out.count(k) >= 2:
+            continue
+        if k == "mass" and "mass" in out:
+            k = "solid nodule"
+        out.append(k)
+    # effusions last: they take lung space from the nodules' candidate positions
+    return sorted(out, key=lambda k: k == "pleural effusion")
+
+
+def _place_nodule(
+    rng: np.random.Generator,
+    kind: str,
+    *,
+    lungs: np.ndarray,
+    labels: np.ndarray,
+    spacing: tuple[float, float, float],
+    tries: int = 40,
+) -> Lesion | None:
+    """Find a spot inside lung parenchyma, clear of other lesions, for a lesion of ``kind``."""
+    idx = np.flatnonzero(lungs.ravel())
+    if len(idx) == 0:
+        return None
+    min_mm = max(2.0 * max(spacing[1], spacing[2]), spacing[0])
+    diameter = nodule_diameter(rng, kind, min_mm)
+    need = 0.85 if kind == "mass" else 0.97
+    for attempt in range(tries):
+        if attempt and attempt % 10 == 0 and kind != "mass":
+            diameter = max(diameter * 0.75, min_mm)
+        if attempt and attempt % 10 == 0 and kind == "mass":
+            diameter = max(diameter * 0.85, 34.0)
+        c = np.array(np.unravel_index(int(rng.choice(idx)), lungs.shape), dtype=float)
+        c += rng.uniform(-0.5, 0.5, 3)
+        les = make_lesion(
+            rng, kind, center_idx=c, diameter_mm=diameter, spacing=spacing, shape=lungs.shape
+        )
+        m = les.mask
+        n = int(m.sum())
+        if n == 0:
+            continue
+        if les.core is not None and not les.core.any():
+            continue
+        inside = lungs[les.box][m] > 0
+        if inside.mean() < need:
+            continue
+        if (labels[les.box][m] > 0).any():
+            continue
+        # keep the region to lung (a mass abutting the mediastinum stops at it)
+        les.mask = m & (lungs[les.box] > 0)
+        if les.core is not None:
+            les.core &= les.mask
+        return les
+    return None
+
+
+def _place_effusion(
+    rng: np.random.Generator,
+    *,
+    lungs: np.ndarray,
+    labels: np.ndarray,
+    spacing: tuple[float, float, float],
+    side: int,
+) -> Lesion | None:
+    space = (lungs == side) & (labels == 0)
+    if not space.any():
+        return None
+    m = effusion_mask(rng, space, spacing=spacing)
+    if int(m.sum()) < 20:
+        return None
+    zz, yy, xx = np.nonzero(m)
+    box = (
+        slice(zz.min(), zz.max() + 1),
+        slice(yy.min(), yy.max() + 1),
+        slice(xx.min(), xx.max() + 1),
+    )
+    mb = m[box]
+    hu = np.full(mb.shape, rng.uniform(4, 18), dtype=np.float32)
+    hu += rng.normal(0, 3, mb.shape).astype(np.float32)
+    return Lesion(kind="pleural effusion", box=box, mask=mb, hu=hu, blend="set")
+
+
+def _add_lesions(
+    rng: np.random.Generator,
+    hu: np.ndarray,
+    *,
+    lungs: np.ndarray,
+    spacing: tuple[float, float, float],
+    kinds: Sequence[str],
+) -> tuple[np.ndarray, list[Lesion]]:
+    """Place and composite ``kinds`` into ``hu``; returns the label map and the lesions placed."""
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    placed: list[Lesion] = []
+    sides_used: set[int] = set()
+    for kind in kinds:
+        if kind == "pleural effusion":
+            free = [s for s in (1, 2) if s not in sides_used]
+            if not free:
+                continue
+            side = int(rng.choice(free))
+            les = _place_effusion(rng, lungs=lungs, labels=labels, spacing=spacing, side=side)
+            if les is not None:
+                sides_used.add(side)
+        else:
+            les = _place_nodule(rng, kind, lungs=lungs, labels=labels, spacing=spacing)
+        if les is None:
+            continue
+        placed.append(les)
+        region = labels[les.box]
+        region[les.mask] = len(placed)
+        composite(hu, les)
+    return labels, placed
+
+
+def _findings(
+    volume: CTVolume,
+    labels: np.ndarray,
+    lesions: Sequence[Lesion],
+    *,
+    lungs: np.ndarray,
+) -> list[Finding]:
+    out: list[Finding] = []
+    objs = ndi.find_objects(labels)
+    for i, les in enumerate(lesions, start=1):
+        attrs = dict(les.attributes)
+        if les.core is not None:
+            core = np.zeros(labels.shape, dtype=bool)
+            core[les.box] = les.core
+            sub = _measure_diameter(core, volume)
+            attrs["solid_diameter_mm"] = round(sub, 1)
+        if i > len(objs) or objs[i - 1] is None:
+            continue
+        mask = labels == i
+        kind = les.kind
+        if kind != "pleural effusion":
+            # the measured longest axial diameter decides nodule (<= 30 mm) versus mass
+            d = _measure_diameter(mask, volume)
+            if kind == "mass" and d <= 30.0:
+                kind = "solid nodule"
+            elif kind != "mass" and d > 30.0:
+                kind = "mass"
+        out.append(
+            finding_from_mask(
+                mask,
+                volume=volume,
+                id=f"F{len(out) + 1}",
+                kind=kind,
+                lungs=lungs,
+                score=1.0,
+                label=i,
+                attributes=attrs,
+                status="accepted",
+            )
+        )
+    return out
+
+
+def _measure_diameter(mask: np.ndarray, volume: CTVolume) -> float:
+    return float(measure_mask(mask, volume=volume)["diameter_mm"])
+
+
+def _volume_meta(rng: np.random.Generator, **extra: Any) -> dict[str, Any]:
+    return {
+        "source": "synthetic",
+        "modality": "CT",
+        "series_description": "Synthetic chest CT",
+        "windows": [[-600.0, 1500.0], [50.0, 350.0]],
+        **extra,
+    }
+
+
+def generate_case(
+    *,
+    seed: int,
+    shape: tuple[int, int, int] | None = None,
+    style: str = "default",
+    background: CTVolume | None = None,
+) -> SynthCase:
+    """Generate one synthetic chest CT case with lesions, masks, findings and a reference report.
+
+    Parameters
+    ----------
+    seed
+        Everything (anatomy, grid, lesions, noise, report phrasing) follows from it: the same
+        seed gives byte-identical arrays and findings.
+    shape
+        ``(nz, ny, nx)``; ``None`` for 256 x 256 in-plane and as many slices as the drawn slice
+        spacing needs to cover the chest (capped at 160).
+    style
+        One of :data:`~napari_ctreport.synth.phantom.STYLES`; ``"alt"`` (rounder body, thicker
+        fat, sharper kernel, coarser noise, denser vessels) is held out of training.
+    background
+        Insert lesions into this real CT instead of a phantom (see :func:`insert_lesions`).
+
+    Returns
+    -------
+    SynthCase
+    """
+    rng = np.random.default_rng(seed)
+    if background is not None:
+        case = insert_lesions(background, rng=rng)
+        case.meta.update({"seed": int(seed), "style": "real background"})
+        return case
+    if style not in STYLES:
+        raise ValueError(f"unknown synthetic style {style!r}; expected one of {', '.join(STYLES)}")
+    ph = build_phantom(rng, style=style, shape=shape)
+    kinds = _plan(rng)
+    labels, lesions = _add_lesions(rng, ph.hu, lungs=ph.lungs, spacing=ph.spacing_zyx, kinds=kinds)
+    an = ph.anatomy
+    arr = scanner(
+        ph.hu,
+        rng,
+        spacing_zyx=ph.spacing_zyx,
+        psf_mm=an.psf_mm,
+        noise_sd=an.noise_sd,
+        noise_corr=an.noise_corr,
+        body=ph.body,
+    )
+    volume = CTVolume(
+        array=arr,
+        spacing_zyx=ph.spacing_zyx,
+        origin_lps=ph.origin_lps,
+        metadata=_volume_meta(rng, contrast=an.contrast, style=style),
+    )
+    findings = _findings(volume, labels, lesions, lungs=ph.lungs)
+    report = write_report(findings, rng=rng)
+    meta = {
+        "seed": int(seed),
+        "style": style,
+        "orientation": str(rng.choice(ORIENTATIONS)),
+        "image_format": str(rng.choice(["nifti", "dicom"], p=[0.7, 0.3])),
+        "contrast": bool(an.contrast),
+        "noise_sd": round(float(an.noise_sd), 2),
+        "psf_mm": round(float(an.psf_mm), 3),
+        "spacing_zyx": [float(s) for s in ph.spacing_zyx],
+        "shape": [int(s) for s in arr.shape],
+    }
+    return SynthCase(volume=volume, labels=labels, findings=findings, report=report, meta=meta)
+
+
+def insert_lesions(
+    background: CTVolume,
+    *,
+    rng: np.random.Generator,
+    kinds: Sequence[str] | None = None,
+    noise_sd: float = 12.0,
+    psf_mm: float = 0.7,
+) -> SynthCase:
+    """Insert synthetic lesions into the lung parenchyma of a real CT.
+
+    Lung is found by :func:`~napari_ctreport.report.anatomy.segment_lungs`. Each lesion is
+    blended in with its own blur (``psf_mm``) and noise (``noise_sd`` HU) so it does not look
+    pasted; the background outside the lesions is left untouched.
+
+    Parameters
+    ----------
+    background
+        A chest CT (only its lungs are modified).
+    rng
+        Random generator (the whole case follows from it).
+    kinds
+        Finding kinds to insert; ``None`` draws 1-3 lesions.
+
+    Returns
+    -------
+    SynthCase
+    """
+    lungs = segment_lungs(background)
+    if not lungs.any():
+        raise ValueError("insert_lesions: no lung found in the background CT")
+    if kinds is None:
+        kinds = _plan(rng) or ["solid nodule"]
+    spacing = background.spacing_zyx
+    bg = background.array.astype(np.float32)
+    hu = bg.copy()
+    labels, lesions = _add_lesions(rng, hu, lungs=lungs, spacing=spacing, kinds=kinds)
+    if lesions:
+        sig = (0.45, psf_mm / spacing[1], psf_mm / spacing[2])
+        diff = ndi.gaussian_filter(hu - bg, sig, mode="nearest")
+        touched = ndi.binary_dilation(labels > 0, iterations=2)
+        noise = rng.standard_normal(hu.shape).astype(np.float32) * noise_sd
+        hu = np.where(touched, bg + diff + noise * (labels > 0), bg)
+    else:
+        touched = np.zeros(bg.shape, dtype=bool)
+    # the background keeps its own values; only the lesions' neighbourhood is rewritten
+    arr = background.array.astype(np.int16, copy=True)
+    arr[touched] = np.clip(np.rint(hu[touched]), -1024, 3071).astype(np.int16)
+    volume = CTVolume(
+        array=arr,
+        spacing_zyx=spacing,
+        origin_lps=background.origin_lps,
+        metadata=_volume_meta(rng, background=str(background.metadata.get("source_path", ""))),
+    )
+    findings = _findings(volume, labels, lesions, lungs=lungs)
+    report = write_report(findings, rng=rng)
+    meta = {
+        "background": str(background.metadata.get("source_path", "")),
+        "orientation": str(rng.choice(ORIENTATIONS)),
+        "image_format": "nifti",
+        "spacing_zyx": [float(s) for s in spacing],
+        "shape": [int(s) for s in arr.shape],
+    }
+    return SynthCase(volume=volume, labels=labels, findings=findings, report=report, meta=meta)
+
+
+def case_seed(seed: int, index: int) -> int:
+    """Seed of case ``index`` of a dataset generated with ``seed``."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def write_dataset(
+    out_dir: str | os.PathLike[str],
+    *,
+    cases: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+    formats: Sequence[str] = ("nifti", "dicom"),
+    real_backgrounds: Sequence[str | os.PathLike[str]] = (),
+    style: str = "default",
+    shape: tuple[int, int, int] | None = None,
+    real_fraction: float = 0.25,
+) -> list[Path]:
+    """Write ``cases`` synthetic case folders ``case_0000`` ... under ``out_dir``.
+
+    On-disk orientation (LPS, RAS, feet-first LPI) and format (NIfTI or a DICOM series, among
+    ``formats``) vary from case to case. With ``real_backgrounds``, about ``real_fraction`` of
+    the cases are lesions inserted into those CTs (read with :func:`napari_ctreport.io.ct.load_ct`).
+
+    Returns
+    -------
+    list of Path
+        The case folders, in order.
+    """
+    from ..io.ct import load_ct
+
+    formats = tuple(formats)
+    for f in formats:
+        if f not in ("nifti", "dicom"):
+            raise ValueError(f"unknown image format {f!r}; expected 'nifti' or 'dicom'")
+    if not formats:
+        raise ValueError("write_dataset needs at least one image format")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    backgrounds: dict[int, CTVolume] = {}
+    n_real = len(real_backgrounds)
+    paths: list[Path] = []
+    for i in range(cases):
+        s = case_seed(seed, i)
+        pick = np.random.default_rng([int(seed), i, 7])
+        bg = None
+        if n_real and pick.random() < real_fraction:
+            j = int(pick.integers(n_real))
+            if j not in backgrounds:
+                backgrounds[j] = load_ct(real_backgrounds[j])
+            bg = backgrounds[j]
+        case = generate_case(seed=s, shape=shape, style=style, background=bg)
+        fmt = case.meta.get("image_format", "nifti")
+        if fmt not in formats:
+            fmt = formats[i % len(formats)]
+        case.meta["image_format"] = fmt
+        case_id = f"case_{i:04d}"
+        rec = case.to_case(case_id)
+        rec.provenance["generator"]["dataset_seed"] = int(seed)
+        rec.provenance["generator"]["index"] = i
+        path = write_case(
+            rec,
+            out / case_id,
+            volume=case.volume,
+            labels=case.labels,
+            orientation=case.meta.get("orientation", "LPS"),
+            image_format=fmt,
+        )
+        paths.append(path)
+        if progress is not None:
+            progress(i + 1, cases)
+    return paths

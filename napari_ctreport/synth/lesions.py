@@ -1,0 +1,232 @@
+"""Synthetic lesions: masks and attenuation of nodules, masses and pleural effusions.
+
+Lesions are built in a local box around their centre, in millimetres on the volume's grid, so the
+same code inserts them into the phantom (before the scanner blur and noise) and into real CT
+(where they get their own blur and noise). Shapes: ``round`` (a randomly oriented ellipsoid),
+``lobulated`` (radius modulated by a few smooth bumps) and ``spiculated`` (a core with tapering
+spikes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+#: Relative frequency of each finding kind in synthetic cases.
+KIND_WEIGHTS: dict[str, float] = {
+    "solid nodule": 0.30,
+    "part-solid nodule": 0.12,
+    "ground-glass nodule": 0.14,
+    "calcified nodule": 0.12,
+    "mass": 0.13,
+    "pleural effusion": 0.19,
+}
+
+SHAPES: tuple[str, ...] = ("round", "lobulated", "spiculated")
+
+_INPLANE = np.zeros((1, 3, 3), dtype=bool)
+_INPLANE[0, 1, :] = True
+_INPLANE[0, :, 1] = True
+
+
+@dataclass
+class Lesion:
+    """A lesion on a local box of the volume grid.
+
+    ``mask`` is the finding's region; ``hu`` the attenuation inside it; ``blend`` says how it
+    combines with the tissue below (``"max"`` keeps brighter vessels through a ground-glass
+    nodule, ``"set"`` replaces, as fluid does).
+    """
+
+    kind: str
+    box: tuple[slice, slice, slice]
+    mask: np.ndarray
+    hu: np.ndarray
+    blend: str = "max"
+    attributes: dict[str, Any] = field(default_factory=dict)
+    core: np.ndarray | None = None  # solid component of a part-solid nodule (same box)
+
+
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    return q * np.sign(np.diag(r))
+
+
+def _unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.normal(size=(n, 3))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def local_box(
+    center_idx: np.ndarray,
+    half_mm: float,
+    spacing: tuple[float, float, float],
+    shape: tuple[int, int, int],
+) -> tuple[tuple[slice, slice, slice], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Slices of a box of half-size ``half_mm`` round ``center_idx`` and its (z, y, x) offsets in mm."""
+    sl = []
+    offs = []
+    for ax in range(3):
+        h = int(np.ceil(half_mm / spacing[ax])) + 1
+        c = float(center_idx[ax])
+        i0 = max(int(np.floor(c)) - h, 0)
+        i1 = min(int(np.ceil(c)) + h + 1, shape[ax])
+        sl.append(slice(i0, i1))
+        offs.append((np.arange(i0, i1) - c) * spacing[ax])
+    z = offs[0][:, None, None]
+    y = offs[1][None, :, None]
+    x = offs[2][None, None, :]
+    return (sl[0], sl[1], sl[2]), (z, y, x)
+
+
+def shape_rho(
+    rng: np.random.Generator,
+    shape: str,
+    radius: float,
+    zyx: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Normalised radius field of a lesion shape: ``<= 1`` inside. ``radius`` is in mm."""
+    z, y, x = zyx
+    rot = _rotation(rng)
+    axes = np.array([1.0, rng.uniform(0.8, 1.0), rng.uniform(0.75, 1.0)])
+    p = np.stack(np.broadcast_arrays(z, y, x), -1)
+    q = (p @ rot.T) / axes
+    dist = np.linalg.norm(q, axis=-1)
+    if shape == "round":
+        return dist / radius
+    u = q / np.maximum(dist, 1e-6)[..., None]
+    if shape == "lobulated":
+        dirs = _unit_vectors(rng, int(rng.integers(3, 7)))
+        amp = rng.uniform(0.12, 0.3, len(dirs))
+        kappa = rng.uniform(3.0, 7.0)
+        bumps = (amp * np.exp(kappa * (u @ dirs.T - 1.0))).sum(-1)
+        return dist / (radius * (0.85 + bumps))
+    if shape == "spiculated":
+        core = dist / (radius * 0.85)
+        dirs = _unit_vectors(rng, int(rng.integers(6, 13)))
+        rho = core
+        for d in dirs:
+            length = radius * rng.uniform(1.3, 1.7)
+            width = max(radius * rng.uniform(0.12, 0.2), 0.6)
+            t = q @ d
+            perp = np.sqrt(np.maximum(dist**2 - t**2, 0.0))
+            taper = width * np.clip(1.0 - t / length, 0.0, 1.0)
+            spike = np.where((t > 0) & (t < length), perp / np.maximum(taper, 1e-6), np.inf)
+            rho = np.minimum(rho, spike)
+        return rho
+    raise ValueError(f"unknown lesion shape {shape!r}; expected one of {', '.join(SHAPES)}")
+
+
+def nodule_diameter(rng: np.random.Generator, kind: str, min_mm: float) -> float:
+    """Draw a nominal diameter (mm): nodules 3-30 mm (skewed small), masses 32-70 mm."""
+    if kind == "mass":
+        return float(rng.uniform(34, 70))
+    lo = max(3.0, min_mm)
+    hi = 12.0 if kind == "calcified nodule" else 26.0
+    hi = max(hi, lo + 1)
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def make_lesion(
+    rng: np.random.Generator,
+    kind: str,
+    *,
+    center_idx: np.ndarray,
+    diameter_mm: float,
+    spacing: tuple[float, float, float],
+    shape: tuple[int, int, int],
+    lesion_shape: str | None = None,
+) -> Lesion:
+    """Build a nodule or mass of ``kind`` centred at ``center_idx`` (fractional voxel indices)."""
+    r = diameter_mm / 2
+    if lesion_shape is None:
+        if kind == "calcified nodule":
+            lesion_shape = "round"
+        elif kind == "mass":
+            lesion_shape = str(
+                rng.choice(["lobulated", "spiculated", "round"], p=[0.5, 0.35, 0.15])
+            )
+        elif kind == "ground-glass nodule":
+            lesion_shape = str(rng.choice(["round", "lobulated"], p=[0.7, 0.3]))
+        else:
+            lesion_shape = str(rng.choice(list(SHAPES), p=[0.5, 0.3, 0.2]))
+    half = r * (1.8 if lesion_shape == "spiculated" else 1.4) + 2 * max(spacing)
+    box, zyx = local_box(center_idx, half, spacing, shape)
+    rho = shape_rho(rng, lesion_shape, r, zyx)
+    mask = rho <= 1.0
+    attrs: dict[str, Any] = {"shape": lesion_shape}
+    tex = rng.normal(0, 1, mask.shape).astype(np.float32)
+    core = None
+    if kind == "solid nodule":
+        hu = rng.uniform(20, 55) + 8 * tex
+    elif kind == "mass":
+        hu = rng.uniform(28, 48) + 8 * tex
+        if rng.random() < 0.4:
+            hu = np.where(rho < rng.uniform(0.3, 0.5), rng.uniform(5, 20), hu)
+            attrs["necrosis"] = True
+    elif kind == "calcified nodule":
+        hu = rng.uniform(300, 900) + 30 * tex
+    elif kind == "ground-glass nodule":
+        hu = rng.uniform(-620, -380) + 25 * tex
+    elif kind == "part-solid nodule":
+        hu = rng.uniform(-600, -420) + 25 * tex
+        frac = rng.uniform(0.3, 0.6)
+        off = _unit_vectors(rng, 1)[0] * r * (1 - frac) * rng.uniform(0, 0.6)
+        z, y, x = zyx
+        cz = np.sqrt((z - off[0]) ** 2 + (y - off[1]) ** 2 + (x - off[2]) ** 2)
+        core = (cz <= r * frac) & mask
+        hu = np.where(core, rng.uniform(20, 50) + 8 * tex, hu)
+    else:
+        raise ValueError(f"make_lesion does not build {kind!r}")
+    hu = np.asarray(hu, dtype=np.float32)
+    # solid tissue replaces what was there (vessels end at a nodule); ground glass only raises
+    # the attenuation, so vessels stay visible through it
+    blend = "max" if kind in ("ground-glass nodule", "part-solid nodule") else "set"
+    return Lesion(kind=kind, box=box, mask=mask, hu=hu, blend=blend, attributes=attrs, core=core)
+
+
+def effusion_mask(
+    rng: np.random.Generator,
+    lung_side: np.ndarray,
+    *,
+    spacing: tuple[float, float, float],
+) -> np.ndarray:
+    """A dependent (posterior, basal) crescent of one hemithorax's lung space ``lung_side`` (bool).
+
+    For every (slice, column) the deepest ``depth(z)`` mm of lung next to the posterior chest
+    wall becomes fluid; the depth is largest at the base and tapers to nothing at the meniscus.
+    """
+    sz, sy, _ = spacing
+    nz, ny, _ = lung_side.shape
+    has = lung_side.any(axis=1)  # (nz, nx)
+    zs = np.flatnonzero(has.any(axis=1))
+    if len(zs) == 0:
+        return np.zeros_like(lung_side)
+    z_bot = zs[0]
+    height = rng.uniform(35, 110) / sz
+    depth0 = rng.uniform(12, 45) / sy
+    zi = np.arange(nz)
+    taper = np.clip(1.0 - (zi - z_bot) / max(height, 1.0), 0.0, 1.0) ** 0.6
+    depth = depth0 * taper  # voxels, (nz,)
+    # deepest lung voxel of each (z, x) column
+    ymax = ny - 1 - np.argmax(lung_side[:, ::-1, :], axis=1)  # (nz, nx)
+    yi = np.arange(ny)[None, :, None]
+    mask = lung_side & (yi >= (ymax[:, None, :] - depth[:, None, None])) & has[:, None, :]
+    return mask
+
+
+def composite(hu: np.ndarray, lesion: Lesion) -> None:
+    """Write ``lesion`` into ``hu`` (float) in place."""
+    view = hu[lesion.box]
+    m = lesion.mask
+    if lesion.kind not in ("ground-glass nodule", "pleural effusion"):
+        # partial volume: the boundary voxels of a mask are mostly lesion, so the attenuation
+        # reaches half a voxel past it (before the scanner blur)
+        m = ndi.binary_dilation(m, structure=_INPLANE) if m.shape[1] > 2 else m
+    if lesion.blend == "set":
+        view[m] = lesion.hu[m]
+    else:
+        view[m] = np.maximum(view[m], lesion.hu[m])
