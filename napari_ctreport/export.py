@@ -301,10 +301,6 @@ def _write_derived_ct(
     for p in paths:
         ds = pydicom.dcmread(str(p))
         ds.FrameOfReferenceUID = for_uid
-        # type 2 attributes write_dicom_series leaves out (dciodvfy errors otherwise)
-        for kw in ("Laterality", "PositionReferenceIndicator", "KVP", "AcquisitionNumber"):
-            if kw not in ds:
-                setattr(ds, kw, None)
         if meta.get("deidentified"):
             ds.PatientIdentityRemoved = "YES"
             ds.DeidentificationMethod = "napari-ctreport: PS3.15 basic profile"

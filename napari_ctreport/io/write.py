@@ -330,6 +330,11 @@ def write_dicom_series(
         ds.SeriesNumber = 1
         ds.InstanceNumber = inst
         ds.PatientPosition = "FFS" if feet_first else "HFS"
+        # Type 2 attributes of the CT Image IOD: present, empty when unknown.
+        ds.Laterality = None
+        ds.PositionReferenceIndicator = None
+        ds.KVP = None
+        ds.AcquisitionNumber = None
         if meta.get("body_part"):
             ds.BodyPartExamined = meta["body_part"]
         ds.ImagePositionPatient = [f"{ox:.6f}", f"{oy:.6f}", f"{oz + k * sz:.6f}"]
