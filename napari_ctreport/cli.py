@@ -190,10 +190,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .analysis import benchmark, format_benchmark
+def _parse_size(text: str) -> tuple[int, int, int]:
+    try:
+        z, y, x = (int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise BadInput(f"--sizes: {text!r} is not ZxYxX, e.g. 300x512x512") from None
+    return z, y, x
 
-    rows = benchmark(device=args.device, sizes=args.sizes)
+
+def format_benchmark(rows: list[dict[str, Any]]) -> str:
+    """The benchmark table, with the scaling exponent of total time against voxel count."""
+    import math
+
+    head = f"{'size z×y×x':>14} {'device':>6} {'load s':>8} {'model s':>8} {'report s':>9} {'total s':>8} {'peak MB':>8} {'findings':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        size = "×".join(str(v) for v in r["size_zyx"])
+        lines.append(
+            f"{size:>14} {r['device']:>6} {r['load']:8.2f} {r['model']:8.2f} {r['report']:9.2f} "
+            f"{r['total']:8.2f} {r['peak_rss_mb']:8.0f} {r['n_findings']:8d}"
+        )
+    pts = [
+        (math.log(math.prod(r["size_zyx"])), math.log(r["total"])) for r in rows if r["total"] > 0
+    ]
+    if len(pts) >= 2:
+        mx = sum(p[0] for p in pts) / len(pts)
+        my = sum(p[1] for p in pts) / len(pts)
+        sxx = sum((p[0] - mx) ** 2 for p in pts)
+        slope = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx else float("nan")
+        lines.append(f"scaling exponent (total time ~ voxels^k): k = {slope:.2f}")
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .analysis import benchmark
+
+    sizes = [_parse_size(s) for s in args.sizes]
+    rows = benchmark(device=args.device, sizes=sizes, model=args.model)
     sys.stdout.write(format_benchmark(rows) + "\n")
     return 0
 
@@ -258,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=["128x128x128", "256x256x256", "300x512x512"],
         help="volume sizes z×y×x (default: 128^3, 256^3, 512×512×300)",
     )
+    p.add_argument("--model", help="model folder (default: the shipped model)")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -63,7 +63,52 @@ def test_info_bad_input_one_line_exit_2(rel, name, capsys):
 def test_console_script_bad_input_no_traceback():
     exe = Path(sys.executable).parent / "ctreport"
     path = REAL / "pydicom_testfiles" / "ct" / "no_meta.dcm"
-    proc = subprocess.run([str(exe), "info", str(path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(exe), "info", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no_meta.dcm" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_synth_writes_valid_cases(tmp_path, capsys):
+    from napari_ctreport.io.case import iter_cases, validate_case
+
+    assert main(["synth", "--out", str(tmp_path), "--cases", "2", "--seed", "5"]) == 0
+    folders = list(iter_cases(tmp_path))
+    assert len(folders) == 2
+    assert all(validate_case(f) == [] for f in folders)
+
+
+def test_synth_rejects_zero_cases(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path), "--cases", "0"]) == 2
+    assert "--cases" in capsys.readouterr().err
+
+
+def test_bench_table_and_scaling_exponent():
+    from napari_ctreport.cli import format_benchmark
+
+    rows = [
+        {
+            "size_zyx": (10, 10, 10),
+            "device": "cpu",
+            "load": 0.1,
+            "model": 1.0,
+            "report": 0.1,
+            "total": 1.0,
+            "peak_rss_mb": 100.0,
+            "n_findings": 0,
+        },
+        {
+            "size_zyx": (20, 20, 20),
+            "device": "cpu",
+            "load": 0.1,
+            "model": 8.0,
+            "report": 0.1,
+            "total": 8.0,
+            "peak_rss_mb": 200.0,
+            "n_findings": 1,
+        },
+    ]
+    table = format_benchmark(rows)
+    assert "20×20×20" in table and "k = 1.00" in table
