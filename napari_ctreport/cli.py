@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,6 +118,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         cases=args.cases,
         seed=args.seed,
         progress=lambda i, n: progress(i / n, f"case {i}/{n}"),
+        workers=args.workers,
     )
     sys.stdout.write(f"wrote {len(paths)} cases to {args.out}\n")
     return 0
@@ -253,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--cases", required=True, type=int, help="number of cases")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes to use (default: all cores; the cases do not depend on it)",
+    )
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("analyze", help="run the model on a CT; write the analysis JSON")

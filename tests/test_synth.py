@@ -181,3 +181,18 @@ def test_insert_into_real_ct_lies_in_lung() -> None:
 
     far &= ~ndi.binary_dilation(c.labels > 0, iterations=4)
     np.testing.assert_array_equal(c.volume.array[far], bg.array[far])
+
+
+def test_write_dataset_same_cases_with_workers(tmp_path):
+    import json
+
+    from napari_ctreport.synth import write_dataset
+
+    kw = {"cases": 2, "seed": 11, "shape": (24, 64, 64), "formats": ("nifti",)}
+    one = write_dataset(tmp_path / "one", workers=1, **kw)
+    two = write_dataset(tmp_path / "two", workers=2, **kw)
+    assert [p.name for p in one] == [p.name for p in two]
+    for a, b in zip(one, two, strict=True):
+        ja = json.loads((a / "case.json").read_text())
+        jb = json.loads((b / "case.json").read_text())
+        assert ja["findings"] == jb["findings"] and ja["report"] == jb["report"]

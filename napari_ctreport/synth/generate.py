@@ -9,6 +9,7 @@ measurement and one vocabulary. A case is deterministic for its seed.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -387,6 +388,49 @@ def case_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
+@functools.lru_cache(maxsize=4)
+def _background(path: str) -> CTVolume:
+    """A real CT background, read once per process."""
+    from ..io.ct import load_ct
+
+    return load_ct(path)
+
+
+def _write_one(
+    out: Path,
+    i: int,
+    seed: int,
+    formats: tuple[str, ...],
+    real_backgrounds: tuple[str, ...],
+    style: str,
+    shape: tuple[int, int, int] | None,
+    real_fraction: float,
+) -> Path:
+    """Generate and write case ``i`` of a dataset (depends only on its arguments)."""
+    s = case_seed(seed, i)
+    pick = np.random.default_rng([int(seed), i, 7])
+    bg = None
+    if real_backgrounds and pick.random() < real_fraction:
+        bg = _background(real_backgrounds[int(pick.integers(len(real_backgrounds)))])
+    case = generate_case(seed=s, shape=shape, style=style, background=bg)
+    fmt = case.meta.get("image_format", "nifti")
+    if fmt not in formats:
+        fmt = formats[i % len(formats)]
+    case.meta["image_format"] = fmt
+    case_id = f"case_{i:04d}"
+    rec = case.to_case(case_id)
+    rec.provenance["generator"]["dataset_seed"] = int(seed)
+    rec.provenance["generator"]["index"] = i
+    return write_case(
+        rec,
+        out / case_id,
+        volume=case.volume,
+        labels=case.labels,
+        orientation=case.meta.get("orientation", "LPS"),
+        image_format=fmt,
+    )
+
+
 def write_dataset(
     out_dir: str | os.PathLike[str],
     *,
@@ -398,20 +442,21 @@ def write_dataset(
     style: str = "default",
     shape: tuple[int, int, int] | None = None,
     real_fraction: float = 0.25,
+    workers: int = 1,
 ) -> list[Path]:
     """Write ``cases`` synthetic case folders ``case_0000`` ... under ``out_dir``.
 
     On-disk orientation (LPS, RAS, feet-first LPI) and format (NIfTI or a DICOM series, among
     ``formats``) vary from case to case. With ``real_backgrounds``, about ``real_fraction`` of
     the cases are lesions inserted into those CTs (read with :func:`napari_ctreport.io.ct.load_ct`).
+    Each case depends only on ``seed`` and its index, so ``workers`` processes write the same
+    cases as one.
 
     Returns
     -------
     list of Path
         The case folders, in order.
     """
-    from ..io.ct import load_ct
-
     formats = tuple(formats)
     for f in formats:
         if f not in ("nifti", "dicom"):
@@ -420,36 +465,20 @@ def write_dataset(
         raise ValueError("write_dataset needs at least one image format")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    backgrounds: dict[int, CTVolume] = {}
-    n_real = len(real_backgrounds)
-    paths: list[Path] = []
-    for i in range(cases):
-        s = case_seed(seed, i)
-        pick = np.random.default_rng([int(seed), i, 7])
-        bg = None
-        if n_real and pick.random() < real_fraction:
-            j = int(pick.integers(n_real))
-            if j not in backgrounds:
-                backgrounds[j] = load_ct(real_backgrounds[j])
-            bg = backgrounds[j]
-        case = generate_case(seed=s, shape=shape, style=style, background=bg)
-        fmt = case.meta.get("image_format", "nifti")
-        if fmt not in formats:
-            fmt = formats[i % len(formats)]
-        case.meta["image_format"] = fmt
-        case_id = f"case_{i:04d}"
-        rec = case.to_case(case_id)
-        rec.provenance["generator"]["dataset_seed"] = int(seed)
-        rec.provenance["generator"]["index"] = i
-        path = write_case(
-            rec,
-            out / case_id,
-            volume=case.volume,
-            labels=case.labels,
-            orientation=case.meta.get("orientation", "LPS"),
-            image_format=fmt,
-        )
-        paths.append(path)
-        if progress is not None:
-            progress(i + 1, cases)
-    return paths
+    args = (seed, formats, tuple(str(p) for p in real_backgrounds), style, shape, real_fraction)
+    paths: list[Path | None] = [None] * cases
+    if workers <= 1 or cases <= 1:
+        for i in range(cases):
+            paths[i] = _write_one(out, i, *args)
+            if progress is not None:
+                progress(i + 1, cases)
+        return paths  # type: ignore[return-value]
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_write_one, out, i, *args): i for i in range(cases)}
+        for done, fut in enumerate(as_completed(futures), start=1):
+            paths[futures[fut]] = fut.result()
+            if progress is not None:
+                progress(done, cases)
+    return paths  # type: ignore[return-value]
