@@ -90,3 +90,123 @@ def study_summary(record: dict[str, Any], shape: tuple[int, ...]) -> str:
     if record.get("orientation_on_disk"):
         lines.append(f"On disk: {record['orientation_on_disk']} (shown in patient LPS)")
     return "\n".join(lines)
+
+
+# -- findings <-> layers ------------------------------------------------------------------------
+#: Edge colour of rejected findings' boxes.
+REJECTED_COLOR = "#8c8c8c"
+
+
+def finding_box_index(finding: Any, volume: CTVolume) -> tuple[np.ndarray, np.ndarray]:
+    """A finding's box as CT index coordinates of its outer corners ``(lo_zyx, hi_zyx)``."""
+    a = volume.lps_to_index(np.asarray(finding.bbox_lps_mm[0], dtype=float))
+    b = volume.lps_to_index(np.asarray(finding.bbox_lps_mm[1], dtype=float))
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def box_rectangles(lo: np.ndarray, hi: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """One axial rectangle ``(4, 3)`` (CT index z, y, x) per slice whose centre the box spans."""
+    z0 = max(0, int(np.ceil(lo[0] + 0.5 - 1e-6)))
+    z1 = min(int(shape[0]) - 1, int(np.floor(hi[0] - 0.5 + 1e-6)))
+    if z1 < z0:
+        z0 = z1 = int(np.clip(np.round((lo[0] + hi[0]) / 2.0), 0, shape[0] - 1))
+    y0, x0, y1, x1 = float(lo[1]), float(lo[2]), float(hi[1]), float(hi[2])
+    return [
+        np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], dtype=float)
+        for z in range(z0, z1 + 1)
+    ]
+
+
+def rectangle_extent(vertices: np.ndarray) -> tuple[int, float, float, float, float]:
+    """``(z, y0, x0, y1, x1)`` of a drawn or edited axial rectangle (CT index coordinates)."""
+    v = np.asarray(vertices, dtype=float)
+    z = int(np.round(v[:, 0].mean()))
+    return z, float(v[:, 1].min()), float(v[:, 2].min()), float(v[:, 1].max()), float(v[:, 2].max())
+
+
+def box_label(finding: Any) -> str:
+    """Text on a finding's box, e.g. ``"F1 solid nodule 0.93"``."""
+    if finding.status == "rejected":
+        return f"{finding.id} {finding.kind} (rejected)"
+    if finding.status == "added":
+        return f"{finding.id} {finding.kind} (added)"
+    return f"{finding.id} {finding.kind} {finding.score:.2f}"
+
+
+def boxes_layer_data(
+    findings: list[Any], volume: CTVolume, *, name: str = "Findings"
+) -> tuple[list[np.ndarray], dict, str]:
+    """A napari Shapes layer tuple: axial rectangles of every finding's 3-D box, one per slice,
+    with edge colour per kind (grey when rejected) and text ``"F1 solid nodule 0.93"``."""
+    from ..report.lexicon import KIND_COLORS
+
+    data: list[np.ndarray] = []
+    ids: list[str] = []
+    labels: list[str] = []
+    colors: list[str] = []
+    for f in findings:
+        lo, hi = finding_box_index(f, volume)
+        rects = box_rectangles(lo, hi, volume.shape)
+        data += rects
+        ids += [f.id] * len(rects)
+        labels += [box_label(f)] * len(rects)
+        colors += [REJECTED_COLOR if f.status == "rejected" else KIND_COLORS[f.kind]] * len(rects)
+    kwargs = {
+        "name": name,
+        "shape_type": "rectangle",
+        "scale": volume.spacing_zyx,
+        "translate": volume.translate_zyx,
+        "edge_width": 2,
+        "edge_color": colors if colors else "#ff4040",
+        "face_color": "transparent",
+        "features": {"finding_id": ids, "label": labels},
+        "feature_defaults": {"finding_id": "", "label": ""},
+        "text": {
+            "string": "{label}",
+            "color": "#ffffff",
+            "size": 10,
+            "anchor": "upper_left",
+            "translation": [0, -3, 0],
+        },
+        "metadata": {META_KEY: {"role": "boxes"}},
+    }
+    return data, kwargs, "shapes"
+
+
+def labels_layer_data(
+    labels: np.ndarray, findings: list[Any], volume: CTVolume, *, name: str = "Finding masks"
+) -> tuple[np.ndarray, dict, str]:
+    """A napari Labels layer tuple: one label per finding (value ``finding.label``)."""
+    from ..report.lexicon import KIND_COLORS
+
+    colors: dict[Any, str] = {None: "transparent", 0: "transparent"}
+    for f in findings:
+        if f.label:
+            colors[int(f.label)] = REJECTED_COLOR if f.status == "rejected" else KIND_COLORS[f.kind]
+    kwargs = {
+        "name": name,
+        "scale": volume.spacing_zyx,
+        "translate": volume.translate_zyx,
+        "opacity": 0.4,
+        "colormap": colors,
+        "metadata": {META_KEY: {"role": "masks"}},
+    }
+    return labels, kwargs, "labels"
+
+
+def attention_layer_data(
+    attention: np.ndarray, volume: CTVolume, *, name: str = "Attention"
+) -> tuple[np.ndarray, dict, str]:
+    """A napari Image layer tuple for an attention map on the CT grid (all findings)."""
+    kwargs = {
+        "name": name,
+        "scale": volume.spacing_zyx,
+        "translate": volume.translate_zyx,
+        "colormap": "inferno",
+        "blending": "additive",
+        "opacity": 0.5,
+        "contrast_limits": (0.0, 1.0),
+        "interpolation2d": "linear",
+        "metadata": {META_KEY: {"role": "attention"}},
+    }
+    return np.asarray(attention), kwargs, "image"

@@ -1,41 +1,152 @@
-"""The CT report dock: the study at hand, its warnings and reading windows.
+"""The CT report dock: pick the CT, run the model, review its findings and report, export.
 
-The dock holds no file or model logic: it reads layer metadata written by the reader and
-calls the headless packages below it.
+The dock holds no file, model or measurement logic: analysis runs
+:func:`napari_ctreport.analysis.analyze` in a :func:`napari.qt.threading.thread_worker`, and every
+edit goes through :class:`~napari_ctreport._napari.session.ReviewSession` (which measures with
+:mod:`napari_ctreport.report.measure`, writes with :mod:`napari_ctreport.report.writer` and
+autosaves). Layers: boxes (Shapes, one axial rectangle per slice of a finding's 3-D box),
+attention (Image, additive inferno) and masks (Labels, one label per finding).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtGui import QKeySequence, QShortcut
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
+    QFileDialog,
     QGridLayout,
     QGroupBox,
+    QHBoxLayout,
     QLabel,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ..io import WINDOW_PRESETS, window_limits
-from .layers import META_KEY, study_summary
+from ..io.volume import CTVolume
+from .findings_table import FindingsTable
+from .layers import (
+    META_KEY,
+    attention_layer_data,
+    box_rectangles,
+    boxes_layer_data,
+    finding_box_index,
+    labels_layer_data,
+    rectangle_extent,
+    study_summary,
+    volume_from_layer,
+)
+from .report_editor import ReportEditor
+from .session import ReviewSession, default_autosave_root, run_analysis, study_key
 
 if TYPE_CHECKING:
     import napari
 
 #: Presets offered as buttons, in reading order for chest CT.
 PRESET_BUTTONS = ("lung", "mediastinum", "soft tissue", "bone")
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_MODEL = "Default model"
+#: Masks are re-measured this long (ms) after the last paint stroke.
+PAINT_DELAY_MS = 300
+
+
+class _Progress(QObject):
+    """Carries progress from the analysis thread to the UI thread (queued signal)."""
+
+    progressed = Signal(float, str)
+
+
+@dataclass
+class RunResult:
+    """What one analysis run put into the viewer."""
+
+    analysis: Any
+    session: ReviewSession
+    volume: CTVolume
+    ct_name: str
+    boxes: Any = None
+    attention: Any = None
+    masks: Any = None
+    suffix: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _run_analysis(
+    volume: CTVolume,
+    *,
+    model: str | None,
+    device: str,
+    progress,
+    cancel: threading.Event,
+    autosave_root: Path | None,
+    isolate: bool = True,
+):
+    """The worker's job (worker thread): analyse (in a child process), start the session."""
+    from ..model.inference import Cancelled
+
+    try:
+        analysis, lungs = run_analysis(
+            volume, model=model, device=device, progress=progress, cancel=cancel, isolate=isolate
+        )
+    except Cancelled:
+        return None  # not an error: no notification
+    if cancel.is_set():
+        return None
+    session = ReviewSession.from_analysis(
+        analysis, volume, autosave_root=autosave_root, lungs=lungs
+    )
+    # float16 as it comes: napari converts only the slice on screen
+    return analysis, session, analysis.attention
 
 
 class ReviewDock(QWidget):
-    """Dock widget: pick the CT layer, see the study, switch reading windows."""
+    """Dock widget: the study, windows, Run/Cancel, findings table, report editor, export.
+
+    Hooks for tests and embedding (replace on the instance or the class):
+    :meth:`ask_replace_or_keep` (second run) and :meth:`ask_restore` (an autosave exists).
+    """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.setObjectName("ctreport-review-dock")
+        self.autosave_root: Path | None = default_autosave_root()
+        #: Run the analysis in a child process (no GIL contention with the UI thread).
+        self.isolate = True
+        self.result: RunResult | None = None
+        self.results: list[RunResult] = []
+        self.worker = None
+        self.selected: str | None = None
+        self._cancel: threading.Event | None = None
+        self._pbar = None
+        self._replace_choice: str | None = None
+        self._syncing_boxes = False
+        self._pending_removed: list[str] = []
+        self._checked_studies: set[str] = set()
+        #: ``returned_at`` (perf_counter) and ``show_layers_s`` of the last run (UI-thread cost).
+        self.timings: dict[str, float] = {}
+        self.last_export = None
+        self._build_ui()
+        self._bind_keys()
 
+        self.layer_combo.currentTextChanged.connect(self._show_study)
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # -- UI -------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
         self.layer_combo = QComboBox()
         self.layer_combo.setToolTip("CT image layer to review")
         self.info = QLabel("Open a CT: drag a DICOM folder, NIfTI, NRRD or MHA onto the viewer.")
@@ -53,8 +164,79 @@ class ReviewDock(QWidget):
             button = QPushButton(name.capitalize())
             button.setToolTip(f"L {level:g} / W {width:g} HU")
             button.clicked.connect(lambda _=False, n=name: self.apply_window(n))
-            grid.addWidget(button, i // 2, i % 2)
+            grid.addWidget(button, 0, i)
             self.preset_buttons[name] = button
+
+        run_box = QGroupBox("Analysis")
+        rl = QGridLayout(run_box)
+        self.model_combo = QComboBox()
+        self.model_combo.addItems([DEFAULT_MODEL, "Choose folder…"])
+        self.model_combo.setToolTip("Model folder (config.json + model.safetensors + tokenizer)")
+        self.model_combo.activated.connect(self._model_chosen)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Find abnormalities and draft the report")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        rl.addWidget(QLabel("Model"), 0, 0)
+        rl.addWidget(self.model_combo, 0, 1, 1, 3)
+        rl.addWidget(QLabel("Device"), 1, 0)
+        rl.addWidget(self.device_combo, 1, 1)
+        rl.addWidget(self.run_button, 1, 2)
+        rl.addWidget(self.cancel_button, 1, 3)
+        rl.addWidget(self.status, 2, 0, 1, 4)
+
+        self.table = FindingsTable()
+        self.table.finding_selected.connect(self.select_finding)
+        self.table.kind_edited.connect(self._kind_edited)
+        self.table.location_edited.connect(self._location_edited)
+        self.table.command.connect(self._command)
+
+        buttons = QHBoxLayout()
+        self.prev_button = QPushButton("◀")
+        self.prev_button.setToolTip("Previous finding (Shift+N; [ in the dock)")
+        self.next_button = QPushButton("▶")
+        self.next_button.setToolTip("Next finding (N; ] in the dock)")
+        self.accept_button = QPushButton("Accept")
+        self.accept_button.setToolTip(
+            "Accept the selected finding (A in the dock, Alt+A in the viewer)"
+        )
+        self.reject_button = QPushButton("Reject")
+        self.reject_button.setToolTip(
+            "Reject the selected finding: it leaves the report and is kept as a negative for "
+            "retraining (R in the dock, Alt+R in the viewer)"
+        )
+        self.regen_button = QPushButton("Regenerate sentence")
+        self.regen_button.setToolTip("Rewrite the selected finding's sentence from its attributes")
+        self.prev_button.clicked.connect(lambda: self.step_finding(-1))
+        self.next_button.clicked.connect(lambda: self.step_finding(+1))
+        self.accept_button.clicked.connect(lambda: self.set_status("accepted"))
+        self.reject_button.clicked.connect(lambda: self.set_status("rejected"))
+        self.regen_button.clicked.connect(self.regenerate_sentence)
+        for b in (self.prev_button, self.next_button, self.accept_button, self.reject_button):
+            buttons.addWidget(b)
+        buttons.addWidget(self.regen_button)
+        self.attention_selected = QCheckBox("Attention of the selected finding only")
+        self.attention_selected.toggled.connect(lambda _: self._show_attention())
+
+        self.report_editor = ReportEditor()
+        self.report_editor.findings_edited.connect(self._findings_typed)
+        self.report_editor.impression_edited.connect(self._impression_typed)
+
+        self.export_button: QPushButton | None = None
+        export_row = QHBoxLayout()
+        if _export_available():
+            self.export_button = QPushButton("Export case…")
+            self.export_button.setToolTip(
+                "Write the corrected case (image, masks, findings, report, edit log)"
+            )
+            self.export_button.clicked.connect(self.export)
+            export_row.addWidget(self.export_button)
 
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("CT layer"))
@@ -62,19 +244,93 @@ class ReviewDock(QWidget):
         layout.addWidget(self.info)
         layout.addWidget(self.warnings)
         layout.addWidget(window_box)
-        layout.addStretch(1)
+        layout.addWidget(run_box)
+        layout.addWidget(self.table, 2)
+        layout.addLayout(buttons)
+        layout.addWidget(self.attention_selected)
+        layout.addWidget(self.report_editor, 3)
+        layout.addLayout(export_row)
+        self._set_review_enabled(False)
 
-        self.layer_combo.currentTextChanged.connect(self._show_study)
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self._refresh_layers()
+        self._paint_timer = QTimer(self)
+        self._paint_timer.setSingleShot(True)
+        self._paint_timer.setInterval(PAINT_DELAY_MS)
+        self._paint_timer.timeout.connect(self._remeasure_painted)
+        self._painted: set[int] = set()
+
+    def _bind_keys(self) -> None:
+        context = Qt.ShortcutContext.WidgetWithChildrenShortcut
+        for key, fn in (
+            ("A", lambda: self.set_status("accepted")),
+            ("R", lambda: self.set_status("rejected")),
+            ("N", lambda: self.step_finding(+1)),
+            ("P", lambda: self.step_finding(-1)),
+            ("]", lambda: self.step_finding(+1)),
+            ("[", lambda: self.step_finding(-1)),
+        ):
+            sc = QShortcut(QKeySequence(key), self)
+            sc.setContext(context)
+            sc.activated.connect(fn)
+        # on the canvas: keys no napari layer uses
+        for key, fn in (
+            ("N", lambda: self.step_finding(+1)),
+            ("Shift-N", lambda: self.step_finding(-1)),
+            ("Alt-A", lambda: self.set_status("accepted")),
+            ("Alt-R", lambda: self.set_status("rejected")),
+        ):
+            self.viewer.bind_key(key, lambda _v, f=fn: f(), overwrite=True)
+
+    def _set_review_enabled(self, on: bool) -> None:
+        for w in (
+            self.prev_button,
+            self.next_button,
+            self.accept_button,
+            self.reject_button,
+            self.regen_button,
+            self.attention_selected,
+        ):
+            w.setEnabled(on)
+        if self.export_button is not None:
+            self.export_button.setEnabled(on)
+
+    # -- hooks (replace in tests) ---------------------------------------------------------
+    def ask_replace_or_keep(self) -> str | None:
+        """A second run: ``"replace"`` the first result, ``"keep"`` both, or ``None`` (cancel)."""
+        box = QMessageBox(self)
+        box.setWindowTitle("Run again")
+        box.setText("This CT already has findings from a run.")
+        box.setInformativeText("Replace them with the new run, or keep both?")
+        replace = box.addButton("Replace", QMessageBox.ButtonRole.AcceptRole)
+        keep = box.addButton("Keep both", QMessageBox.ButtonRole.ActionRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        clicked = box.clickedButton()
+        return "replace" if clicked is replace else "keep" if clicked is keep else None
+
+    def ask_restore(self, summary: dict[str, Any]) -> bool:
+        """An autosaved review of this study exists: restore it?"""
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(summary.get("saved_at") or 0))
+        answer = QMessageBox.question(
+            self,
+            "Restore review",
+            f"An unfinished review of this CT was saved on {when} "
+            f"({summary.get('n_findings', 0)} findings, {summary.get('n_edits', 0)} edits). "
+            "Restore it?",
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     # -- layers ---------------------------------------------------------------------------
     def ct_layers(self) -> list[napari.layers.Image]:
-        """Image layers that are 3-D volumes (ours first)."""
+        """Image layers that are 3-D volumes (ours first; attention maps left out)."""
         from napari.layers import Image
 
-        layers = [ly for ly in self.viewer.layers if isinstance(ly, Image) and ly.ndim == 3]
+        layers = [
+            ly
+            for ly in self.viewer.layers
+            if isinstance(ly, Image)
+            and ly.ndim == 3
+            and ly.metadata.get(META_KEY, {}).get("role") != "attention"
+        ]
         return sorted(layers, key=lambda ly: META_KEY not in ly.metadata)
 
     def current_layer(self) -> napari.layers.Image | None:
@@ -95,6 +351,7 @@ class ReviewDock(QWidget):
 
     def _show_study(self, *_: object) -> None:
         layer = self.current_layer()
+        self.run_button.setEnabled(layer is not None and self.worker is None)
         if layer is None:
             self.info.setText(
                 "No CT layer. Drag a DICOM folder, NIfTI, NRRD or MHA onto the viewer."
@@ -106,6 +363,38 @@ class ReviewDock(QWidget):
             record = {"spacing_zyx": list(layer.scale[-3:]), "source_name": layer.name}
         self.info.setText(study_summary(record, tuple(layer.data.shape)))
         self.warnings.setText("\n".join(f"⚠ {w}" for w in record.get("warnings", [])))
+        self._offer_restore(layer)
+
+    def _offer_restore(self, layer) -> None:
+        if self.autosave_root is None or self.worker is not None:
+            return
+        if self.result is not None and self.result.ct_name == layer.name:
+            return
+        volume = volume_from_layer(layer)
+        key = study_key(volume)
+        if key in self._checked_studies:
+            return
+        self._checked_studies.add(key)
+        folder = ReviewSession.find_autosave(volume, root=self.autosave_root)
+        if folder is None:
+            return
+        try:
+            summary = ReviewSession.autosave_summary(folder)
+        except (OSError, ValueError) as e:
+            self.status.setText(f"Autosave in {folder} is unreadable: {e}")
+            return
+        if not self.ask_restore(summary):
+            return
+        try:
+            session = ReviewSession.restore(volume, root=self.autosave_root)
+        except (OSError, ValueError, KeyError) as e:
+            self.status.setText(f"Could not restore the review: {e}")
+            return
+        self._show_session(session, volume, layer.name, analysis=None, attention=None, suffix="")
+        self.status.setText(
+            f"Restored the review saved {time.strftime('%H:%M', time.localtime(summary['saved_at']))} "
+            f"({summary['n_edits']} edits)."
+        )
 
     # -- windows --------------------------------------------------------------------------
     def apply_window(self, preset: str) -> None:
@@ -115,8 +404,466 @@ class ReviewDock(QWidget):
             return
         layer.contrast_limits = window_limits(*WINDOW_PRESETS[preset])
 
+    # -- analysis -------------------------------------------------------------------------
+    def _model_chosen(self, index: int) -> None:
+        if self.model_combo.itemText(index) != "Choose folder…":
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Model folder")
+        if folder:
+            self.set_model(folder)
+        else:
+            self.model_combo.setCurrentIndex(0)
+
+    def set_model(self, folder: str | Path | None) -> None:
+        """Use a model folder (``None`` for the default model)."""
+        if folder is None:
+            self.model_combo.setCurrentIndex(0)
+            return
+        text = str(folder)
+        if self.model_combo.findText(text) < 0:
+            self.model_combo.insertItem(self.model_combo.count() - 1, text)
+        self.model_combo.setCurrentText(text)
+
+    def model(self) -> str | None:
+        """The chosen model folder (``None`` = default)."""
+        text = self.model_combo.currentText()
+        return None if text in (DEFAULT_MODEL, "Choose folder…") else text
+
+    def run(self):
+        """Analyse the picked CT in a worker thread; returns the worker (or ``None``)."""
+        layer = self.current_layer()
+        if layer is None or self.worker is not None:
+            return None
+        self._replace_choice = None
+        if any(r.ct_name == layer.name for r in self.results):
+            choice = self.ask_replace_or_keep()
+            if choice is None:
+                return None
+            self._replace_choice = choice
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        volume = volume_from_layer(layer)
+        self._cancel = threading.Event()
+        emitter = _Progress(self)
+        emitter.progressed.connect(self._on_progress)
+        self._pbar = progress(total=100, desc=f"CT analysis: {layer.name}")
+        worker = create_worker(
+            _run_analysis,
+            volume,
+            model=self.model(),
+            device=self.device_combo.currentText(),
+            progress=emitter.progressed.emit,
+            cancel=self._cancel,
+            autosave_root=self.autosave_root,
+            isolate=self.isolate,
+            _start_thread=False,
+            _ignore_errors=True,  # shown by napari's notification and in the status line
+        )
+        worker.returned.connect(lambda res, v=volume, n=layer.name: self._on_returned(res, v, n))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self._emitter = emitter
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText("Starting…")
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop the running analysis (it stops at the next sliding window or finding)."""
+        if self._cancel is not None:
+            self._cancel.set()
+            self.status.setText("Cancelling…")
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        if self._pbar is not None:
+            n = int(round(100 * fraction))
+            if n > self._pbar.n:
+                self._pbar.update(n - self._pbar.n)
+            self._pbar.set_description(f"CT analysis: {message}")
+        self.status.setText(f"{int(100 * fraction)} %  {message}")
+
+    def _on_error(self, exc: BaseException) -> None:
+        # napari's worker already shows the error as a notification
+        self.status.setText(f"Analysis failed: {exc}")
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.worker = None
+        self._cancel = None
+        self.cancel_button.setEnabled(False)
+        self.run_button.setEnabled(self.current_layer() is not None)
+
+    def _on_returned(self, res, volume: CTVolume, ct_name: str) -> None:
+        t0 = time.perf_counter()
+        self.timings["returned_at"] = t0
+        if res is None:
+            self.status.setText("Cancelled.")
+            return
+        analysis, session, attention = res
+        suffix = ""
+        if self._replace_choice == "replace":
+            for r in [r for r in self.results if r.ct_name == ct_name]:
+                self._remove_result(r)
+        elif self._replace_choice == "keep":
+            n = 1 + sum(r.ct_name == ct_name for r in self.results)
+            suffix = f" (run {n})"
+        self._show_session(
+            session, volume, ct_name, analysis=analysis, attention=attention, suffix=suffix
+        )
+        t = analysis.timings_s.get("total", 0.0)
+        self.timings["show_layers_s"] = time.perf_counter() - t0
+        self.status.setText(
+            f"{len(analysis.findings)} findings in {t:.1f} s on {analysis.device} "
+            f"({analysis.model_info.get('name', '')} {analysis.model_info.get('version', '')})."
+        )
+
+    def _remove_result(self, r: RunResult) -> None:
+        for layer in (r.boxes, r.attention, r.masks):
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.results.remove(r)
+        if self.result is r:
+            self.result = None
+
+    def _show_session(
+        self,
+        session: ReviewSession,
+        volume: CTVolume,
+        ct_name: str,
+        *,
+        analysis,
+        attention,
+        suffix: str,
+    ) -> None:
+        """Add the layers of a session and wire the dock to it (UI thread)."""
+        if self.result is not None:
+            self.result.session.on_change = None
+        r = RunResult(
+            analysis=analysis, session=session, volume=volume, ct_name=ct_name, suffix=suffix
+        )
+        if attention is not None:
+            data, kw, _ = attention_layer_data(
+                attention, volume, name=f"{ct_name} attention{suffix}"
+            )
+            r.attention = self.viewer.add_image(data, **kw)
+            r.extra["attention_all"] = data
+        data, kw, _ = labels_layer_data(
+            session.labels, session.findings, volume, name=f"{ct_name} masks{suffix}"
+        )
+        r.masks = self.viewer.add_labels(data, **kw)
+        r.masks.events.paint.connect(self._on_paint)
+        data, kw, _ = boxes_layer_data(session.findings, volume, name=f"{ct_name} findings{suffix}")
+        r.boxes = self.viewer.add_shapes(data, **kw)
+        r.boxes.feature_defaults = kw["feature_defaults"]
+        r.boxes.events.data.connect(self._on_boxes_data)
+        r.boxes.mode = "select"
+        self.results.append(r)
+        self.result = r
+        self.viewer.reset_view()
+        session.on_change = self._session_changed
+        self._set_review_enabled(True)
+        self.selected = None
+        self._refresh_views()
+        active = [f for f in session.findings if f.status != "rejected"]
+        if active:
+            self.select_finding(active[0].id)
+
+    # -- selection and navigation ---------------------------------------------------------
+    def select_finding(self, finding_id: str) -> None:
+        """Select a finding: jump to its slice and centre, select its box, highlight its text."""
+        r = self.result
+        if r is None:
+            return
+        try:
+            f = r.session.finding(finding_id)
+        except KeyError:
+            return
+        self.selected = finding_id
+        if self.table.selected_id() != finding_id:
+            self.table.blockSignals(True)
+            self.table.select_finding(finding_id)
+            self.table.blockSignals(False)
+        x, y, z = f.center_lps_mm
+        lo, hi = finding_box_index(f, r.volume)
+        zi = int(np.clip(np.round((lo[0] + hi[0]) / 2.0), 0, r.volume.shape[0] - 1))
+        z_world = r.volume.translate_zyx[0] + zi * r.volume.spacing_zyx[0]
+        self.viewer.dims.set_point(0, z_world)
+        self.viewer.camera.center = (z_world, y, x)
+        self._select_box(finding_id, zi)
+        self.report_editor.highlight(finding_id)
+        self._show_attention()
+
+    def _select_box(self, finding_id: str, z_index: int) -> None:
+        boxes = self.result.boxes if self.result else None
+        if boxes is None:
+            return
+        ids = boxes.features["finding_id"].to_numpy()
+        hits = [
+            i
+            for i, fid in enumerate(ids)
+            if fid == finding_id and int(round(boxes.data[i][0, 0])) == z_index
+        ]
+        boxes.selected_data = set(hits)
+
+    def step_finding(self, step: int) -> None:
+        """Select the next (``+1``) or previous (``-1``) finding in table order."""
+        ids = self.table.ids
+        if not ids:
+            return
+        i = ids.index(self.selected) if self.selected in ids else (-1 if step > 0 else 0)
+        self.select_finding(ids[(i + step) % len(ids)])
+
+    def _command(self, name: str) -> None:
+        if name in ("accept", "reject"):
+            self.set_status(name + "ed")
+        else:
+            self.step_finding(+1 if name == "next" else -1)
+
+    def set_status(self, status: str) -> None:
+        """Accept or reject the selected finding."""
+        if self.result is None or self.selected is None:
+            return
+        self.result.session.set_status(self.selected, status)
+
+    def regenerate_sentence(self) -> None:
+        """Rewrite the selected finding's sentence from its attributes."""
+        if self.result is None or self.selected is None:
+            return
+        self.report_editor.commit()
+        self.result.session.regenerate_sentence(self.selected)
+
+    # -- edits from the widgets and layers ------------------------------------------------
+    def _kind_edited(self, fid: str, kind: str) -> None:
+        if self.result is not None:
+            QTimer.singleShot(0, lambda: self.result.session.set_kind(fid, kind))
+
+    def _location_edited(self, fid: str, side: str, zone: str) -> None:
+        if self.result is not None:
+            QTimer.singleShot(
+                0, lambda: self.result.session.set_location(fid, side=side, zone=zone)
+            )
+
+    def _findings_typed(self, sentences: dict, extra: list) -> None:
+        if self.result is not None:
+            self.result.session.apply_findings_text(sentences, extra)
+
+    def _impression_typed(self, text: str) -> None:
+        if self.result is not None:
+            self.result.session.set_impression(text)
+
+    def _on_boxes_data(self, event) -> None:
+        r = self.result
+        if r is None or self._syncing_boxes or event.source is not r.boxes:
+            return
+        action = str(event.action)
+        ids = r.boxes.features["finding_id"].to_numpy()
+        if action == "removing":
+            self._pending_removed = [str(ids[i]) for i in event.data_indices if 0 <= i < len(ids)]
+            return
+        if action == "removed":
+            removed, self._pending_removed = self._pending_removed, []
+            for fid in dict.fromkeys(f for f in removed if f):
+                if r.session.finding(fid).status != "rejected":
+                    r.session.set_status(fid, "rejected")
+                else:
+                    self._redraw_boxes()
+            return
+        if action == "added":
+            idx = [i if i >= 0 else len(r.boxes.data) + i for i in event.data_indices]
+            for i in idx:
+                if ids[i]:
+                    continue
+                drawn = np.array(r.boxes.data[i])
+                QTimer.singleShot(0, lambda v=drawn: self._box_drawn(v))
+            return
+        if action == "changed":
+            moved: dict[str, np.ndarray] = {}
+            for i in event.data_indices:
+                if not (0 <= i < len(ids)) or not ids[i] or ids[i] in moved:
+                    continue
+                v = np.array(r.boxes.data[i])
+                if self._box_differs(str(ids[i]), v):
+                    moved[str(ids[i])] = v
+            for fid, v in moved.items():
+                QTimer.singleShot(0, lambda f=fid, v=v: self._box_edited(f, v))
+
+    def _box_differs(self, fid: str, vertices: np.ndarray) -> bool:
+        r = self.result
+        try:
+            f = r.session.finding(fid)
+        except KeyError:
+            return False
+        lo, hi = finding_box_index(f, r.volume)
+        _, y0, x0, y1, x1 = rectangle_extent(vertices)
+        return not np.allclose((y0, x0, y1, x1), (lo[1], lo[2], hi[1], hi[2]), atol=1e-3)
+
+    def _box_edited(self, fid: str, vertices: np.ndarray) -> None:
+        """A box rectangle was moved or resized on one slice: the 3-D box follows in y/x."""
+        r = self.result
+        if r is None:
+            return
+        f = r.session.finding(fid)
+        lo, hi = finding_box_index(f, r.volume)
+        _, y0, x0, y1, x1 = rectangle_extent(vertices)
+        if np.allclose((y0, x0, y1, x1), (lo[1], lo[2], hi[1], hi[2]), atol=1e-3):
+            return
+        r.session.move_box(fid, (lo[0], y0, x0), (hi[0], y1, x1))
+
+    def _box_drawn(self, vertices: np.ndarray) -> None:
+        """A new rectangle: a finding the model missed (box depth = its in-plane size)."""
+        r = self.result
+        if r is None:
+            return
+        z, y0, x0, y1, x1 = rectangle_extent(vertices)
+        sp = r.volume.spacing_zyx
+        half_mm = ((y1 - y0) * sp[1] + (x1 - x0) * sp[2]) / 4.0
+        half_z = max(0.5, half_mm / sp[0])
+        try:
+            f = r.session.add_box((z - half_z + 0.5, y0, x0), (z + half_z - 0.5 + 1.0, y1, x1))
+        except ValueError as e:
+            self.status.setText(str(e))
+            self._redraw_boxes()
+            return
+        self.select_finding(f.id)
+
+    def _on_paint(self, event) -> None:
+        for atom in event.value or []:
+            try:
+                _, old, new = atom
+            except (TypeError, ValueError):
+                continue
+            self._painted.update(int(v) for v in np.unique(np.asarray(old)))
+            self._painted.add(int(new))
+        self._paint_timer.start()
+
+    def _remeasure_painted(self) -> None:
+        r = self.result
+        painted, self._painted = self._painted, set()
+        if r is None:
+            return
+        ids = [f.id for f in r.session.findings if f.label and f.label in painted]
+        r.session.mask_changed(ids)
+
+    # -- views ----------------------------------------------------------------------------
+    def _session_changed(self, action: str, finding_id: str | None) -> None:
+        self._refresh_views(
+            boxes=action not in ("sentence", "free text", "impression", "regenerate sentence")
+        )
+
+    def _refresh_views(self, *, boxes: bool = True) -> None:
+        r = self.result
+        if r is None:
+            return
+        s = r.session
+        self.table.set_findings(s.findings, selected=self.selected)
+        self.report_editor.show_report(s.findings_lines(), s.impression_lines(), s.diff())
+        if boxes:
+            self._redraw_boxes()
+            self._recolor_masks()
+
+    def _redraw_boxes(self) -> None:
+        r = self.result
+        if r is None or r.boxes is None:
+            return
+        data, kw, _ = boxes_layer_data(r.session.findings, r.volume)
+        self._syncing_boxes = True
+        try:
+            with r.boxes.events.data.blocker():
+                r.boxes.data = []
+                if data:
+                    r.boxes.add_rectangles(
+                        data, edge_color=kw["edge_color"], face_color="transparent", edge_width=2
+                    )
+                r.boxes.features = kw["features"]
+                r.boxes.feature_defaults = kw["feature_defaults"]
+        finally:
+            self._syncing_boxes = False
+        if self.selected is not None:
+            lo, hi = finding_box_index(r.session.finding(self.selected), r.volume)
+            z = int(
+                np.round(
+                    (self.viewer.dims.point[0] - r.volume.translate_zyx[0])
+                    / r.volume.spacing_zyx[0]
+                )
+            )
+            rects = box_rectangles(lo, hi, r.volume.shape)
+            if any(int(v[0, 0]) == z for v in rects):
+                self._select_box(self.selected, z)
+
+    def _recolor_masks(self) -> None:
+        r = self.result
+        if r is None or r.masks is None:
+            return
+        _, kw, _ = labels_layer_data(r.session.labels, r.session.findings, r.volume)
+        from napari.utils.colormaps import DirectLabelColormap
+
+        r.masks.colormap = DirectLabelColormap(color_dict=kw["colormap"])
+        r.masks.refresh()
+
+    def _show_attention(self) -> None:
+        r = self.result
+        if r is None or r.attention is None or r.analysis is None:
+            return
+        per = r.analysis.attention_per_finding
+        if self.attention_selected.isChecked() and self.selected in per:
+            fa = per[self.selected]
+            r.attention.data = np.asarray(fa.weights, dtype=np.float32)
+            r.attention.scale = fa.scale_zyx_mm
+            r.attention.translate = fa.translate_zyx_mm
+        elif "attention_all" in r.extra and r.attention.data is not r.extra["attention_all"]:
+            r.attention.data = r.extra["attention_all"]
+            r.attention.scale = r.volume.spacing_zyx
+            r.attention.translate = r.volume.translate_zyx
+
+    # -- export ---------------------------------------------------------------------------
+    def export(self, out_dir: str | Path | None = None):
+        """Export the reviewed case with :func:`napari_ctreport.export.export_case` in a worker."""
+        r = self.result
+        if r is None or not _export_available():
+            return None
+        if out_dir is None:
+            out_dir = QFileDialog.getExistingDirectory(self, "Export the reviewed case to")
+            if not out_dir:
+                return None
+        from napari.qt.threading import create_worker
+
+        from .. import export as export_mod
+
+        self.report_editor.commit()
+        s = r.session
+        worker = create_worker(
+            export_mod.export_case,
+            volume=r.volume,
+            findings=list(s.findings),
+            labels=s.labels.copy(),
+            report=s.report(),
+            out_dir=Path(out_dir),
+            original=s.original(),
+            edit_log=[e.to_dict() for e in s.edit_log],
+            model_info=dict(s.model_info),
+            _start_thread=False,
+            _ignore_errors=True,
+        )
+        worker.returned.connect(self._exported)
+        worker.errored.connect(lambda e: self.status.setText(f"Export failed: {e}"))
+        worker.start()
+        return worker
+
+    def _exported(self, res) -> None:
+        self.last_export = res
+        self.status.setText(f"Exported to {res.folder}")
+
+
+def _export_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("napari_ctreport.export") is not None
+
 
 def _selectable():
-    from qtpy.QtCore import Qt
-
     return Qt.TextInteractionFlag.TextSelectableByMouse

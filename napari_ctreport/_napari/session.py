@@ -1,0 +1,864 @@
+"""The review state of one study: findings, masks, report text, edit log and autosave.
+
+No Qt and no napari here: :class:`ReviewSession` is plain Python + numpy, so the dock stays a thin
+view over it and the whole review loop can be tested (and killed and restored) without a GUI.
+
+Every change goes through a method that
+
+1. updates the findings / label map / sentences (measurements always come from
+   :func:`~napari_ctreport.report.measure.finding_from_mask`, sentences from
+   :func:`~napari_ctreport.report.writer.describe_finding`),
+2. appends an :class:`EditRecord` to the edit log,
+3. autosaves atomically (``tmp`` file + :func:`os.replace`) to the study's folder under the
+   autosave root: ``session.json`` (findings, report text, draft, edit log) and ``labels.npz``
+   (the label map as its non-zero voxels, so saving stays a few milliseconds).
+
+Sentences: one per finding in the findings section. A sentence the reader typed over is
+*hand-edited* and survives later changes of that or any other finding; only
+:meth:`ReviewSession.regenerate_sentence` replaces it. The impression is regenerated from the
+findings until the reader edits it by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+import types
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io.volume import CTVolume
+from ..report.findings import Finding
+from ..report.lexicon import KINDS, SIDES, ZONES
+from ..report.writer import Report, Sentence, describe_finding, write_report
+
+log = logging.getLogger(__name__)
+
+SESSION_SCHEMA = "ctreport.session/1"
+SESSION_FILE = "session.json"
+LABELS_FILE = "labels.npz"
+
+#: HU above which voxels inside a drawn box count as lesion (soft tissue and ground glass).
+ADDED_LESION_MIN_HU = -650.0
+
+
+def default_autosave_root() -> Path:
+    """``$XDG_DATA_HOME/napari-ctreport/autosave`` (``~/.local/share/...`` by default)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "napari-ctreport" / "autosave"
+
+
+def study_key(volume: CTVolume) -> str:
+    """A stable folder name for a study: hash of its UIDs, else its source path and grid, else
+    its grid and a strided sample of its voxels (synthetic or UID-less volumes)."""
+    md = volume.metadata or {}
+    parts: list[str] = []
+    uid = md.get("series_uid") or md.get("SeriesInstanceUID") or ""
+    study = md.get("study_uid") or md.get("StudyInstanceUID") or ""
+    if uid or study:
+        parts += ["uid", str(study), str(uid)]
+    else:
+        src = md.get("path") or md.get("source_path") or ""
+        if src and str(src) not in ("synthetic",):
+            parts += ["path", str(Path(str(src)).expanduser().resolve())]
+    parts += [
+        "grid",
+        repr(tuple(volume.shape)),
+        repr(tuple(round(s, 4) for s in volume.spacing_zyx)),
+        repr(tuple(round(o, 3) for o in volume.origin_lps)),
+    ]
+    h = hashlib.sha256("|".join(parts).encode())
+    if not (uid or study):
+        step = tuple(max(1, n // 32) for n in volume.shape)
+        sample = np.ascontiguousarray(volume.array[:: step[0], :: step[1], :: step[2]])
+        h.update(sample.tobytes())
+    return h.hexdigest()[:24]
+
+
+def autosave_dir(volume: CTVolume, *, root: str | Path | None = None) -> Path:
+    """The autosave folder of a study (not created)."""
+    return Path(root if root is not None else default_autosave_root()) / study_key(volume)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _labels_bytes(labels: np.ndarray, seq: int) -> bytes:
+    import io
+
+    flat = np.flatnonzero(labels)
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        shape=np.asarray(labels.shape, dtype=np.int64),
+        index=flat.astype(np.int64),
+        values=labels.ravel()[flat].astype(np.uint16),
+        seq=np.asarray([seq], dtype=np.int64),
+    )
+    return buf.getvalue()
+
+
+def _labels_from_file(path: Path) -> tuple[np.ndarray, int]:
+    with np.load(path) as z:
+        shape = tuple(int(v) for v in z["shape"])
+        out = np.zeros(shape, dtype=np.uint16)
+        out.ravel()[z["index"]] = z["values"]
+        return out, int(z["seq"][0])
+
+
+@dataclass
+class EditRecord:
+    """One change made by the reader."""
+
+    time: float
+    action: str
+    finding_id: str | None
+    before: Any = None
+    after: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(eq=False)
+class ReviewSession:
+    """Review state of one study (see the module docstring).
+
+    Attributes
+    ----------
+    volume
+        The CT volume (not saved; the study is reopened from its file).
+    findings
+        All findings, rejected ones included (they are kept as negatives for retraining).
+    labels
+        uint16 label map on the CT grid; finding ``f`` owns the voxels ``labels == f.label``.
+    draft
+        The model's report as first drafted (what the "Changes" view compares with).
+    sentences
+        Finding id -> current findings-section sentence.
+    hand_edited
+        Ids of findings whose sentence the reader typed.
+    extra_lines
+        Findings-section lines the reader added that belong to no finding.
+    impression_override
+        The impression as typed by the reader, or ``None`` while it is generated.
+    edit_log
+        Every change, oldest first.
+    model_info
+        Name, version and checksum of the model that drafted the findings.
+    autosave_root
+        Root folder of autosaves; ``None`` disables autosave.
+    """
+
+    volume: CTVolume
+    findings: list[Finding]
+    labels: np.ndarray
+    draft: Report
+    sentences: dict[str, str] = field(default_factory=dict)
+    hand_edited: set[str] = field(default_factory=set)
+    extra_lines: list[str] = field(default_factory=list)
+    impression_override: str | None = None
+    edit_log: list[EditRecord] = field(default_factory=list)
+    model_info: dict[str, str] = field(default_factory=dict)
+    draft_findings: list[dict[str, Any]] = field(default_factory=list)
+    autosave_root: Path | None = None
+    lungs: np.ndarray | None = None
+    on_change: Callable[[str, str | None], None] | None = None
+    _seq: int = 0
+    _labels_seq_saved: int = -1
+    _labels_dirty: bool = True
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def from_analysis(
+        cls,
+        analysis: Any,
+        volume: CTVolume,
+        *,
+        autosave_root: str | Path | None = None,
+        lungs: np.ndarray | None = None,
+    ) -> ReviewSession:
+        """Start reviewing an :class:`~napari_ctreport.analysis.Analysis` of ``volume``."""
+        sentences = {
+            s.finding_id: s.text
+            for s in analysis.report.sentences
+            if s.section == "findings" and s.finding_id
+        }
+        for f in analysis.findings:
+            sentences.setdefault(f.id, describe_finding(f))
+        session = cls(
+            volume=volume,
+            findings=[Finding.from_dict(f.to_dict()) for f in analysis.findings],
+            labels=np.asarray(analysis.labels, dtype=np.uint16).copy(),
+            draft=analysis.report,
+            sentences=sentences,
+            model_info=dict(analysis.model_info),
+            draft_findings=[f.to_dict() for f in analysis.findings],
+            autosave_root=Path(autosave_root) if autosave_root is not None else None,
+            lungs=lungs,
+        )
+        session._log("analysis", None, None, {"model": dict(analysis.model_info)})
+        session.save()
+        return session
+
+    # -- lookup --------------------------------------------------------------------------
+    def finding(self, finding_id: str) -> Finding:
+        """The finding with id ``finding_id`` (``KeyError`` if none)."""
+        for f in self.findings:
+            if f.id == finding_id:
+                return f
+        raise KeyError(finding_id)
+
+    def by_label(self, label: int) -> Finding | None:
+        """The finding owning label value ``label``."""
+        return next((f for f in self.findings if f.label == label), None)
+
+    def mask(self, finding_id: str) -> np.ndarray:
+        """Boolean mask of a finding's voxels."""
+        f = self.finding(finding_id)
+        return self.labels == f.label if f.label else np.zeros(self.labels.shape, dtype=bool)
+
+    def active_findings(self) -> list[Finding]:
+        """Findings that go into the report (all but rejected)."""
+        return [f for f in self.findings if f.status != "rejected"]
+
+    def ensure_lungs(self) -> np.ndarray:
+        """The lung mask used to locate findings (computed once, ~2 s on a 256² chest CT)."""
+        if self.lungs is None:
+            from ..report.anatomy import segment_lungs
+
+            self.lungs = segment_lungs(self.volume)
+        return self.lungs
+
+    # -- edits ---------------------------------------------------------------------------
+    def set_status(self, finding_id: str, status: str) -> Finding:
+        """Accept (``"accepted"``), reject (``"rejected"``) or reset a finding."""
+        f = self.finding(finding_id)
+        before = f.status
+        if before == status:
+            return f
+        f.status = status
+        Finding.__post_init__(f)  # validates the status
+        self._log("status", finding_id, before, status)
+        return f
+
+    def set_kind(self, finding_id: str, kind: str) -> Finding:
+        """Change a finding's kind (one of the lexicon's kinds)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown finding kind {kind!r}")
+        f = self.finding(finding_id)
+        if f.kind == kind:
+            return f
+        before = f.to_dict()
+        f.kind = kind
+        self._mark_edited(f)
+        self._refresh_sentence(f)
+        self._log("kind", finding_id, before, f.to_dict())
+        return f
+
+    def set_location(self, finding_id: str, *, side: str, zone: str | None = None) -> Finding:
+        """Overrule where a finding is (side, and optionally zone)."""
+        if side not in SIDES or (zone is not None and zone not in ZONES):
+            raise ValueError(f"unknown side/zone {side!r} {zone!r}")
+        f = self.finding(finding_id)
+        if f.side == side and (zone is None or f.zone == zone):
+            return f
+        before = f.to_dict()
+        f.side = side
+        if zone is not None:
+            f.zone = zone
+        f.attributes["location_by_reader"] = True
+        self._mark_edited(f)
+        self._refresh_sentence(f)
+        self._log("location", finding_id, before, f.to_dict())
+        return f
+
+    def mask_changed(self, finding_ids: Iterable[str] | None = None) -> list[Finding]:
+        """Re-measure findings after their voxels in :attr:`labels` were edited in place
+        (painting). ``None`` re-measures every finding whose measurements changed."""
+        self._labels_dirty = True
+        ids = [f.id for f in self.findings] if finding_ids is None else list(finding_ids)
+        changed = []
+        for fid in ids:
+            f = self.finding(fid)
+            before = f.to_dict()
+            m = self.mask(fid)
+            if not m.any():
+                if f.status != "rejected":
+                    f.status = "rejected"
+                    self._log("mask erased", fid, before, f.to_dict())
+                    changed.append(f)
+                continue
+            self._remeasure(f, m)
+            after = f.to_dict()
+            if _measurements(before) != _measurements(after):
+                self._mark_edited(f)
+                after = f.to_dict()
+                self._refresh_sentence(f)
+                self._log("mask", fid, before, after)
+                changed.append(f)
+        if not changed:
+            self.save()
+        return changed
+
+    def move_box(
+        self,
+        finding_id: str,
+        lo_index_zyx: Sequence[float],
+        hi_index_zyx: Sequence[float],
+    ) -> Finding:
+        """Move or resize a finding's box (CT index coordinates of its outer corners).
+
+        The mask moves with the box centre (whole voxels); a resized box keeps the part of the
+        moved mask inside it, and a box that no longer holds any of it is filled as a drawn box
+        is (:meth:`add_box`).
+        """
+        f = self.finding(finding_id)
+        before = f.to_dict()
+        shape = np.asarray(self.labels.shape)
+        lo_new, hi_new = _clip_box(lo_index_zyx, hi_index_zyx, shape)
+        old = self.mask(finding_id)
+        idx = np.argwhere(old)
+        if idx.size:
+            lo_old = idx.min(axis=0) - 0.5
+            hi_old = idx.max(axis=0) + 0.5
+            shift = np.round((lo_new + hi_new) / 2.0 - (lo_old + hi_old) / 2.0).astype(int)
+        else:
+            shift = np.zeros(3, dtype=int)
+        new = _shift_mask(old, shift)
+        box = _box_slices(lo_new, hi_new)
+        inside = np.zeros_like(new)
+        inside[box] = new[box]
+        if not inside.any():
+            inside = self._box_region(lo_new, hi_new)
+        self.labels[old] = 0
+        self.labels[inside & (self.labels == 0)] = f.label
+        self._labels_dirty = True
+        self._remeasure(f, self.labels == f.label)
+        self._mark_edited(f)
+        self._refresh_sentence(f)
+        self._log("box", finding_id, before, f.to_dict())
+        return f
+
+    def add_box(
+        self,
+        lo_index_zyx: Sequence[float],
+        hi_index_zyx: Sequence[float],
+        *,
+        kind: str = "solid nodule",
+    ) -> Finding:
+        """Add a finding the model missed from a box drawn by the reader.
+
+        Its mask is the largest connected region above :data:`ADDED_LESION_MIN_HU` inside the
+        ellipsoid inscribed in the box (the ellipsoid itself when the box holds no such voxel);
+        status ``"added"``, score 1.
+        """
+        from ..report.measure import finding_from_mask
+
+        shape = np.asarray(self.labels.shape)
+        lo, hi = _clip_box(lo_index_zyx, hi_index_zyx, shape)
+        region = self._box_region(lo, hi) & (self.labels == 0)
+        if not region.any():
+            raise ValueError("the drawn box holds no free voxel (it lies on other findings)")
+        label = max([int(self.labels.max())] + [f.label for f in self.findings]) + 1
+        n = 1 + max([0] + [int(f.id[1:]) for f in self.findings if f.id[1:].isdigit()])
+        f = finding_from_mask(
+            region,
+            volume=self.volume,
+            id=f"F{n}",
+            kind=kind,
+            lungs=self.ensure_lungs(),
+            score=1.0,
+            label=label,
+            status="added",
+        )
+        self.labels[region] = label
+        self._labels_dirty = True
+        self.findings.append(f)
+        self.sentences[f.id] = describe_finding(f)
+        self._log("add", f.id, None, f.to_dict())
+        return f
+
+    # -- report text ---------------------------------------------------------------------
+    def set_sentence(self, finding_id: str, text: str) -> None:
+        """The reader typed this sentence for a finding: it is kept until regenerated."""
+        before = self.sentences.get(finding_id)
+        if before == text:
+            return
+        self.sentences[finding_id] = text
+        self.hand_edited.add(finding_id)
+        self._log("sentence", finding_id, before, text)
+
+    def regenerate_sentence(self, finding_id: str) -> str:
+        """Replace a finding's sentence (hand-edited or not) by the writer's."""
+        f = self.finding(finding_id)
+        before = self.sentences.get(finding_id)
+        self.hand_edited.discard(finding_id)
+        text = describe_finding(f)
+        self.sentences[finding_id] = text
+        self._log("regenerate sentence", finding_id, before, text)
+        return text
+
+    def set_extra_lines(self, lines: Sequence[str]) -> None:
+        """Findings-section lines of the reader's own that belong to no finding."""
+        lines = [ln for ln in lines if ln.strip()]
+        if lines == self.extra_lines:
+            return
+        before = list(self.extra_lines)
+        self.extra_lines = list(lines)
+        self._log("free text", None, before, list(lines))
+
+    def set_impression(self, text: str | None) -> None:
+        """Type the impression (``None`` returns to the generated impression)."""
+        if text == self.impression_override:
+            return
+        before = self.impression_override
+        self.impression_override = text
+        self._log("impression", None, before, text)
+
+    def apply_findings_text(self, sentences: dict[str, str], extra: Sequence[str]) -> None:
+        """Take the reader's typing in the findings section (see ``report_editor.split_edit``)."""
+        for fid, text in sentences.items():
+            self.set_sentence(fid, text)
+        self.set_extra_lines(extra)
+
+    def findings_lines(self) -> list[tuple[str | None, str]]:
+        """The findings section as ``(finding id, line)`` in report order; the id is ``None``
+        for generated statements ("No pleural effusion.") and ``""`` for the reader's own lines."""
+        base = write_report(self.active_findings())
+        out: list[tuple[str | None, str]] = []
+        for s in base.sentences:
+            if s.section != "findings":
+                continue
+            if s.finding_id is None:
+                out.append((None, s.text))
+            else:
+                out.append((s.finding_id, self.sentences.get(s.finding_id, s.text)))
+        out += [("", ln) for ln in self.extra_lines]
+        return out
+
+    def impression_lines(self) -> list[tuple[str | None, str]]:
+        """The impression as ``(finding id or None, numbered line)``."""
+        if self.impression_override is not None:
+            return [(None, ln) for ln in self.impression_override.splitlines()]
+        base = write_report(self.active_findings())
+        items = [s for s in base.sentences if s.section == "impression"]
+        return [(s.finding_id, f"{i}. {s.text}") for i, s in enumerate(items, start=1)]
+
+    def report(self) -> Report:
+        """The report as it stands (rejected findings left out)."""
+        flines = self.findings_lines()
+        ilines = self.impression_lines()
+        sentences = [Sentence(t, fid or None, "findings") for fid, t in flines if t.strip()]
+        sentences += [Sentence(t, fid, "impression") for fid, t in ilines if t.strip()]
+        return Report(
+            findings=" ".join(t for _, t in flines if t.strip()),
+            impression="\n".join(t for _, t in ilines),
+            sentences=sentences,
+        )
+
+    def original(self) -> dict[str, Any]:
+        """The model's draft as ``{"findings": [...], "report": {...}}`` (for export)."""
+        return {"findings": list(self.draft_findings), "report": self.draft.to_dict()}
+
+    def diff(self) -> str:
+        """Unified diff of the report against the model's draft (one sentence a line)."""
+        return "".join(
+            difflib.unified_diff(
+                _report_lines(self.draft),
+                _report_lines(self.report()),
+                fromfile="model draft",
+                tofile="reviewed",
+            )
+        )
+
+    # -- internals -----------------------------------------------------------------------
+    def _box_region(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        from scipy import ndimage
+
+        box = _box_slices(lo, hi)
+        sub_shape = tuple(s.stop - s.start for s in box)
+        c = (lo + hi) / 2.0 - np.array([s.start for s in box]) - 0.5
+        r = np.maximum((hi - lo) / 2.0, 0.5)
+        zz, yy, xx = np.ogrid[: sub_shape[0], : sub_shape[1], : sub_shape[2]]
+        ell = ((zz - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 + ((xx - c[2]) / r[2]) ** 2
+        ell = ell <= 1.0
+        if not ell.any():
+            ell[tuple(min(int(v), n - 1) for v, n in zip(c, sub_shape, strict=True))] = True
+        dense = ell & (self.volume.array[box] >= ADDED_LESION_MIN_HU)
+        sub = ell
+        if dense.any():
+            lab, n = ndimage.label(dense)
+            if n > 1:
+                sizes = ndimage.sum(dense, lab, index=np.arange(1, n + 1))
+                dense = lab == int(np.argmax(sizes)) + 1
+            sub = dense
+        out = np.zeros(self.labels.shape, dtype=bool)
+        out[box] = sub
+        return out
+
+    def _remeasure(self, f: Finding, mask: np.ndarray) -> None:
+        from ..report.measure import finding_from_mask
+
+        new = finding_from_mask(
+            mask,
+            volume=self.volume,
+            id=f.id,
+            kind=f.kind,
+            lungs=self.ensure_lungs(),
+            score=f.score,
+            label=f.label,
+            attributes=f.attributes,
+            status=f.status,
+        )
+        if f.attributes.get("location_by_reader"):
+            new.side, new.zone = f.side, f.zone
+        for name in (
+            "side",
+            "zone",
+            "center_lps_mm",
+            "bbox_lps_mm",
+            "diameter_mm",
+            "short_axis_mm",
+            "volume_ml",
+            "mean_hu",
+        ):
+            setattr(f, name, getattr(new, name))
+
+    @staticmethod
+    def _mark_edited(f: Finding) -> None:
+        if f.status in ("proposed", "accepted"):
+            f.status = "edited"
+
+    def _refresh_sentence(self, f: Finding) -> None:
+        if f.id not in self.hand_edited:
+            self.sentences[f.id] = describe_finding(f)
+
+    def _log(self, action: str, finding_id: str | None, before: Any, after: Any) -> None:
+        self.edit_log.append(EditRecord(time.time(), action, finding_id, before, after))
+        self.save()
+        if self.on_change is not None:
+            self.on_change(action, finding_id)
+
+    # -- autosave ------------------------------------------------------------------------
+    @property
+    def folder(self) -> Path | None:
+        """This study's autosave folder, or ``None`` when autosave is off."""
+        if self.autosave_root is None:
+            return None
+        return autosave_dir(self.volume, root=self.autosave_root)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Everything but the volume and the label map, JSON-ready."""
+        return {
+            "schema": SESSION_SCHEMA,
+            "study_key": study_key(self.volume),
+            "shape_zyx": list(self.volume.shape),
+            "saved_at": time.time(),
+            "seq": self._seq,
+            "labels_seq": self._labels_seq_saved,
+            "model": dict(self.model_info),
+            "findings": [f.to_dict() for f in self.findings],
+            "sentences": dict(self.sentences),
+            "hand_edited": sorted(self.hand_edited),
+            "extra_lines": list(self.extra_lines),
+            "impression_override": self.impression_override,
+            "draft": self.draft.to_dict(),
+            "draft_findings": self.draft_findings,
+            "report": self.report().to_dict(),
+            "edit_log": [r.to_dict() for r in self.edit_log],
+        }
+
+    def save(self) -> Path | None:
+        """Write the autosave (atomically, labels only when they changed)."""
+        folder = self.folder
+        if folder is None:
+            return None
+        with self._lock:
+            self._seq += 1
+            if self._labels_dirty:
+                _atomic_write_bytes(folder / LABELS_FILE, _labels_bytes(self.labels, self._seq))
+                self._labels_seq_saved = self._seq
+                self._labels_dirty = False
+            data = json.dumps(self.to_json_dict(), indent=1, default=_json_default)
+            _atomic_write_bytes(folder / SESSION_FILE, data.encode())
+        return folder
+
+    @classmethod
+    def find_autosave(cls, volume: CTVolume, *, root: str | Path | None = None) -> Path | None:
+        """The autosave folder of ``volume``'s study if one with a session exists."""
+        folder = autosave_dir(volume, root=root)
+        return folder if (folder / SESSION_FILE).is_file() else None
+
+    @staticmethod
+    def autosave_summary(folder: Path) -> dict[str, Any]:
+        """``saved_at``, number of findings and of edits of an autosave (for the restore prompt)."""
+        d = json.loads((folder / SESSION_FILE).read_text())
+        return {
+            "saved_at": d.get("saved_at"),
+            "n_findings": len(d.get("findings", [])),
+            "n_edits": max(0, len(d.get("edit_log", [])) - 1),
+            "model": d.get("model", {}),
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        volume: CTVolume,
+        *,
+        root: str | Path | None = None,
+        folder: str | Path | None = None,
+    ) -> ReviewSession:
+        """Reopen the autosaved review of ``volume``'s study.
+
+        Raises
+        ------
+        FileNotFoundError
+            When the study has no autosave.
+        ValueError
+            When the autosave belongs to another grid.
+        """
+        folder = Path(folder) if folder is not None else autosave_dir(volume, root=root)
+        d = json.loads((folder / SESSION_FILE).read_text())
+        if tuple(d["shape_zyx"]) != tuple(volume.shape):
+            raise ValueError(
+                f"{folder}: autosave is for a {d['shape_zyx']} grid, not {volume.shape}"
+            )
+        labels, labels_seq = _labels_from_file(folder / LABELS_FILE)
+        if labels_seq != d.get("labels_seq"):
+            log.info(
+                "autosave %s: label map from save %s, session from %s",
+                folder,
+                labels_seq,
+                d.get("seq"),
+            )
+        session = cls(
+            volume=volume,
+            findings=[Finding.from_dict(f) for f in d["findings"]],
+            labels=labels,
+            draft=Report.from_dict(d["draft"]),
+            sentences=dict(d.get("sentences", {})),
+            hand_edited=set(d.get("hand_edited", [])),
+            extra_lines=list(d.get("extra_lines", [])),
+            impression_override=d.get("impression_override"),
+            edit_log=[EditRecord(**r) for r in d.get("edit_log", [])],
+            model_info=dict(d.get("model", {})),
+            draft_findings=list(d.get("draft_findings", [])),
+            autosave_root=folder.parent if root is None else Path(root),
+        )
+        session._seq = int(d.get("seq", 0))
+        session._labels_seq_saved = labels_seq
+        session._labels_dirty = False
+        return session
+
+    def discard_autosave(self) -> None:
+        """Delete this study's autosave (after export, or when the reader starts over)."""
+        folder = self.folder
+        if folder is None:
+            return
+        for name in (SESSION_FILE, LABELS_FILE):
+            try:
+                (folder / name).unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _measurements(d: dict[str, Any]) -> tuple:
+    keys = ("side", "zone", "center_lps_mm", "bbox_lps_mm", "diameter_mm", "volume_ml", "mean_hu")
+    return tuple(json.dumps(d[k]) for k in keys)
+
+
+def _report_lines(report: Report) -> list[str]:
+    lines = ["FINDINGS:\n"]
+    lines += [s.text + "\n" for s in report.sentences if s.section == "findings"]
+    if not any(s.section == "findings" for s in report.sentences) and report.findings:
+        lines += [report.findings + "\n"]
+    lines += ["\n", "IMPRESSION:\n"]
+    lines += [ln + "\n" for ln in report.impression.splitlines()]
+    return lines
+
+
+def _clip_box(
+    lo: Sequence[float], hi: Sequence[float], shape: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(lo, dtype=float)
+    b = np.asarray(hi, dtype=float)
+    lo2 = np.clip(np.minimum(a, b), -0.5, shape - 0.5)
+    hi2 = np.clip(np.maximum(a, b), -0.5, shape - 0.5)
+    hi2 = np.maximum(hi2, lo2 + 1.0)
+    return lo2, hi2
+
+
+def _box_slices(lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, slice]:
+    """Voxels whose centres lie inside the box (at least one per axis)."""
+    start = np.ceil(lo + 0.5 - 1e-6).astype(int)
+    stop = np.floor(hi + 0.5 + 1e-6).astype(int)
+    stop = np.maximum(stop, start + 1)
+    return tuple(slice(int(s), int(e)) for s, e in zip(start, stop, strict=True))  # type: ignore[return-value]
+
+
+def _shift_mask(mask: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(mask)
+    src = []
+    dst = []
+    for n, s in zip(mask.shape, shift, strict=True):
+        s = int(s)
+        if abs(s) >= n:
+            return out
+        src.append(slice(max(0, -s), n - max(0, s)))
+        dst.append(slice(max(0, s), n - max(0, -s)))
+    out[tuple(dst)] = mask[tuple(src)]
+    return out
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+# -- running the analysis away from the UI process ------------------------------------------------
+def _analysis_child(volume, model, device, out_queue, stop) -> None:  # pragma: no cover - child
+    """Body of the analysis process: analyse, locate the lungs, send everything back."""
+    from ..analysis import analyze
+    from ..model.inference import Cancelled, check_cancel
+    from ..report.anatomy import segment_lungs
+
+    try:
+        analysis = analyze(
+            volume,
+            model=model,
+            device=device,
+            progress=lambda f, m: out_queue.put(("progress", float(f), str(m))),
+            cancel=stop.is_set,
+        )
+        check_cancel(stop.is_set)
+        lungs = segment_lungs(volume)
+        out_queue.put(("result", (analysis, lungs)))
+    except Cancelled:
+        out_queue.put(("cancelled",))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+        out_queue.put(("error", f"{type(e).__name__}: {e}"))
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start a ``spawn`` child without re-running the parent's ``__main__`` script in it (a
+    script that starts napari without an ``if __name__ == "__main__"`` guard would otherwise
+    open a second viewer in the child)."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def run_analysis(
+    volume: CTVolume,
+    *,
+    model: str | Path | None = None,
+    device: str = "auto",
+    progress: Callable[[float, str], None] | None = None,
+    cancel: threading.Event | None = None,
+    isolate: bool = True,
+) -> tuple[Any, np.ndarray]:
+    """:func:`napari_ctreport.analysis.analyze` plus the lung mask, by default in a separate
+    process (``spawn``), so that no step of the analysis can hold the calling process's GIL and
+    stall a user interface. Returns ``(analysis, lungs)``.
+
+    Raises
+    ------
+    napari_ctreport.model.inference.Cancelled
+        When ``cancel`` is set (the child stops at its next check, or is killed after 10 s).
+    RuntimeError
+        When the analysis fails (message of the child's exception) or the child dies.
+    """
+    import multiprocessing as mp
+    import queue
+
+    from ..model.inference import Cancelled
+
+    if not isolate:
+        from ..analysis import analyze
+        from ..report.anatomy import segment_lungs
+
+        a = analyze(volume, model=model, device=device, progress=progress, cancel=cancel)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        return a, segment_lungs(volume)
+    ctx = mp.get_context("spawn")
+    out_queue = ctx.Queue()
+    stop = ctx.Event()
+    proc = ctx.Process(
+        target=_analysis_child,
+        args=(volume, None if model is None else str(model), device, out_queue, stop),
+        daemon=True,
+        name="ctreport-analysis",
+    )
+    with _main_module_hidden():
+        proc.start()
+    cancelled_at: float | None = None
+    try:
+        while True:
+            if cancel is not None and cancel.is_set() and cancelled_at is None:
+                stop.set()
+                cancelled_at = time.monotonic()
+            if cancelled_at is not None and time.monotonic() - cancelled_at > 10.0:
+                proc.kill()
+                raise Cancelled()
+            try:
+                msg = out_queue.get(timeout=0.05)
+            except queue.Empty:
+                if not proc.is_alive() and out_queue.empty():
+                    raise RuntimeError(
+                        f"the analysis process ended unexpectedly (exit code {proc.exitcode})"
+                    ) from None
+                continue
+            if msg[0] == "progress":
+                if progress is not None:
+                    progress(msg[1], msg[2])
+            elif msg[0] == "result":
+                return msg[1]
+            elif msg[0] == "cancelled":
+                raise Cancelled()
+            else:
+                raise RuntimeError(msg[1])
+    finally:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)

@@ -1,0 +1,217 @@
+"""The review session (no Qt): edits, sentences, diff, atomic autosave, restore after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_ctreport.analysis import Analysis
+from napari_ctreport.report.writer import describe_finding, write_report
+from napari_ctreport.synth import generate_case
+
+SEED, SHAPE = 5, (40, 96, 96)  # three findings on a small grid
+
+
+def _analysis(case) -> Analysis:
+    """The case's ground truth in the shape of a model run (status ``proposed``)."""
+    return Analysis(
+        volume_info={},
+        findings=case.findings,
+        report=write_report(case.findings),
+        attention=None,
+        attention_per_finding={},
+        labels=case.labels,
+        model_info={"name": "ground truth", "version": "0", "sha256": ""},
+        device="cpu",
+        timings_s={},
+    )
+
+
+@pytest.fixture(scope="module")
+def case():
+    return generate_case(seed=SEED, shape=SHAPE)
+
+
+@pytest.fixture
+def session(case, tmp_path):
+    from napari_ctreport._napari.session import ReviewSession
+
+    return ReviewSession.from_analysis(_analysis(case), case.volume, autosave_root=tmp_path)
+
+
+def test_reject_keeps_finding_but_drops_sentence(session):
+    fid = session.findings[0].id
+    text = session.sentences[fid]
+    session.set_status(fid, "rejected")
+    assert session.finding(fid).status == "rejected"
+    assert text not in session.report().findings
+    assert all(s.finding_id != fid for s in session.report().sentences)
+    assert len(session.findings) == 3  # kept for retraining
+    assert "-" + text in session.diff()
+    assert session.edit_log[-1].action == "status"
+
+
+def test_hand_edit_survives_other_changes_and_regenerates_on_demand(session):
+    a, b = session.findings[0].id, session.findings[1].id
+    session.set_sentence(a, "Reader's own words about this nodule.")
+    session.set_kind(a, "mass")  # attribute change of the hand-edited finding itself
+    session.set_kind(b, "ground-glass nodule")
+    assert session.sentences[a] == "Reader's own words about this nodule."
+    assert "ground-glass nodule" in session.sentences[b]
+    assert session.finding(b).status == "edited"
+    report = session.report()
+    assert "Reader's own words about this nodule." in report.findings
+    assert session.regenerate_sentence(a) == describe_finding(session.finding(a))
+    assert "mass" in session.sentences[a]
+
+
+def test_move_box_moves_mask_and_remeasures(session):
+    f = session.findings[1]
+    mask = session.mask(f.id)
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(axis=0) - 0.5, idx.max(axis=0) + 0.5
+    before_center = np.array(f.center_lps_mm)
+    n_before = int(mask.sum())
+    session.move_box(f.id, lo + (0, 0, 3), hi + (0, 0, 3))  # 3 voxels towards patient's left
+    moved = session.mask(f.id)
+    assert int(moved.sum()) == n_before
+    np.testing.assert_allclose(np.argwhere(moved).mean(axis=0) - idx.mean(axis=0), (0, 0, 3))
+    expected_x = session.volume.index_to_lps(np.argwhere(moved).mean(axis=0))[0]
+    assert f.center_lps_mm[0] == pytest.approx(expected_x)
+    assert f.center_lps_mm[0] > before_center[0]
+    assert f.status == "edited"
+    # shrink the box: the mask is cut to it
+    session.move_box(f.id, lo + (0, 0, 3), (hi + lo) / 2 + (0, 0, 3))
+    assert 0 < session.mask(f.id).sum() < n_before
+
+
+def test_add_box_makes_added_finding_with_sentence(session):
+    vol = session.volume
+    # a box around a bright (soft tissue) spot that no finding owns
+    free = (vol.array > 0) & (session.labels == 0)
+    z, y, x = np.argwhere(free)[len(np.argwhere(free)) // 2]
+    f = session.add_box((z - 1.5, y - 3.5, x - 3.5), (z + 1.5, y + 3.5, x + 3.5))
+    assert f.status == "added" and f.score == 1.0 and f.id == "F4"
+    assert (session.labels == f.label).sum() > 0
+    assert f.diameter_mm > 0
+    assert session.sentences[f.id] in session.report().findings
+
+
+def test_paint_remeasures(session):
+    f = session.findings[0]
+    before = f.volume_ml
+    m = session.mask(f.id)
+    session.labels[m & (np.cumsum(m.ravel()).reshape(m.shape) % 2 == 0)] = 0  # erase half
+    changed = session.mask_changed([f.id])
+    assert changed and f.volume_ml < before
+    session.labels[session.mask(f.id)] = 0
+    session.mask_changed([f.id])
+    assert f.status == "rejected"
+
+
+def test_autosave_roundtrip(session, case, tmp_path):
+    from napari_ctreport._napari.session import ReviewSession
+
+    a = session.findings[0].id
+    session.set_sentence(a, "Edited text.")
+    session.set_status(session.findings[1].id, "accepted")
+    session.set_impression("1. My impression.")
+    folder = ReviewSession.find_autosave(case.volume, root=tmp_path)
+    assert folder is not None and (folder / "labels.npz").is_file()
+    assert not list(folder.glob("*.tmp"))
+    back = ReviewSession.restore(case.volume, root=tmp_path)
+    assert back.sentences[a] == "Edited text." and a in back.hand_edited
+    assert back.finding(session.findings[1].id).status == "accepted"
+    assert back.report().impression == "1. My impression."
+    np.testing.assert_array_equal(back.labels, session.labels)
+    assert [r.action for r in back.edit_log] == [r.action for r in session.edit_log]
+    assert back.draft.to_dict() == session.draft.to_dict()
+
+
+def test_study_key_is_stable_and_distinct(case):
+    from napari_ctreport._napari.session import study_key
+
+    again = generate_case(seed=SEED, shape=SHAPE)
+    other = generate_case(seed=SEED + 1, shape=SHAPE)
+    assert study_key(case.volume) == study_key(again.volume)
+    assert study_key(case.volume) != study_key(other.volume)
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from test_session import _analysis, SEED, SHAPE
+    from napari_ctreport.synth import generate_case
+    from napari_ctreport._napari.session import ReviewSession
+
+    case = generate_case(seed=SEED, shape=SHAPE)
+    s = ReviewSession.from_analysis(_analysis(case), case.volume, autosave_root=Path({root!r}))
+    f1, f2, f3 = (f.id for f in s.findings)
+    s.set_status(f2, "rejected")
+    s.set_kind(f3, "mass")
+    s.move_box(f1, *[tuple(v) for v in ({lo}, {hi})])
+    print("EDITS", len(s.edit_log), flush=True)
+    i = 0
+    while True:  # keep typing until killed
+        i += 1
+        s.set_sentence(f1, f"typed {{i}}")
+        print("TYPED", i, flush=True)
+    """
+)
+
+
+def test_restore_after_sigkill(case, tmp_path):
+    from napari_ctreport._napari.session import ReviewSession
+
+    f1 = case.findings[0]
+    idx = np.argwhere(case.labels == f1.label)
+    lo = tuple(float(v) for v in idx.min(axis=0) - 0.5 + (0, 2, 0))
+    hi = tuple(float(v) for v in idx.max(axis=0) + 0.5 + (0, 2, 0))
+    code = _CHILD.format(tests=str(Path(__file__).parent), root=str(tmp_path), lo=lo, hi=hi)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    typed = 0
+    deadline = time.monotonic() + 120
+    try:
+        assert proc.stdout is not None
+        while typed < 25 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"child died: {proc.stderr.read() if proc.stderr else ''}")
+            if line.startswith("TYPED"):
+                typed = int(line.split()[1])
+        os.kill(proc.pid, signal.SIGKILL)  # mid-review, possibly mid-save
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    folder = ReviewSession.find_autosave(case.volume, root=tmp_path)
+    assert folder is not None
+    json.loads((folder / "session.json").read_text())  # never torn
+    back = ReviewSession.restore(case.volume, root=tmp_path)
+    ids = [f.id for f in case.findings]
+    assert back.finding(ids[1]).status == "rejected"
+    assert back.finding(ids[2]).kind == "mass"
+    assert back.finding(ids[0]).status == "edited"
+    moved = back.mask(ids[0])
+    assert moved.sum() == (case.labels == f1.label).sum()
+    assert np.argwhere(moved).min(axis=0)[1] == idx.min(axis=0)[1] + 2
+    n = int(back.sentences[ids[0]].split()[1])
+    assert n >= typed  # every edit acknowledged before the kill is there
+    assert ids[1] not in {s.finding_id for s in back.report().sentences}
