@@ -1,0 +1,479 @@
+"""The headless pipeline: CT in, findings + attention maps + grounded report out.
+
+``analyze(path_or_volume)`` loads the CT, runs the model (sliding windows), turns each detection's
+mask into a measured :class:`~napari_ctreport.report.findings.Finding`, writes one sentence per
+finding with the report decoder (falling back to the writer's sentence when a decoded sentence
+fails the grounding check) and the impression from the findings, and times every step.
+No napari or Qt here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .io.volume import CTVolume
+from .report.findings import Finding
+from .report.guidelines import MASS_THRESHOLD_MM
+from .report.writer import Report, Sentence, write_report
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "ctreport.analysis/1"
+
+
+@dataclass
+class FindingAttention:
+    """One finding's attention map, compact: weights on a coarse grid placed on the CT.
+
+    ``weights`` (float32, max 1) covers CT index box ``[index_lo_zyx, index_hi_zyx)`` (continuous
+    coordinates of the box's outer corners); ``scale_zyx_mm`` / ``translate_zyx_mm`` place it in
+    napari world (LPS z, y, x) mm directly.
+    """
+
+    weights: np.ndarray
+    index_lo_zyx: tuple[float, float, float]
+    index_hi_zyx: tuple[float, float, float]
+    scale_zyx_mm: tuple[float, float, float]
+    translate_zyx_mm: tuple[float, float, float]
+
+
+@dataclass
+class Analysis:
+    """Everything one run of the model produced for a CT.
+
+    Attributes
+    ----------
+    volume_info
+        ``path``, ``size_zyx``, ``spacing_zyx_mm``, ``origin_lps``, ``study_uid``, ``series_uid``.
+    findings
+        Measured findings (``label`` = value of the finding's region in :attr:`labels`).
+    report
+        Findings and impression text; its sentences name their finding ids.
+    attention
+        float16 array on the CT grid: the maximum over findings of their attention maps (each
+        scaled to max 1); ``None`` with no findings.
+    attention_per_finding
+        Finding id -> :class:`FindingAttention`.
+    labels
+        uint16 array on the CT grid, value = ``finding.label``.
+    model_info
+        ``{"name", "version", "sha256"}``.
+    device
+        The device the network ran on.
+    timings_s
+        ``load``, ``model``, ``report``, ``total`` seconds.
+    sentence_sources
+        Finding id -> ``"decoder"`` or ``"writer"`` (fallback after a failed grounding check).
+    """
+
+    volume_info: dict[str, Any]
+    findings: list[Finding]
+    report: Report
+    attention: np.ndarray | None
+    attention_per_finding: dict[str, FindingAttention]
+    labels: np.ndarray
+    model_info: dict[str, str]
+    device: str
+    timings_s: dict[str, float]
+    sentence_sources: dict[str, str] = field(default_factory=dict)
+
+    def to_json_dict(self, *, input_path: str | Path | None = None) -> dict[str, Any]:
+        """The ``ctreport.analysis/1`` JSON object (see ``docs/interfaces.md``)."""
+        info = self.volume_info
+        path = input_path if input_path is not None else info.get("path", "")
+        keys = (
+            "id", "kind", "side", "zone", "center_lps_mm", "bbox_lps_mm", "diameter_mm",
+            "short_axis_mm", "volume_ml", "mean_hu", "score",
+        )  # fmt: skip
+        findings = []
+        for f in self.findings:
+            d = f.to_dict()
+            findings.append({k: d[k] for k in keys})
+        return {
+            "schema": SCHEMA,
+            "input": {
+                "path": str(path or ""),
+                "size_zyx": [int(v) for v in info["size_zyx"]],
+                "spacing_zyx_mm": [round(float(v), 4) for v in info["spacing_zyx_mm"]],
+                "study_uid": str(info.get("study_uid") or ""),
+                "series_uid": str(info.get("series_uid") or ""),
+            },
+            "model": dict(self.model_info),
+            "device": self.device,
+            "findings": findings,
+            "report": {"findings": self.report.findings, "impression": self.report.impression},
+            "timings_s": {k: round(float(v), 3) for k, v in self.timings_s.items()},
+        }
+
+
+def _volume_info(volume: CTVolume, path: str | Path | None) -> dict[str, Any]:
+    md = volume.metadata or {}
+    return {
+        "path": str(path) if path is not None else str(md.get("source_path") or ""),
+        "size_zyx": list(volume.shape),
+        "spacing_zyx_mm": list(volume.spacing_zyx),
+        "origin_lps": list(volume.origin_lps),
+        "study_uid": md.get("study_uid", md.get("StudyInstanceUID", "")) or "",
+        "series_uid": md.get("series_uid", md.get("SeriesInstanceUID", "")) or "",
+    }
+
+
+def _near_lungs(
+    slices: tuple[slice, ...], lungs: np.ndarray, volume: CTVolume, margin_mm: float
+) -> bool:
+    """Whether any lung voxel lies within ``margin_mm`` of the box ``slices``."""
+    grown = tuple(
+        slice(
+            max(0, s.start - int(np.ceil(margin_mm / sp))),
+            min(n, s.stop + int(np.ceil(margin_mm / sp))),
+        )
+        for s, sp, n in zip(slices, volume.spacing_zyx, volume.shape, strict=True)
+    )
+    return bool(lungs[grown].any())
+
+
+def _findings_from_detections(
+    detections, volume: CTVolume, lungs, cancel
+) -> tuple[list[Finding], list, np.ndarray]:
+    """Measure detections into findings.
+
+    Effusion detections on the same side merge into one finding (union of masks); a nodule or
+    mass detection overlapping an effusion, or lying more than 10 mm from both lungs, is dropped.
+    Findings are numbered by decreasing score; ``label`` = number = value in the label map.
+    """
+    from .model.inference import check_cancel
+    from .report.measure import finding_from_mask
+
+    has_lungs = bool(lungs is not None and lungs.any())
+    groups: dict[str, dict] = {}
+    others = []
+    for det in sorted(detections, key=lambda d: -d.score):
+        check_cancel(cancel)
+        if has_lungs and not _near_lungs(det.mask_slices, lungs, volume, 10.0):
+            continue  # more than 10 mm from both lungs: not a lung, pleural or chest finding
+        if det.kind != "pleural effusion":
+            others.append(det)
+            continue
+        full = det.full_mask(volume.shape)
+        side = finding_from_mask(full, volume=volume, id="E", kind=det.kind, lungs=lungs).side
+        if side in groups:
+            groups[side]["mask"] |= full
+        else:
+            groups[side] = {"mask": full, "det": det}
+    effusion_any = None
+    for g in groups.values():
+        effusion_any = g["mask"] if effusion_any is None else (effusion_any | g["mask"])
+    items = [(g["det"], g["mask"]) for g in groups.values()]
+    for det in others:
+        if effusion_any is not None and (effusion_any[det.mask_slices] & det.mask).any():
+            continue  # part of an effusion
+        items.append((det, None))
+    items.sort(key=lambda it: -it[0].score)
+    findings: list[Finding] = []
+    kept = []
+    labels = np.zeros(volume.shape, dtype=np.uint16)
+    for det, mask in items:
+        n = len(findings) + 1
+        if mask is None:
+            mask = det.full_mask(volume.shape)
+        f = finding_from_mask(
+            mask, volume=volume, id=f"F{n}", kind=det.kind, lungs=lungs, score=det.score, label=n
+        )
+        # the lexicon's size rule: a solid lesion over 30 mm is a mass, a "mass" under it a nodule
+        if f.kind == "mass" and f.diameter_mm <= MASS_THRESHOLD_MM:
+            f.kind = "solid nodule"
+        elif f.kind == "solid nodule" and f.diameter_mm > MASS_THRESHOLD_MM:
+            f.kind = "mass"
+        labels[mask & (labels == 0)] = n
+        findings.append(f)
+        kept.append(det)
+    return findings, kept, labels
+
+
+def analyze(
+    source: str | Path | CTVolume,
+    *,
+    model: str | Path | None = None,
+    device: str = "auto",
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Any = None,
+) -> Analysis:
+    """Analyse a chest CT: find abnormalities, measure them, draw attention maps, write the report.
+
+    Parameters
+    ----------
+    source
+        A path readable by :func:`napari_ctreport.io.ct.load_ct` or a :class:`CTVolume`.
+    model
+        A model folder; ``None`` or ``"default"`` for the shipped default model.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+    progress
+        ``progress(fraction, message)`` with non-decreasing fractions from 0 to 1.
+    cancel
+        A :class:`threading.Event` or a callable returning True to stop; checked between
+        sliding windows and findings, raising :class:`~napari_ctreport.model.inference.Cancelled`.
+
+    Returns
+    -------
+    Analysis
+    """
+    from .model.inference import (
+        attention_on_grid,
+        check_cancel,
+        detect,
+        generate_sentences,
+        pick_device,
+    )
+    from .model.registry import load_cached
+    from .report.anatomy import segment_lungs
+
+    last = [0.0]
+
+    def report_progress(frac: float, msg: str) -> None:
+        if progress is None:
+            return
+        frac = max(last[0], min(1.0, float(frac)))
+        last[0] = frac
+        progress(frac, msg)
+
+    t0 = time.perf_counter()
+    report_progress(0.0, "loading CT")
+    path: str | Path | None = None
+    if isinstance(source, CTVolume):
+        volume = source
+    else:
+        from .io.ct import load_ct
+
+        path = source
+        volume = load_ct(source)
+    check_cancel(cancel)
+    dev = pick_device(device)
+    loaded = load_cached(model, device=str(dev))
+    t_load = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    detections = detect(
+        loaded,
+        volume,
+        device=dev,
+        progress=lambda f, m: report_progress(0.02 + 0.78 * f, m),
+        cancel=cancel,
+    )
+    t_model = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    report_progress(0.82, "measuring findings")
+    lungs = segment_lungs(volume) if detections else None
+    findings, kept, labels = _findings_from_detections(detections, volume, lungs, cancel)
+    report_progress(0.88, "writing report")
+    sentences = generate_sentences(loaded, kept, findings)
+    base = write_report(findings)
+    by_id = {f.id: s for f, s in zip(findings, sentences, strict=True)}
+    sources = {fid: ("decoder" if ok else "writer") for fid, (_, ok) in by_id.items()}
+    new_sentences: list[Sentence] = []
+    for s in base.sentences:
+        if s.section == "findings" and s.finding_id in by_id:
+            new_sentences.append(Sentence(by_id[s.finding_id][0], s.finding_id, "findings"))
+        else:
+            new_sentences.append(s)
+    report = Report(
+        findings=" ".join(s.text for s in new_sentences if s.section == "findings"),
+        impression=base.impression,
+        sentences=new_sentences,
+    )
+    report_progress(0.93, "attention maps")
+    attention = None
+    per: dict[str, FindingAttention] = {}
+    sp = np.asarray(volume.spacing_zyx)
+    tr = np.asarray(volume.translate_zyx)
+    for f, det in zip(findings, kept, strict=True):
+        lo, hi = det.attention_box
+        w = det.attention / max(float(det.attention.max()), 1e-12)
+        cell = (hi - lo) / np.asarray(w.shape)
+        per[f.id] = FindingAttention(
+            weights=w.astype(np.float32),
+            index_lo_zyx=tuple(float(v) for v in lo),
+            index_hi_zyx=tuple(float(v) for v in hi),
+            scale_zyx_mm=tuple(float(v) for v in cell * sp),
+            translate_zyx_mm=tuple(float(v) for v in tr + (lo + cell / 2.0 - 0.0) * sp),
+        )
+        res = attention_on_grid(w, (lo, hi), volume.shape)
+        if res is None:
+            continue
+        if attention is None:
+            attention = np.zeros(volume.shape, dtype=np.float16)
+        sl, a = res
+        np.maximum(attention[sl], a.astype(np.float16), out=attention[sl])
+    t_report = time.perf_counter() - t2
+    report_progress(1.0, f"done: {len(findings)} findings")
+    return Analysis(
+        volume_info=_volume_info(volume, path),
+        findings=findings,
+        report=report,
+        attention=attention,
+        attention_per_finding=per,
+        labels=labels,
+        model_info=loaded.info,
+        device=str(dev.type),
+        timings_s={
+            "load": t_load,
+            "model": t_model,
+            "report": t_report,
+            "total": time.perf_counter() - t0,
+        },
+        sentence_sources=sources,
+    )
+
+
+def evaluate_model(
+    data_dir: str | Path,
+    *,
+    model: str | Path | None = None,
+    device: str = "auto",
+    score_threshold: float | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> dict[str, Any]:
+    """Run :func:`analyze` on every case folder under ``data_dir`` and score it.
+
+    ``score_threshold`` (default: the model's own ``score_threshold``) is the operating point
+    for precision/recall/F1, size error and the side/zone/kind accuracies; FROC and CPM use
+    every reported finding.
+
+    Returns :func:`napari_ctreport.metrics.evaluate`'s dict plus ``side_accuracy`` (share of
+    detected ground-truth findings whose matched prediction names the right side),
+    ``zone_accuracy``, ``kind_accuracy``, ``decoder_sentences`` (share of finding sentences the
+    decoder wrote that passed the grounding check), ``mean_total_s``, ``model`` and ``n_cases``.
+    """
+    from . import metrics
+    from .io.case import iter_cases, read_case
+    from .model.registry import from_pretrained
+
+    if score_threshold is None:
+        score_threshold = float(from_pretrained(model).config.get("score_threshold", 0.3))
+
+    folders = list(iter_cases(Path(data_dir)))
+    pred_cases, gt_cases = [], []
+    side_ok = zone_ok = kind_ok = n_match = 0
+    n_dec = n_sent = 0
+    totals = []
+    info: dict[str, str] = {}
+    for i, folder in enumerate(folders):
+        case = read_case(folder)
+        a = analyze(case.load_volume(), model=model, device=device)
+        info = a.model_info
+        totals.append(a.timings_s["total"])
+        gts = [f for f in case.findings if f.status != "rejected"]
+        pred_cases.append((a.findings, a.report))
+        gt_cases.append(
+            (gts, case.report.get("findings", "") + "\n" + case.report.get("impression", ""))
+        )
+        n_dec += sum(1 for v in a.sentence_sources.values() if v == "decoder")
+        n_sent += len(a.sentence_sources)
+        for g in gts:
+            cands = [p for p in a.findings if p.score >= score_threshold and metrics.hits(p, g)]
+            if cands:
+                p = max(cands, key=lambda q: q.score)
+                n_match += 1
+                side_ok += p.side == g.side
+                zone_ok += p.zone == g.zone
+                kind_ok += p.kind == g.kind
+        if progress is not None:
+            progress((i + 1) / len(folders), f"case {i + 1}/{len(folders)}")
+    out = metrics.evaluate(pred_cases, gt_cases, score_threshold=score_threshold)
+    out.update(
+        side_accuracy=side_ok / n_match if n_match else float("nan"),
+        zone_accuracy=zone_ok / n_match if n_match else float("nan"),
+        kind_accuracy=kind_ok / n_match if n_match else float("nan"),
+        decoder_sentences=n_dec / n_sent if n_sent else float("nan"),
+        mean_total_s=float(np.mean(totals)) if totals else float("nan"),
+        n_cases=len(folders),
+        score_threshold=score_threshold,
+        model=info,
+    )
+    return out
+
+
+def benchmark(
+    *,
+    device: str = "auto",
+    sizes: Sequence[tuple[int, int, int]] = ((128, 128, 128), (256, 256, 256), (300, 512, 512)),
+    model: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Time :func:`analyze` on chest-like volumes of the given (z, y, x) sizes.
+
+    Each size runs in a fresh process (so ``load`` includes importing torch/transformers and
+    reading the model, as a command-line run does, and the peak memory is that run's alone).
+
+    Returns one row per size: ``size_zyx``, ``load``, ``model``, ``report``, ``total`` seconds,
+    ``peak_rss_mb`` (peak resident memory of the process, volume included), ``n_findings``,
+    ``device`` and ``threads`` (torch CPU threads).
+    """
+    import json
+    import subprocess
+    import sys
+
+    rows = []
+    for size in sizes:
+        args = (tuple(int(s) for s in size), device, None if model is None else str(model))
+        code = (
+            "import json, sys; from napari_ctreport.analysis import _bench_one; "
+            f"print('BENCH ' + json.dumps(_bench_one(*{args!r})))"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH ")), None)
+        if proc.returncode != 0 or line is None:
+            raise RuntimeError(f"benchmark of size {size} failed: {proc.stderr.strip()[-2000:]}")
+        rows.append(json.loads(line[6:]))
+    return rows
+
+
+def _bench_one(size: tuple[int, int, int], device: str, model: str | Path | None) -> dict[str, Any]:
+    import resource
+    import sys
+
+    import torch
+
+    vol = _bench_volume(size)
+    a = analyze(vol, model=model, device=device)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_mb = rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+    return {
+        "size_zyx": list(size),
+        **{k: round(v, 3) for k, v in a.timings_s.items()},
+        "peak_rss_mb": round(rss_mb, 1),
+        "n_findings": len(a.findings),
+        "device": a.device,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _bench_volume(size: tuple[int, int, int]) -> CTVolume:
+    """A chest-like volume of ``size`` (body ellipse, two lungs, a 20 mm nodule) for timing.
+
+    Spacing is chosen so the volume spans a chest (about 300 mm in z, 350 mm in-plane).
+    """
+    nz, ny, nx = size
+    spacing = (300.0 / nz, 350.0 / ny, 350.0 / nx)
+    rng = np.random.default_rng(0)
+    z = (np.arange(nz) - nz / 2)[:, None, None] * spacing[0]
+    yy = (np.arange(ny) - ny / 2)[None, :, None] * spacing[1]
+    xx = (np.arange(nx) - nx / 2)[None, None, :] * spacing[2]
+    arr = np.full(size, -1000, dtype=np.int16)
+    body = np.broadcast_to((xx / 160) ** 2 + (yy / 110) ** 2 < 1, size)
+    arr[body] = 40
+    for cx in (-75, 75):
+        lung = np.broadcast_to(((xx - cx) / 55) ** 2 + (yy / 80) ** 2 + (z / 160) ** 2 < 1, size)
+        arr[lung] = -850
+    arr[((xx + 75) ** 2 + yy**2 + z**2) < 100] = 30
+    arr += (rng.standard_normal(size, dtype=np.float32) * 15).astype(np.int16)
+    return CTVolume(arr, spacing, (-175.0, -175.0, -150.0))

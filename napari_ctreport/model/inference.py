@@ -1,0 +1,659 @@
+"""Running the network over a whole CT: preprocessing, sliding windows, peaks, masks, attention.
+
+Where a finding is born: :func:`detect` turns a :class:`~napari_ctreport.io.volume.CTVolume` into
+:class:`Detection` s, each with its kind, score, mask on the CT grid and attention map. The
+measurements and words are added later by ``report.measure`` and the report decoder.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..io.volume import CTVolume
+from ..report.lexicon import KINDS
+
+ProgressCallback = Callable[[float, str], None]
+CancelCheck = Callable[[], bool] | threading.Event
+
+
+class Cancelled(Exception):
+    """Raised between sliding windows when the caller asked to stop."""
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA if available, then Apple MPS, then CPU; else the named device.
+
+    Raises
+    ------
+    ValueError
+        When a named accelerator is not available.
+    """
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError("device 'mps' requested but MPS is not available")
+    return dev
+
+
+def check_cancel(cancel: CancelCheck | None) -> None:
+    """Raise :class:`Cancelled` if ``cancel`` (an Event or a callable) says so."""
+    if cancel is None:
+        return
+    flag = cancel.is_set() if isinstance(cancel, threading.Event) else bool(cancel())
+    if flag:
+        raise Cancelled("analysis cancelled")
+
+
+# ---------------------------------------------------------------------------------- preprocessing
+@dataclass
+class Prepared:
+    """A CT on the model grid.
+
+    ``model index i`` along an axis sits at ``CT index crop_lo + i * step`` (``step`` = model
+    spacing / CT spacing, per axis).
+    """
+
+    array: np.ndarray  # (D, H, W) float32, scaled, padded to multiples of 8
+    valid_shape: tuple[int, int, int]  # part of array that holds the CT
+    crop_lo: np.ndarray  # (3,) CT index of model voxel 0
+    step: np.ndarray  # (3,) CT voxels per model voxel
+    spacing: np.ndarray  # (3,) model spacing mm
+
+    def model_to_ct(self, idx: np.ndarray) -> np.ndarray:
+        """Model-grid (z, y, x) indices -> CT (z, y, x) indices."""
+        return self.crop_lo + np.asarray(idx, dtype=float) * self.step
+
+    def ct_to_model(self, idx: np.ndarray) -> np.ndarray:
+        """CT (z, y, x) indices -> model-grid indices."""
+        return (np.asarray(idx, dtype=float) - self.crop_lo) / self.step
+
+
+def scale_hu(hu: np.ndarray | torch.Tensor, hu_clip: Sequence[float]):
+    """Clip HU to ``hu_clip`` and scale to about [-1, 1]."""
+    lo, hi = float(hu_clip[0]), float(hu_clip[1])
+    mid, half = (lo + hi) / 2.0, (hi - lo) / 2.0
+    if isinstance(hu, torch.Tensor):
+        return (hu.clamp(lo, hi) - mid) / half
+    return (np.clip(hu, lo, hi) - mid) / half
+
+
+def body_box(
+    array: np.ndarray, spacing: Sequence[float], *, margin_mm: float = 8.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index box ``(lo, hi)`` (hi exclusive) of the body (HU > -500) with a margin."""
+    steps = [max(1, int(round(4.0 / s))) for s in spacing]
+    sub = array[:: steps[0], :: steps[1], :: steps[2]] > -500
+    lo = np.zeros(3, dtype=int)
+    hi = np.array(array.shape, dtype=int)
+    if sub.sum() < 20:
+        return lo, hi
+    for ax in range(3):
+        other = tuple(a for a in range(3) if a != ax)
+        prof = sub.sum(axis=other)
+        thr = max(1, int(0.002 * sub.size / sub.shape[ax]))
+        idx = np.nonzero(prof >= thr)[0]
+        if idx.size == 0:
+            continue
+        m = int(math.ceil(margin_mm / spacing[ax]))
+        lo[ax] = max(0, idx[0] * steps[ax] - m)
+        hi[ax] = min(array.shape[ax], (idx[-1] + 1) * steps[ax] + m)
+    return lo, hi
+
+
+def prepare(volume: CTVolume, config: dict[str, Any], *, crop: bool = True) -> Prepared:
+    """Crop ``volume`` to the body, resample to the model spacing, clip/scale HU and pad."""
+    arr = volume.array
+    spacing = np.asarray(volume.spacing_zyx, dtype=float)
+    if crop:
+        lo, hi = body_box(arr, spacing)
+    else:
+        lo, hi = np.zeros(3, dtype=int), np.array(arr.shape)
+    sub = np.ascontiguousarray(arr[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
+    target = np.asarray(config["spacing_zyx"], dtype=float)
+    in_shape = np.array(sub.shape)
+    out_shape = np.maximum(1, np.round((in_shape - 1) * spacing / target).astype(int) + 1)
+    t = torch.from_numpy(sub)
+    t = scale_hu(t, config["hu_clip"])
+    if tuple(out_shape) != tuple(in_shape):
+        t = F.interpolate(
+            t[None, None],
+            size=tuple(int(s) for s in out_shape),
+            mode="trilinear",
+            align_corners=True,
+        )[0, 0]
+    step = np.where(out_shape > 1, (in_shape - 1) / np.maximum(out_shape - 1, 1), 1.0)
+    patch = np.asarray(infer_patch(config), dtype=int)
+    padded = np.maximum(patch, ((out_shape + 7) // 8) * 8)
+    pad_val = float(scale_hu(np.float32(config["hu_clip"][0]), config["hu_clip"]))
+    out = np.full(tuple(padded), pad_val, dtype=np.float32)
+    out[: out_shape[0], : out_shape[1], : out_shape[2]] = t.numpy()
+    return Prepared(
+        array=out,
+        valid_shape=tuple(int(s) for s in out_shape),
+        crop_lo=lo.astype(float),
+        step=step,
+        spacing=step * spacing,
+    )
+
+
+def infer_patch(config: dict[str, Any]) -> list[int]:
+    """Sliding-window size of a model: ``infer_patch_zyx`` if set, else the training ``patch_zyx``."""
+    return [int(v) for v in (config.get("infer_patch_zyx") or config["patch_zyx"])]
+
+
+# ---------------------------------------------------------------------------------- sliding window
+def window_starts(length: int, patch: int, overlap: float, align: int = 8) -> list[int]:
+    """Start indices of windows of size ``patch`` covering ``length`` with ``overlap``."""
+    if length <= patch:
+        return [0]
+    step = max(align, int(patch * (1.0 - overlap)) // align * align)
+    starts = list(range(0, length - patch + 1, step))
+    last = (length - patch) // align * align
+    if starts[-1] != last:
+        starts.append(last)
+    if starts[-1] + patch < length:  # length not aligned: one more flush window
+        starts.append(length - patch)
+    return sorted(set(starts))
+
+
+def _importance(shape: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Gaussian importance map (sigma = 1/8 of the window), as in MONAI's gaussian mode."""
+    grids = []
+    for n in shape:
+        x = torch.arange(n, dtype=torch.float32, device=device) - (n - 1) / 2.0
+        sigma = max(n * 0.125, 0.5)
+        grids.append(torch.exp(-0.5 * (x / sigma) ** 2))
+    w = grids[0][:, None, None] * grids[1][None, :, None] * grids[2][None, None, :]
+    return (w / w.max()).clamp_min(1e-3)
+
+
+def sliding_window_inference(
+    array: np.ndarray,
+    predictor: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    *,
+    patch: Sequence[int],
+    overlap: float = 0.25,
+    batch_size: int = 1,
+    device: torch.device | str = "cpu",
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    progress_range: tuple[float, float] = (0.0, 1.0),
+) -> dict[str, np.ndarray]:
+    """Run ``predictor`` over ``array`` window by window and stitch the outputs on the CPU.
+
+    Parameters
+    ----------
+    array
+        (D, H, W) input; each dimension at least the patch size.
+    predictor
+        Maps a (B, 1, *patch) tensor on ``device`` to a dict of (B, C, *patch/stride) tensors;
+        the stride of each output is inferred from its shape.
+    patch, overlap, batch_size
+        Window size, fractional overlap between neighbours, windows per predictor call.
+    progress
+        ``progress(fraction, message)``, called after every batch (fractions within
+        ``progress_range``, non-decreasing).
+    cancel
+        Checked before every batch; raises :class:`Cancelled`.
+
+    Returns
+    -------
+    Name -> (C, D/stride, H/stride, W/stride) float32 array, importance-weighted average of the
+    windows' predictions.
+    """
+    device = torch.device(device)
+    shape = array.shape
+    patch = tuple(int(p) for p in patch)
+    starts = [window_starts(shape[a], patch[a], overlap) for a in range(3)]
+    windows = [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
+    src = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    acc: dict[str, torch.Tensor] = {}
+    wsum: dict[int, torch.Tensor] = {}
+    imp: dict[int, torch.Tensor] = {}
+    strides: dict[str, int] = {}
+    lo_p, hi_p = progress_range
+    n_batches = math.ceil(len(windows) / batch_size)
+    use_amp = device.type == "cuda"
+    for bi in range(n_batches):
+        check_cancel(cancel)
+        batch = windows[bi * batch_size : (bi + 1) * batch_size]
+        x = torch.stack(
+            [src[z : z + patch[0], y : y + patch[1], x_ : x_ + patch[2]] for z, y, x_ in batch]
+        )
+        x = x[:, None].to(device, non_blocking=True)
+        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=use_amp):
+            out = predictor(x)
+        for name, t in out.items():
+            t = t.float().cpu()
+            s = patch[0] // t.shape[2]
+            if name not in acc:
+                strides[name] = s
+                acc[name] = torch.zeros(
+                    (t.shape[1], *(math.ceil(n / s) for n in shape)), dtype=torch.float32
+                )
+            if s not in wsum:
+                wsum[s] = torch.zeros(tuple(math.ceil(n / s) for n in shape), dtype=torch.float32)
+                imp[s] = _importance(t.shape[2:], torch.device("cpu"))
+            first_of_stride = name == next(n for n in out if strides.get(n) == s)
+            for j, (z, y, x_) in enumerate(batch):
+                sl = (
+                    slice(z // s, z // s + t.shape[2]),
+                    slice(y // s, y // s + t.shape[3]),
+                    slice(x_ // s, x_ // s + t.shape[4]),
+                )
+                acc[name][(slice(None), *sl)] += t[j] * imp[s]
+                if first_of_stride:
+                    wsum[s][sl] += imp[s]
+        if progress is not None:
+            progress(
+                lo_p + (hi_p - lo_p) * (bi + 1) / n_batches, f"window batch {bi + 1}/{n_batches}"
+            )
+    return {name: (a / wsum[strides[name]].clamp_min(1e-8)).numpy() for name, a in acc.items()}
+
+
+# ---------------------------------------------------------------------------------- detections
+@dataclass
+class Detection:
+    """One finding as the network sees it, before measurement.
+
+    ``mask`` is boolean on the CT grid within ``mask_slices`` (CT index slices); attention is the
+    finding's cross-attention weights on a token grid covering CT index box
+    ``attention_box`` (lo, hi; continuous CT index coordinates of the box corners).
+    """
+
+    kind: str
+    kind_id: int
+    score: float
+    center_index: np.ndarray  # CT (z, y, x) index of the peak
+    mask_slices: tuple[slice, slice, slice]
+    mask: np.ndarray
+    peak_feature: torch.Tensor
+    attended: torch.Tensor
+    attention: np.ndarray
+    attention_box: tuple[np.ndarray, np.ndarray]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def full_mask(self, shape: Sequence[int]) -> np.ndarray:
+        """The mask as a boolean array of the whole CT grid ``shape``."""
+        out = np.zeros(tuple(shape), dtype=bool)
+        out[self.mask_slices] = self.mask
+        return out
+
+
+def find_peaks(
+    heat: np.ndarray, *, threshold: float, max_peaks: int = 100
+) -> list[tuple[int, float, tuple[int, int, int]]]:
+    """Local maxima (3x3x3) of a (K, d, h, w) heatmap above ``threshold``: (kind, score, index)."""
+    t = torch.from_numpy(heat)[None]
+    pooled = F.max_pool3d(t, 3, stride=1, padding=1)[0].numpy()
+    keep = (heat >= pooled) & (heat >= threshold)
+    ks, zs, ys, xs = np.nonzero(keep)
+    scores = heat[ks, zs, ys, xs]
+    order = np.argsort(-scores)[:max_peaks]
+    return [(int(ks[i]), float(scores[i]), (int(zs[i]), int(ys[i]), int(xs[i]))) for i in order]
+
+
+def _component_mask_ct(
+    prep: Prepared,
+    prob: np.ndarray,
+    comp: np.ndarray,
+    comp_box: tuple[slice, slice, slice],
+    ct_shape: Sequence[int],
+    threshold: float,
+) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+    """Resample one component of the model-grid mask probability onto the CT grid."""
+    from scipy import ndimage
+
+    lo_m = np.array([s.start for s in comp_box], dtype=float) - 1.0
+    hi_m = np.array([s.stop for s in comp_box], dtype=float)
+    lo_c = np.maximum(0, np.floor(prep.model_to_ct(lo_m)).astype(int))
+    hi_c = np.minimum(np.asarray(ct_shape), np.ceil(prep.model_to_ct(hi_m)).astype(int) + 1)
+    if np.any(hi_c <= lo_c):
+        return None
+    grids = [np.arange(lo_c[a], hi_c[a], dtype=np.float32) for a in range(3)]
+    # model-grid coordinates relative to the component's box (``prob`` and ``comp`` are cropped)
+    mz, my, mx = ((grids[a] - prep.crop_lo[a]) / prep.step[a] - comp_box[a].start for a in range(3))
+    coords = np.stack(np.meshgrid(mz, my, mx, indexing="ij"))
+    # only this component (dilated by one model voxel) may contribute
+    region = ndimage.binary_dilation(comp)
+    p = np.where(region, prob, 0.0).astype(np.float32)
+    vals = ndimage.map_coordinates(p, coords, order=1, mode="constant", cval=0.0)
+    m = vals >= threshold
+    if not m.any():
+        m = ndimage.map_coordinates(comp.astype(np.float32), coords, order=0) > 0.5
+        if not m.any():
+            return None
+    lab, n = ndimage.label(m)
+    if n > 1:
+        sizes = ndimage.sum(m, lab, index=np.arange(1, n + 1))
+        m = lab == (int(np.argmax(sizes)) + 1)
+    nz = np.nonzero(m)
+    lo2 = np.array([a.min() for a in nz])
+    hi2 = np.array([a.max() + 1 for a in nz])
+    m = m[lo2[0] : hi2[0], lo2[1] : hi2[1], lo2[2] : hi2[2]]
+    lo2 = lo2 + lo_c
+    hi2 = hi2 + lo_c
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo2, hi2, strict=True)), m
+
+
+def detect(
+    loaded,
+    volume: CTVolume,
+    *,
+    device: torch.device | str = "cpu",
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    batch_size: int | None = None,
+) -> list[Detection]:
+    """Find abnormalities in ``volume`` with a loaded model (:class:`~.registry.LoadedModel`)."""
+    from scipy import ndimage
+
+    cfg = loaded.config
+    net = loaded.net
+    device = torch.device(device)
+    if progress:
+        progress(0.0, "preparing volume")
+    prep = prepare(volume, cfg)
+    check_cancel(cancel)
+    if batch_size is None:
+        batch_size = 4 if device.type == "cuda" else 1
+
+    def predictor(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = net.encode(x)
+        return {
+            "heat": torch.sigmoid(out["heat"]),
+            "size": out["size"],
+            "offset": out["offset"],
+            "mask": torch.sigmoid(out["mask"]),
+            "feat4": out["feat4"],
+            "tokens": out["tokens"],
+        }
+
+    maps = sliding_window_inference(
+        prep.array,
+        predictor,
+        patch=infer_patch(cfg),
+        overlap=float(cfg.get("overlap", 0.25)),
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        cancel=cancel,
+        progress_range=(0.05, 0.85),
+    )
+    check_cancel(cancel)
+    vz, vy, vx = prep.valid_shape
+    prob = maps["mask"][0]
+    prob[vz:] = 0
+    prob[:, vy:] = 0
+    prob[:, :, vx:] = 0
+    heat = maps["heat"]
+    heat[:, (vz + 3) // 4 :] = 0
+    heat[:, :, (vy + 3) // 4 :] = 0
+    heat[:, :, :, (vx + 3) // 4 :] = 0
+    thr = float(cfg.get("score_threshold", 0.3))
+    mthr = float(cfg.get("mask_threshold", 0.5))
+    peaks = find_peaks(heat, threshold=thr, max_peaks=200)
+    fg = prob >= mthr
+    lab, _n = ndimage.label(fg)
+    objects = ndimage.find_objects(lab)
+    claimed: set[int] = set()
+    kept: list[dict[str, Any]] = []
+    nms_mm = float(cfg.get("nms_radius_mm", 10.0))
+    for k, score, (cz, cy, cx) in peaks:
+        off = maps["offset"][:, cz, cy, cx]
+        centre = (np.array([cz, cy, cx], dtype=float) + np.clip(off, 0, 1)) * 4.0
+        size = np.exp(np.clip(maps["size"][:, cz, cy, cx], -3, 6))
+        half = np.maximum(size / 2.0, 2.0)
+        lo = np.maximum(0, np.floor(centre - half).astype(int))
+        hi = np.minimum(np.array(prob.shape), np.ceil(centre + half).astype(int) + 1)
+        window = lab[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        ids, counts = np.unique(window[window > 0], return_counts=True)
+        if ids.size == 0:
+            continue
+        cid = int(lab[tuple(np.clip(np.round(centre).astype(int), 0, np.array(prob.shape) - 1))])
+        comp_id = cid if cid > 0 else int(ids[np.argmax(counts)])
+        if comp_id in claimed:
+            continue
+        if any(
+            np.linalg.norm((centre - d["centre"]) * prep.spacing) < nms_mm and d["kind"] != k
+            for d in kept
+        ):
+            # a weaker peak of another kind on the same spot
+            continue
+        claimed.add(comp_id)
+        kept.append(
+            {"kind": k, "score": score, "centre": centre, "cell": (cz, cy, cx), "comp": comp_id}
+        )
+        if len(kept) >= int(cfg.get("max_findings", 20)):
+            break
+    if progress:
+        progress(0.9, f"{len(kept)} candidate findings")
+    detections: list[Detection] = []
+    tokens = torch.from_numpy(maps["tokens"])  # (C, td, th, tw)
+    feat4 = torch.from_numpy(maps["feat4"])
+    win = np.asarray(cfg.get("attention_window_tokens", [6, 12, 12]), dtype=int)
+    for d in kept:
+        check_cancel(cancel)
+        box = objects[d["comp"] - 1]
+        comp = lab[box] == d["comp"]
+        res = _component_mask_ct(prep, prob[box], comp, box, volume.shape, mthr)
+        if res is None:
+            continue
+        slices, mask = res
+        tcentre = d["centre"] / 8.0
+        tshape = np.array(tokens.shape[1:])
+        t_lo = np.clip(np.round(tcentre - win / 2.0).astype(int), 0, np.maximum(tshape - win, 0))
+        t_hi = np.minimum(t_lo + win, tshape)
+        tok = tokens[:, t_lo[0] : t_hi[0], t_lo[1] : t_hi[1], t_lo[2] : t_hi[2]]
+        tz, ty, tx = tok.shape[1:]
+        grid = np.stack(
+            np.meshgrid(*(np.arange(t_lo[a], t_hi[a]) for a in range(3)), indexing="ij"), -1
+        )
+        rel = ((grid * 8.0 + 3.5) - d["centre"]) * prep.spacing
+        peak = feat4[:, d["cell"][0], d["cell"][1], d["cell"][2]]
+        with torch.no_grad():
+            p = next(net.parameters())
+            attended, weights, _ = net.attend(
+                peak[None].to(p.device, p.dtype),
+                torch.tensor([d["kind"]], device=p.device),
+                tok.flatten(1).T[None].to(p.device, p.dtype),
+                torch.from_numpy(rel.reshape(1, -1, 3)).to(p.device, p.dtype),
+            )
+        att = weights[0].float().cpu().numpy().reshape(tz, ty, tx)
+        box_lo = prep.model_to_ct(t_lo * 8.0 - 0.5)
+        box_hi = prep.model_to_ct(t_hi * 8.0 - 0.5)
+        detections.append(
+            Detection(
+                kind=KINDS[d["kind"]],
+                kind_id=d["kind"],
+                score=float(d["score"]),
+                center_index=prep.model_to_ct(d["centre"]),
+                mask_slices=slices,
+                mask=mask,
+                peak_feature=peak.float().cpu(),
+                attended=attended[0].float().cpu(),
+                attention=att,
+                attention_box=(box_lo, box_hi),
+            )
+        )
+    if progress:
+        progress(0.95, f"{len(detections)} findings")
+    return detections
+
+
+def _interp_matrix(idx: np.ndarray, lo: float, hi: float, n: int) -> np.ndarray:
+    """Linear-interpolation weights (len(idx), n) from ``n`` cells spanning [lo, hi) to ``idx``."""
+    u = (idx - lo) / max(hi - lo, 1e-9) * n - 0.5  # cell k has its centre at u = k
+    u = np.clip(u, 0.0, n - 1.0)
+    k0 = np.floor(u).astype(int)
+    k1 = np.minimum(k0 + 1, n - 1)
+    w1 = u - k0
+    m = np.zeros((idx.size, n), dtype=np.float32)
+    m[np.arange(idx.size), k0] += 1.0 - w1
+    m[np.arange(idx.size), k1] += w1
+    return m
+
+
+def attention_on_grid(
+    att: np.ndarray, box: tuple[np.ndarray, np.ndarray], shape: Sequence[int]
+) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """Place a token-grid attention map (scaled to max 1) on the CT grid.
+
+    ``box`` = (lo, hi): continuous CT index coordinates of the outer corners of the token grid.
+    Returns the CT index slices (clipped to ``shape``) and the trilinearly interpolated values.
+    """
+    lo, hi = np.asarray(box[0], float), np.asarray(box[1], float)
+    lo_i = np.maximum(0, np.ceil(lo - 0.5).astype(int))
+    hi_i = np.minimum(np.asarray(shape), np.floor(hi - 0.5).astype(int) + 1)
+    if np.any(hi_i <= lo_i):
+        return None
+    a = att.astype(np.float32)
+    a = a / max(float(a.max()), 1e-12)
+    mats = [
+        _interp_matrix(np.arange(lo_i[k], hi_i[k], dtype=float), lo[k], hi[k], a.shape[k])
+        for k in range(3)
+    ]
+    out = np.einsum("ia,abc->ibc", mats[0], a)
+    out = np.einsum("jb,ibc->ijc", mats[1], out)
+    out = np.einsum("kc,ijc->ijk", mats[2], out)
+    return tuple(slice(int(a_), int(b_)) for a_, b_ in zip(lo_i, hi_i, strict=True)), out
+
+
+# ---------------------------------------------------------------------------------- report decoder
+def decoder_memory(
+    loaded, detections: Sequence[Detection], findings: Sequence[Any]
+) -> torch.Tensor:
+    """The report decoder's cross-attention memory for each (detection, finding) pair."""
+    from ..report.lexicon import SIDES, ZONES
+    from .network import size_bin
+
+    net = loaded.net
+    p = next(net.parameters())
+    att = torch.stack([d.attended for d in detections]).to(p.device, p.dtype)
+    peak = torch.stack([d.peak_feature for d in detections]).to(p.device, p.dtype)
+    kinds = torch.tensor([KINDS.index(f.kind) for f in findings], device=p.device)
+    sides = torch.tensor([SIDES.index(f.side) for f in findings], device=p.device)
+    zones = torch.tensor([ZONES.index(f.zone) for f in findings], device=p.device)
+    bins = torch.tensor([size_bin(f.diameter_mm) for f in findings], device=p.device)
+    return net.memory(att, peak, kinds, sides, zones, bins)
+
+
+def greedy_decode(
+    loaded,
+    memory: torch.Tensor,
+    *,
+    logits_processor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    max_len: int | None = None,
+    violations: list[bool] | None = None,
+) -> list[list[str]]:
+    """Greedy decoding of one sentence per memory row; returns word tokens (without BOS/EOS).
+
+    With ``violations`` (a list), it receives one flag per row: True where the decoder's own
+    first choice was forbidden by ``logits_processor`` at some step (the sentence then says less
+    than the decoder meant, and callers fall back to the writer's sentence).
+    """
+    net, tok = loaded.net, loaded.tokenizer
+    max_len = int(max_len or loaded.config.get("max_sentence_tokens", 64))
+    n = memory.shape[0]
+    ids = torch.full((n, 1), tok.bos_token_id, dtype=torch.long, device=memory.device)
+    done = torch.zeros(n, dtype=torch.bool, device=memory.device)
+    violated = torch.zeros(n, dtype=torch.bool, device=memory.device)
+    with torch.no_grad():
+        for _ in range(max_len - 1):
+            logits = (
+                net.decoder(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), encoder_hidden_states=memory
+                )
+                .logits[:, -1]
+                .float()
+            )
+            if logits_processor is not None:
+                wanted = logits.argmax(-1)
+                logits = logits_processor(ids, logits)
+                hard = getattr(logits_processor, "hard_violation", None)
+                if hard is not None:
+                    blocked = hard(wanted)
+                else:
+                    blocked = torch.isinf(logits.gather(1, wanted[:, None])[:, 0])
+                violated |= blocked & ~done
+            nxt = logits.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, tok.pad_token_id), nxt)
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+            done |= nxt == tok.eos_token_id
+            if bool(done.all()):
+                break
+    out = []
+    for row in ids[:, 1:].tolist():
+        words_ = []
+        for i in row:
+            if i in (tok.eos_token_id, tok.pad_token_id):
+                break
+            words_.append(tok.convert_ids_to_tokens(i))
+        out.append(words_)
+    if violations is not None:
+        violations[:] = [bool(v) for v in violated.tolist()]
+    return out
+
+
+def generate_sentences(
+    loaded, detections: Sequence[Detection], findings: Sequence[Any]
+) -> list[tuple[str, bool]]:
+    """One sentence per finding from the report decoder, terminology-constrained and grounded.
+
+    Returns ``(sentence, from_decoder)`` pairs: a decoded sentence that fails the grounding check
+    (:func:`~napari_ctreport.report.parse.consistency_details` against its own finding) is
+    replaced by the writer's grounded sentence, with ``from_decoder=False``.
+    """
+    import logging
+
+    from ..report.parse import consistency_details
+    from ..report.writer import describe_finding
+    from .text import TermConstraint, constraints_for, fill
+
+    if not detections:
+        return []
+    cons = [constraints_for(f) for f in findings]
+    proc = TermConstraint(loaded.tokenizer, [c[0] for c in cons], [c[1] for c in cons])
+    memory = decoder_memory(loaded, detections, findings)
+    violated: list[bool] = []
+    decoded = greedy_decode(loaded, memory, logits_processor=proc, violations=violated)
+    out: list[tuple[str, bool]] = []
+    for toks, f, bad, (_, slots) in zip(decoded, findings, violated, cons, strict=True):
+        text = fill(toks, f) if toks and not bad else None
+        ok = False
+        if (
+            text
+            and ("<size>" in slots) == ("<size>" in toks)
+            and text.endswith(".")
+            and text.count("(") == text.count(")")
+        ):
+            det = consistency_details(text, [f])
+            ok = det["n_checked"] >= 1 and det["consistency"] == 1.0 and f.id in det["covered"]
+        if not ok:
+            logging.getLogger(__name__).info(
+                "decoder sentence for %s failed the grounding check (%r); using the writer's",
+                f.id,
+                text,
+            )
+            out.append((describe_finding(f), False))
+        else:
+            out.append((text, True))
+    return out

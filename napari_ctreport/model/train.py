@@ -1,0 +1,582 @@
+"""Training and fine-tuning from case folders.
+
+Each case (``io.case.read_case``) is put on the model grid once (cropped, resampled, HU scaled,
+labels by nearest neighbour) and cached in memory. Training patches are centred on a lesion with
+probability ``lesion_prob`` and drawn at random otherwise; augmentations are intensity scale and
+shift, noise and isotropic zoom (no flips: a left-right flip would change the side of every
+finding). Losses: CenterNet focal loss on the heatmaps, L1 on log-sizes and offsets at the
+centres, BCE + Dice on the lesion mask, cross-entropy on the kind from the finding's
+cross-attention plus a KL term pulling its attention onto the finding's mask, and the report
+decoder's language-model loss on the case's own sentence for that finding (corrected text in
+corrected cases) or the writer's varied phrasings. Findings with status ``"rejected"`` are
+negatives: no heatmap target and background in the mask target.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..report.findings import Finding
+from ..report.lexicon import KINDS, SIDES, ZONES, kind_id
+from .inference import pick_device, prepare
+from .network import size_bin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Target:
+    kind: int
+    side: int
+    zone: int
+    size_bin: int
+    centre: np.ndarray  # model-grid (z, y, x)
+    size: np.ndarray  # extent in model voxels (z, y, x)
+    label: int
+    sentences: list[list[str]] = field(default_factory=list)
+
+
+@dataclass
+class _CaseData:
+    name: str
+    image: np.ndarray  # float16 scaled, model grid (padded)
+    labels: np.ndarray  # uint8/uint16, positive lesion labels only (others 0)
+    valid: tuple[int, int, int]
+    targets: list[_Target]
+    spacing: np.ndarray
+
+
+def _case_sentences(case, f: Finding, *, rng: np.random.Generator, n_variants: int) -> list[str]:
+    """Reference sentences for one finding: the case's own sentence + writer variants.
+
+    Descriptors the pipeline cannot measure (the ``shape`` attribute) are left out: sentences
+    naming a shape are skipped and the writer's variants are written without it, so the decoder
+    learns to state only what the findings carry.
+    """
+    import dataclasses
+
+    from ..report.lexicon import SHAPES
+    from ..report.writer import describe_finding
+    from .text import words
+
+    plain = dataclasses.replace(
+        f, attributes={k: v for k, v in f.attributes.items() if k != "shape"}
+    )
+    out = []
+    for s in (case.report or {}).get("sentences", []) or []:
+        if s.get("finding_id") == f.id and s.get("section") == "findings":
+            text = str(s["text"])
+            if not {w.lower() for w in words(text)} & set(SHAPES):
+                out.append(text)
+    for _ in range(n_variants):
+        out.append(describe_finding(plain, rng=rng))
+    out.append(describe_finding(plain))
+    return out
+
+
+def load_case_data(
+    folder: Path, config: dict[str, Any], *, seed: int = 0, n_variants: int = 4
+) -> _CaseData:
+    """Read one case folder and put it on the model grid."""
+    from ..io.case import read_case
+    from .text import template
+
+    case = read_case(folder)
+    vol = case.load_volume()
+    labels = case.load_labels(vol)
+    prep = prepare(vol, config)
+    # nearest-neighbour labels on the model grid (separable index maps)
+    shape = prep.valid_shape
+    idx = [
+        np.clip(
+            np.round(prep.crop_lo[a] + np.arange(shape[a]) * prep.step[a]).astype(int),
+            0,
+            vol.shape[a] - 1,
+        )
+        for a in range(3)
+    ]
+    lab_m = labels[np.ix_(*idx)]
+    out_lab = np.zeros(prep.array.shape, dtype=np.uint16)
+    rng = np.random.default_rng(seed)
+    targets: list[_Target] = []
+    for f in case.findings:
+        if f.status == "rejected" or f.label <= 0 or f.kind not in KINDS:
+            continue
+        region = lab_m == f.label
+        if region.any():
+            pts = np.argwhere(region)
+            lo, hi = pts.min(0), pts.max(0) + 1
+            centre = pts.mean(0)
+            size = (hi - lo).astype(float)
+            out_lab[: shape[0], : shape[1], : shape[2]][region] = f.label
+        else:
+            centre = prep.ct_to_model(vol.lps_to_index(f.center_lps_mm))
+            lo_c = prep.ct_to_model(vol.lps_to_index(f.bbox_lps_mm[0]))
+            hi_c = prep.ct_to_model(vol.lps_to_index(f.bbox_lps_mm[1]))
+            size = np.maximum(np.abs(hi_c - lo_c), 1.0)
+        sents = [
+            template(s, f)[0] for s in _case_sentences(case, f, rng=rng, n_variants=n_variants)
+        ]
+        targets.append(
+            _Target(
+                kind=kind_id(f.kind) - 1,
+                side=SIDES.index(f.side),
+                zone=ZONES.index(f.zone),
+                size_bin=size_bin(f.diameter_mm),
+                centre=np.asarray(centre, dtype=float),
+                size=np.maximum(size, 1.0),
+                label=int(f.label),
+                sentences=sents,
+            )
+        )
+    return _CaseData(
+        name=str(folder),
+        image=prep.array.astype(np.float16),
+        labels=out_lab if out_lab.max() > 255 else out_lab.astype(np.uint8),
+        valid=prep.valid_shape,
+        targets=targets,
+        spacing=prep.spacing,
+    )
+
+
+# ------------------------------------------------------------------------------------- sampling
+def _crop(arr: np.ndarray, lo: np.ndarray, size: np.ndarray, fill: float) -> np.ndarray:
+    out = np.full(tuple(int(s) for s in size), fill, dtype=arr.dtype)
+    src_lo = np.maximum(lo, 0)
+    src_hi = np.minimum(lo + size, arr.shape)
+    if np.any(src_hi <= src_lo):
+        return out
+    dst_lo = src_lo - lo
+    dst_hi = dst_lo + (src_hi - src_lo)
+    out[dst_lo[0] : dst_hi[0], dst_lo[1] : dst_hi[1], dst_lo[2] : dst_hi[2]] = arr[
+        src_lo[0] : src_hi[0], src_lo[1] : src_hi[1], src_lo[2] : src_hi[2]
+    ]
+    return out
+
+
+def sample_patch(
+    case: _CaseData,
+    patch: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    lesion_prob: float,
+    augment: bool,
+    pad_value: float,
+) -> dict[str, Any]:
+    """One training patch: image, mask target and the findings whose centres lie inside."""
+    zoom = (
+        float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+        if augment and rng.random() < 0.5
+        else 1.0
+    )
+    src = np.maximum(np.round(patch * zoom).astype(int), 8)
+    valid = np.asarray(case.valid)
+    if case.targets and rng.random() < lesion_prob:
+        t = case.targets[rng.integers(len(case.targets))]
+        jitter = rng.uniform(-0.3, 0.3, 3) * src
+        centre = t.centre + jitter
+    else:
+        centre = rng.uniform(0, 1, 3) * valid
+    lo = np.round(centre - src / 2.0).astype(int)
+    lo = np.clip(lo, -src // 4, np.maximum(valid - src + src // 4, -src // 4))
+    img = _crop(case.image, lo, src, np.float16(pad_value)).astype(np.float32)
+    lab = _crop(case.labels, lo, src, 0)
+    if zoom != 1.0:
+        ti = torch.from_numpy(img)[None, None]
+        img = F.interpolate(
+            ti, size=tuple(int(p) for p in patch), mode="trilinear", align_corners=False
+        )[0, 0].numpy()
+        tl = torch.from_numpy(lab.astype(np.float32))[None, None]
+        lab = (
+            F.interpolate(tl, size=tuple(int(p) for p in patch), mode="nearest")[0, 0]
+            .numpy()
+            .astype(lab.dtype)
+        )
+    scale = patch / src
+    inside = []
+    for t in case.targets:
+        c = (t.centre - lo) * scale
+        if np.all(c >= 0) and np.all(c < patch):
+            inside.append((t, c, t.size * scale))
+    if augment:
+        img = img * rng.uniform(0.95, 1.05) + rng.uniform(-0.03, 0.03)
+        img = img + rng.normal(0, rng.uniform(0.0, 0.03), img.shape).astype(np.float32)
+    return {"image": img.astype(np.float32), "labels": lab, "findings": inside}
+
+
+def _gaussian_heat(shape: Sequence[int], centre: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    g = [
+        np.exp(-0.5 * ((np.arange(n) - c) / s) ** 2)
+        for n, c, s in zip(shape, centre, sigma, strict=True)
+    ]
+    return g[0][:, None, None] * g[1][None, :, None] * g[2][None, None, :]
+
+
+def build_targets(
+    samples: Sequence[dict[str, Any]], patch: np.ndarray, num_kinds: int
+) -> dict[str, torch.Tensor]:
+    """Dense heatmap / size / offset / mask targets for a batch of patches."""
+    b = len(samples)
+    s4 = tuple(int(p) // 4 for p in patch)
+    heat = np.zeros((b, num_kinds, *s4), dtype=np.float32)
+    size = np.zeros((b, 3, *s4), dtype=np.float32)
+    off = np.zeros((b, 3, *s4), dtype=np.float32)
+    reg = np.zeros((b, 1, *s4), dtype=np.float32)
+    for i, s in enumerate(samples):
+        for t, c, sz in s["findings"]:
+            c4 = c / 4.0
+            cell = np.minimum(np.floor(c4).astype(int), np.array(s4) - 1)
+            sigma = np.maximum(sz / 4.0 / 6.0, 0.6)
+            g = _gaussian_heat(s4, cell.astype(float), sigma)
+            heat[i, t.kind] = np.maximum(heat[i, t.kind], g)
+            heat[i, t.kind][tuple(cell)] = 1.0
+            size[i, :, cell[0], cell[1], cell[2]] = np.log(np.maximum(sz, 1.0))
+            off[i, :, cell[0], cell[1], cell[2]] = c4 - cell
+            reg[i, 0, cell[0], cell[1], cell[2]] = 1.0
+    mask = np.stack([(s["labels"] > 0).astype(np.float32) for s in samples])[:, None]
+    return {
+        "heat": torch.from_numpy(heat),
+        "size": torch.from_numpy(size),
+        "offset": torch.from_numpy(off),
+        "reg": torch.from_numpy(reg),
+        "mask": torch.from_numpy(mask),
+    }
+
+
+def focal_loss(pred_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss on sigmoid heatmaps."""
+    p = torch.sigmoid(pred_logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    neg = 1.0 - pos
+    pos_loss = torch.log(p) * (1 - p) ** 2 * pos
+    neg_loss = torch.log(1 - p) * p**2 * (1 - target) ** 4 * neg
+    n = pos.sum().clamp_min(1.0)
+    return -(pos_loss.sum() + neg_loss.sum()) / n
+
+
+def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice on the lesion mask."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum()
+    dice = 1 - (2 * inter + 1.0) / (p.sum() + target.sum() + 1.0)
+    return bce + dice
+
+
+def finding_losses(
+    net,
+    out: dict[str, torch.Tensor],
+    samples: Sequence[dict[str, Any]],
+    tokenizer,
+    spacing: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    max_len: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attention (kind CE + KL to mask) and decoder LM losses for the findings in the batch."""
+    from .text import encode_words
+
+    feat4, tokens = out["feat4"], out["tokens"]
+    td, th, tw = tokens.shape[2:]
+    grid = torch.stack(
+        torch.meshgrid(
+            *(torch.arange(n, dtype=torch.float32) for n in (td, th, tw)), indexing="ij"
+        ),
+        -1,
+    )
+    grid = grid.reshape(-1, 3) * 8.0 + 3.5
+    peaks, kinds, toks, rels, att_t, meta, seqs = [], [], [], [], [], [], []
+    for i, s in enumerate(samples):
+        lab = torch.from_numpy((s["labels"] > 0).astype(np.float32))
+        for t, c, _sz in s["findings"]:
+            cell = np.minimum(np.floor(c / 4.0).astype(int), np.array(feat4.shape[2:]) - 1)
+            peaks.append(feat4[i, :, cell[0], cell[1], cell[2]])
+            kinds.append(t.kind)
+            toks.append(tokens[i].flatten(1).T)
+            rels.append((grid - torch.from_numpy(c).float()) * torch.from_numpy(spacing[i]).float())
+            own = torch.from_numpy((s["labels"] == t.label).astype(np.float32)) if t.label else lab
+            tgt = F.avg_pool3d(own[None, None], 8)[0, 0].flatten()
+            att_t.append(tgt / tgt.sum() if tgt.sum() > 0 else None)
+            meta.append((t.kind, t.side, t.zone, t.size_bin))
+            sent = t.sentences[rng.integers(len(t.sentences))] if t.sentences else []
+            seqs.append(encode_words(tokenizer, sent, max_len))
+    zero = feat4.sum() * 0.0
+    if not peaks:
+        return zero, zero, zero
+    peak = torch.stack(peaks)
+    kind_t = torch.tensor(kinds)
+    attended, weights, logits = net.attend(peak, kind_t, torch.stack(toks), torch.stack(rels))
+    cls_loss = F.cross_entropy(logits, kind_t)
+    kl = []
+    for w, tgt in zip(weights, att_t, strict=True):
+        if tgt is not None:
+            kl.append(
+                -(tgt * torch.log(w.clamp_min(1e-8))).sum()
+                + (tgt * torch.log(tgt.clamp_min(1e-8))).sum()
+            )
+    att_loss = torch.stack(kl).mean() if kl else zero
+    m = torch.tensor(meta)
+    memory = net.memory(attended, peak, m[:, 0], m[:, 1], m[:, 2], m[:, 3])
+    length = max(len(q) for q in seqs)
+    pad = tokenizer.pad_token_id
+    ids = torch.full((len(seqs), length), pad, dtype=torch.long)
+    for j, q in enumerate(seqs):
+        ids[j, : len(q)] = torch.tensor(q)
+    labels = ids.clone()
+    labels[labels == pad] = -100
+    attn = (ids != pad).long()
+    lm = net.decoder(
+        input_ids=ids, attention_mask=attn, encoder_hidden_states=memory, labels=labels
+    ).loss
+    return cls_loss, att_loss, lm
+
+
+# ------------------------------------------------------------------------------------- training
+def _case_folders(data_dirs: Sequence[Path]) -> list[Path]:
+    from ..io.case import iter_cases
+
+    out: list[Path] = []
+    for d in data_dirs:
+        out.extend(iter_cases(Path(d)))
+    return out
+
+
+def train(
+    *,
+    data_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    init: str | Path | None = None,
+    epochs: int = 8,
+    device: str = "auto",
+    seed: int = 0,
+    progress: Callable[[float, str], None] | None = None,
+    val_fraction: float = 0.1,
+    architecture: str = "ctreport-small",
+    batch_size: int = 8,
+    patches_per_case: int = 8,
+    patch_zyx: Sequence[int] = (32, 64, 64),
+    lr: float = 2e-3,
+    lesion_prob: float = 0.7,
+    name: str = "ctreport-default",
+    version: str = "1.0.0",
+    threads: int | None = None,
+    max_minutes: float | None = None,
+) -> Path:
+    """Train (or fine-tune from ``init``) a model on case folders and write the model folder.
+
+    Parameters
+    ----------
+    data_dirs
+        Folders holding case folders (``case.json`` + image + labels).
+    out_dir
+        Where the final model folder goes; ``out_dir/checkpoints/epoch_NNN`` get one per epoch.
+    init
+        A model folder (or ``"default"``) to start from; its tokenizer is kept.
+    epochs
+        Passes over the training cases (each case gives ``patches_per_case`` patches).
+    device, seed
+        Device (``"auto"``: CUDA, MPS, CPU) and the seed of every random choice.
+    progress
+        ``progress(fraction, message)`` after every step.
+    val_fraction
+        Share of the cases held out (by a seeded shuffle) for the per-epoch validation loss.
+    max_minutes
+        Stop after this much wall time (the model of the last finished step is written).
+
+    Returns
+    -------
+    Path
+        ``out_dir``, a model folder loadable with :func:`~.registry.from_pretrained`.
+    """
+    from .registry import create_model, from_pretrained, save_pretrained
+    from .text import build_tokenizer
+
+    t_start = time.time()
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    dev = pick_device(device)
+    out_dir = Path(out_dir)
+    folders = _case_folders([Path(d) for d in data_dirs])
+    if not folders:
+        raise ValueError(f"no case folders under {', '.join(str(d) for d in data_dirs)}")
+    order = rng.permutation(len(folders))
+    n_val = int(round(len(folders) * val_fraction)) if len(folders) > 2 else 0
+    val_f = [folders[i] for i in order[:n_val]]
+    train_f = [folders[i] for i in order[n_val:]]
+
+    if init is not None:
+        loaded = from_pretrained(init)
+        cfg = dict(loaded.config)
+    else:
+        from .registry import model_config
+
+        cfg = model_config(architecture)
+    cfg["patch_zyx"] = [int(p) for p in patch_zyx]
+    cases: list[_CaseData] = []
+    for i, f in enumerate(train_f + val_f):
+        try:
+            cases.append(load_case_data(f, cfg, seed=seed + i))
+        except Exception as exc:  # noqa: BLE001 - a broken case must not stop training
+            log.warning("skipping case %s: %s", f, exc)
+            cases.append(None)  # type: ignore[arg-type]
+        if progress:
+            progress(0.05 * (i + 1) / len(folders), f"loaded case {i + 1}/{len(folders)}")
+    train_c = [c for c in cases[: len(train_f)] if c is not None]
+    val_c = [c for c in cases[len(train_f) :] if c is not None]
+    if not train_c:
+        raise ValueError("no readable training case")
+
+    if init is not None:
+        net, tokenizer = loaded.net, loaded.tokenizer
+        net.config.update(patch_zyx=cfg["patch_zyx"])
+    else:
+        tokenizer = build_tokenizer(s for c in train_c for t in c.targets for s in t.sentences)
+        net = create_model(
+            architecture,
+            tokenizer=tokenizer,
+            patch_zyx=cfg["patch_zyx"],
+            name=name,
+            version=version,
+        )
+    net.to(dev).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    patch = np.asarray(cfg["patch_zyx"], dtype=int)
+    pad_value = -1.0
+    steps_per_epoch = max(1, len(train_c) * patches_per_case // batch_size)
+    total = steps_per_epoch * epochs
+    warm = max(1, total // 20)
+    t_train = time.time()
+    budget_s = None if max_minutes is None else max(60.0, 60.0 * max_minutes - (t_train - t_start))
+
+    def lr_at(i: int) -> float:  # linear warm-up, then cosine decay to 5 % over steps or wall time
+        if i < warm:
+            return (i + 1) / warm
+        t = (i - warm) / max(1, total - warm)
+        if budget_s is not None:
+            t = max(t, (time.time() - t_train) / budget_s)
+        return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(t, 1.0)))
+
+    max_len = int(cfg.get("max_sentence_tokens", 64))
+    history: list[dict[str, float]] = []
+    step = 0
+    stop = False
+    for epoch in range(epochs):
+        sums: dict[str, float] = {}
+        for _ in range(steps_per_epoch):
+            picks = rng.integers(len(train_c), size=batch_size)
+            samples = [
+                sample_patch(
+                    train_c[j],
+                    patch,
+                    rng,
+                    lesion_prob=lesion_prob,
+                    augment=True,
+                    pad_value=pad_value,
+                )
+                for j in picks
+            ]
+            losses = _step_losses(
+                net, samples, [train_c[j].spacing for j in picks], tokenizer, rng, max_len, dev
+            )
+            loss = sum(losses.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            for g in opt.param_groups:
+                g["lr"] = lr * lr_at(step)
+            opt.step()
+            step += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if progress:
+                progress(
+                    0.05 + 0.95 * step / total,
+                    f"epoch {epoch + 1}/{epochs} step {step}/{total} loss {float(loss):.3f}",
+                )
+            if budget_s is not None and time.time() - t_train > budget_s:
+                stop = True
+                break
+        n_done = max(1, step - epoch * steps_per_epoch)
+        row = {f"train_{k}": v / n_done for k, v in sums.items()}
+        row["epoch"] = epoch + 1
+        if val_c:
+            row.update(_validate(net, val_c, patch, tokenizer, max_len, dev, seed))
+        history.append(row)
+        log.info("epoch %d: %s", epoch + 1, row)
+        save_pretrained(
+            net,
+            tokenizer,
+            out_dir / "checkpoints" / f"epoch_{epoch + 1:03d}",
+            name=name,
+            version=version,
+        )
+        if stop:
+            break
+    net.eval()
+    save_pretrained(
+        net,
+        tokenizer,
+        out_dir,
+        name=name,
+        version=version,
+        training={
+            "data_dirs": [str(d) for d in data_dirs],
+            "n_train_cases": len(train_c),
+            "n_val_cases": len(val_c),
+            "epochs": len(history),
+            "steps": step,
+            "seed": seed,
+            "init": str(init) if init is not None else None,
+            "minutes": round((time.time() - t_start) / 60.0, 1),
+        },
+    )
+    (out_dir / "training_log.json").write_text(json.dumps(history, indent=1) + "\n")
+    return out_dir
+
+
+def _step_losses(net, samples, spacings, tokenizer, rng, max_len, dev) -> dict[str, torch.Tensor]:
+    patch = np.asarray(samples[0]["image"].shape)
+    x = torch.from_numpy(np.stack([s["image"] for s in samples]))[:, None].to(dev)
+    tg = {k: v.to(dev) for k, v in build_targets(samples, patch, len(KINDS)).items()}
+    out = net.encode(x)
+    reg = tg["reg"]
+    n_reg = reg.sum().clamp_min(1.0)
+    losses = {
+        "heat": focal_loss(out["heat"], tg["heat"]),
+        "size": 0.5 * (torch.abs(out["size"] - tg["size"]) * reg).sum() / n_reg / 3,
+        "offset": (torch.abs(out["offset"] - tg["offset"]) * reg).sum() / n_reg / 3,
+        "mask": dice_bce(out["mask"], tg["mask"]),
+    }
+    cls, att, lm = finding_losses(net, out, samples, tokenizer, spacings, rng, max_len)
+    losses.update(cls=0.5 * cls, att=0.3 * att, lm=0.5 * lm)
+    return losses
+
+
+def _validate(net, val_c, patch, tokenizer, max_len, dev, seed) -> dict[str, float]:
+    rng = np.random.default_rng(seed + 12345)
+    net.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    with torch.no_grad():
+        for c in val_c:
+            samples = [
+                sample_patch(c, patch, rng, lesion_prob=0.7, augment=False, pad_value=-1.0)
+                for _ in range(2)
+            ]
+            losses = _step_losses(net, samples, [c.spacing] * 2, tokenizer, rng, max_len, dev)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n += 1
+    net.train()
+    return {f"val_{k}": v / max(n, 1) for k, v in sums.items()}

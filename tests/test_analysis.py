@@ -1,0 +1,117 @@
+"""The headless pipeline with the shipped default model, on a small synthetic chest CT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_ctreport.analysis import SCHEMA, Analysis, analyze
+from napari_ctreport.metrics import hits
+from napari_ctreport.model.inference import Cancelled
+from napari_ctreport.model.registry import DEFAULT_MODEL_DIR, file_sha256
+from napari_ctreport.report.lexicon import KINDS, SIDES, ZONES
+from napari_ctreport.report.parse import clinical_consistency
+from napari_ctreport.synth import generate_case
+
+torch.set_num_threads(1)
+
+#: A synthetic case (fixed seed, small grid) with an obvious large nodule or mass.
+CASE_SEED = 900129
+CASE_SHAPE = (80, 176, 176)
+
+
+@pytest.fixture(scope="module")
+def case():
+    c = generate_case(seed=CASE_SEED, shape=CASE_SHAPE)
+    big = [f for f in c.findings if f.kind != "pleural effusion" and f.diameter_mm >= 12.0]
+    assert big, "the test case must hold a large nodule or mass"
+    return c
+
+
+@pytest.fixture(scope="module")
+def result(case):
+    seen: list[float] = []
+    a = analyze(case.volume, device="cpu", progress=lambda f, m: seen.append(f))
+    return a, seen
+
+
+def test_default_model_is_shipped_small_and_safetensors():
+    files = {p.name for p in DEFAULT_MODEL_DIR.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
+    assert not any(n.endswith((".bin", ".pt", ".pth", ".pkl")) for n in files)
+    size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir())
+    assert size <= 30 * 1024 * 1024
+
+
+def test_analysis_json_schema(result, case):
+    a, _ = result
+    assert isinstance(a, Analysis)
+    d = a.to_json_dict(input_path="/data/ct.nii.gz")
+    json.dumps(d)  # plain JSON types only
+    assert list(d) == ["schema", "input", "model", "device", "findings", "report", "timings_s"]
+    assert d["schema"] == SCHEMA
+    assert d["input"] == {
+        "path": "/data/ct.nii.gz",
+        "size_zyx": list(case.volume.shape),
+        "spacing_zyx_mm": [round(s, 4) for s in case.volume.spacing_zyx],
+        "study_uid": d["input"]["study_uid"],
+        "series_uid": d["input"]["series_uid"],
+    }
+    assert d["model"]["sha256"] == file_sha256(DEFAULT_MODEL_DIR / "model.safetensors")
+    assert d["model"]["name"] and d["model"]["version"]
+    assert d["device"] == "cpu"
+    assert set(d["timings_s"]) == {"load", "model", "report", "total"}
+    assert set(d["report"]) == {"findings", "impression"}
+    for f in d["findings"]:
+        assert list(f) == [
+            "id", "kind", "side", "zone", "center_lps_mm", "bbox_lps_mm", "diameter_mm",
+            "short_axis_mm", "volume_ml", "mean_hu", "score",
+        ]  # fmt: skip
+        assert f["kind"] in KINDS and f["side"] in SIDES and f["zone"] in ZONES
+        lo, hi = f["bbox_lps_mm"]
+        assert all(a_ <= c <= b_ for a_, c, b_ in zip(lo, f["center_lps_mm"], hi, strict=True))
+        assert 0.0 <= f["score"] <= 1.0 and f["diameter_mm"] > 0
+
+
+def test_report_is_consistent_with_findings(result):
+    a, _ = result
+    assert clinical_consistency(a.report, a.findings) == 1.0
+    ids = {f.id for f in a.findings}
+    for s in a.report.sentences:
+        assert s.finding_id is None or s.finding_id in ids
+
+
+def test_finds_the_large_nodule_and_draws_it(result, case):
+    a, _ = result
+    big = max(
+        (f for f in case.findings if f.kind != "pleural effusion"), key=lambda f: f.diameter_mm
+    )
+    matched = [p for p in a.findings if hits(p, big)]
+    assert matched, (
+        f"missed {big.kind} {big.diameter_mm:.1f} mm; found {[(p.kind, p.diameter_mm) for p in a.findings]}"
+    )
+    p = matched[0]
+    assert p.side == big.side
+    assert abs(p.diameter_mm - big.diameter_mm) <= 0.35 * big.diameter_mm
+    # labels: one region per finding, value = finding.label
+    assert a.labels.shape == case.volume.shape and a.labels.dtype == np.uint16
+    assert set(np.unique(a.labels)) - {0} == {f.label for f in a.findings}
+    # attention: on the CT grid, max 1, highest near the finding
+    assert a.attention is not None and a.attention.shape == case.volume.shape
+    assert 0.5 < float(a.attention.max()) <= 1.0 + 1e-3  # each map scaled to max 1, then upsampled
+    att = a.attention_per_finding[p.id]
+    assert att.weights.ndim == 3 and att.weights.max() == pytest.approx(1.0)
+
+
+def test_progress_is_monotone_and_complete(result):
+    _, seen = result
+    assert seen and seen == sorted(seen)
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+
+
+def test_cancel_stops_analysis(case):
+    with pytest.raises(Cancelled):
+        analyze(case.volume, device="cpu", cancel=lambda: True)

@@ -1,0 +1,270 @@
+"""The network, model folders, sliding windows, cancellation and constrained decoding."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_ctreport.model.inference import (
+    Cancelled,
+    check_cancel,
+    greedy_decode,
+    pick_device,
+    sliding_window_inference,
+    window_starts,
+)
+from napari_ctreport.model.registry import (
+    LoadedModel,
+    create_model,
+    file_sha256,
+    from_pretrained,
+    list_models,
+    save_pretrained,
+)
+from napari_ctreport.model.text import (
+    NUM,
+    SLOTS,
+    TERM_WORDS,
+    TermConstraint,
+    build_tokenizer,
+    constraints_for,
+    fill,
+    template,
+)
+from napari_ctreport.report.findings import Finding
+from napari_ctreport.report.lexicon import KINDS, SIDES, ZONES
+from napari_ctreport.report.writer import describe_finding
+
+torch.set_num_threads(1)
+
+
+def _finding(kind="solid nodule", side="right", zone="upper", d=12.3, short=9.1, vol=0.8, **attrs):
+    return Finding(
+        id="F1",
+        kind=kind,
+        side=side,
+        zone=zone,
+        center_lps_mm=(-80.0, 10.0, -40.0),
+        bbox_lps_mm=((-86.0, 4.0, -46.0), (-74.0, 16.0, -34.0)),
+        diameter_mm=d,
+        short_axis_mm=short,
+        volume_ml=vol,
+        mean_hu=30.0,
+        attributes=dict(attrs),
+    )
+
+
+def _all_findings() -> list[Finding]:
+    out = []
+    for k in KINDS:
+        for s in ("right", "left"):
+            for z in ZONES:
+                extra = {"solid_diameter_mm": 4.2} if k == "part-solid nodule" else {}
+                out.append(
+                    _finding(
+                        k,
+                        s,
+                        z,
+                        d=7.4 if k != "mass" else 41.0,
+                        vol=350.0 if k == "pleural effusion" else 0.5,
+                        **extra,
+                    )
+                )
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus_tokenizer():
+    sents = []
+    rng = np.random.default_rng(0)
+    for f in _all_findings():
+        for _ in range(6):
+            sents.append(template(describe_finding(f, rng=rng), f)[0])
+    return build_tokenizer(sents)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_registry_builds_every_model(name):
+    net = create_model(name)
+    x = torch.zeros(1, 1, 32, 64, 64)
+    with torch.no_grad():
+        out = net.encode(x)
+    assert out["heat"].shape == (1, len(KINDS), 8, 16, 16)
+    assert out["mask"].shape == (1, 1, 32, 64, 64)
+    assert out["tokens"].shape[2:] == (4, 8, 8)
+    assert net.config["architecture"] == name
+
+
+def test_registry_rejects_unknown_name():
+    with pytest.raises(KeyError, match="unknown model"):
+        create_model("no-such-model")
+
+
+def test_save_load_roundtrip_gives_identical_outputs(tmp_path, corpus_tokenizer):
+    torch.manual_seed(0)
+    net = create_model("ctreport-tiny", tokenizer=corpus_tokenizer).eval()
+    folder = save_pretrained(net, corpus_tokenizer, tmp_path / "m", name="tiny-test", version="9.9")
+    assert {p.name for p in folder.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    }
+    assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pt"))
+    loaded = from_pretrained(folder)
+    assert isinstance(loaded, LoadedModel)
+    assert loaded.info == {
+        "name": "tiny-test",
+        "version": "9.9",
+        "sha256": file_sha256(folder / "model.safetensors"),
+    }
+    assert loaded.tokenizer.get_vocab() == corpus_tokenizer.get_vocab()
+    x = torch.randn(1, 1, 32, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = net.encode(x), loaded.net.encode(x)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+        ids = torch.tensor([[corpus_tokenizer.bos_token_id, 5, 6, 7]])
+        mem = torch.randn(1, 5, net.config["decoder"]["n_embd"])
+        la = net.decoder(input_ids=ids, encoder_hidden_states=mem).logits
+        lb = loaded.net.decoder(input_ids=ids, encoder_hidden_states=mem).logits
+    torch.testing.assert_close(la, lb, rtol=0, atol=0)
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["vocab_size"] == len(corpus_tokenizer.get_vocab())
+
+
+def test_from_pretrained_names_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        from_pretrained(tmp_path)
+
+
+def test_window_starts_cover_and_align():
+    for length in (64, 65, 100, 200, 333):
+        starts = window_starts(length, 64, 0.25)
+        covered = np.zeros(length, bool)
+        for s in starts:
+            covered[s : s + 64] = True
+        assert (
+            covered.all()
+            and starts[0] == 0
+            and starts[-1] + 64 == max(length, 64)
+            or starts[-1] + 64 >= length
+        )
+
+
+def test_sliding_window_equals_full_volume_for_conv_predictor():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(1, 2, 1)
+
+    def predictor(x):
+        y = conv(x)
+        return {"full": y, "coarse": torch.nn.functional.avg_pool3d(y, 4)}
+
+    arr = np.random.default_rng(0).normal(size=(40, 72, 88)).astype(np.float32)
+    out = sliding_window_inference(arr, predictor, patch=(16, 32, 32), overlap=0.5, batch_size=3)
+    with torch.no_grad():
+        ref = predictor(torch.from_numpy(arr)[None, None])
+    np.testing.assert_allclose(out["full"], ref["full"][0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(out["coarse"], ref["coarse"][0].numpy(), atol=1e-5)
+
+
+def test_cancel_raises_between_windows_and_progress_is_monotone():
+    ev = threading.Event()
+    seen: list[float] = []
+
+    def predictor(x):
+        return {"y": x * 2}
+
+    def progress(frac, msg):
+        seen.append(frac)
+        if len(seen) == 2:
+            ev.set()
+
+    arr = np.zeros((16, 64, 64), np.float32)
+    with pytest.raises(Cancelled):
+        sliding_window_inference(
+            arr, predictor, patch=(8, 16, 16), overlap=0.0, progress=progress, cancel=ev
+        )
+    assert len(seen) == 2
+    seen.clear()
+    sliding_window_inference(
+        arr, predictor, patch=(8, 16, 16), overlap=0.0, progress=lambda f, m: seen.append(f)
+    )
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+    with pytest.raises(Cancelled):
+        check_cancel(lambda: True)
+    check_cancel(lambda: False)
+
+
+def test_pick_device():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in {"cpu", "cuda", "mps"}
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            pick_device("cuda")
+
+
+def test_template_and_fill_use_the_writers_numbers():
+    f = _finding("mass", d=41.26, short=29.7)
+    sent = describe_finding(f)
+    toks, printed = template(sent, f)
+    assert "<size>" in toks and "<size2>" in toks and NUM not in toks
+    assert not any(re.fullmatch(r"\d+(\.\d+)?", t) for t in toks)
+    assert fill(toks, f) == sent
+    g = _finding("pleural effusion", d=80.0, short=30.0, vol=420.0)
+    toks, _ = template(describe_finding(g), g)
+    assert "<vol>" in toks
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_constrained_decoding_never_invents_terms_or_numbers(corpus_tokenizer, seed):
+    torch.manual_seed(seed)
+    net = create_model("ctreport-tiny", tokenizer=corpus_tokenizer).eval()
+    # bias the random decoder towards forbidden words so that the constraint has work to do
+    vocab = corpus_tokenizer.get_vocab()
+    bias = torch.zeros(len(vocab))
+    for w in ("left", "mass", "calcified", "lower", "ground-glass", NUM, "<vol>", "right"):
+        if w in vocab:
+            bias[vocab[w]] = 50.0
+    loaded = LoadedModel(
+        net=net, tokenizer=corpus_tokenizer, config=net.config, path=None, sha256=""
+    )
+    findings = [
+        _finding("solid nodule", "right", "upper"),
+        _finding("mass", "left", "lower", d=45.0),
+    ]
+    cons = [constraints_for(f) for f in findings]
+    proc = TermConstraint(corpus_tokenizer, [c[0] for c in cons], [c[1] for c in cons])
+    mem = (
+        torch.randn(
+            2, 7, net.config["decoder"]["n_embd"], generator=torch.Generator().manual_seed(seed)
+        )
+        * 5
+    )
+    unconstrained = greedy_decode(
+        loaded, mem, logits_processor=lambda ids, sc: sc + bias, max_len=12
+    )
+    assert any(
+        t in {"left", "mass", "calcified", "lower", NUM} for row in unconstrained for t in row
+    )
+    decoded = greedy_decode(
+        loaded, mem, logits_processor=lambda ids, sc: proc(ids, sc + bias), max_len=40
+    )
+    for toks, f, (terms, slots) in zip(decoded, findings, cons, strict=True):
+        for t in toks:
+            assert not re.search(r"\d", t), t
+            assert t != NUM
+            if t in SLOTS:
+                assert t in slots
+            if t.lower() in TERM_WORDS:
+                assert t.lower() in terms, (t, f.kind, f.side, f.zone)
+        other_sides = set(SIDES) - {f.side}
+        assert not other_sides & {t.lower() for t in toks}
+        wrong_kinds = {"mass", "calcified", "ground-glass", "part-solid", "effusion"} - set(
+            f.kind.split()
+        )
+        assert not wrong_kinds & {t.lower() for t in toks}
