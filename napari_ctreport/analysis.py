@@ -83,6 +83,8 @@ class Analysis:
     device: str
     timings_s: dict[str, float]
     sentence_sources: dict[str, str] = field(default_factory=dict)
+    #: The CT that was analysed (canonical LPS grid), for export and display.
+    volume: CTVolume | None = field(default=None, repr=False, compare=False)
 
     def to_json_dict(self, *, input_path: str | Path | None = None) -> dict[str, Any]:
         """The ``ctreport.analysis/1`` JSON object (see ``docs/interfaces.md``)."""
@@ -330,6 +332,7 @@ def analyze(
             "total": time.perf_counter() - t0,
         },
         sentence_sources=sources,
+        volume=volume,
     )
 
 

@@ -136,8 +136,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(payload)
     if args.export:
-        folder = result.export_case(args.export)
-        _err(f"case folder written to {folder}")
+        from .export import export_analysis
+
+        exported = export_analysis(
+            result, volume=result.volume, out_dir=args.export, deidentify=not args.keep_identifiers
+        )
+        for line in exported.warnings:
+            _err(line)
+        _err(f"case exported to {exported.folder}")
     return 0
 
 
@@ -269,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model folder (default: the model shipped with the package)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--export", type=Path, help="also write the case folder (record + retraining)")
+    p.add_argument(
+        "--keep-identifiers",
+        action="store_true",
+        help="export without de-identification (for the clinical record only)",
+    )
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("train", help="train or fine-tune a model from case folders")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from napari_ctreport.cli import main
@@ -112,3 +113,33 @@ def test_bench_table_and_scaling_exponent():
     ]
     table = format_benchmark(rows)
     assert "20×20×20" in table and "k = 1.00" in table
+
+
+def test_analyze_json_and_export(tmp_path, capsys):
+    from napari_ctreport.io.case import validate_case
+    from napari_ctreport.io.write import write_volume
+    from napari_ctreport.synth import generate_case
+
+    case = generate_case(seed=900129, shape=(48, 128, 128))
+    ct = write_volume(case.volume, tmp_path / "ct.nii.gz", orientation="RAS")
+    out = tmp_path / "analysis.json"
+    rc = main(
+        ["analyze", str(ct), "--out", str(out), "--device", "cpu", "--export", str(tmp_path / "ex")]
+    )
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "ctreport.analysis/1"
+    assert doc["input"]["size_zyx"] == list(case.volume.shape)
+    assert len(doc["model"]["sha256"]) == 64
+    assert set(doc["timings_s"]) >= {"load", "model", "report", "total"}
+    for f in doc["findings"]:
+        lo, hi = np.array(f["bbox_lps_mm"])
+        assert np.all(lo <= np.array(f["center_lps_mm"]) + 1e-6)
+        assert np.all(np.array(f["center_lps_mm"]) <= hi + 1e-6)
+    versions = list((tmp_path / "ex").glob("*/v001"))
+    assert len(versions) == 1 and validate_case(versions[0]) == []
+
+
+def test_analyze_bad_input_exit_2(tmp_path, capsys):
+    assert main(["analyze", str(REAL / "dcm_qa_ct" / "Philips_localizer" / "I10.dcm")]) == 2
+    assert "I10.dcm" in capsys.readouterr().err
