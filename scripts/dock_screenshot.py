@@ -1,0 +1,54 @@
+"""Screenshot of napari with the CT report dock after a run (for the README and for review).
+
+Usage (headless): xvfb-run -a -s "-screen 0 1800x1100x24" .venv/bin/python scripts/dock_screenshot.py \
+    sample|PATH OUT.png [--model DIR] [--window lung|mediastinum|soft tissue|bone]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", help="'sample' or a CT path")
+    parser.add_argument("out", help="PNG to write")
+    parser.add_argument("--model", default=None, help="model folder (default: shipped model)")
+    parser.add_argument("--window", default="lung")
+    args = parser.parse_args()
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_ctreport._napari.review_dock import ReviewDock
+
+    viewer = napari.Viewer(title="napari-ctreport")
+    viewer.window.resize(1700, 1050)
+    if args.source == "sample":
+        viewer.open_sample("napari-ctreport", "chest_ct")
+    else:
+        viewer.open(args.source, plugin="napari-ctreport")
+    dock = ReviewDock(viewer)
+    dock.autosave_root = None  # a screenshot is not a review: write no autosave
+    viewer.window.add_dock_widget(dock, name="CT report", area="right")
+    if args.model:
+        dock.set_model(args.model)
+    dock.device_combo.setCurrentText("cpu")
+    dock.run()
+    app = QApplication.instance()
+    while dock.worker is not None:
+        app.processEvents()
+        time.sleep(0.02)
+    dock.apply_window(args.window)
+    if dock.table.ids:
+        dock.select_finding(dock.table.ids[0])
+    for _ in range(50):
+        app.processEvents()
+        time.sleep(0.02)
+    viewer.screenshot(args.out, canvas_only=False)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
