@@ -44,6 +44,7 @@ from .report.markdown import (
     DISCLAIMER,
     TABLE_HEADER,
     findings_table_rows,
+    provenance_facts,
     render_markdown,
     status_line,
 )
@@ -678,26 +679,8 @@ def write_pdf(
     for line in (rep.impression or "-").splitlines():
         story.append(Paragraph(escape(line), styles["BodyText"]))
     story.append(Paragraph("Provenance", styles["Heading2"]))
-    model = prov.get("model") or {}
-    facts = [
-        ("Source", prov.get("source")),
-        ("Model", f"{model.get('name', '')} {model.get('version', '')}".strip() if model else None),
-        ("Model sha256", (model.get("sha256") or None) if model else None),
-        ("Reviewer", prov.get("reviewer")),
-        ("Review edits", prov.get("edits")),
-        ("Created", prov.get("created")),
-        ("Export version", prov.get("version")),
-        ("Study UID", prov.get("study_uid")),
-        ("Series UID", prov.get("series_uid")),
-        (
-            "De-identified",
-            ("yes" if prov["deidentified"] else "no") if "deidentified" in prov else None,
-        ),
-    ]
-    for name, value in facts:
-        if value is None or value == "":
-            continue
-        story.append(Paragraph(f"<b>{escape(name)}:</b> {escape(str(value))}", small))
+    for name, value in provenance_facts(prov):
+        story.append(Paragraph(f"<b>{escape(name)}:</b> {escape(value)}", small))
     story += [
         Spacer(1, 4 * mm),
         Paragraph("Disclaimer", styles["Heading3"]),

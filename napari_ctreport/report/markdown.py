@@ -142,6 +142,19 @@ def render_markdown(
     impression = rep.impression.strip()
     lines += impression.splitlines() if impression else ["-"]
     lines += ["", "## Provenance", ""]
+    facts = provenance_facts(prov)
+    for name, value in facts:
+        lines.append(f"- **{name}:** {_cell(value)}")
+    lines += ["", "## Disclaimer", "", DISCLAIMER, ""]
+    return "\n".join(lines)
+
+
+def provenance_facts(prov: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, value) lines of a report's provenance block, empty values left out.
+
+    Shared by the Markdown and PDF renderings so both say the same.
+    """
+    model = prov.get("model") or {}
     facts: list[tuple[str, Any]] = [("Source", prov.get("source"))]
     if model:
         sha = str(model.get("sha256") or "")
@@ -162,9 +175,4 @@ def render_markdown(
     ]
     if "deidentified" in prov:
         facts.append(("De-identified", "yes" if prov["deidentified"] else "no"))
-    for name, value in facts:
-        if value is None or value == "":
-            continue
-        lines.append(f"- **{name}:** {_cell(str(value))}")
-    lines += ["", "## Disclaimer", "", DISCLAIMER, ""]
-    return "\n".join(lines)
+    return [(name, str(value)) for name, value in facts if value is not None and value != ""]
