@@ -593,7 +593,10 @@ class ReviewDock(QWidget):
         zi = int(np.clip(np.round((lo[0] + hi[0]) / 2.0), 0, r.volume.shape[0] - 1))
         z_world = r.volume.translate_zyx[0] + zi * r.volume.spacing_zyx[0]
         self.viewer.dims.set_point(0, z_world)
-        self.viewer.camera.center = (z_world, y, x)
+        # napari >= 0.9 keeps the camera on the scene; older releases on the viewer.
+        scene = getattr(self.viewer, "scene", None)
+        camera = scene.camera if scene is not None else self.viewer.camera
+        camera.center = (z_world, y, x)
         self._select_box(finding_id, zi)
         self.report_editor.highlight(finding_id)
         self._show_attention()
