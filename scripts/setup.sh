@@ -56,6 +56,13 @@ if [ "$(cat .venv/.ctreport-setup 2>/dev/null || true)" != "$stamp_now" ]; then
   fi
   say "installing napari-ctreport and its dependencies (PyQt6 as the Qt binding)"
   $VPY -m pip install -q -e ".[testing,qt]"
+  # triton comes with torch's Linux wheels but only serves torch.compile, which we do not use.
+  # Its bundled LLVM segfaults when loaded into a process that already has Mesa's LLVM (software
+  # or AMD OpenGL, Xvfb): napari first, then `import torch._dynamo` (transformers does) crashes.
+  if $VPY -m pip show -q triton >/dev/null 2>&1; then
+    say "removing triton (unused; crashes next to Mesa's LLVM)"
+    $VPY -m pip uninstall -q -y triton
+  fi
   echo "$stamp_now" > .venv/.ctreport-setup
 else
   say ".venv is up to date"

@@ -106,3 +106,27 @@ def test_viewer_screenshot(tmp_path, qapp):
     shot = tmp_path / "shot.png"
     assert main(["--screenshot", str(shot)]) == 0
     assert shot.stat().st_size > 10_000
+
+
+def test_torch_imports_after_napari_opened_a_canvas():
+    """Opening napari (Mesa's LLVM under Xvfb) and then the model stack must not crash."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import napari\n"
+        "v = napari.Viewer(show=False)\n"
+        "v.add_image(__import__('numpy').zeros((4, 8, 8)))\n"
+        "import torch._dynamo, transformers  # what the report decoder needs\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("ok")
