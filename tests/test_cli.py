@@ -143,3 +143,25 @@ def test_analyze_json_and_export(tmp_path, capsys):
 def test_analyze_bad_input_exit_2(tmp_path, capsys):
     assert main(["analyze", str(REAL / "dcm_qa_ct" / "Philips_localizer" / "I10.dcm")]) == 2
     assert "I10.dcm" in capsys.readouterr().err
+
+
+def test_evaluate_prints_table_and_json(tmp_path, capsys):
+    from napari_ctreport.synth import write_dataset
+
+    write_dataset(
+        tmp_path / "cases", cases=1, seed=900129, shape=(40, 112, 112), formats=("nifti",)
+    )
+    out = tmp_path / "metrics.json"
+    rc = main(
+        ["evaluate", "--data", str(tmp_path / "cases"), "--device", "cpu", "--json", str(out)]
+    )
+    assert rc == 0, capsys.readouterr().err
+    table = capsys.readouterr().out
+    assert "cpm" in table and "bleu4" in table
+    metrics = json.loads(out.read_text())
+    assert metrics["n_cases"] == 1 and 0.0 <= metrics["cpm"] <= 1.0
+
+
+def test_evaluate_missing_folder_exit_2(tmp_path, capsys):
+    assert main(["evaluate", "--data", str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
