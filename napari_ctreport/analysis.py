@@ -27,6 +27,18 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "ctreport.analysis/1"
 
+#: Radiological plausibility rules applied to every measured finding (see docs/MODEL_CARD.md).
+#: A pleural effusion (after merging same-side detections) smaller than this is not reported.
+MIN_EFFUSION_ML = 5.0
+#: A "solid nodule" or "mass" whose mean attenuation lies below this is in the ground-glass range,
+#: not soft tissue: it is reported as a ground-glass nodule.
+SOLID_MIN_HU = -300.0
+#: A "solid nodule" whose mean attenuation is at least this is calcium density: it is reported as
+#: a calcified nodule.
+CALCIFIED_MIN_HU = 200.0
+#: Set to False to switch the three rules above off (used to measure their effect).
+PLAUSIBILITY_RULES = True
+
 
 @dataclass
 class FindingAttention:
@@ -148,6 +160,9 @@ def _findings_from_detections(
 
     Effusion detections on the same side merge into one finding (union of masks); a nodule or
     mass detection overlapping an effusion, or lying more than 10 mm from both lungs, is dropped.
+    With :data:`PLAUSIBILITY_RULES`, an effusion under :data:`MIN_EFFUSION_ML` is dropped, and a
+    solid nodule or mass is relabelled by its mean HU: below :data:`SOLID_MIN_HU` a ground-glass
+    nodule, a solid nodule at or above :data:`CALCIFIED_MIN_HU` a calcified nodule.
     Findings are numbered by decreasing score; ``label`` = number = value in the label map.
     """
     from .model.inference import check_cancel
@@ -169,6 +184,9 @@ def _findings_from_detections(
             groups[side]["mask"] |= full
         else:
             groups[side] = {"mask": full, "det": det}
+    if PLAUSIBILITY_RULES:  # an effusion of a few ml is below what CT reports
+        voxel_ml = float(np.prod(volume.spacing_zyx)) / 1000.0
+        groups = {k: g for k, g in groups.items() if g["mask"].sum() * voxel_ml >= MIN_EFFUSION_ML}
     effusion_any = None
     for g in groups.values():
         effusion_any = g["mask"] if effusion_any is None else (effusion_any | g["mask"])
@@ -193,6 +211,12 @@ def _findings_from_detections(
             f.kind = "solid nodule"
         elif f.kind == "solid nodule" and f.diameter_mm > MASS_THRESHOLD_MM:
             f.kind = "mass"
+        # density rules: a "solid" lesion must have soft-tissue attenuation
+        if PLAUSIBILITY_RULES and f.kind in ("solid nodule", "mass"):
+            if f.mean_hu < SOLID_MIN_HU:
+                f.kind = "ground-glass nodule"
+            elif f.kind == "solid nodule" and f.mean_hu >= CALCIFIED_MIN_HU:
+                f.kind = "calcified nodule"
         labels[mask & (labels == 0)] = n
         findings.append(f)
         kept.append(det)

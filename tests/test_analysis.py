@@ -115,3 +115,71 @@ def test_progress_is_monotone_and_complete(result):
 def test_cancel_stops_analysis(case):
     with pytest.raises(Cancelled):
         analyze(case.volume, device="cpu", cancel=lambda: True)
+
+
+def _fake_detection(kind: str, mask: np.ndarray, score: float = 0.9):
+    from napari_ctreport.model.inference import Detection
+
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(0), idx.max(0) + 1
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    return Detection(
+        kind=kind,
+        kind_id=0,
+        score=score,
+        center_index=(lo + hi) // 2,
+        mask_slices=sl,
+        mask=mask[sl],
+        peak_feature=torch.zeros(1),
+        attended=torch.zeros(1),
+        attention=np.zeros((1, 1, 1)),
+        attention_box=(lo.astype(float), hi.astype(float)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("hu", "kind", "expected"),
+    [
+        (-600.0, "solid nodule", "ground-glass nodule"),
+        (40.0, "solid nodule", "solid nodule"),
+        (600.0, "solid nodule", "calcified nodule"),
+        (-600.0, "mass", "ground-glass nodule"),
+        (600.0, "mass", "mass"),
+    ],
+)
+def test_density_rules_relabel_implausible_kinds(hu, kind, expected):
+    """A "solid" lesion must have soft-tissue HU: lower is ground glass, calcium is calcified."""
+    from napari_ctreport.analysis import _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+
+    arr = np.full((40, 60, 60), -850.0, dtype=np.float32)
+    zz, yy, xx = np.mgrid[:40, :60, :60]
+    r = 6 if kind == "solid nodule" else 20
+    ball = (zz - 20) ** 2 + (yy - 30) ** 2 + (xx - 30) ** 2 <= r**2
+    arr[ball] = hu
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    findings, _, labels = _findings_from_detections([_fake_detection(kind, ball)], vol, None, None)
+    assert [f.kind for f in findings] == [expected]
+    assert labels.max() == 1
+
+
+def test_tiny_effusion_is_not_reported():
+    """A pleural "effusion" of under 5 ml is below what a CT report mentions."""
+    from napari_ctreport.analysis import MIN_EFFUSION_ML, _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+
+    arr = np.full((40, 60, 60), -850.0, dtype=np.float32)
+    small = np.zeros(arr.shape, dtype=bool)
+    small[10:12, 40:45, 50:55] = True  # 50 voxels of 1 mm^3 = 0.05 ml
+    big = np.zeros(arr.shape, dtype=bool)
+    big[5:35, 5:55, 2:10] = True  # 12 ml
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    assert big.sum() / 1000 >= MIN_EFFUSION_ML > small.sum() / 1000
+    got, _, _ = _findings_from_detections(
+        [_fake_detection("pleural effusion", small)], vol, None, None
+    )
+    assert got == []
+    got, _, _ = _findings_from_detections(
+        [_fake_detection("pleural effusion", big)], vol, None, None
+    )
+    assert [f.kind for f in got] == ["pleural effusion"]
