@@ -165,7 +165,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 # -- train / evaluate / bench ---------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from .model import train
+    from .model.train import train
 
     for d in args.data:
         if not Path(d).is_dir():
@@ -179,8 +179,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         progress=progress,
+        name=args.name,
+        version=args.model_version,
+        threads=args.threads,
+        max_minutes=args.max_minutes,
     )
-    sys.stdout.write(f"model written to {out}\n")
+    sys.stdout.write(f"model written to {out} (model card: {out / 'MODEL_CARD.md'})\n")
     return 0
 
 
@@ -291,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", help="model name (default: ctreport-model, or <init name>-ft)")
+    p.add_argument(
+        "--model-version", help="model version (default: 1.0.0, or <init version>+ft.<date>)"
+    )
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--max-minutes", type=float, help="stop after this much wall time")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="detection and report metrics on case folders")

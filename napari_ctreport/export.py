@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .io.case import SOURCES, Case, _jsonable, write_case
+from .io.case import SOURCES, Case, _jsonable, validate_case, write_case
 from .io.deid import METHOD, Deidentifier, hash_uid, load_key
 from .io.volume import CTVolume
 from .report.findings import Finding
@@ -901,7 +901,11 @@ def export_case(
     final = case_dir / f"v{version:03d}"
     tmp = case_dir / f".v{version:03d}.partial-{uuid.uuid4().hex[:8]}"
     created = _now()
-    edits = [dict(e) for e in edit_log]
+    edits = []
+    for i, e in enumerate(edit_log):
+        if not isinstance(e, Mapping) or not str(e.get("action") or ""):
+            raise ValueError(f"edit_log[{i}]: an edit needs an 'action' ({e!r})")
+        edits.append({"time": created, "finding_id": None, **dict(e)})  # undated: export time
     files: dict[str, Path] = {}
     active = [f for f in finds if f.status != "rejected"]
     report_json = ids.text(rep.to_dict())
@@ -961,6 +965,9 @@ def export_case(
                 volume=CTVolume(volume.array, volume.spacing_zyx, volume.origin_lps),
                 labels=labels,
             )
+            problems = validate_case(tmp)
+            if problems:  # a bug, not the user's fault: refuse rather than write a bad case
+                raise ValueError(f"exported case would not validate: {'; '.join(problems[:3])}")
             files["case"] = tmp / "case.json"
             files["image"] = tmp / "image.nii.gz"
             files["labels"] = tmp / "labels.nii.gz"

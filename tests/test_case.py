@@ -178,6 +178,17 @@ def test_iter_cases(tmp_path: Path) -> None:
     assert list(iter_cases(tmp_path / "a" / "c1")) == [tmp_path / "a" / "c1"]
 
 
+def test_iter_cases_takes_the_newest_export_version(tmp_path: Path) -> None:
+    """An export keeps v001, v002, ... of a case; training and evaluation see only the newest."""
+    vol, labels, findings = _volume_and_labels()
+    for rel in ("ct-a/v001", "ct-a/v002", "ct-a/v010", "ct-b/v001", "plain"):
+        write_case(_case(findings), tmp_path / rel, volume=vol, labels=labels)
+    found = [p.relative_to(tmp_path).as_posix() for p in iter_cases(tmp_path)]
+    assert found == ["ct-a/v010", "ct-b/v001", "plain"]
+    every = [p.relative_to(tmp_path).as_posix() for p in iter_cases(tmp_path, all_versions=True)]
+    assert every == ["ct-a/v001", "ct-a/v002", "ct-a/v010", "ct-b/v001", "plain"]
+
+
 def test_schema_file_is_valid_json_schema() -> None:
     import jsonschema
 

@@ -457,6 +457,27 @@ def test_formats_subset_and_bad_arguments(dicom_case, tmp_path: Path) -> None:
         _export(vol, labels, finds, tmp_path / "out", source="guess")
 
 
+def test_edit_log_entries_are_completed_or_refused(dicom_case, tmp_path: Path) -> None:
+    """An undated edit gets the export time; one without an action is refused, nothing written."""
+    from napari_ctreport.io.case import read_case
+
+    vol, labels, finds, _ = dicom_case
+    from napari_ctreport.export import export_case
+
+    kw = dict(volume=vol, findings=finds, labels=labels, report=write_report(finds), key=KEY)
+    res = export_case(
+        out_dir=tmp_path / "out",
+        formats=("case",),
+        edit_log=[{"action": "reject", "finding_id": "F1"}],
+        **kw,
+    )
+    log = read_case(res.folder).provenance["edit_log"]
+    assert log[0]["action"] == "reject" and log[0]["time"]
+    with pytest.raises(ValueError, match="needs an 'action'"):
+        export_case(out_dir=tmp_path / "bad", edit_log=[{"finding_id": "F1"}], **kw)
+    assert not any(p.name.startswith("v") for p in (tmp_path / "bad").rglob("*"))
+
+
 def test_identified_export_keeps_identifiers(dicom_case, tmp_path: Path) -> None:
     import highdicom as hd
 

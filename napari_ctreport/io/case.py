@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ LABELS_FILE = "labels.nii.gz"
 SOURCES: tuple[str, ...] = ("synthetic", "model draft", "radiologist corrected")
 
 _SCHEMA_PATH = Path(__file__).with_name("case_schema.json")
+#: Name of an export version folder (``v001``, ``v002``, ...).
+_VERSION_RE = re.compile(r"v\d{3,}")
 
 
 class CaseFormatError(ValueError):
@@ -360,7 +363,12 @@ def validate_case(folder: str | os.PathLike[str]) -> list[str]:
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         problems.append(f"{folder / CASE_JSON}: duplicate finding ids {', '.join(dup)}")
-    wanted = {int(d["label"]) for d in doc["findings"] if int(d["label"]) > 0}
+    # a finding rejected on review may have had its mask erased; every other labelled one needs it
+    wanted = {
+        int(d["label"])
+        for d in doc["findings"]
+        if int(d["label"]) > 0 and d.get("status") != "rejected"
+    }
     if doc["labels"]:
         lab = folder / doc["labels"]
         if not lab.is_file():
@@ -415,10 +423,12 @@ def read_case(folder: str | os.PathLike[str]) -> Case:
     )
 
 
-def iter_cases(root: str | os.PathLike[str]) -> Iterator[Path]:
+def iter_cases(root: str | os.PathLike[str], *, all_versions: bool = False) -> Iterator[Path]:
     """Yield every case folder (a folder with ``case.json``) under ``root``, sorted, ``root`` included.
 
-    Hidden folders (partial writes) are skipped; case folders are not searched further.
+    Hidden folders (partial writes) are skipped; case folders are not searched further. Exports
+    keep every version of a case as sibling folders ``v001``, ``v002``, ...: only the newest of
+    them is yielded (the latest correction supersedes the earlier ones) unless ``all_versions``.
     """
     root = Path(root)
     if (root / CASE_JSON).is_file():
@@ -426,13 +436,21 @@ def iter_cases(root: str | os.PathLike[str]) -> Iterator[Path]:
         return
     if not root.is_dir():
         return
+    found: list[Path] = []
     for dirpath, dirnames, _ in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         keep = []
+        cases = []
         for d in dirnames:
             p = Path(dirpath) / d
             if (p / CASE_JSON).is_file():
-                yield p
+                cases.append(p)
             else:
                 keep.append(d)
+        versions = [p for p in cases if _VERSION_RE.fullmatch(p.name)]
+        if versions and not all_versions:
+            newest = max(versions, key=lambda p: int(p.name[1:]))
+            cases = [p for p in cases if p not in versions or p == newest]
+        found.extend(cases)
         dirnames[:] = keep
+    yield from sorted(found)

@@ -54,6 +54,10 @@ class _CaseData:
     valid: tuple[int, int, int]
     targets: list[_Target]
     spacing: np.ndarray
+    #: model-grid centres of findings rejected on review (hard negatives)
+    negatives: list[np.ndarray] = field(default_factory=list)
+    #: who/what the case is: case id, provenance source, export version, reviewer, counts
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def _case_sentences(case, f: Finding, *, rng: np.random.Generator, n_variants: int) -> list[str]:
@@ -109,8 +113,12 @@ def load_case_data(
     out_lab = np.zeros(prep.array.shape, dtype=np.uint16)
     rng = np.random.default_rng(seed)
     targets: list[_Target] = []
+    negatives: list[np.ndarray] = []
     for f in case.findings:
-        if f.status == "rejected" or f.label <= 0 or f.kind not in KINDS:
+        if f.status == "rejected":
+            negatives.append(prep.ct_to_model(vol.lps_to_index(f.center_lps_mm)))
+            continue
+        if f.label <= 0 or f.kind not in KINDS:
             continue
         region = lab_m == f.label
         if region.any():
@@ -146,7 +154,25 @@ def load_case_data(
         valid=prep.valid_shape,
         targets=targets,
         spacing=prep.spacing,
+        negatives=[np.asarray(c, dtype=float) for c in negatives],
+        info=_case_info(case, n_targets=len(targets), n_negatives=len(negatives)),
     )
+
+
+def _case_info(case, *, n_targets: int, n_negatives: int) -> dict[str, Any]:
+    """What a model card says about one training case."""
+    prov = case.provenance or {}
+    export = prov.get("export") or {}
+    return {
+        "case_id": case.case_id,
+        "folder": str(case.folder) if case.folder else "",
+        "source": prov.get("source") or "",
+        "version": export.get("version"),
+        "reviewer": prov.get("reviewer") or "",
+        "edits": len(prov.get("edit_log") or []),
+        "findings": n_targets,
+        "rejected": n_negatives,
+    }
 
 
 # ------------------------------------------------------------------------------------- sampling
@@ -172,8 +198,14 @@ def sample_patch(
     lesion_prob: float,
     augment: bool,
     pad_value: float,
+    negative_prob: float = 0.5,
 ) -> dict[str, Any]:
-    """One training patch: image, mask target and the findings whose centres lie inside."""
+    """One training patch: image, mask target and the findings whose centres lie inside.
+
+    With probability ``lesion_prob`` the patch is centred (with jitter) on a finding; otherwise,
+    when the case has findings rejected on review, with probability ``negative_prob`` on one of
+    those (a hard negative: background in every target), else anywhere in the volume.
+    """
     zoom = (
         float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
         if augment and rng.random() < 0.5
@@ -185,6 +217,8 @@ def sample_patch(
         t = case.targets[rng.integers(len(case.targets))]
         jitter = rng.uniform(-0.3, 0.3, 3) * src
         centre = t.centre + jitter
+    elif case.negatives and rng.random() < negative_prob:
+        centre = case.negatives[rng.integers(len(case.negatives))] + rng.uniform(-0.3, 0.3, 3) * src
     else:
         centre = rng.uniform(0, 1, 3) * valid
     lo = np.round(centre - src / 2.0).astype(int)
@@ -211,7 +245,13 @@ def sample_patch(
     if augment:
         img = img * rng.uniform(0.95, 1.05) + rng.uniform(-0.03, 0.03)
         img = img + rng.normal(0, rng.uniform(0.0, 0.03), img.shape).astype(np.float32)
-    return {"image": img.astype(np.float32), "labels": lab, "findings": inside}
+    return {
+        "image": img.astype(np.float32),
+        "labels": lab,
+        "findings": inside,
+        "origin": lo,  # model-grid index of the patch corner, before zoom
+        "extent": src,  # model-grid extent of the patch, before zoom
+    }
 
 
 def _gaussian_heat(shape: Sequence[int], centre: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -366,8 +406,8 @@ def train(
     patch_zyx: Sequence[int] = (32, 64, 64),
     lr: float = 2e-3,
     lesion_prob: float = 0.7,
-    name: str = "ctreport-default",
-    version: str = "1.0.0",
+    name: str | None = None,
+    version: str | None = None,
     threads: int | None = None,
     max_minutes: float | None = None,
 ) -> Path:
@@ -391,6 +431,15 @@ def train(
         Share of the cases held out (by a seeded shuffle) for the per-epoch validation loss.
     max_minutes
         Stop after this much wall time (the model of the last finished step is written).
+    name, version
+        Identity written into the model (and every result it produces). Defaults: a new model is
+        ``ctreport-model`` 1.0.0; a fine-tuned one is ``<init name>-ft`` with version
+        ``<init version>+ft.<date>``.
+
+    The model folder also gets ``MODEL_CARD.md``: the starting model (name, version, sha256),
+    data folders, seed, epochs, the cases that trained it (id, source, export version, reviewer,
+    findings, rejected findings) and the per-epoch losses; ``config.json["training"]`` holds the
+    same as data.
 
     Returns
     -------
@@ -415,13 +464,22 @@ def train(
     val_f = [folders[i] for i in order[:n_val]]
     train_f = [folders[i] for i in order[n_val:]]
 
+    init_info: dict[str, str] | None = None
     if init is not None:
         loaded = from_pretrained(init)
         cfg = dict(loaded.config)
+        init_info = dict(loaded.info)
+        if name is None:
+            base = str(loaded.info.get("name") or "ctreport-model")
+            name = base if base.endswith("-ft") else f"{base}-ft"
+        if version is None:
+            version = f"{loaded.info.get('version') or '1.0.0'}+ft.{time.strftime('%Y%m%d')}"
     else:
         from .registry import model_config
 
         cfg = model_config(architecture)
+    name = name or "ctreport-model"
+    version = version or "1.0.0"
     cfg["patch_zyx"] = [int(p) for p in patch_zyx]
     cases: list[_CaseData] = []
     for i, f in enumerate(train_f + val_f):
@@ -502,7 +560,7 @@ def train(
             if progress:
                 progress(
                     0.05 + 0.95 * step / total,
-                    f"epoch {epoch + 1}/{epochs} step {step}/{total} loss {float(loss):.3f}",
+                    f"epoch {epoch + 1}/{epochs} step {step}/{total} loss {float(loss.detach()):.3f}",
                 )
             if budget_s is not None and time.time() - t_train > budget_s:
                 stop = True
@@ -524,25 +582,72 @@ def train(
         if stop:
             break
     net.eval()
-    save_pretrained(
-        net,
-        tokenizer,
-        out_dir,
-        name=name,
-        version=version,
-        training={
-            "data_dirs": [str(d) for d in data_dirs],
-            "n_train_cases": len(train_c),
-            "n_val_cases": len(val_c),
-            "epochs": len(history),
-            "steps": step,
-            "seed": seed,
-            "init": str(init) if init is not None else None,
-            "minutes": round((time.time() - t_start) / 60.0, 1),
-        },
-    )
+    training = {
+        "data_dirs": [str(d) for d in data_dirs],
+        "n_train_cases": len(train_c),
+        "n_val_cases": len(val_c),
+        "epochs": len(history),
+        "steps": step,
+        "seed": seed,
+        "init": str(init) if init is not None else None,
+        "init_model": init_info,
+        "minutes": round((time.time() - t_start) / 60.0, 1),
+        "train_cases": [c.info for c in train_c],
+        "val_cases": [c.info for c in val_c],
+    }
+    save_pretrained(net, tokenizer, out_dir, name=name, version=version, training=training)
     (out_dir / "training_log.json").write_text(json.dumps(history, indent=1) + "\n")
+    (out_dir / MODEL_CARD).write_text(
+        model_card(name=name, version=version, training=training, history=history),
+        encoding="utf-8",
+    )
     return out_dir
+
+
+#: File name of the model card written into every trained model folder.
+MODEL_CARD = "MODEL_CARD.md"
+
+
+def model_card(
+    *, name: str, version: str, training: dict[str, Any], history: Sequence[dict[str, float]]
+) -> str:
+    """Markdown model card of a trained model: where it started, what trained it, its losses."""
+    init = training.get("init_model")
+    lines = [
+        f"# {name} {version}",
+        "",
+        "Trained with `napari_ctreport.model.train` (`ctreport train`). Not for clinical use: check",
+        "every finding and sentence.",
+        "",
+        f"- started from: {init['name']} {init['version']} (sha256 {init['sha256']})"
+        if init
+        else "- started from: random initialisation",
+        f"- data folders: {', '.join(training['data_dirs'])}",
+        f"- seed {training['seed']}; {training['epochs']} epoch(s), {training['steps']} steps, "
+        f"{training['minutes']} min",
+        f"- {training['n_train_cases']} training case(s), {training['n_val_cases']} held out for the "
+        "validation loss",
+        "",
+        "## Cases that trained it",
+        "",
+        "| case | source | export version | reviewer | edits | findings | rejected (negatives) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for role, cases in (("", training["train_cases"]), (" (validation)", training["val_cases"])):
+        for c in cases:
+            ver = f"v{int(c['version']):03d}" if c.get("version") else "-"
+            lines.append(
+                f"| {c['case_id']}{role} | {c['source'] or '-'} | {ver} | "
+                f"{c['reviewer'] or '-'} | {c['edits']} | {c['findings']} | {c['rejected']} |"
+            )
+    if history:
+        keys = [k for k in history[-1] if k != "epoch"]
+        lines += ["", "## Losses per epoch", "", "| epoch | " + " | ".join(keys) + " |"]
+        lines.append("|---" * (len(keys) + 1) + "|")
+        for row in history:
+            vals = " | ".join(f"{row.get(k, float('nan')):.4f}" for k in keys)
+            lines.append(f"| {int(row['epoch'])} | {vals} |")
+    return "\n".join(lines) + "\n"
 
 
 def _step_losses(net, samples, spacings, tokenizer, rng, max_len, dev) -> dict[str, torch.Tensor]:

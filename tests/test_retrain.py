@@ -1,0 +1,248 @@
+"""The correction loop: export two corrected cases, fine-tune one epoch on them, reload, analyse.
+
+The corrections are made the way a reviewer makes them in the dock: draft findings that match
+the truth are accepted (with the true kind), the others rejected, missed lesions added with
+their masks, one sentence rewritten by hand; the export is the dock's (de-identified) export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_ctreport.analysis import analyze
+from napari_ctreport.export import export_case
+from napari_ctreport.io.case import iter_cases, read_case
+from napari_ctreport.metrics import hits
+from napari_ctreport.model.registry import DEFAULT_MODEL_DIR, file_sha256, from_pretrained
+from napari_ctreport.report.writer import write_report
+from napari_ctreport.synth import generate_case
+
+torch.set_num_threads(1)
+
+CASE_SEEDS = (900129, 900131)
+CASE_SHAPE = (80, 176, 176)
+NOW = "2026-11-23T10:00:00"
+MY_SENTENCE = "Reviewer wording: a nodule the reviewer described in their own words."
+
+
+def _corrected(seed: int, reject_first: bool):
+    """A synthetic case, the default model's draft on it, and a reviewer's correction of it."""
+    c = generate_case(seed=seed, shape=CASE_SHAPE)
+    draft = analyze(c.volume, device="cpu")
+    labels = np.zeros(c.volume.shape, dtype=np.uint16)
+    out, edits, matched = [], [], set()
+    for f in draft.findings:
+        gt = next((g for g in c.findings if hits(f, g)), None)
+        if gt is None or (reject_first and not any(x.status == "rejected" for x in out)):
+            out.append(dataclasses.replace(f, status="rejected"))
+            edits.append({"time": NOW, "action": "reject", "finding_id": f.id})
+            continue
+        matched.add(gt.id)
+        n = len(out) + 1
+        labels[(draft.labels == f.label) & (labels == 0)] = n
+        status = "accepted" if f.kind == gt.kind else "edited"
+        out.append(dataclasses.replace(f, kind=gt.kind, label=n, status=status))
+        edits.append({"time": NOW, "action": status, "finding_id": f.id, "after": gt.kind})
+    for g in c.findings:  # lesions the model missed: the reviewer adds them
+        if g.id in matched:
+            continue
+        n = len(out) + 1
+        labels[(c.labels == g.label) & (labels == 0)] = n
+        out.append(dataclasses.replace(g, id=f"A{n}", label=n, status="added"))
+        edits.append({"time": NOW, "action": "add", "finding_id": f"A{n}"})
+    report = write_report(out)
+    own = next(s for s in report.sentences if s.finding_id and s.section == "findings")
+    own.text = MY_SENTENCE
+    report.findings = " ".join(s.text for s in report.sentences if s.section == "findings")
+    c.volume.metadata.update(patient_name="Doe^Jane", patient_id=f"PID-{seed}")
+    return c, draft, out, labels, report, edits
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("exports")
+    for i, seed in enumerate(CASE_SEEDS):
+        c, draft, findings, labels, report, edits = _corrected(seed, reject_first=i == 0)
+        kw = dict(
+            volume=c.volume,
+            findings=findings,
+            labels=labels,
+            report=report,
+            out_dir=root,
+            original={"findings": draft.findings, "report": draft.report},
+            edit_log=edits,
+            model_info=draft.model_info,
+            reviewer="Smith^Anna",
+            formats=("case",),
+        )
+        export_case(**kw)
+        if i == 0:  # a second correction of the same study: v002 supersedes v001
+            export_case(**kw)
+    return root
+
+
+def test_export_holds_corrections_and_negatives(export_dir):
+    every = list(iter_cases(export_dir, all_versions=True))
+    latest = list(iter_cases(export_dir))
+    assert len(every) == 3 and len(latest) == 2
+    assert sorted(p.name for p in latest) == ["v001", "v002"]
+    statuses = [f.status for p in latest for f in read_case(p).findings]
+    assert "rejected" in statuses and ("added" in statuses or "accepted" in statuses)
+
+
+def test_training_data_uses_corrections(export_dir):
+    """Corrected boxes/masks are targets, rejected findings negatives, the reviewer's text a target."""
+    from napari_ctreport.model.train import _case_sentences, load_case_data
+
+    cfg = dict(from_pretrained(None).config)
+    for folder in iter_cases(export_dir):
+        case = read_case(folder)
+        data = load_case_data(folder, cfg)
+        active = [f for f in case.findings if f.status != "rejected"]
+        rejected = [f for f in case.findings if f.status == "rejected"]
+        assert len(data.targets) == len(active)
+        assert len(data.negatives) == len(rejected)
+        assert sorted(t.label for t in data.targets) == sorted(f.label for f in active)
+        assert data.info["source"] == "radiologist corrected"
+        assert data.info["rejected"] == len(rejected)
+        # the mask target holds exactly the corrected findings' regions
+        assert set(np.unique(data.labels)) - {0} == {f.label for f in active}
+        sents = {
+            s
+            for f in active
+            for s in _case_sentences(case, f, rng=np.random.default_rng(0), n_variants=0)
+        }
+        assert MY_SENTENCE in sents or not any(
+            s["text"] == MY_SENTENCE for s in case.report["sentences"]
+        )
+    texts = [s["text"] for p in iter_cases(export_dir) for s in read_case(p).report["sentences"]]
+    assert MY_SENTENCE in texts
+
+
+def test_hard_negative_patches_centre_on_rejected_findings(export_dir):
+    from napari_ctreport.model.train import load_case_data, sample_patch
+
+    cfg = dict(from_pretrained(None).config)
+    data = next(d for d in (load_case_data(p, cfg) for p in iter_cases(export_dir)) if d.negatives)
+    patch = np.asarray(cfg["patch_zyx"], dtype=int)
+
+    def share_holding_negative(negative_prob: float) -> float:
+        rng = np.random.default_rng(0)
+        n = 0
+        for _ in range(60):
+            s = sample_patch(
+                data,
+                patch,
+                rng,
+                lesion_prob=0.0,
+                augment=True,
+                pad_value=-1.0,
+                negative_prob=negative_prob,
+            )
+            assert s["image"].shape == tuple(patch)
+            lo, ext = s["origin"], s["extent"]
+            n += any(np.all(c >= lo) and np.all(c < lo + ext) for c in data.negatives)
+        return n / 60
+
+    assert share_holding_negative(1.0) == 1.0
+    assert share_holding_negative(0.0) < 0.5
+
+
+@pytest.fixture(scope="module")
+def new_model(export_dir, tmp_path_factory) -> tuple[Path, str]:
+    """`ctreport train --data EXPORT_DIR --init default --out NEW`, one epoch."""
+    import contextlib
+    import io
+
+    from napari_ctreport.cli import main
+
+    new = tmp_path_factory.mktemp("models") / "new_model"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(
+            [
+                "train",
+                "--data",
+                str(export_dir),
+                "--init",
+                "default",
+                "--out",
+                str(new),
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--device",
+                "cpu",
+                "--seed",
+                "3",
+            ]
+        )
+    assert rc == 0
+    return new, out.getvalue()
+
+
+def test_finetune_one_epoch_reload_and_analyse(export_dir, new_model):
+    new, stdout = new_model
+    assert f"model written to {new}" in stdout
+    loaded = from_pretrained(new)
+    assert loaded.info["name"] == "ctreport-default-ft"
+    assert loaded.info["version"].startswith("1.0.0+ft.")
+    assert loaded.sha256 != file_sha256(DEFAULT_MODEL_DIR / "model.safetensors")
+    # the weights moved, from the default's
+    base = from_pretrained(None)
+    moved = [
+        k
+        for k, v in loaded.net.state_dict().items()
+        if not torch.equal(v, base.net.state_dict()[k])
+    ]
+    assert moved
+    training = loaded.config["training"]
+    assert training["init_model"]["sha256"] == base.sha256
+    ids = sorted(read_case(p).case_id for p in iter_cases(export_dir))
+    assert sorted(c["case_id"] for c in training["train_cases"]) == ids
+    card = (new / "MODEL_CARD.md").read_text()
+    assert all(i in card for i in ids) and "radiologist corrected" in card
+    assert "sha256 " + base.sha256 in card
+    assert json.loads((new / "training_log.json").read_text())[0]["epoch"] == 1
+    # no identifier of the input reached the model folder
+    for f in new.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert b"Doe^Jane" not in data and b"PID-900129" not in data
+    # reload and analyse a new case with it
+    c = generate_case(seed=900133, shape=CASE_SHAPE)
+    a = analyze(c.volume, model=new, device="cpu")
+    assert a.model_info["name"] == "ctreport-default-ft"
+    assert a.model_info["sha256"] == loaded.sha256
+    assert a.labels.shape == c.volume.shape
+    assert a.report.findings
+
+
+@pytest.mark.gui
+def test_dock_loads_the_new_model(make_napari_viewer, qtbot, new_model, tmp_path, monkeypatch):
+    """The review dock runs the fine-tuned model folder and shows its identity."""
+    from napari_ctreport._napari.review_dock import ReviewDock
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    new, _ = new_model
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ctreport", "chest_ct")
+    dock = ReviewDock(viewer)
+    viewer.window.add_dock_widget(dock, name="CT report")
+    dock.set_model(new)
+    dock.device_combo.setCurrentText("cpu")
+    assert dock.model() == str(new)
+    worker = dock.run()
+    with qtbot.waitSignal(worker.finished, timeout=600_000):
+        pass
+    qtbot.waitUntil(lambda: "ctreport-default-ft" in dock.status.text(), timeout=60_000)
+    info = dock.result.session.model_info
+    assert info["name"] == "ctreport-default-ft"
+    assert info["sha256"] == from_pretrained(new).sha256
