@@ -37,7 +37,7 @@ def main() -> None:
     dock.device_combo.setCurrentText("cpu")
     dock.run()
     app = QApplication.instance()
-    while dock.worker is not None:
+    while dock.busy:
         app.processEvents()
         time.sleep(0.02)
     dock.apply_window(args.window)

@@ -32,10 +32,12 @@ def autosave(tmp_path, monkeypatch) -> Path:
     return tmp_path / "data" / "napari-ctreport" / "autosave"
 
 
-def _max_stall_during(qtbot, worker, dock, timeout_s: float) -> tuple[float, str]:
-    """Run the event loop until ``worker`` finishes; the longest gap between 10 ms ticks (s)
-    while the analysis ran (up to the UI-thread handler that adds the layers), and the dock's
-    status line when it happened."""
+def _stalls_during(qtbot, worker, dock, timeout_s: float) -> dict:
+    """Run the event loop until ``worker`` finished and the dock showed its result, ticking a
+    10 ms QTimer. Returns the longest gap between ticks while the analysis ran (up to the
+    worker's result; with the dock's status line when it happened) and while the layers were
+    added (after the result, up to the first tick after the last step), and the number of ticks
+    in that second phase."""
     from qtpy.QtCore import QTimer
 
     ticks = [time.perf_counter()]
@@ -48,18 +50,25 @@ def _max_stall_during(qtbot, worker, dock, timeout_s: float) -> tuple[float, str
         labels.append(dock.status.text())
 
     timer.timeout.connect(tick)
-    done = []
-    worker.finished.connect(lambda: done.append(time.perf_counter()))
+    shown = []
+    dock.result_shown.connect(lambda r: shown.append(time.perf_counter()))
     timer.start()
-    qtbot.waitUntil(lambda: bool(done), timeout=int(timeout_s * 1000))
+    qtbot.waitUntil(lambda: bool(shown) and dock.worker is None, timeout=int(timeout_s * 1000))
+    qtbot.waitUntil(lambda: ticks[-1] > shown[0], timeout=5000)
     timer.stop()
-    t_end = dock.timings.get("returned_at", done[0])
-    kept = [t for t in ticks if t <= t_end]
-    gaps = np.diff(kept)
-    if not len(gaps):
-        return 0.0, ""
-    k = int(np.argmax(gaps))
-    return float(gaps[k]), labels[k + 1]
+    t = np.asarray(ticks)
+    ends = t[1:]
+    gaps = np.diff(t)
+    returned = dock.timings["returned_at"]
+    during = ends <= returned
+    adding = (ends > returned) & (t[:-1] < shown[0])
+    k = int(np.argmax(np.where(during, gaps, -1)))
+    return {
+        "analysis_s": float(gaps[during].max()) if during.any() else 0.0,
+        "analysis_at": labels[k + 1],
+        "adding_s": float(gaps[adding].max()) if adding.any() else 0.0,
+        "adding_ticks": int(adding.sum()),
+    }
 
 
 def _click_row(qtbot, table, row: int) -> None:
@@ -86,13 +95,19 @@ def test_review_loop(make_napari_viewer, qtbot, test_model, autosave, capsys, tm
     # -- run: worker thread, progress, UI stays responsive -----------------------------------
     worker = dock.run()
     assert worker is not None and dock.cancel_button.isEnabled()
-    stall, during = _max_stall_during(qtbot, worker, dock, 600)
+    st = _stalls_during(qtbot, worker, dock, 600)
+    tm = dock.timings
     with capsys.disabled():
         print(
-            f"\n[review dock] max event-loop stall during analysis: {stall * 1000:.0f} ms (at {during!r}); "
-            f"adding the result layers: {dock.timings['show_layers_s'] * 1000:.0f} ms"
+            f"\n[review dock] max event-loop stall during analysis: {st['analysis_s'] * 1000:.0f} ms "
+            f"(at {st['analysis_at']!r}); adding the result layers: "
+            f"{tm['show_layers_s'] * 1000:.0f} ms in {tm['show_steps']} steps, longest step "
+            f"{tm['show_max_step_s'] * 1000:.0f} ms, longest stall {st['adding_s'] * 1000:.0f} ms"
         )
-    assert stall < 0.25  # target 0.1 s; head-room for a loaded shared CI machine
+    assert st["analysis_s"] < 0.25  # target 0.1 s; head-room for a loaded shared CI machine
+    # the layers go in over several event-loop turns (the heartbeat ticked in between), not at once
+    assert tm["show_steps"] >= 5 and st["adding_ticks"] >= 4
+    assert not dock.busy and dock.run_button.isEnabled()
     r = dock.result
     assert r is not None and r.boxes in viewer.layers and r.masks in viewer.layers
     s = r.session
@@ -101,8 +116,9 @@ def test_review_loop(make_napari_viewer, qtbot, test_model, autosave, capsys, tm
     assert np.array_equal(r.masks.data, s.labels) and tuple(r.masks.scale) == tuple(
         viewer.layers["Sample chest CT"].scale
     )
-    if r.attention is not None:
-        assert r.attention.blending == "additive" and r.attention.colormap.name == "inferno"
+    assert r.attention is not None  # the model's attention over its findings
+    assert r.attention.blending == "additive" and r.attention.colormap.name == "inferno"
+    attention = np.asarray(s.attention, dtype=np.float32)
     n_rects = sum(len(_rects(s, f, r.volume)) for f in s.findings)
     assert len(r.boxes.data) == n_rects
     assert r.boxes.features["label"][0].startswith(s.findings[0].id + " ")
@@ -208,6 +224,18 @@ def test_review_loop(make_napari_viewer, qtbot, test_model, autosave, capsys, tm
     np.testing.assert_array_equal(dock2.result.masks.data, labels)
     assert dock2.table.rowCount() == n0 + 1
     assert typed in dock2.report_editor.findings_edit.toPlainText()
+    # the attention map came back too (autosaved uint8-quantised), and each finding's own map
+    r2 = dock2.result
+    assert r2.attention is not None and r2.attention.blending == "additive"
+    assert r2.attention.name == "Sample chest CT attention"
+    np.testing.assert_allclose(
+        np.asarray(r2.attention.data, dtype=np.float32), attention, atol=0.5 / 255 + 1e-3
+    )
+    fid, fa = next(iter(s.attention_per_finding.items()))
+    dock2.attention_selected.setChecked(True)
+    dock2.select_finding(fid)
+    assert r2.attention.data.shape == fa.weights.shape
+    np.testing.assert_allclose(r2.attention.data, fa.weights, rtol=1e-3, atol=1e-3)
 
 
 def _free_square(labels, hu, size):
@@ -252,3 +280,207 @@ def test_cancel_stops_the_run(make_napari_viewer, qtbot, test_model, autosave):
     assert time.perf_counter() - t0 < 30
     assert dock.status.text() == "Cancelled." and dock.result is None
     assert worker is not None and dock.run_button.isEnabled()
+
+
+def _instant_analysis(monkeypatch, viewer) -> list:
+    """Make the dock's runs instant: ``run_analysis`` answers the sample's ground truth (the
+    findings and masks of its lesion layer, an attention map over them) in the shape of a model
+    run. The dock around it (worker thread, dialogs, layers, session) is the real one."""
+    from napari_ctreport._napari import review_dock
+    from napari_ctreport.analysis import Analysis
+    from napari_ctreport.report.findings import Finding
+    from napari_ctreport.report.writer import write_report
+
+    gt = viewer.layers["Sample lesions (ground truth)"]
+    calls: list = []
+
+    def run_analysis(volume, *, model=None, device="auto", progress=None, cancel=None, **_):
+        calls.append(model)
+        findings = [
+            Finding.from_dict({**d, "status": "proposed"})
+            for d in gt.metadata["ctreport"]["findings"]
+        ]
+        labels = np.asarray(gt.data, dtype=np.uint16).copy()
+        if progress is not None:
+            progress(1.0, "done")
+        analysis = Analysis(
+            volume_info={},
+            findings=findings,
+            report=write_report(findings),
+            attention=(labels > 0).astype(np.float16),
+            attention_per_finding={},
+            labels=labels,
+            model_info={"name": "ground truth", "version": f"run {len(calls)}", "sha256": ""},
+            device="cpu",
+            timings_s={"total": 0.0},
+        )
+        return analysis, None
+
+    monkeypatch.setattr(review_dock, "run_analysis", run_analysis)
+    return calls
+
+
+def _answer_question(monkeypatch, button_text: str) -> list:
+    """The next question box is answered by clicking its button ``button_text`` (the real
+    QMessageBox and its buttons, only its modal ``exec`` is not entered)."""
+    from qtpy.QtWidgets import QMessageBox
+
+    asked: list = []
+
+    def exec_(box):
+        asked.append((box.text(), [b.text() for b in box.buttons()]))
+        next(b for b in box.buttons() if b.text().replace("&", "") == button_text).click()
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", exec_)
+    return asked
+
+
+def _run_and_wait(qtbot, dock) -> None:
+    with qtbot.waitSignal(dock.result_shown, timeout=120000):
+        qtbot.mouseClick(dock.run_button, _left())
+    qtbot.waitUntil(lambda: not dock.busy, timeout=10000)
+
+
+def _same(results, expected) -> bool:
+    """The dock holds exactly these run results (identity; results hold arrays)."""
+    return [id(r) for r in results] == [id(r) for r in expected]
+
+
+def _left():
+    from qtpy.QtCore import Qt
+
+    return Qt.MouseButton.LeftButton
+
+
+def test_second_run_keep_both_then_replace(make_napari_viewer, qtbot, autosave, monkeypatch):
+    from napari_ctreport._napari.review_dock import ReviewDock
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ctreport", "chest_ct")
+    dock = ReviewDock(viewer)
+    viewer.window.add_dock_widget(dock, name="CT report")
+    calls = _instant_analysis(monkeypatch, viewer)
+    ct = "Sample chest CT"
+
+    _run_and_wait(qtbot, dock)
+    first = dock.result
+    assert len(calls) == 1 and _same(dock.results, [first])
+    names1 = [ly.name for ly in (first.attention, first.masks, first.boxes)]
+    assert names1 == [f"{ct} attention", f"{ct} masks", f"{ct} findings"]
+    n = len(first.session.findings)
+    assert n >= 1 and len(first.boxes.data) > 0
+
+    # -- second run, "Keep both": new layers beside the first run's ------------------------
+    asked = _answer_question(monkeypatch, "Keep both")
+    _run_and_wait(qtbot, dock)
+    assert len(asked) == 1 and "already has findings" in asked[0][0]
+    assert {"Replace", "Keep both"} <= {t.replace("&", "") for t in asked[0][1]}
+    second = dock.result
+    assert len(calls) == 2 and _same(dock.results, [first, second]) and second is not first
+    assert [ly.name for ly in (second.attention, second.masks, second.boxes)] == [
+        f"{ct} attention (run 2)",
+        f"{ct} masks (run 2)",
+        f"{ct} findings (run 2)",
+    ]
+    for ly in (first.attention, first.masks, first.boxes, second.masks, second.boxes):
+        assert ly in viewer.layers
+    assert second.session.model_info["version"] == "run 2"
+    assert dock.table.rowCount() == n
+    # the dock now edits the second run; the first run's session is left alone
+    assert first.session.on_change is None and second.session.on_change is not None
+    # painting the first run's masks re-measures nothing of the second run's
+    remeasured = []
+    monkeypatch.setattr(second.session, "mask_changed", lambda ids=None: remeasured.append(ids))
+    f0 = first.session.findings[0]
+    z, y, x = np.argwhere(first.masks.data == f0.label)[0]
+    first.masks.paint((z, y, x), 0)
+    qtbot.wait(600)  # past the re-measure delay
+    assert remeasured == []
+    second.masks.paint((z, y, x), 0)  # while its own masks are
+    qtbot.waitUntil(lambda: len(remeasured) == 1, timeout=5000)
+
+    # -- third run, "Replace": both earlier results and their layers go ---------------------
+    asked = _answer_question(monkeypatch, "Replace")
+    _run_and_wait(qtbot, dock)
+    assert len(asked) == 1
+    third = dock.result
+    assert len(calls) == 3 and _same(dock.results, [third])
+    for r in (first, second):
+        for ly in (r.attention, r.masks, r.boxes):
+            assert ly not in viewer.layers
+    assert [ly.name for ly in (third.attention, third.masks, third.boxes)] == names1
+    assert third.session.model_info["version"] == "run 3"
+    assert sum(ly.name.startswith(f"{ct} findings") for ly in viewer.layers) == 1
+
+    # -- "Cancel" at the question starts nothing --------------------------------------------
+    asked = _answer_question(monkeypatch, "Cancel")
+    qtbot.mouseClick(dock.run_button, _left())
+    assert len(asked) == 1 and dock.worker is None and not dock.busy
+    assert len(calls) == 3 and _same(dock.results, [third])
+
+
+def test_move_box_with_the_mouse(make_napari_viewer, qtbot, autosave, monkeypatch):
+    """Drag a finding's box on the canvas (vispy mouse events, as napari's own tests send them):
+    the dock moves the finding's 3-D box and mask and re-measures it."""
+    from vispy.app import MouseEvent
+
+    from napari_ctreport._napari.layers import finding_box_index
+    from napari_ctreport._napari.review_dock import ReviewDock
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-ctreport", "chest_ct")
+    dock = ReviewDock(viewer)
+    viewer.window.add_dock_widget(dock, name="CT report")
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+    r, s = dock.result, dock.result.session
+    f = next(f for f in s.findings if f.status != "rejected")
+    dock.select_finding(f.id)  # its slice, centred; its box selected
+    assert viewer.layers.selection.active is r.boxes and r.boxes.mode == "select"
+    lo, hi = finding_box_index(f, r.volume)
+    before_lo, before_center, n_vox = lo.copy(), tuple(f.center_lps_mm), int(s.mask(f.id).sum())
+
+    canvas = viewer.window._qt_viewer.canvas
+    sp, tr = r.volume.spacing_zyx, r.volume.translate_zyx
+
+    def to_canvas(y_index: float, x_index: float) -> np.ndarray:
+        """Canvas pixel (x, y) of a CT index (y, x) on the shown slice."""
+        world_xy = [tr[2] + x_index * sp[2], tr[1] + y_index * sp[1]]
+        return np.asarray((canvas.view.transform * canvas.view.scene.transform).map(world_xy))[:2]
+
+    # zoom in until the box is ~100 screen pixels wide, then press at its centre (far from the
+    # resize handles) and drag it towards the patient's left by ``shift`` voxels
+    y, x = (lo[1] + hi[1]) / 2, (lo[2] + hi[2]) / 2
+    scene = getattr(viewer, "scene", None)
+    camera = scene.camera if scene is not None else viewer.camera
+    px_per_voxel = abs(to_canvas(y, x + 1)[0] - to_canvas(y, x)[0])
+    camera.zoom *= 100 / max(px_per_voxel * (hi[2] - lo[2]), 1.0)
+    qtbot.wait(50)
+    px_per_voxel = abs(to_canvas(y, x + 1)[0] - to_canvas(y, x)[0])
+    shift = max(6, int(np.ceil(40 / px_per_voxel)))
+    assert hi[2] + shift < r.volume.shape[2]
+    start, end = to_canvas(y, x), to_canvas(y, x + shift)
+    events = canvas._scene_canvas.events
+    press = MouseEvent(pos=start, modifiers=(), button=1, type="mouse_press")
+    events.mouse_press(pos=start, modifiers=(), button=1)
+    qtbot.wait(10)
+    for t in np.linspace(0.0, 1.0, 6):
+        events.mouse_move(pos=start + t * (end - start), modifiers=(), button=1, press_event=press)
+        qtbot.wait(10)
+    events.mouse_release(pos=end, modifiers=(), button=1)
+
+    qtbot.waitUntil(lambda: s.edit_log[-1].action == "box", timeout=30000)
+    lo2, hi2 = finding_box_index(f, r.volume)
+    assert lo2[2] - before_lo[2] == pytest.approx(shift, abs=1.5)  # moved in x with the mouse
+    assert lo2[1] == pytest.approx(before_lo[1], abs=1.0)  # not in y
+    assert f.center_lps_mm[0] - before_center[0] == pytest.approx(shift * sp[2], abs=1.5 * sp[2])
+    assert int(s.mask(f.id).sum()) == pytest.approx(n_vox, rel=0.05)  # the mask moved along
+    assert f.status == "edited" and s.edit_log[-1].finding_id == f.id
+    # every slice's rectangle of that box follows, and the layer shows the session's box
+    xs = [
+        v[:, 2].min()
+        for v, fid in zip(r.boxes.data, r.boxes.features["finding_id"], strict=True)
+        if fid == f.id
+    ]
+    assert np.ptp(xs) < 1e-6 and xs[0] == pytest.approx(lo2[2], abs=1e-3)

@@ -21,14 +21,14 @@ from napari_ctreport.synth import generate_case
 SEED, SHAPE = 5, (40, 96, 96)  # three findings on a small grid
 
 
-def _analysis(case) -> Analysis:
+def _analysis(case, attention=None, attention_per_finding=None) -> Analysis:
     """The case's ground truth in the shape of a model run (status ``proposed``)."""
     return Analysis(
         volume_info={},
         findings=case.findings,
         report=write_report(case.findings),
-        attention=None,
-        attention_per_finding={},
+        attention=attention,
+        attention_per_finding=attention_per_finding or {},
         labels=case.labels,
         model_info={"name": "ground truth", "version": "0", "sha256": ""},
         device="cpu",
@@ -118,9 +118,45 @@ def test_paint_remeasures(session):
     assert f.status == "rejected"
 
 
-def test_autosave_roundtrip(session, case, tmp_path):
-    from napari_ctreport._napari.session import ReviewSession
+def _attention(case):
+    """Attention maps shaped as :func:`~napari_ctreport.analysis.analyze` makes them: a float16
+    map on the CT grid (max 1, zero far from the findings) and a coarse map per finding."""
+    from napari_ctreport.analysis import FindingAttention
 
+    rng = np.random.default_rng(0)
+    shape = case.volume.shape
+    att = np.zeros(shape, dtype=np.float16)
+    zz, yy, xx = np.indices(shape, sparse=True)
+    per = {}
+    for f in case.findings:
+        c = np.argwhere(case.labels == f.label).mean(axis=0)
+        g = np.exp(-(((zz - c[0]) / 3) ** 2 + ((yy - c[1]) / 5) ** 2 + ((xx - c[2]) / 5) ** 2))
+        g[g < 0.01] = 0
+        np.maximum(att, g.astype(np.float16), out=att)
+        w = rng.random((4, 6, 6)).astype(np.float32)
+        lo = tuple(float(v) for v in c - (2, 3, 3))
+        per[f.id] = FindingAttention(
+            weights=w / w.max(),
+            index_lo_zyx=lo,
+            index_hi_zyx=tuple(float(v) for v in c + (2, 3, 3)),
+            scale_zyx_mm=(1.0, 0.5, 0.5),
+            translate_zyx_mm=(lo[0] + 0.5, lo[1] + 0.25, lo[2] + 0.25),
+        )
+    return att, per
+
+
+def test_autosave_roundtrip(case, tmp_path):
+    from napari_ctreport._napari.session import ATTENTION_FILE, ReviewSession
+
+    att, per = _attention(case)
+    session = ReviewSession.from_analysis(
+        _analysis(case, att, per), case.volume, autosave_root=tmp_path
+    )
+    folder = ReviewSession.find_autosave(case.volume, root=tmp_path)
+    assert folder is not None
+    att_file = folder / ATTENTION_FILE
+    written = att_file.stat().st_mtime_ns
+    assert att_file.stat().st_size < att.nbytes / 20  # cropped, quantised, compressed
     a = session.findings[0].id
     session.set_sentence(a, "Edited text.")
     session.set_status(session.findings[1].id, "accepted")
@@ -135,6 +171,23 @@ def test_autosave_roundtrip(session, case, tmp_path):
     np.testing.assert_array_equal(back.labels, session.labels)
     assert [r.action for r in back.edit_log] == [r.action for r in session.edit_log]
     assert back.draft.to_dict() == session.draft.to_dict()
+    # attention maps: written once (not on every edit), back within the uint8 quantisation step
+    assert att_file.stat().st_mtime_ns == written
+    assert back.attention is not None and back.attention.shape == case.volume.shape
+    np.testing.assert_allclose(
+        back.attention.astype(np.float32), att.astype(np.float32), atol=0.5 / 255 + 1e-3
+    )
+    assert (back.attention == 0).sum() == (att == 0).sum()
+    assert set(back.attention_per_finding) == set(per)
+    for fid, fa in per.items():
+        got = back.attention_per_finding[fid]
+        np.testing.assert_allclose(got.weights, fa.weights, rtol=1e-3)
+        assert got.translate_zyx_mm == fa.translate_zyx_mm
+        assert got.index_hi_zyx == fa.index_hi_zyx and got.scale_zyx_mm == fa.scale_zyx_mm
+    # an autosave from before attention was saved still restores, without attention
+    att_file.unlink()
+    older = ReviewSession.restore(case.volume, root=tmp_path)
+    assert older.attention is None and older.attention_per_finding == {}
 
 
 def test_study_key_is_stable_and_distinct(case):
@@ -215,3 +268,43 @@ def test_restore_after_sigkill(case, tmp_path):
     n = int(back.sentences[ids[0]].split()[1])
     assert n >= typed  # every edit acknowledged before the kill is there
     assert ids[1] not in {s.finding_id for s in back.report().sentences}
+
+
+_NO_TORCH_CHILD = textwrap.dedent(
+    """
+    import sys, threading
+    import numpy as np
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport._napari.session import AnalysisCancelled, run_analysis
+
+    volume = CTVolume(np.full((8, 16, 16), -1000, np.int16), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    stop = threading.Event()
+    stop.set()
+    try:
+        run_analysis(volume, device="cpu", cancel=stop)
+        outcome = "finished"
+    except AnalysisCancelled:
+        outcome = "cancelled"
+    except RuntimeError as e:
+        outcome = f"failed: {e}"
+    print("OUTCOME", outcome)
+    print("TORCH", "torch" in sys.modules)
+    """
+)
+
+
+def test_run_analysis_keeps_torch_out_of_the_calling_process():
+    """The viewer's process never imports torch to run the model in its child process (loading
+    torch's libraries holds the GIL ~0.5 s: the viewer froze at every Run)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH_CHILD],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = dict(ln.split(" ", 1) for ln in out.stdout.splitlines() if " " in ln)
+    assert lines["OUTCOME"] == "cancelled"
+    assert lines["TORCH"] == "False"

@@ -6,6 +6,13 @@ edit goes through :class:`~napari_ctreport._napari.session.ReviewSession` (which
 :mod:`napari_ctreport.report.measure`, writes with :mod:`napari_ctreport.report.writer` and
 autosaves). Layers: boxes (Shapes, one axial rectangle per slice of a finding's 3-D box),
 attention (Image, additive inferno) and masks (Labels, one label per finding).
+
+Keeping the viewer responsive: the layers' data are built in the worker thread
+(:func:`~napari_ctreport._napari.layers.result_layers_data`); the UI thread then adds them in
+steps of at most about :data:`SLICE_BUDGET_S` of our own work each (one layer, a few glyphs of the
+boxes' text, a chunk of box rectangles), chained with ``QTimer.singleShot(0, ...)`` so that the
+event loop paints and handles input in between. :attr:`ReviewDock.result_shown` is emitted when
+the last step is done.
 """
 
 from __future__ import annotations
@@ -38,17 +45,23 @@ from ..io.volume import CTVolume
 from .findings_table import FindingsTable
 from .layers import (
     META_KEY,
-    attention_layer_data,
     box_rectangles,
     boxes_layer_data,
     finding_box_index,
     labels_layer_data,
     rectangle_extent,
+    result_layers_data,
     study_summary,
     volume_from_layer,
 )
 from .report_editor import ReportEditor
-from .session import ReviewSession, default_autosave_root, run_analysis, study_key
+from .session import (
+    AnalysisCancelled,
+    ReviewSession,
+    default_autosave_root,
+    run_analysis,
+    study_key,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -59,6 +72,10 @@ DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_MODEL = "Default model"
 #: Masks are re-measured this long (ms) after the last paint stroke.
 PAINT_DELAY_MS = 300
+#: Showing a run's layers gives the event loop a turn once this much UI-thread time (s) is spent.
+SLICE_BUDGET_S = 0.05
+#: Box rectangles added to the Shapes layer per call while a run's layers are shown.
+BOX_CHUNK = 16
 
 
 class _Progress(QObject):
@@ -93,21 +110,20 @@ def _run_analysis(
     isolate: bool = True,
 ):
     """The worker's job (worker thread): analyse (in a child process), start the session."""
-    from ..model.inference import Cancelled
-
     try:
         analysis, lungs = run_analysis(
             volume, model=model, device=device, progress=progress, cancel=cancel, isolate=isolate
         )
-    except Cancelled:
+    except AnalysisCancelled:
         return None  # not an error: no notification
     if cancel.is_set():
         return None
     session = ReviewSession.from_analysis(
         analysis, volume, autosave_root=autosave_root, lungs=lungs
     )
-    # float16 as it comes: napari converts only the slice on screen
-    return analysis, session, analysis.attention
+    # attention stays float16 as it comes: napari converts only the slice on screen
+    prepared = result_layers_data(session.findings, session.labels, session.attention, volume)
+    return analysis, session, prepared
 
 
 class ReviewDock(QWidget):
@@ -115,7 +131,11 @@ class ReviewDock(QWidget):
 
     Hooks for tests and embedding (replace on the instance or the class):
     :meth:`ask_replace_or_keep` (second run) and :meth:`ask_restore` (an autosave exists).
+    :attr:`result_shown` is emitted with the :class:`RunResult` once a run's (or a restored
+    review's) layers are all in the viewer.
     """
+
+    result_shown = Signal(object)
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
@@ -134,8 +154,14 @@ class ReviewDock(QWidget):
         self._syncing_boxes = False
         self._pending_removed: list[str] = []
         self._checked_studies: set[str] = set()
-        #: ``returned_at`` (perf_counter) and ``show_layers_s`` of the last run (UI-thread cost).
+        #: The steps that still have to run to show a result (``None`` when none is pending).
+        self._showing = None
+        #: Of the last run: ``returned_at`` and ``shown_at`` (perf_counter), ``show_layers_s``
+        #: (wall time from the worker's result to the last layer), ``show_steps`` (UI-thread
+        #: steps it took) and ``show_max_step_s`` (the longest of them).
         self.timings: dict[str, float] = {}
+        #: ``(what, seconds)`` of each UI-thread step that showed the last run's result.
+        self.show_log: list[tuple[str, float]] = []
         self.last_export = None
         self._build_ui()
         self._bind_keys()
@@ -351,7 +377,7 @@ class ReviewDock(QWidget):
 
     def _show_study(self, *_: object) -> None:
         layer = self.current_layer()
-        self.run_button.setEnabled(layer is not None and self.worker is None)
+        self.run_button.setEnabled(layer is not None and not self.busy)
         if layer is None:
             self.info.setText(
                 "No CT layer. Drag a DICOM folder, NIfTI, NRRD or MHA onto the viewer."
@@ -365,8 +391,13 @@ class ReviewDock(QWidget):
         self.warnings.setText("\n".join(f"⚠ {w}" for w in record.get("warnings", [])))
         self._offer_restore(layer)
 
+    @property
+    def busy(self) -> bool:
+        """An analysis runs or its layers are still being added."""
+        return self.worker is not None or self._showing is not None
+
     def _offer_restore(self, layer) -> None:
-        if self.autosave_root is None or self.worker is not None:
+        if self.autosave_root is None or self.busy:
             return
         if self.result is not None and self.result.ct_name == layer.name:
             return
@@ -390,7 +421,13 @@ class ReviewDock(QWidget):
         except (OSError, ValueError, KeyError) as e:
             self.status.setText(f"Could not restore the review: {e}")
             return
-        self._show_session(session, volume, layer.name, analysis=None, attention=None, suffix="")
+        prepared = result_layers_data(session.findings, session.labels, session.attention, volume)
+        # at once: the reader just answered a question and waits for the review
+        for _ in self._show_steps(
+            session, volume, layer.name, analysis=None, prepared=prepared, suffix=""
+        ):
+            pass
+        self.result_shown.emit(self.result)
         self.status.setText(
             f"Restored the review saved {time.strftime('%H:%M', time.localtime(summary['saved_at']))} "
             f"({summary['n_edits']} edits)."
@@ -432,7 +469,7 @@ class ReviewDock(QWidget):
     def run(self):
         """Analyse the picked CT in a worker thread; returns the worker (or ``None``)."""
         layer = self.current_layer()
-        if layer is None or self.worker is not None:
+        if layer is None or self.busy:
             return None
         self._replace_choice = None
         if any(r.ct_name == layer.name for r in self.results):
@@ -496,70 +533,129 @@ class ReviewDock(QWidget):
         self.worker = None
         self._cancel = None
         self.cancel_button.setEnabled(False)
-        self.run_button.setEnabled(self.current_layer() is not None)
+        self.run_button.setEnabled(self.current_layer() is not None and not self.busy)
 
     def _on_returned(self, res, volume: CTVolume, ct_name: str) -> None:
         t0 = time.perf_counter()
-        self.timings["returned_at"] = t0
+        self.timings = {"returned_at": t0}
         if res is None:
             self.status.setText("Cancelled.")
             return
-        analysis, session, attention = res
+        analysis, session, prepared = res
         suffix = ""
+        replaced: list[RunResult] = []
         if self._replace_choice == "replace":
-            for r in [r for r in self.results if r.ct_name == ct_name]:
-                self._remove_result(r)
+            replaced = [r for r in self.results if r.ct_name == ct_name]
         elif self._replace_choice == "keep":
             n = 1 + sum(r.ct_name == ct_name for r in self.results)
             suffix = f" (run {n})"
-        self._show_session(
-            session, volume, ct_name, analysis=analysis, attention=attention, suffix=suffix
-        )
         t = analysis.timings_s.get("total", 0.0)
-        self.timings["show_layers_s"] = time.perf_counter() - t0
-        self.status.setText(
-            f"{len(analysis.findings)} findings in {t:.1f} s on {analysis.device} "
-            f"({analysis.model_info.get('name', '')} {analysis.model_info.get('version', '')})."
-        )
+        self.status.setText(f"{len(analysis.findings)} findings in {t:.1f} s; adding the layers…")
 
-    def _remove_result(self, r: RunResult) -> None:
+        def steps():
+            for r in replaced:
+                yield from self._remove_result(r)
+            yield from self._show_steps(
+                session, volume, ct_name, analysis=analysis, prepared=prepared, suffix=suffix
+            )
+            self.status.setText(
+                f"{len(analysis.findings)} findings in {t:.1f} s on {analysis.device} "
+                f"({analysis.model_info.get('name', '')} "
+                f"{analysis.model_info.get('version', '')})."
+            )
+
+        self._showing = steps()
+        self.show_log = []
+        self.run_button.setEnabled(False)
+        self.timings["show_steps"] = 0
+        self.timings["show_max_step_s"] = 0.0
+        QTimer.singleShot(0, self._show_next_step)
+
+    def _show_next_step(self) -> None:
+        """Run one step of showing a result (UI thread), then give the event loop a turn."""
+        steps = self._showing
+        if steps is None:
+            return
+        t0 = time.perf_counter()
+        done = False
+        what = "?"
+        try:
+            what = next(steps)
+        except StopIteration:
+            done, what = True, "select the first finding"
+        except BaseException:
+            self._showing = None
+            self._show_study()
+            raise
+        finally:
+            dt = time.perf_counter() - t0
+            self.show_log.append((str(what), dt))
+            self.timings["show_steps"] = self.timings.get("show_steps", 0) + 1
+            self.timings["show_max_step_s"] = max(self.timings.get("show_max_step_s", 0.0), dt)
+        if not done:
+            QTimer.singleShot(0, self._show_next_step)
+            return
+        self._showing = None
+        now = time.perf_counter()
+        self.timings["shown_at"] = now
+        self.timings["show_layers_s"] = now - self.timings.get("returned_at", now)
+        self._show_study()
+        self.result_shown.emit(self.result)
+
+    def _remove_result(self, r: RunResult):
+        """Remove a run's layers, one a step (generator), then forget the run."""
+        if self.result is r:
+            r.session.on_change = None
+            self.result = None
         for layer in (r.boxes, r.attention, r.masks):
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
+                yield f"removed {layer.name!r}"
         self.results.remove(r)
-        if self.result is r:
-            self.result = None
 
-    def _show_session(
+    def _show_steps(
         self,
         session: ReviewSession,
         volume: CTVolume,
         ct_name: str,
         *,
         analysis,
-        attention,
+        prepared: dict[str, Any],
         suffix: str,
-    ) -> None:
-        """Add the layers of a session and wire the dock to it (UI thread)."""
+    ):
+        """Add the layers of a session and wire the dock to it (UI thread), as a generator: each
+        ``yield`` is a point where the event loop may run (see the module docstring)."""
         if self.result is not None:
             self.result.session.on_change = None
         r = RunResult(
             analysis=analysis, session=session, volume=volume, ct_name=ct_name, suffix=suffix
         )
-        if attention is not None:
-            data, kw, _ = attention_layer_data(
-                attention, volume, name=f"{ct_name} attention{suffix}"
+        if prepared["attention"] is not None:
+            data, kw = prepared["attention"]
+            r.attention = self.viewer.add_image(
+                data, **{**kw, "name": f"{ct_name} attention{suffix}"}
             )
-            r.attention = self.viewer.add_image(data, **kw)
             r.extra["attention_all"] = data
-        data, kw, _ = labels_layer_data(
-            session.labels, session.findings, volume, name=f"{ct_name} masks{suffix}"
-        )
-        r.masks = self.viewer.add_labels(data, **kw)
+            yield "attention layer"
+        data, kw = prepared["masks"]
+        r.masks = self.viewer.add_labels(data, **{**kw, "name": f"{ct_name} masks{suffix}"})
         r.masks.events.paint.connect(self._on_paint)
-        data, kw, _ = boxes_layer_data(session.findings, volume, name=f"{ct_name} findings{suffix}")
-        r.boxes = self.viewer.add_shapes(data, **kw)
-        r.boxes.feature_defaults = kw["feature_defaults"]
+        yield "masks layer"
+        yield from _warm_glyphs(self.viewer, prepared["glyphs"])
+        rects, kw = prepared["boxes"]
+        r.boxes = self.viewer.add_shapes(
+            None,
+            ndim=3,
+            **{
+                k: v
+                for k, v in kw.items()
+                if k not in ("edge_color", "features", "feature_defaults", "shape_type", "name")
+            },
+            name=f"{ct_name} findings{suffix}",
+            features={k: np.empty(0, dtype=object) for k in kw["features"]},
+        )
+        yield "boxes layer"
+        yield from _add_rectangles(r.boxes, rects, kw)
         r.boxes.events.data.connect(self._on_boxes_data)
         r.boxes.mode = "select"
         self.results.append(r)
@@ -568,7 +664,8 @@ class ReviewDock(QWidget):
         session.on_change = self._session_changed
         self._set_review_enabled(True)
         self.selected = None
-        self._refresh_views()
+        self._refresh_views(boxes=False)  # the layers were just drawn from the session
+        yield "table and report"
         active = [f for f in session.findings if f.status != "rejected"]
         if active:
             self.select_finding(active[0].id)
@@ -735,6 +832,8 @@ class ReviewDock(QWidget):
         self.select_finding(f.id)
 
     def _on_paint(self, event) -> None:
+        if self.result is None or getattr(event, "source", None) is not self.result.masks:
+            return  # the masks of a run kept beside the reviewed one: not this session's labels
         for atom in event.value or []:
             try:
                 _, old, new = atom
@@ -810,9 +909,9 @@ class ReviewDock(QWidget):
 
     def _show_attention(self) -> None:
         r = self.result
-        if r is None or r.attention is None or r.analysis is None:
+        if r is None or r.attention is None:
             return
-        per = r.analysis.attention_per_finding
+        per = r.session.attention_per_finding
         if self.attention_selected.isChecked() and self.selected in per:
             fa = per[self.selected]
             r.attention.data = np.asarray(fa.weights, dtype=np.float32)
@@ -847,7 +946,7 @@ class ReviewDock(QWidget):
             report=s.report(),
             out_dir=Path(out_dir),
             original=s.original(),
-            edit_log=[e.to_dict() for e in s.edit_log],
+            edit_log=[e.to_case_dict() for e in s.edit_log],
             model_info=dict(s.model_info),
             _start_thread=False,
             _ignore_errors=True,
@@ -860,6 +959,50 @@ class ReviewDock(QWidget):
     def _exported(self, res) -> None:
         self.last_export = res
         self.status.setText(f"Exported to {res.folder}")
+
+
+def _warm_glyphs(viewer, chars: str):
+    """Render the glyphs of ``chars`` into the canvas's font atlas, yielding every
+    :data:`SLICE_BUDGET_S` (generator). A text visual otherwise renders every glyph it lacks in one
+    draw: ~10 ms a glyph on a software OpenGL, a ~0.4 s stall for the boxes' labels. Uses the
+    canvas's font manager (napari 0.9's ``font_info()``); does nothing where that is not there."""
+    try:
+        info = viewer.window._qt_viewer.canvas.font_info()
+        font = info.font_manager.get_font(info.face, False, False)
+    except (AttributeError, TypeError):
+        return
+    t0 = time.perf_counter()
+    for ch in chars:
+        if ch.isspace():
+            continue
+        font[ch]
+        if time.perf_counter() - t0 > SLICE_BUDGET_S:
+            yield "glyphs"
+            t0 = time.perf_counter()
+
+
+def _add_rectangles(layer, rects: list[np.ndarray], kw: dict[str, Any]):
+    """Add box rectangles to a Shapes layer in chunks of :data:`BOX_CHUNK` (generator, yields
+    every :data:`SLICE_BUDGET_S`), each chunk with its finding's features; at the end the layer
+    holds ``rects`` with ``kw``'s features and defaults."""
+    features = kw["features"]
+    ids, labels, colors = features["finding_id"], features["label"], kw["edge_color"]
+    t0 = time.perf_counter()
+    i = 0
+    while i < len(rects):
+        j = i + 1
+        while j < len(rects) and j - i < BOX_CHUNK and ids[j] == ids[i]:
+            j += 1
+        layer.feature_defaults = {"finding_id": ids[i], "label": labels[i]}
+        layer.add_rectangles(
+            rects[i:j], edge_color=colors[i:j], face_color="transparent", edge_width=2
+        )
+        i = j
+        if time.perf_counter() - t0 > SLICE_BUDGET_S:
+            yield f"box rectangles {i}/{len(rects)}"
+            t0 = time.perf_counter()
+    layer.features = features
+    layer.feature_defaults = kw["feature_defaults"]
 
 
 def _export_available() -> bool:

@@ -10,8 +10,10 @@ Every change goes through a method that
    :func:`~napari_ctreport.report.writer.describe_finding`),
 2. appends an :class:`EditRecord` to the edit log,
 3. autosaves atomically (``tmp`` file + :func:`os.replace`) to the study's folder under the
-   autosave root: ``session.json`` (findings, report text, draft, edit log) and ``labels.npz``
-   (the label map as its non-zero voxels, so saving stays a few milliseconds).
+   autosave root: ``session.json`` (findings, report text, draft, edit log), ``labels.npz``
+   (the label map as its non-zero voxels, so saving stays a few milliseconds) and
+   ``attention.npz`` (the model's attention maps, written once per run: the map on the CT grid
+   cropped to its non-zero box and quantised to uint8, the per-finding maps as float16).
 
 Sentences: one per finding in the findings section. A sentence the reader typed over is
 *hand-edited* and survives later changes of that or any other finding; only
@@ -49,6 +51,9 @@ log = logging.getLogger(__name__)
 SESSION_SCHEMA = "ctreport.session/1"
 SESSION_FILE = "session.json"
 LABELS_FILE = "labels.npz"
+ATTENTION_FILE = "attention.npz"
+#: Levels of the uint8 quantisation of the autosaved attention map (values in [0, 1]).
+ATTENTION_LEVELS = 255
 
 #: HU above which voxels inside a drawn box count as lesion (soft tissue and ground glass).
 ADDED_LESION_MIN_HU = -650.0
@@ -124,6 +129,73 @@ def _labels_bytes(labels: np.ndarray, seq: int) -> bytes:
     return buf.getvalue()
 
 
+def _nonzero_box(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)`` of the smallest box ``[lo, hi)`` that holds every non-zero voxel of a 3-D
+    array (an empty box at 0 when there is none); a few ms for a 160x512x512 float16 map."""
+    m = a.view(np.uint16) != 0 if a.dtype == np.float16 else a != 0  # float16: compare bits
+    z = np.flatnonzero(m.any(axis=(1, 2)))
+    if not len(z):
+        return np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64)
+    sub = m[z[0] : z[-1] + 1]
+    y = np.flatnonzero(sub.any(axis=(0, 2)))
+    x = np.flatnonzero(sub.any(axis=(0, 1)))
+    return np.array([z[0], y[0], x[0]]), np.array([z[-1], y[-1], x[-1]]) + 1
+
+
+def _attention_bytes(attention: np.ndarray | None, per_finding: dict[str, Any], seq: int) -> bytes:
+    """The attention maps as a compressed ``.npz``: the CT-grid map cropped to its non-zero box
+    and quantised to uint8 (``round(255 * a)``), each finding's coarse map as float16 with its
+    placement."""
+    import io
+
+    arrays: dict[str, np.ndarray] = {"seq": np.asarray([seq], dtype=np.int64)}
+    if attention is not None:
+        a = np.asarray(attention)
+        arrays["shape"] = np.asarray(a.shape, dtype=np.int64)
+        lo, hi = _nonzero_box(a)
+        crop = a[tuple(slice(int(i), int(j)) for i, j in zip(lo, hi, strict=True))]
+        q = np.rint(np.clip(crop.astype(np.float32), 0.0, 1.0) * ATTENTION_LEVELS)
+        arrays["offset"] = lo.astype(np.int64)
+        arrays["quantised"] = q.astype(np.uint8)
+    ids = list(per_finding)
+    arrays["finding_ids"] = np.asarray(ids, dtype=str)
+    for i, fid in enumerate(ids):
+        fa = per_finding[fid]
+        arrays[f"weights_{i}"] = np.asarray(fa.weights, dtype=np.float16)
+        arrays[f"place_{i}"] = np.asarray(
+            [fa.index_lo_zyx, fa.index_hi_zyx, fa.scale_zyx_mm, fa.translate_zyx_mm], dtype=float
+        )
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _attention_from_file(path: Path) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Read :func:`_attention_bytes`: ``(float16 map on the CT grid or None, per-finding)``."""
+    from ..analysis import FindingAttention
+
+    with np.load(path) as z:
+        attention = None
+        if "quantised" in z:
+            attention = np.zeros(tuple(int(v) for v in z["shape"]), dtype=np.float16)
+            q = z["quantised"]
+            box = tuple(
+                slice(int(o), int(o) + n) for o, n in zip(z["offset"], q.shape, strict=True)
+            )
+            attention[box] = q.astype(np.float32) / ATTENTION_LEVELS
+        per: dict[str, Any] = {}
+        for i, fid in enumerate(z["finding_ids"].tolist()):
+            lo, hi, scale, translate = (tuple(float(v) for v in row) for row in z[f"place_{i}"])
+            per[str(fid)] = FindingAttention(
+                weights=z[f"weights_{i}"].astype(np.float32),
+                index_lo_zyx=lo,
+                index_hi_zyx=hi,
+                scale_zyx_mm=scale,
+                translate_zyx_mm=translate,
+            )
+    return attention, per
+
+
 def _labels_from_file(path: Path) -> tuple[np.ndarray, int]:
     with np.load(path) as z:
         shape = tuple(int(v) for v in z["shape"])
@@ -143,8 +215,15 @@ class EditRecord:
     after: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
+        """JSON-ready dict (``time`` in seconds since the epoch, as autosaved)."""
         return asdict(self)
+
+    def to_case_dict(self) -> dict[str, Any]:
+        """As the case format's ``provenance.edit_log`` has it: ``time`` an ISO 8601 UTC string."""
+        import datetime as dt
+
+        when = dt.datetime.fromtimestamp(self.time, dt.timezone.utc)
+        return {**asdict(self), "time": when.isoformat(timespec="milliseconds")}
 
 
 @dataclass(eq=False)
@@ -175,6 +254,11 @@ class ReviewSession:
         Name, version and checksum of the model that drafted the findings.
     autosave_root
         Root folder of autosaves; ``None`` disables autosave.
+    attention
+        The model's attention map on the CT grid (float16, max 1), or ``None``; autosaved once
+        (uint8-quantised) so that a restored review shows it again.
+    attention_per_finding
+        Finding id -> :class:`~napari_ctreport.analysis.FindingAttention` (autosaved as float16).
     """
 
     volume: CTVolume
@@ -191,6 +275,9 @@ class ReviewSession:
     autosave_root: Path | None = None
     lungs: np.ndarray | None = None
     on_change: Callable[[str, str | None], None] | None = None
+    attention: np.ndarray | None = None
+    attention_per_finding: dict[str, Any] = field(default_factory=dict)
+    _attention_dirty: bool = False
     _seq: int = 0
     _labels_seq_saved: int = -1
     _labels_dirty: bool = True
@@ -224,6 +311,11 @@ class ReviewSession:
             draft_findings=[f.to_dict() for f in analysis.findings],
             autosave_root=Path(autosave_root) if autosave_root is not None else None,
             lungs=lungs,
+            attention=getattr(analysis, "attention", None),
+            attention_per_finding=dict(getattr(analysis, "attention_per_finding", None) or {}),
+        )
+        session._attention_dirty = session.attention is not None or bool(
+            session.attention_per_finding
         )
         session._log("analysis", None, None, {"model": dict(analysis.model_info)})
         session.save()
@@ -598,12 +690,18 @@ class ReviewSession:
         }
 
     def save(self) -> Path | None:
-        """Write the autosave (atomically, labels only when they changed)."""
+        """Write the autosave (atomically; labels and attention only when they changed)."""
         folder = self.folder
         if folder is None:
             return None
         with self._lock:
             self._seq += 1
+            if self._attention_dirty:
+                _atomic_write_bytes(
+                    folder / ATTENTION_FILE,
+                    _attention_bytes(self.attention, self.attention_per_finding, self._seq),
+                )
+                self._attention_dirty = False
             if self._labels_dirty:
                 _atomic_write_bytes(folder / LABELS_FILE, _labels_bytes(self.labels, self._seq))
                 self._labels_seq_saved = self._seq
@@ -677,6 +775,16 @@ class ReviewSession:
         session._seq = int(d.get("seq", 0))
         session._labels_seq_saved = labels_seq
         session._labels_dirty = False
+        if (folder / ATTENTION_FILE).is_file():
+            try:
+                attention, per = _attention_from_file(folder / ATTENTION_FILE)
+            except (OSError, ValueError, KeyError) as e:  # a display aid: restore without it
+                log.warning("autosave %s: attention maps unreadable (%s)", folder, e)
+            else:
+                if attention is not None and attention.shape != tuple(volume.shape):
+                    log.warning("autosave %s: attention map is for another grid", folder)
+                    attention = None
+                session.attention, session.attention_per_finding = attention, per
         return session
 
     def discard_autosave(self) -> None:
@@ -684,7 +792,7 @@ class ReviewSession:
         folder = self.folder
         if folder is None:
             return
-        for name in (SESSION_FILE, LABELS_FILE):
+        for name in (SESSION_FILE, LABELS_FILE, ATTENTION_FILE):
             try:
                 (folder / name).unlink()
             except FileNotFoundError:
@@ -750,8 +858,17 @@ def _json_default(o: Any) -> Any:
 
 
 # -- running the analysis away from the UI process ------------------------------------------------
+class AnalysisCancelled(Exception):
+    """:func:`run_analysis` stopped because it was cancelled. (Not the model's own ``Cancelled``:
+    that lives next to torch, and importing torch in the viewer's process holds its GIL for
+    half a second while the shared libraries load.)"""
+
+
 def _analysis_child(volume, model, device, out_queue, stop) -> None:  # pragma: no cover - child
     """Body of the analysis process: analyse, locate the lungs, send everything back."""
+    if stop.is_set():  # cancelled while this process started: before loading torch
+        out_queue.put(("cancelled",))
+        return
     from ..analysis import analyze
     from ..model.inference import Cancelled, check_cancel
     from ..report.anatomy import segment_lungs
@@ -800,9 +917,11 @@ def run_analysis(
     process (``spawn``), so that no step of the analysis can hold the calling process's GIL and
     stall a user interface. Returns ``(analysis, lungs)``.
 
+    With ``isolate`` the calling process never imports torch (nor any other part of the model).
+
     Raises
     ------
-    napari_ctreport.model.inference.Cancelled
+    AnalysisCancelled
         When ``cancel`` is set (the child stops at its next check, or is killed after 10 s).
     RuntimeError
         When the analysis fails (message of the child's exception) or the child dies.
@@ -810,15 +929,17 @@ def run_analysis(
     import multiprocessing as mp
     import queue
 
-    from ..model.inference import Cancelled
-
     if not isolate:
         from ..analysis import analyze
+        from ..model.inference import Cancelled
         from ..report.anatomy import segment_lungs
 
-        a = analyze(volume, model=model, device=device, progress=progress, cancel=cancel)
+        try:
+            a = analyze(volume, model=model, device=device, progress=progress, cancel=cancel)
+        except Cancelled as e:
+            raise AnalysisCancelled() from e
         if cancel is not None and cancel.is_set():
-            raise Cancelled()
+            raise AnalysisCancelled()
         return a, segment_lungs(volume)
     ctx = mp.get_context("spawn")
     out_queue = ctx.Queue()
@@ -839,7 +960,7 @@ def run_analysis(
                 cancelled_at = time.monotonic()
             if cancelled_at is not None and time.monotonic() - cancelled_at > 10.0:
                 proc.kill()
-                raise Cancelled()
+                raise AnalysisCancelled()
             try:
                 msg = out_queue.get(timeout=0.05)
             except queue.Empty:
@@ -854,7 +975,7 @@ def run_analysis(
             elif msg[0] == "result":
                 return msg[1]
             elif msg[0] == "cancelled":
-                raise Cancelled()
+                raise AnalysisCancelled()
             else:
                 raise RuntimeError(msg[1])
     finally:
