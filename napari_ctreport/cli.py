@@ -112,6 +112,26 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     if args.cases < 1:
         raise BadInput("--cases must be at least 1")
+    shape = None
+    if args.shape:
+        try:
+            shape = tuple(int(v) for v in args.shape.lower().replace("×", "x").split("x"))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3 or min(shape) < 1:
+            raise BadInput(f"--shape: {args.shape!r} is not ZxYxX, e.g. 120x256x256")
+    spacing = None
+    if args.spacing:
+        try:
+            spacing = tuple(float(v) for v in args.spacing.split(","))
+        except ValueError:
+            spacing = ()
+        if len(spacing) not in (1, 2, 3) or min(spacing) <= 0:
+            raise BadInput(f"--spacing: {args.spacing!r} is not SXY, SZ,SXY or SZ,SY,SX in mm")
+        if len(spacing) == 1:
+            spacing = spacing[0]
+    if args.matrix is not None and (args.matrix < 16 or shape is not None):
+        raise BadInput("--matrix must be at least 16, and not given with --shape")
     progress = _Progress("synth")
     paths = write_dataset(
         args.out,
@@ -119,6 +139,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=lambda i, n: progress(i / n, f"case {i}/{n}"),
         workers=args.workers,
+        shape=shape,
+        spacing=spacing,
+        matrix=args.matrix,
     )
     sys.stdout.write(f"wrote {len(paths)} cases to {args.out}\n")
     return 0
@@ -270,6 +293,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=os.cpu_count() or 1,
         help="processes to use (default: all cores; the cases do not depend on it)",
+    )
+    p.add_argument(
+        "--matrix",
+        type=int,
+        help="in-plane matrix N: N x N at the clinical 0.6-1.0 mm spacing, a targeted field of"
+        " view that may crop the body (default: 512, grown to hold the body)",
+    )
+    p.add_argument(
+        "--shape",
+        help="ZxYxX, e.g. 120x256x256: the whole chest resampled onto this grid (coarser than"
+        " clinical spacing; fast); with --spacing exactly that grid",
+    )
+    p.add_argument(
+        "--spacing",
+        help="spacing in mm instead of drawn: SXY (in-plane), SZ,SXY or SZ,SY,SX",
     )
     p.set_defaults(func=cmd_synth)
 

@@ -196,3 +196,162 @@ def test_write_dataset_same_cases_with_workers(tmp_path):
         ja = json.loads((a / "case.json").read_text())
         jb = json.loads((b / "case.json").read_text())
         assert ja["findings"] == jb["findings"] and ja["report"] == jb["report"]
+
+
+# -- grids: clinical spacing, real-size anatomy, targeted fields of view ----------------------
+
+
+def test_default_grid_is_clinical_for_many_seeds() -> None:
+    from napari_ctreport.synth.phantom import (
+        MATRIX,
+        MAX_SLICES,
+        SLICE_SPACINGS_MM,
+        choose_grid,
+        draw_anatomy,
+    )
+
+    seen = []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        an = draw_anatomy(rng, "default" if seed % 4 else "alt")
+        g = choose_grid(rng, an, None)
+        sz, sy, sx = g.spacing
+        assert 0.6 <= sy == sx <= 1.0, g
+        assert sz in SLICE_SPACINGS_MM
+        nz, ny, nx = g.shape
+        assert (ny, nx) == (MATRIX, MATRIX)
+        assert 1 <= nz <= MAX_SLICES
+        # the field of view holds the body (real size, it does not shrink to fit)
+        assert nx * sx >= g.body_fov >= 2 * an.a
+        assert not g.fitted
+        seen.append(sx)
+    # the whole range is used, not one value
+    assert min(seen) < 0.7 and max(seen) > 0.95
+
+
+def test_default_case_has_clinical_spacing_and_real_size_anatomy() -> None:
+    seed = 1  # 5 mm slices: a small default case
+    c = generate_case(seed=seed)
+    sz, sy, sx = c.volume.spacing_zyx
+    assert 0.6 <= sy <= 1.0 and 0.6 <= sx <= 1.0
+    assert 1.0 <= sz <= 5.0
+    assert c.volume.shape[1:] == (512, 512)
+    assert c.meta["spacing_zyx"] == [sz, sy, sx]
+    # the same anatomy on a coarse fitted grid: the body is as wide in mm on both
+    coarse = generate_case(seed=seed, shape=(40, 96, 96))
+
+    def body_width_mm(case) -> float:
+        arr = case.volume.array
+        widths = [
+            np.ptp(np.flatnonzero((arr[z] > -500).any(axis=0))) * case.volume.spacing_zyx[2]
+            for z in range(arr.shape[0] // 3, 2 * arr.shape[0] // 3)
+        ]
+        return float(np.median(widths))
+
+    wide, narrow = body_width_mm(c), body_width_mm(coarse)
+    assert 250 < wide < 420, wide  # an adult chest (table included), in mm
+    assert abs(wide - narrow) < 3 * coarse.volume.spacing_zyx[2], (wide, narrow)
+
+
+def _lesions_inside(c) -> None:
+    shape = c.labels.shape
+    for f in c.findings:
+        m = c.labels == f.label
+        for ax in range(3):
+            assert not np.take(m, 0, axis=ax).any(), (f, ax)
+            assert not np.take(m, shape[ax] - 1, axis=ax).any(), (f, ax)
+
+
+def test_targeted_matrix_crops_the_body_keeps_mm_and_lesions_inside() -> None:
+    n_findings = 0
+    for seed in range(6):
+        c = generate_case(seed=seed, matrix=160)
+        sz, sy, sx = c.volume.spacing_zyx
+        assert c.volume.shape[1:] == (160, 160)
+        assert 0.6 <= sy == sx <= 1.0
+        # a 96-160 mm field of view crops an adult chest: body (not outside air) at every edge
+        mid = c.volume.array[c.volume.shape[0] // 2]
+        for edge in (mid[:, 0], mid[:, -1], mid[0], mid[-1]):
+            assert np.median(edge) > -950, seed
+        _lesions_inside(c)
+        for f in c.findings:
+            if f.kind in NODULE_KINDS:
+                assert f.diameter_mm >= 3.0 - 1e-6
+        n_findings += len(c.findings)
+    assert n_findings > 0
+
+
+def test_explicit_shape_and_spacing_give_exactly_that_grid() -> None:
+    c = generate_case(seed=4, shape=(20, 64, 72), spacing=(2.5, 0.8, 0.7))
+    assert c.volume.shape == (20, 64, 72)
+    assert c.volume.spacing_zyx == (2.5, 0.8, 0.7)
+    c = generate_case(seed=4, spacing=(3.0, 1.0))
+    assert c.volume.spacing_zyx == (3.0, 1.0, 1.0)
+    assert c.volume.shape[1] >= 512  # the matrix holds the body at that spacing
+    with pytest.raises(ValueError, match="matrix"):
+        generate_case(seed=4, shape=(20, 64, 64), matrix=256)
+    with pytest.raises(ValueError, match="spacing"):
+        generate_case(seed=4, spacing=(1.0, -0.5))
+
+
+def test_default_grid_deterministic_per_seed() -> None:
+    a = generate_case(seed=8, matrix=128)
+    b = generate_case(seed=8, matrix=128)
+    assert a.volume.spacing_zyx == b.volume.spacing_zyx
+    assert a.volume.array.tobytes() == b.volume.array.tobytes()
+    assert a.labels.tobytes() == b.labels.tobytes()
+    assert [f.to_dict() for f in a.findings] == [f.to_dict() for f in b.findings]
+    assert a.report.to_dict() == b.report.to_dict()
+    others = {generate_case(seed=s, matrix=32).volume.spacing_zyx for s in range(9, 13)}
+    assert len(others) > 1  # the spacing is drawn per case
+
+
+@pytest.mark.parametrize("spacing", [(2.5, 0.7, 0.7), (1.0, 0.6, 0.6), (5.0, 0.98, 0.98)])
+@pytest.mark.parametrize("diameter", [4.0, 9.0, 23.0])
+def test_lesion_diameter_in_mm_on_clinical_grids(spacing, diameter) -> None:
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.measure import measure_mask
+    from napari_ctreport.synth.lesions import make_lesion
+
+    shape = (40, 96, 96)
+    centre = np.array([20.0, 48.0, 48.0])  # a voxel centre: slice 20 cuts the sphere's equator
+    les = make_lesion(
+        np.random.default_rng(0),
+        "solid nodule",
+        center_idx=centre,
+        diameter_mm=diameter,
+        spacing=spacing,
+        shape=shape,
+        lesion_shape="round",
+        aspect=(1.0, 1.0, 1.0),
+    )
+    mask = np.zeros(shape, dtype=bool)
+    mask[les.box] = les.mask
+    vol = CTVolume(array=np.zeros(shape, np.int16), spacing_zyx=spacing, origin_lps=(0, 0, 0))
+    m = measure_mask(mask, volume=vol)
+    # the longest axial diameter is the sphere's, in mm, within one in-plane pixel
+    assert abs(m["diameter_mm"] - diameter) <= spacing[1], m
+    assert abs(m["short_axis_mm"] - diameter) <= spacing[1], m
+    if spacing[0] <= diameter / 3:  # thick slices through a small sphere: no volume to speak of
+        v = np.pi / 6 * diameter**3 / 1000.0
+        assert abs(m["volume_ml"] - v) <= 0.1 * v, (m, v)
+
+
+def test_synth_cli_grid_options(tmp_path: Path) -> None:
+    from napari_ctreport.cli import main
+    from napari_ctreport.io.case import read_case
+
+    out = tmp_path / "ds"
+    rc = main(["synth", "--out", str(out), "--cases", "1", "--workers", "1", "--shape", "20x48x48"])
+    assert rc == 0
+    vol = read_case(out / "case_0000").load_volume()
+    assert vol.shape == (20, 48, 48)
+    rc = main(
+        ["synth", "--out", str(tmp_path / "m"), "--cases", "1", "--workers", "1"]
+        + ["--matrix", "64"]
+    )
+    assert rc == 0
+    vol = read_case(tmp_path / "m" / "case_0000").load_volume()
+    assert vol.shape[1:] == (64, 64) and 0.6 <= vol.spacing_zyx[2] <= 1.0
+    assert main(["synth", "--out", str(out), "--cases", "1", "--shape", "20x48"]) == 2
+    assert main(["synth", "--out", str(out), "--cases", "1", "--spacing", "a,b"]) == 2

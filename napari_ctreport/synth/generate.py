@@ -25,10 +25,10 @@ from ..io.case import Case, write_case
 from ..io.volume import CTVolume
 from ..report.anatomy import segment_lungs
 from ..report.findings import Finding
-from ..report.measure import finding_from_mask, measure_mask
+from ..report.measure import axial_diameters, finding_from_mask
 from ..report.writer import Report, write_report
 from .lesions import KIND_WEIGHTS, Lesion, composite, effusion_mask, make_lesion, nodule_diameter
-from .phantom import STYLES, build_phantom, scanner
+from .phantom import NOISE_PIXEL_MM, STYLES, Phantom, build_phantom, scanner
 
 #: Name written into case provenance.
 GENERATOR_NAME = "napari-ctreport synth"
@@ -89,6 +89,25 @@ def _plan(rng: np.random.Generator, *, allow_effusion: bool = True) -> list[str]
     return sorted(out, key=lambda k: k == "pleural effusion")
 
 
+def _touches_border(
+    mask: np.ndarray,
+    box: tuple[slice, ...],
+    shape: tuple[int, ...],
+    axes: Sequence[int] = (0, 1, 2),
+) -> bool:
+    """Whether ``mask`` (on ``box`` of a volume of ``shape``) reaches the volume's edge on ``axes``.
+
+    A lesion cut by the field of view or the scan range would be measured smaller than it is.
+    """
+    for ax in axes:
+        sl = box[ax]
+        if sl.start == 0 and np.take(mask, 0, axis=ax).any():
+            return True
+        if sl.stop == shape[ax] and np.take(mask, -1, axis=ax).any():
+            return True
+    return False
+
+
 def _place_nodule(
     rng: np.random.Generator,
     kind: str,
@@ -97,9 +116,13 @@ def _place_nodule(
     labels: np.ndarray,
     spacing: tuple[float, float, float],
     tries: int = 40,
+    lung_index: np.ndarray | None = None,
 ) -> Lesion | None:
-    """Find a spot inside lung parenchyma, clear of other lesions, for a lesion of ``kind``."""
-    idx = np.flatnonzero(lungs.ravel())
+    """Find a spot inside lung parenchyma, clear of other lesions, for a lesion of ``kind``.
+
+    ``lung_index``: ``np.flatnonzero(lungs)`` if the caller has it (it is the same every call).
+    """
+    idx = np.flatnonzero(lungs.ravel()) if lung_index is None else lung_index
     if len(idx) == 0:
         return None
     min_mm = max(2.0 * max(spacing[1], spacing[2]), spacing[0])
@@ -126,6 +149,8 @@ def _place_nodule(
             continue
         if (labels[les.box][m] > 0).any():
             continue
+        if _touches_border(m, les.box, lungs.shape):
+            continue
         # keep the region to lung (a mass abutting the mediastinum stops at it)
         les.mask = m & (lungs[les.box] > 0)
         if les.core is not None:
@@ -142,19 +167,29 @@ def _place_effusion(
     spacing: tuple[float, float, float],
     side: int,
 ) -> Lesion | None:
-    space = (lungs == side) & (labels == 0)
+    objs = ndi.find_objects(lungs, max_label=side)
+    side_box = objs[side - 1] if len(objs) >= side else None
+    if side_box is None:
+        return None
+    # the effusion of a side lies in that lung's box; effusion_mask on the box is the same mask
+    space = (lungs[side_box] == side) & (labels[side_box] == 0)
     if not space.any():
         return None
     m = effusion_mask(rng, space, spacing=spacing)
     if int(m.sum()) < 20:
         return None
     zz, yy, xx = np.nonzero(m)
-    box = (
+    sub = (
         slice(zz.min(), zz.max() + 1),
         slice(yy.min(), yy.max() + 1),
         slice(xx.min(), xx.max() + 1),
     )
-    mb = m[box]
+    mb = m[sub]
+    box = tuple(
+        slice(b.start + s.start, b.start + s.stop) for b, s in zip(side_box, sub, strict=True)
+    )
+    if _touches_border(mb, box, lungs.shape):
+        return None  # cut by the field of view or the scan range
     hu = np.full(mb.shape, rng.uniform(4, 18), dtype=np.float32)
     hu += rng.normal(0, 3, mb.shape).astype(np.float32)
     return Lesion(kind="pleural effusion", box=box, mask=mb, hu=hu, blend="set")
@@ -170,6 +205,7 @@ def _add_lesions(
 ) -> tuple[np.ndarray, list[Lesion]]:
     """Place and composite ``kinds`` into ``hu``; returns the label map and the lesions placed."""
     labels = np.zeros(hu.shape, dtype=np.uint8)
+    lung_index = np.flatnonzero(lungs.ravel())
     placed: list[Lesion] = []
     sides_used: set[int] = set()
     for kind in kinds:
@@ -182,7 +218,9 @@ def _add_lesions(
             if les is not None:
                 sides_used.add(side)
         else:
-            les = _place_nodule(rng, kind, lungs=lungs, labels=labels, spacing=spacing)
+            les = _place_nodule(
+                rng, kind, lungs=lungs, labels=labels, spacing=spacing, lung_index=lung_index
+            )
         if les is None:
             continue
         placed.append(les)
@@ -203,10 +241,8 @@ def _findings(
     objs = ndi.find_objects(labels)
     for i, les in enumerate(lesions, start=1):
         attrs = dict(les.attributes)
-        if les.core is not None:
-            core = np.zeros(labels.shape, dtype=bool)
-            core[les.box] = les.core
-            sub = _measure_diameter(core, volume)
+        if les.core is not None and les.core.any():
+            sub = _measure_diameter(les.core, volume)
             attrs["solid_diameter_mm"] = round(sub, 1)
         if i > len(objs) or objs[i - 1] is None:
             continue
@@ -214,7 +250,7 @@ def _findings(
         kind = les.kind
         if kind != "pleural effusion":
             # the measured longest axial diameter decides nodule (<= 30 mm) versus mass
-            d = _measure_diameter(mask, volume)
+            d = _measure_diameter(mask[objs[i - 1]], volume)
             if kind == "mass" and d <= 30.0:
                 kind = "solid nodule"
             elif kind != "mass" and d > 30.0:
@@ -236,7 +272,9 @@ def _findings(
 
 
 def _measure_diameter(mask: np.ndarray, volume: CTVolume) -> float:
-    return float(measure_mask(mask, volume=volume)["diameter_mm"])
+    """Longest axial diameter (mm) of ``mask``, which may be a crop of the volume's grid
+    (the diameter does not depend on where the mask lies)."""
+    return float(axial_diameters(mask, spacing_zyx=volume.spacing_zyx)[0])
 
 
 def _volume_meta(rng: np.random.Generator, **extra: Any) -> dict[str, Any]:
@@ -249,10 +287,24 @@ def _volume_meta(rng: np.random.Generator, **extra: Any) -> dict[str, Any]:
     }
 
 
+def _noise_corr_px(noise_corr: float, ph: Phantom) -> float:
+    """Noise correlation length in pixels of the phantom's grid.
+
+    ``noise_corr`` is drawn in pixels of :data:`~.phantom.NOISE_PIXEL_MM`; a clinical grid keeps
+    the grain's size in mm (finer pixels, more pixels per grain). A fitted grid (``shape``
+    alone) keeps it in pixels, as it always has.
+    """
+    if ph.grid is None or ph.grid.fitted:
+        return float(noise_corr)
+    return float(noise_corr) * NOISE_PIXEL_MM / min(ph.spacing_zyx[1], ph.spacing_zyx[2])
+
+
 def generate_case(
     *,
     seed: int,
     shape: tuple[int, int, int] | None = None,
+    spacing: float | tuple[float, ...] | None = None,
+    matrix: int | None = None,
     style: str = "default",
     background: CTVolume | None = None,
 ) -> SynthCase:
@@ -264,8 +316,17 @@ def generate_case(
         Everything (anatomy, grid, lesions, noise, report phrasing) follows from it: the same
         seed gives byte-identical arrays and findings.
     shape
-        ``(nz, ny, nx)``; ``None`` for 256 x 256 in-plane and as many slices as the drawn slice
-        spacing needs to cover the chest (capped at 160).
+        ``None`` (default) for a clinical grid: in-plane spacing drawn in 0.6-1.0 mm on a
+        512 x 512 matrix that holds the body, slices of 1-5 mm, at most 160 of them. A
+        ``(nz, ny, nx)`` alone resamples the whole chest onto that grid (the spacing follows,
+        coarser than clinical for small shapes; fast, for tests); with ``spacing`` it is exactly
+        that grid, a field of view that may crop the body.
+    spacing
+        In-plane spacing (mm), ``(sz, sxy)`` or ``(sz, sy, sx)`` instead of drawn ones.
+    matrix
+        In-plane matrix ``n``: an ``n x n`` targeted reconstruction at the (drawn 0.6-1.0 mm or
+        given) spacing, whose field of view crops the body when ``n`` x spacing is smaller than
+        it (``matrix=256`` gives 154-256 mm). Not with ``shape``.
     style
         One of :data:`~napari_ctreport.synth.phantom.STYLES`; ``"alt"`` (rounder body, thicker
         fat, sharper kernel, coarser noise, denser vessels) is held out of training.
@@ -283,7 +344,7 @@ def generate_case(
         return case
     if style not in STYLES:
         raise ValueError(f"unknown synthetic style {style!r}; expected one of {', '.join(STYLES)}")
-    ph = build_phantom(rng, style=style, shape=shape)
+    ph = build_phantom(rng, style=style, shape=shape, spacing=spacing, matrix=matrix)
     kinds = _plan(rng)
     labels, lesions = _add_lesions(rng, ph.hu, lungs=ph.lungs, spacing=ph.spacing_zyx, kinds=kinds)
     an = ph.anatomy
@@ -293,8 +354,9 @@ def generate_case(
         spacing_zyx=ph.spacing_zyx,
         psf_mm=an.psf_mm,
         noise_sd=an.noise_sd,
-        noise_corr=an.noise_corr,
+        noise_corr=_noise_corr_px(an.noise_corr, ph),
         body=ph.body,
+        box=ph.box,
     )
     volume = CTVolume(
         array=arr,
@@ -405,6 +467,8 @@ def _write_one(
     style: str,
     shape: tuple[int, int, int] | None,
     real_fraction: float,
+    spacing: float | tuple[float, ...] | None = None,
+    matrix: int | None = None,
 ) -> Path:
     """Generate and write case ``i`` of a dataset (depends only on its arguments)."""
     s = case_seed(seed, i)
@@ -412,7 +476,9 @@ def _write_one(
     bg = None
     if real_backgrounds and pick.random() < real_fraction:
         bg = _background(real_backgrounds[int(pick.integers(len(real_backgrounds)))])
-    case = generate_case(seed=s, shape=shape, style=style, background=bg)
+    case = generate_case(
+        seed=s, shape=shape, spacing=spacing, matrix=matrix, style=style, background=bg
+    )
     fmt = case.meta.get("image_format", "nifti")
     if fmt not in formats:
         fmt = formats[i % len(formats)]
@@ -443,6 +509,8 @@ def write_dataset(
     shape: tuple[int, int, int] | None = None,
     real_fraction: float = 0.25,
     workers: int = 1,
+    spacing: float | tuple[float, ...] | None = None,
+    matrix: int | None = None,
 ) -> list[Path]:
     """Write ``cases`` synthetic case folders ``case_0000`` ... under ``out_dir``.
 
@@ -450,7 +518,8 @@ def write_dataset(
     ``formats``) vary from case to case. With ``real_backgrounds``, about ``real_fraction`` of
     the cases are lesions inserted into those CTs (read with :func:`napari_ctreport.io.ct.load_ct`).
     Each case depends only on ``seed`` and its index, so ``workers`` processes write the same
-    cases as one.
+    cases as one. ``shape``, ``spacing`` and ``matrix`` choose the grid as in
+    :func:`generate_case` (default: clinical 0.6-1.0 mm pixels on a 512 x 512 matrix).
 
     Returns
     -------
@@ -465,7 +534,18 @@ def write_dataset(
         raise ValueError("write_dataset needs at least one image format")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    args = (seed, formats, tuple(str(p) for p in real_backgrounds), style, shape, real_fraction)
+    if spacing is not None and not np.isscalar(spacing):
+        spacing = tuple(float(v) for v in spacing)  # type: ignore[union-attr]
+    args = (
+        seed,
+        formats,
+        tuple(str(p) for p in real_backgrounds),
+        style,
+        shape,
+        real_fraction,
+        spacing,
+        matrix,
+    )
     paths: list[Path | None] = [None] * cases
     if workers <= 1 or cases <= 1:
         for i in range(cases):

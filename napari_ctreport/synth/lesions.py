@@ -87,11 +87,19 @@ def shape_rho(
     shape: str,
     radius: float,
     zyx: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    aspect: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
-    """Normalised radius field of a lesion shape: ``<= 1`` inside. ``radius`` is in mm."""
+    """Normalised radius field of a lesion shape: ``<= 1`` inside. ``radius`` is in mm.
+
+    The shape is stretched by random relative semi-axes ``(1, 0.8-1, 0.75-1)`` in a random
+    orientation; ``aspect`` fixes them (``(1, 1, 1)``: a sphere of diameter ``2 * radius``).
+    """
     z, y, x = zyx
     rot = _rotation(rng)
     axes = np.array([1.0, rng.uniform(0.8, 1.0), rng.uniform(0.75, 1.0)])
+    if aspect is not None:
+        axes = np.asarray(aspect, dtype=float)
     p = np.stack(np.broadcast_arrays(z, y, x), -1)
     q = (p @ rot.T) / axes
     dist = np.linalg.norm(q, axis=-1)
@@ -139,8 +147,13 @@ def make_lesion(
     spacing: tuple[float, float, float],
     shape: tuple[int, int, int],
     lesion_shape: str | None = None,
+    aspect: tuple[float, float, float] | None = None,
 ) -> Lesion:
-    """Build a nodule or mass of ``kind`` centred at ``center_idx`` (fractional voxel indices)."""
+    """Build a nodule or mass of ``kind`` centred at ``center_idx`` (fractional voxel indices).
+
+    ``diameter_mm`` is the nominal diameter (of the longest semi-axis; ``aspect`` as in
+    :func:`shape_rho`), in mm whatever the grid's ``spacing``.
+    """
     r = diameter_mm / 2
     if lesion_shape is None:
         if kind == "calcified nodule":
@@ -155,7 +168,7 @@ def make_lesion(
             lesion_shape = str(rng.choice(list(SHAPES), p=[0.5, 0.3, 0.2]))
     half = r * (1.8 if lesion_shape == "spiculated" else 1.4) + 2 * max(spacing)
     box, zyx = local_box(center_idx, half, spacing, shape)
-    rho = shape_rho(rng, lesion_shape, r, zyx)
+    rho = shape_rho(rng, lesion_shape, r, zyx, aspect=aspect)
     mask = rho <= 1.0
     attrs: dict[str, Any] = {"shape": lesion_shape}
     tex = rng.normal(0, 1, mask.shape).astype(np.float32)

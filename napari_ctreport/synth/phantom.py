@@ -15,6 +15,7 @@ pulmonary arteries and veins (tapering tubes) and airways (air tubes with walls)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +26,20 @@ from scipy import ndimage as ndi
 STYLES: tuple[str, ...] = ("default", "alt")
 
 #: Slice spacings (mm) drawn from, with their weights.
-_Z_SPACINGS = np.array([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0])
+SLICE_SPACINGS_MM = np.array([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0])
 _Z_WEIGHTS = np.array([0.08, 0.1, 0.12, 0.2, 0.25, 0.15, 0.1])
+
+#: Range of the in-plane pixel spacing (mm) of the default grid, as in clinical chest CT.
+INPLANE_SPACING_MM: tuple[float, float] = (0.6, 1.0)
+
+#: In-plane matrix of the default grid (a scanner's 512 x 512).
+MATRIX = 512
+
+#: Most slices of a default grid; thin-slice cases cover a random part of the chest.
+MAX_SLICES = 160
+
+#: Pixel size (mm) in which :attr:`Anatomy.noise_corr` is drawn (the noise grain is in mm).
+NOISE_PIXEL_MM = 1.3
 
 
 @dataclass
@@ -51,7 +64,7 @@ class Anatomy:
     vessel_density: float
     noise_sd: float
     psf_mm: float
-    noise_corr: float
+    noise_corr: float  # noise correlation (Gaussian sigma) in pixels of NOISE_PIXEL_MM
     breath: float  # inspiration factor scaling lung height
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -97,36 +110,113 @@ def draw_anatomy(rng: np.random.Generator, style: str) -> Anatomy:
     )
 
 
+@dataclass
+class Grid:
+    """The voxel grid of a phantom: shape, spacing ``(sz, sy, sx)`` mm, FOV centre, first slice."""
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    offset: tuple[float, float]  # body centre minus FOV centre (x, y), mm
+    z0: float  # z of slice 0 (mm, relative to the right diaphragm dome)
+    fitted: bool  # the whole chest squeezed into an explicit ``shape`` (coarse spacing)
+    body_fov: float  # in-plane FOV (mm) that holds the body with a margin
+
+
+def _as_spacing(spacing: float | tuple[float, ...]) -> tuple[float | None, float, float]:
+    """``(sz or None, sy, sx)`` from an in-plane spacing or a ``(sz, sy, sx)`` / ``(sz, sxy)``."""
+    if np.isscalar(spacing):
+        s = float(spacing)  # type: ignore[arg-type]
+        out: tuple[float | None, float, float] = (None, s, s)
+    else:
+        sp = [float(v) for v in spacing]  # type: ignore[union-attr]
+        if len(sp) == 2:
+            out = (sp[0], sp[1], sp[1])
+        elif len(sp) == 3:
+            out = (sp[0], sp[1], sp[2])
+        else:
+            raise ValueError(
+                f"spacing must be a number, (sz, sxy) or (sz, sy, sx); got {spacing!r}"
+            )
+    if any(v is not None and not v > 0 for v in out):
+        raise ValueError(f"spacing must be positive; got {spacing!r}")
+    return out
+
+
 def choose_grid(
     rng: np.random.Generator,
     anat: Anatomy,
     shape: tuple[int, int, int] | None,
-) -> tuple[tuple[int, int, int], tuple[float, float, float], tuple[float, float], float]:
-    """Pick shape, spacing ``(sz, sy, sx)``, the in-plane FOV centre offset and the z of slice 0.
+    *,
+    spacing: float | tuple[float, ...] | None = None,
+    matrix: int | None = None,
+) -> Grid:
+    """Pick the grid: shape, spacing ``(sz, sy, sx)``, the in-plane FOV centre offset, slice 0.
 
-    The z range covers from below the diaphragm to above the apices; fine slices cover a random
-    sub-range so that the default volume stays near 120-160 slices.
+    * Default (clinical): in-plane spacing drawn in :data:`INPLANE_SPACING_MM` and a
+      :data:`MATRIX` x :data:`MATRIX` matrix, as a scanner reconstructs a chest: the drawn
+      spacing is at least the body's width / 512, so the field of view holds the body (a large
+      patient gets the coarser pixels). Slice spacing from :data:`SLICE_SPACINGS_MM`; as many
+      slices as cover the chest from below the diaphragm to above the apices, at most
+      :data:`MAX_SLICES` (thin slices then cover a random part of it).
+    * ``spacing``: that spacing instead of a drawn one; the matrix grows past 512 (in steps of
+      32) when 512 pixels cannot hold the body.
+    * ``matrix``: an ``n x n`` matrix at the (drawn or given) spacing, whatever the body width:
+      a targeted reconstruction whose field of view (``n`` x spacing) may crop the body.
+    * ``shape`` alone: the whole chest resampled onto ``(nz, ny, nx)``; the spacing follows
+      (in-plane FOV 1.08-1.22 x the body width, slices cover the chest), so small shapes give
+      coarse, non-clinical spacing. Fast; for tests and quick experiments.
+    * ``shape`` with ``spacing``: exactly that grid, centred on the body (may crop it).
+
+    Anatomy is always at its real size in millimetres.
     """
     z_lo_full = anat.bottom - rng.uniform(15, 35)
     z_hi_full = anat.apex + rng.uniform(5, 25)
     extent = z_hi_full - z_lo_full
     fov = 2 * anat.a * rng.uniform(1.08, 1.22)
-    if shape is None:
-        n_xy = 256
-        sz = float(rng.choice(_Z_SPACINGS, p=_Z_WEIGHTS / _Z_WEIGHTS.sum()))
-        nz = int(round(extent / sz))
-        if nz > 160:
-            nz = 160
-        shape = (nz, n_xy, n_xy)
-    else:
-        nz = int(shape[0])
+    fitted = shape is not None and spacing is None and matrix is None
+    if shape is not None and matrix is not None:
+        raise ValueError("give shape or matrix, not both")
+    if matrix is not None and int(matrix) < 16:
+        raise ValueError(f"matrix must be at least 16 pixels; got {matrix!r}")
+    if fitted:
+        assert shape is not None
+        nz, ny, nx = (int(s) for s in shape)
         sz = extent / nz
-    nz, ny, nx = (int(s) for s in shape)
-    sxy = round(fov / max(nx, ny), 4)
+        sxy = round(fov / max(nx, ny), 4)
+        sy = sx = sxy
+    else:
+        sz_given, sy, sx = _as_spacing(spacing) if spacing is not None else (None, 0.0, 0.0)
+        if sz_given is None:
+            sz = float(rng.choice(SLICE_SPACINGS_MM, p=_Z_WEIGHTS / _Z_WEIGHTS.sum()))
+        else:
+            sz = sz_given
+        if spacing is None:
+            lo, hi = INPLANE_SPACING_MM
+            if shape is None and matrix is None:
+                lo = min(max(lo, fov / MATRIX), hi)  # 512 pixels hold the body
+            sy = sx = round(float(rng.uniform(lo, hi)), 4)
+        if shape is not None:
+            nz, ny, nx = (int(s) for s in shape)
+        else:
+            nz = min(int(round(extent / sz)), MAX_SLICES)
+            if matrix is not None:
+                ny = nx = int(matrix)
+            else:
+                ny = max(MATRIX, int(np.ceil(fov / sy / 32)) * 32)
+                nx = max(MATRIX, int(np.ceil(fov / sx / 32)) * 32)
+    if min(nz, ny, nx) < 1:
+        raise ValueError(f"grid shape must be positive; got {(nz, ny, nx)}")
     cover = nz * sz
     z0 = z_lo_full + rng.uniform(0, max(extent - cover, 0.0))
     offset = (rng.uniform(-8, 8), rng.uniform(-12, 4))
-    return (nz, ny, nx), (float(sz), sxy, sxy), offset, float(z0)
+    return Grid(
+        shape=(nz, ny, nx),
+        spacing=(float(sz), float(sy), float(sx)),
+        offset=(float(offset[0]), float(offset[1])),
+        z0=float(z0),
+        fitted=fitted,
+        body_fov=float(fov),
+    )
 
 
 def _capsules_occupancy(
@@ -137,27 +227,42 @@ def _capsules_occupancy(
     radius: float,
     soft: float,
 ) -> None:
-    """Max-composite the partial-volume occupancy of a tube p0-p1 (mm) into ``out`` in place."""
-    zc, yc, xc = coords
+    """Max-composite the partial-volume occupancy of a tube p0-p1 (mm) into ``out`` in place.
+
+    The occupancy ramps from 1 to 0 over ``soft`` mm across the tube's surface. Evaluated in
+    float32 on the segment's bounding box, with the distance to the segment as
+    ``|q|^2 - along^2 + (along - clamp(along))^2`` (few full-box operations).
+    """
     lo = np.minimum(p0, p1) - radius - soft
     hi = np.maximum(p0, p1) + radius + soft
     sl = []
-    for ax, c in enumerate((zc, yc, xc)):
-        i0 = int(np.searchsorted(c, lo[ax]))
-        i1 = int(np.searchsorted(c, hi[ax], side="right"))
+    for c, a, b in zip(coords, lo, hi, strict=True):
+        i0 = int(np.searchsorted(c, a))
+        i1 = int(np.searchsorted(c, b, side="right"))
         if i1 <= i0:
             return
         sl.append(slice(i0, i1))
-    z = zc[sl[0]][:, None, None] - p0[0]
-    y = yc[sl[1]][None, :, None] - p0[1]
-    x = xc[sl[2]][None, None, :] - p0[2]
-    d = p1 - p0
-    dd = float(d @ d) or 1e-9
-    t = np.clip((z * d[0] + y * d[1] + x * d[2]) / dd, 0.0, 1.0)
-    dist = np.sqrt((z - t * d[0]) ** 2 + (y - t * d[1]) ** 2 + (x - t * d[2]) ** 2)
-    occ = np.clip((radius - dist) / soft + 0.5, 0.0, 1.0).astype(np.float32)
+    f = np.float32
+    z = (coords[0][sl[0]] - p0[0]).astype(f)[:, None, None]
+    y = (coords[1][sl[1]] - p0[1]).astype(f)[None, :, None]
+    x = (coords[2][sl[2]] - p0[2]).astype(f)[None, None, :]
+    d = np.asarray(p1, dtype=float) - p0
+    length = float(np.sqrt(d @ d))
+    u = d / length if length > 1e-9 else np.zeros(3)
+    along = (z * f(u[0]) + y * f(u[1])) + x * f(u[2])
+    d2 = (z * z + y * y) + x * x
+    d2 -= along * along
+    along -= np.clip(along, 0.0, length)
+    along *= along
+    d2 += along
+    np.maximum(d2, 0.0, out=d2)
+    np.sqrt(d2, out=d2)
+    # occupancy: (radius - dist) / soft + 0.5, clipped to [0, 1]
+    d2 *= f(-1.0 / soft)
+    d2 += f(radius / soft + 0.5)
+    np.clip(d2, 0.0, 1.0, out=d2)
     view = out[sl[0], sl[1], sl[2]]
-    np.maximum(view, occ, out=view)
+    np.maximum(view, d2, out=view)
 
 
 def _polyline(points: list[tuple[float, float, float]], n: int = 6) -> np.ndarray:
@@ -223,47 +328,57 @@ def grow_tree(
     towards each half's centroid, so the tree fans out through the lung; radii follow Murray's law
     from the number of attractors a branch feeds.
     """
-    ends: list[np.ndarray] = []
+    # (written for speed with the same arithmetic as the plain version: sum / n is np.mean,
+    # sqrt(v @ v) is np.linalg.norm)
+    starts: list[np.ndarray] = []
+    stops: list[np.ndarray] = []
     radii: list[float] = []
     depths: list[int] = []
     n_total = len(targets)
     stack: list[tuple[np.ndarray, np.ndarray, int]] = []
     if trunk is not None:
-        ends.append(np.stack([trunk, root]))
+        starts.append(np.asarray(trunk, dtype=float))
+        stops.append(np.asarray(root, dtype=float))
         radii.append(root_radius)
         depths.append(0)
     stack.append((root, np.arange(n_total), 1))
+    leaf_r = max(root_radius * (1 / n_total) ** (1 / 2.6), min_radius)
+    sqrt = math.sqrt
     while stack:
         start, idx, depth = stack.pop()
         pts = targets[idx]
-        if len(idx) <= 1 or depth > 14:
-            for q in pts:
-                r = max(root_radius * (1 / n_total) ** (1 / 2.6), min_radius)
-                ends.append(np.stack([start, q]))
-                radii.append(r)
-                depths.append(depth)
+        n = len(idx)
+        if n <= 1 or depth > 14:
+            starts.extend([start] * n)
+            stops.extend(pts)
+            radii.extend([leaf_r] * n)
+            depths.extend([depth] * n)
             continue
-        centred = pts - pts.mean(0)
+        centred = pts - pts.sum(axis=0) / n
         # principal axis by power iteration (cheap, deterministic given rng)
         v = rng.normal(size=3)
         cov = centred.T @ centred
         for _ in range(8):
             v = cov @ v
-            v /= np.linalg.norm(v) + 1e-12
+            v /= sqrt(v @ v) + 1e-12
         proj = centred @ v
         order = np.argsort(proj, kind="stable")
-        cut = len(idx) // 2 + int(rng.integers(-len(idx) // 6, len(idx) // 6 + 1))
-        cut = min(max(cut, 1), len(idx) - 1)
+        cut = n // 2 + int(rng.integers(-n // 6, n // 6 + 1))
+        cut = min(max(cut, 1), n - 1)
         for part in (idx[order[:cut]], idx[order[cut:]]):
-            c = targets[part].mean(0)
+            c = targets[part].sum(axis=0) / len(part)
             frac = rng.uniform(0.35, 0.55) if len(part) > 1 else 1.0
             end = start + (c - start) * frac
             r = max(root_radius * (len(part) / n_total) ** (1 / 2.6), min_radius)
-            ends.append(np.stack([start, end]))
+            starts.append(start)
+            stops.append(end)
             radii.append(r)
             depths.append(depth)
             stack.append((end, part, depth + 1))
-    return Tree(np.asarray(ends), np.asarray(radii), np.asarray(depths))
+    if not starts:
+        return Tree(np.zeros((0, 2, 3)), np.zeros(0), np.zeros(0, dtype=int))
+    ends = np.stack([np.asarray(starts, dtype=float), np.asarray(stops, dtype=float)], axis=1)
+    return Tree(ends, np.asarray(radii), np.asarray(depths))
 
 
 def _splat_tree(
@@ -305,8 +420,170 @@ def _splat_tree(
         & (ix < occ.shape[2])
     )
     flat = np.ravel_multi_index((iz[ok], iy[ok], ix[ok]), occ.shape)
-    add = np.bincount(flat, weights=w[ok], minlength=occ.size).astype(np.float32)
-    occ += add.reshape(occ.shape)
+    # sum the weights per voxel over the touched voxels only (not a volume-sized bincount)
+    touched, inverse = np.unique(flat, return_inverse=True)
+    add = np.bincount(inverse, weights=w[ok], minlength=len(touched)).astype(np.float32)
+    flat_occ = occ.reshape(-1)
+    flat_occ[touched] += add
+
+
+def _span(c: np.ndarray, centre: float, half: float) -> slice:
+    """Index range of the sorted coordinates ``c`` within ``centre +- half``, one index wider."""
+    i0 = int(np.searchsorted(c, centre - half, side="left")) - 1
+    i1 = int(np.searchsorted(c, centre + half, side="right")) + 1
+    return slice(max(i0, 0), max(min(i1, len(c)), max(i0, 0)))
+
+
+def _mask_span(m: np.ndarray) -> tuple[slice, slice]:
+    """Row and column range of the True pixels of a 2-D mask (broadcast to 2-D first)."""
+    rows = np.flatnonzero(m.any(axis=1))
+    cols = np.flatnonzero(m.any(axis=0))
+    if len(rows) == 0 or len(cols) == 0:
+        return slice(0, 0), slice(0, 0)
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def _sheet_density(
+    dist_mm: np.ndarray, width_mm: float | np.ndarray, thickness_mm: float | np.ndarray
+) -> np.ndarray:
+    """Occupancy of a thin sheet sampled on a grid: a tent of half-width ``width_mm`` (the
+    sheet's extent within one voxel along the axis measured) holding ``thickness_mm`` of tissue,
+    clipped to 1 (a sheet thinner than a voxel is partial volume, as on a scanner)."""
+    w = np.maximum(width_mm, 1e-3)
+    return np.clip(thickness_mm / w * np.clip(1.0 - np.abs(dist_mm) / w, 0.0, None), 0.0, 1.0)
+
+
+def _add_fissures(
+    rng: np.random.Generator,
+    hu: np.ndarray,
+    lungs: np.ndarray,
+    coords: tuple[np.ndarray, np.ndarray, np.ndarray],
+    spacing: tuple[float, float, float],
+    *,
+    z_car: float,
+    y_post: float,
+    y_ant: float,
+    x_m: float,
+    cav_a: float,
+) -> None:
+    """Interlobar fissures in ``hu`` (in place, lung voxels only): both oblique (major) fissures
+    and the right horizontal (minor) fissure, as 0.3-0.6 mm sheets of pleura.
+
+    An oblique fissure runs from high on the back of the lung (about 2-4 cm above the carina)
+    down and forwards to the anterior part of the diaphragm, its lateral part further back, so
+    an axial slice shows it as a thin line from the hilum to the posterolateral chest wall that
+    moves forwards in lower slices. The minor fissure is a nearly horizontal sheet at the level
+    of the right hilum, in front of the oblique one. On thick slices a sheet at a slant spreads
+    over several pixels and fades (partial volume), as fissures do on 5 mm CT.
+    """
+    zc, yc, xc = coords
+    sz, sy, sx = spacing
+    iz, iy, ix = np.nonzero(lungs)
+    if len(iz) == 0:
+        return
+    z, y, x = zc[iz], yc[iy], xc[ix]
+    side = lungs[iz, iy, ix]
+    depth = y_post - y_ant
+    add = np.zeros(len(iz), dtype=np.float32)
+    oblique_y = np.full(len(iz), np.inf)
+    for lab, sign in ((1, -1.0), (2, 1.0)):
+        z_top = z_car + rng.uniform(18, 40) + (8 if lab == 2 else 0)
+        y_top = y_post - rng.uniform(0.08, 0.18) * depth
+        z_bot = -rng.uniform(10, 35)
+        y_bot = y_ant + rng.uniform(0.2, 0.4) * depth
+        k_z = (y_top - y_bot) / (z_top - z_bot)  # dy/dz (> 0: higher is further back)
+        k_x = -rng.uniform(0.2, 0.45)  # from the hilum forwards to the lateral chest wall
+        lat = sign * (x - x_m) - 0.35 * cav_a
+        on = (side == lab) & (z <= z_top)
+        y_f = y_top + (z - z_top) * k_z + k_x * lat
+        oblique_y = np.where(side == lab, y_f, oblique_y)
+        # the sheet's extent along y within one voxel: the pixel, or the slice's smear
+        w_y = np.maximum(sy, k_z * sz)
+        t_y = rng.uniform(0.3, 0.6) * np.sqrt(1 + k_z**2 + k_x**2)
+        occ = _sheet_density(y - y_f, w_y, t_y)
+        add = np.where(on, np.maximum(add, occ), add)
+    # the right minor fissure: a gently domed, nearly horizontal sheet in front of the oblique one
+    z_mf = z_car - rng.uniform(20, 40)
+    dome = rng.uniform(0.0, 0.004)
+    x_c = x_m - 0.5 * cav_a
+    z_f = z_mf - dome * ((x - x_c) ** 2 + (y - y_ant - 0.3 * depth) ** 2)
+    on = (side == 1) & (y < oblique_y - 2.0)
+    w_z = max(sz, 0.5 * sy)
+    occ = _sheet_density(z - z_f, w_z, rng.uniform(0.3, 0.6))
+    add = np.where(on, np.maximum(add, occ), add)
+    hit = add > 0.01
+    if not hit.any():
+        return
+    fissure_hu = rng.uniform(-20, 40)
+    i = (iz[hit], iy[hit], ix[hit])
+    h = hu[i]
+    hu[i] = np.maximum(h, h + (fissure_hu - h) * add[hit])
+
+
+def _node_stations(
+    *,
+    z_car: float,
+    z_arch: float,
+    x_m: float,
+    y_tr: float,
+    tr_r: float,
+    y_front: float,
+    spine_front: float,
+    hil_r: np.ndarray,
+    hil_l: np.ndarray,
+) -> dict[str, tuple[float, float, float]]:
+    """Centres (z, y, x mm) of the usual mediastinal and hilar lymph node stations (IASLC)."""
+    return {
+        "2R": (z_arch + 30, y_tr - 4, x_m - tr_r - 10),
+        "4R": (z_car + 14, y_tr - 2, x_m - tr_r - 9),
+        "4L": (z_car + 8, y_tr - 6, x_m + tr_r + 7),
+        "5": (z_arch - 12, y_front + 0.45 * (spine_front - y_front), x_m + 24),
+        "6": (z_arch + 8, y_front + 14, x_m + 6),
+        "7": (z_car - 20, y_tr + 14, x_m + 2),
+        "10R": (float(hil_r[0]) + 4, float(hil_r[1]) - 2, float(hil_r[2]) + 10),
+        "10L": (float(hil_l[0]) + 4, float(hil_l[1]) - 2, float(hil_l[2]) - 10),
+    }
+
+
+def _add_lymph_nodes(
+    rng: np.random.Generator,
+    hu: np.ndarray,
+    lungs: np.ndarray,
+    coords: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    stations: dict[str, tuple[float, float, float]],
+    contrast: bool,
+) -> None:
+    """A few small, normal-sized lymph nodes (short axis 3-8 mm, ovoid, soft tissue) at some of
+    ``stations``, drawn into mediastinal fat only (never over vessels, airways or lung)."""
+    zc, yc, xc = coords
+    names = list(stations)
+    n = int(rng.integers(2, 6))
+    pick = rng.choice(len(names), size=min(n, len(names)), replace=False)
+    node_hu = rng.uniform(55, 80) if contrast else rng.uniform(30, 45)
+    for k in sorted(int(i) for i in pick):
+        cz, cy, cx = np.asarray(stations[names[k]], dtype=float) + rng.normal(0, 3, 3)
+        short = rng.uniform(3.0, 8.0) / 2
+        long_ = short * rng.uniform(1.2, 2.0)  # ovoid, long axis cranio-caudal
+        # move the centre to the nearest mediastinal fat within 15 mm of the station
+        near = (_span(zc, cz, 15.0), _span(yc, cy, 15.0), _span(xc, cx, 15.0))
+        v = hu[near]
+        fz, fy, fx = np.nonzero((v > -150) & (v < -30) & (lungs[near] == 0))
+        if len(fz) == 0:
+            continue
+        d2 = (zc[near[0]][fz] - cz) ** 2 + (yc[near[1]][fy] - cy) ** 2 + (xc[near[2]][fx] - cx) ** 2
+        j = int(np.argmin(d2))
+        cz, cy, cx = zc[near[0]][fz[j]], yc[near[1]][fy[j]], xc[near[2]][fx[j]]
+        box = (_span(zc, cz, long_), _span(yc, cy, short), _span(xc, cx, short))
+        r = (
+            ((zc[box[0]] - cz) / long_)[:, None, None] ** 2
+            + ((yc[box[1]] - cy) / short)[None, :, None] ** 2
+            + ((xc[box[2]] - cx) / short)[None, None, :] ** 2
+        )
+        view = hu[box]
+        fat = (view > -150) & (view < -30) & (lungs[box] == 0)
+        node = (r <= 1.0) & fat
+        view[node] = node_hu + rng.normal(0, 4)
 
 
 def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
@@ -319,11 +596,16 @@ def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
     return m
 
 
-def _upsample(small: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Separable linear upsampling of a coarse 3-D field to ``shape``."""
-    out = np.tensordot(small, _interp_matrix(shape[2], small.shape[2]), axes=([2], [1]))
-    out = np.einsum("abx,yb->ayx", out, _interp_matrix(shape[1], small.shape[1]))
-    out = np.tensordot(_interp_matrix(shape[0], small.shape[0]), out, axes=([1], [0]))
+def _upsample(
+    small: np.ndarray,
+    shape: tuple[int, int, int],
+    box: tuple[slice, slice, slice] = (slice(None), slice(None), slice(None)),
+) -> np.ndarray:
+    """Separable linear upsampling of a coarse 3-D field to ``shape``; only its part ``box``."""
+    mz, my, mx = (_interp_matrix(n, m)[b] for n, m, b in zip(shape, small.shape, box, strict=True))
+    out = np.tensordot(small, mx, axes=([2], [1]))
+    out = np.einsum("abx,yb->ayx", out, my)
+    out = np.tensordot(mz, out, axes=([1], [0]))
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -337,7 +619,9 @@ class Phantom:
     spacing_zyx: tuple[float, float, float]
     anatomy: Anatomy
     body: np.ndarray  # bool body mask
-    pleura: np.ndarray  # uint8 per side: the hemithorax space (lung + what may replace it)
+    pleura: np.ndarray  # uint8 per side: the hemithorax space (today the same as ``lungs``)
+    grid: Grid | None = None
+    box: tuple[slice, slice, slice] | None = None  # the part of the grid holding the body
 
 
 def build_phantom(
@@ -345,28 +629,55 @@ def build_phantom(
     *,
     style: str = "default",
     shape: tuple[int, int, int] | None = None,
+    spacing: float | tuple[float, ...] | None = None,
+    matrix: int | None = None,
 ) -> Phantom:
-    """Build the noiseless, unblurred phantom (see the module docstring for what is modelled)."""
+    """Build the noiseless, unblurred phantom (see the module docstring for what is modelled).
+
+    ``shape``, ``spacing`` and ``matrix`` choose the grid (see :func:`choose_grid`); the anatomy
+    is drawn in millimetres first and does not depend on them.
+    """
     an = draw_anatomy(rng, style)
-    shape, spacing, offset, z0 = choose_grid(rng, an, shape)
-    nz, ny, nx = shape
+    grid = choose_grid(rng, an, shape, spacing=spacing, matrix=matrix)
+    full_shape, spacing, offset, z0 = grid.shape, grid.spacing, grid.offset, grid.z0
+    nz, ny_full, nx_full = full_shape
     sz, sy, sx = spacing
     # Coordinates relative to the body centre (mm).
-    xc = (np.arange(nx) - (nx - 1) / 2) * sx + offset[0]
-    yc = (np.arange(ny) - (ny - 1) / 2) * sy + offset[1]
+    xc_full = (np.arange(nx_full) - (nx_full - 1) / 2) * sx + offset[0]
+    yc_full = (np.arange(ny_full) - (ny_full - 1) / 2) * sy + offset[1]
     zc = z0 + np.arange(nz) * sz
+
+    # Origin in LPS: a scanner-like table position, body centre not at 0.
+    table_z = rng.uniform(-500, -100)
+    origin_lps = (
+        float(xc_full[0] + rng.uniform(-20, 20)),
+        float(yc_full[0] + rng.uniform(-30, 30)),
+        0.0,
+    )
+    shift = (origin_lps[0] - xc_full[0], origin_lps[1] - yc_full[0], table_z)
+    origin_lps = (origin_lps[0], origin_lps[1], float(zc[0] + table_z))
+
+    # Everything but air lies in the box of the body and the table: build the phantom there
+    # (a 512 x 512 field of view is mostly air) and embed it at the end.
+    rows = np.flatnonzero(
+        (yc_full >= -1.06 * an.b_ant - 2 * sy) & (yc_full <= 0.93 * an.b_post + 22 + 2 * sy)
+    )
+    cols = np.flatnonzero(np.abs(xc_full) <= 1.12 * an.a + 2 * sx)
+    if len(rows) == 0 or len(cols) == 0:  # a field of view beside the body
+        rows, cols = np.arange(min(2, ny_full)), np.arange(min(2, nx_full))
+    box = (
+        slice(0, nz),
+        slice(int(rows[0]), int(rows[-1]) + 1),
+        slice(int(cols[0]), int(cols[-1]) + 1),
+    )
+    xc, yc = xc_full[box[2]], yc_full[box[1]]
+    shape = (nz, len(yc), len(xc))
     coords = (zc, yc, xc)
     X = xc[None, None, :].astype(np.float32)
     Y = yc[None, :, None].astype(np.float32)
     Z = zc[:, None, None].astype(np.float32)
     X2, Y2 = X[0], Y[0]  # 2-D broadcastables (1, nx) and (ny, 1)
     soft = min(sx, sy)
-
-    # Origin in LPS: a scanner-like table position, body centre not at 0.
-    table_z = rng.uniform(-500, -100)
-    origin_lps = (float(xc[0] + rng.uniform(-20, 20)), float(yc[0] + rng.uniform(-30, 30)), 0.0)
-    shift = (origin_lps[0] - xc[0], origin_lps[1] - yc[0], table_z)
-    origin_lps = (origin_lps[0], origin_lps[1], float(zc[0] + table_z))
 
     hu = np.full(shape, -1000.0, dtype=np.float32)
 
@@ -454,10 +765,17 @@ def build_phantom(
     hz_abs = hz
     u = (X2 - hx) * ca + (Y2 - hy) * sa
     v = -(X2 - hx) * sa + (Y2 - hy) * ca
-    zrel = (Z - hz_abs) / hc
-    heart_r = (u / ha) ** 2 + (v / hb) ** 2 + zrel**2
-    heart = heart_r <= 1.0
-    peri = heart_r <= 1.12
+    # evaluated in the heart's box only (identical values there; outside it heart_r > 1.12)
+    hbox = (
+        _span(zc, hz_abs, hc * 1.06),
+        *_mask_span((u / ha) ** 2 + (v / hb) ** 2 <= 1.12),
+    )
+    zrel = (Z[hbox[0]] - hz_abs) / hc
+    heart_r = (u[hbox[1:]] / ha) ** 2 + (v[hbox[1:]] / hb) ** 2 + zrel**2
+    heart = np.zeros(shape, dtype=bool)
+    heart[hbox] = heart_r <= 1.0
+    peri = np.zeros(shape, dtype=bool)
+    peri[hbox] = heart_r <= 1.12
 
     hemi = cavity & above
     lung_space = hemi & ~med & ~spine_block[None] & ~peri
@@ -472,43 +790,57 @@ def build_phantom(
     # intercostal muscle ring: between cavity and wall_in
     ring = wall_inside & ~cavity
     hu[ring] = 40.0
-    # abdomen below the domes
-    abdomen = cavity & ~above
+    # abdomen below the domes (only in the slices up to the highest dome point)
+    ab = slice(0, int(np.searchsorted(zc, float(dome.max()), side="right")) + 1)
+    abdomen = np.zeros(shape, dtype=bool)
+    abdomen[ab] = cavity[ab] & ~above[ab]
     hu[abdomen] = 40.0
-    liver = abdomen & ((X < x_m + 35 - 0.4 * (Y - cyc)) | (Z < dome.min() - 10))
-    hu[liver] = rng.uniform(50, 65) + (30 if an.contrast else 0)
+    liver = abdomen[ab] & ((X < x_m + 35 - 0.4 * (Y - cyc)) | (Z[ab] < dome.min() - 10))
+    hu[ab][liver] = rng.uniform(50, 65) + (30 if an.contrast else 0)
     # stomach with a gas cap under the left dome
     st_c = (0.35 * cav_a, cyc - 0.35 * cby, -an.dome_left_drop - 45)
-    st = ((X - st_c[0]) / 45) ** 2 + ((Y - st_c[1]) / 35) ** 2 + ((Z - st_c[2]) / 40) ** 2 <= 1
-    st &= abdomen
-    hu[st] = 20.0
-    gas = st & (Y < st_c[1] - 10 + 0.0 * Z) & (Z > st_c[2])
-    hu[gas] = -990.0
+    sb = (_span(zc, st_c[2], 40), _span(yc, st_c[1], 35), _span(xc, st_c[0], 45))
+    Xs, Ys, Zs = X[..., sb[2]], Y[:, sb[1]], Z[sb[0]]
+    st = ((Xs - st_c[0]) / 45) ** 2 + ((Ys - st_c[1]) / 35) ** 2 + ((Zs - st_c[2]) / 40) ** 2 <= 1
+    st &= abdomen[sb]
+    hu[sb][st] = 20.0
+    gas = st & (Ys < st_c[1] - 10 + 0.0 * Zs) & (Zs > st_c[2])
+    hu[sb][gas] = -990.0
     # spleen posterior left
+    sp_c = (0.7 * cav_a, cyc + 0.4 * cby, float(dome.min()))
+    sb = (_span(zc, sp_c[2], 60), _span(yc, sp_c[1], 45), _span(xc, sp_c[0], 30))
+    Xs, Ys, Zs = X[..., sb[2]], Y[:, sb[1]], Z[sb[0]]
     sp = (
-        ((X - 0.7 * cav_a) / 30) ** 2
-        + ((Y - cyc - 0.4 * cby) / 45) ** 2
-        + ((Z - dome.min()) / 60) ** 2
+        ((Xs - 0.7 * cav_a) / 30) ** 2
+        + ((Ys - cyc - 0.4 * cby) / 45) ** 2
+        + ((Zs - dome.min()) / 60) ** 2
     ) <= 1
-    hu[sp & abdomen] = 50.0 + (40 if an.contrast else 0)
+    hu[sb][sp & abdomen[sb]] = 50.0 + (40 if an.contrast else 0)
 
     # lungs: parenchyma with a dependent gradient and low-frequency texture
     grad = 40 * np.clip((Y2 - cyc + cby) / (2 * cby), 0, 1) ** 2
-    small_shape = tuple(max(2, s // 8) for s in shape)
-    tex = _upsample(rng.normal(size=small_shape).astype(np.float32), shape)
-    lung_val = an.lung_hu + grad[None] + 12 * tex
+    if grid.fitted:
+        small_shape = tuple(max(2, s // 8) for s in full_shape)
+    else:  # about 16 mm cells across slices, 10 mm in-plane, whatever the spacing
+        small_shape = tuple(
+            max(2, int(round(n * d / c)))
+            for n, d, c in zip(full_shape, spacing, (16, 10, 10), strict=True)
+        )
+    tex = _upsample(rng.normal(size=small_shape).astype(np.float32), full_shape, box=box)
     in_lung = lungs > 0
-    hu[in_lung] = lung_val[in_lung]
+    hu[in_lung] = an.lung_hu + np.broadcast_to(grad[None], shape)[in_lung] + 12 * tex[in_lung]
+    del tex
 
     # heart, pericardial fat
-    hu[peri & hemi & ~heart] = -90.0
+    hh, hp, hm = hu[hbox], heart[hbox], hemi[hbox]
+    hh[peri[hbox] & hm & ~hp] = -90.0
     myo_hu = 100.0 if an.contrast else 45.0
-    hu[heart & hemi] = myo_hu
-    blood = (heart_r <= 0.72) & hemi
-    hu[blood] = an.blood_hu
+    hh[hp & hm] = myo_hu
+    blood = (heart_r <= 0.72) & hm
+    hh[blood] = an.blood_hu
     # septum-ish: a thin myocardium plane through the blood pool
-    sep = blood & (np.abs(u - 0.15 * ha) < 4)
-    hu[sep] = myo_hu
+    sep = blood & (np.abs(u[hbox[1:]] - 0.15 * ha) < 4)
+    hh[sep] = myo_hu
 
     # --- great vessels, trachea, oesophagus ---------------------------------------------------
     z_car = an.apex * rng.uniform(0.5, 0.58)
@@ -555,9 +887,10 @@ def build_phantom(
     vl = np.array([z_car - 40, spine_front - 8, 0.36 * cav_a])
     _tube(occ, coords, [tuple(la), tuple(vr)], 7.0, soft)
     _tube(occ, coords, [tuple(la), tuple(vl)], 7.0, soft)
-    hu_v = hu + (vessel_hu - hu) * occ
-    mask_v = occ > 0
-    hu[mask_v] = hu_v[mask_v]
+    at = np.flatnonzero(occ)  # the occupancies are sparse: blend only where they are > 0
+    hu_flat = hu.reshape(-1)
+    h = hu_flat[at]
+    hu_flat[at] = h + (vessel_hu - h) * occ.reshape(-1)[at]
 
     # oesophagus: soft tissue tube, left of midline in front of the spine
     occ[:] = 0
@@ -621,15 +954,56 @@ def build_phantom(
                     _capsules_occupancy(airway_occ, coords, p0 + o, p1 + o, ra, soft)
                 _capsules_occupancy(wall_occ, coords, np.array(bronch), root, 4.5, soft)
                 _capsules_occupancy(airway_occ, coords, np.array(bronch), root, 3.8, soft)
-    np.clip(vessel, 0, 1, out=vessel)
     inside = lungs > 0
-    vessel_in = vessel * inside
+    inside_flat = inside.reshape(-1)
+    at = np.flatnonzero(vessel)
+    vessel_in = np.clip(vessel.reshape(-1)[at], 0, 1) * inside_flat[at]
+    del vessel
     v_hu = vessel_hu if an.contrast else rng.uniform(30, 50)
-    hu += (v_hu - hu) * vessel_in
+    h = hu_flat[at]
+    hu_flat[at] = h + (v_hu - h) * vessel_in
     # airway walls (only where they replace lung or mediastinal fat) then lumen
-    wall_occ *= (inside | (hu < -50)).astype(np.float32)
-    hu += (30.0 - hu) * np.clip(wall_occ - airway_occ, 0, 1)
-    hu += (-995.0 - hu) * airway_occ
+    at = np.flatnonzero(wall_occ)
+    h = hu_flat[at]
+    w = wall_occ.reshape(-1)[at] * (inside_flat[at] | (h < -50)).astype(np.float32)
+    hu_flat[at] = h + (30.0 - h) * np.clip(w - airway_occ.reshape(-1)[at], 0, 1)
+    at = np.flatnonzero(airway_occ)
+    h = hu_flat[at]
+    hu_flat[at] = h + (-995.0 - h) * airway_occ.reshape(-1)[at]
+    del wall_occ, airway_occ
+
+    # --- fissures and lymph nodes (their own random stream: the rest of the case is unchanged)
+    extra = rng.spawn(1)[0]
+    _add_fissures(
+        extra,
+        hu,
+        lungs,
+        coords,
+        spacing,
+        z_car=z_car,
+        y_post=cyc + cby,
+        y_ant=cyc - cby,
+        x_m=x_m,
+        cav_a=cav_a,
+    )
+    _add_lymph_nodes(
+        extra,
+        hu,
+        lungs,
+        coords,
+        stations=_node_stations(
+            z_car=z_car,
+            z_arch=z_arch,
+            x_m=x_m,
+            y_tr=y_tr,
+            tr_r=tr_r,
+            y_front=y_front,
+            spine_front=spine_front,
+            hil_r=hil_r,
+            hil_l=hil_l,
+        ),
+        contrast=an.contrast,
+    )
 
     # --- bones --------------------------------------------------------------------------------
     # vertebrae: bodies with cortex, discs, canal, posterior elements
@@ -657,27 +1031,35 @@ def build_phantom(
     hu[:, canal] = 25.0
 
     # ribs: oblique bands in the ring just outside the cavity, descending anteriorly
-    ring_in = rc > 1.0
+    # (evaluated on the voxels of the thin ring outside the cavity only: a voxel of the rib ring
+    # has rc <= bound, so the candidates hold all of it)
+    bound = np.maximum(1 + an.rib_t / (cbx * sx_z), 1 + an.rib_t / (cby * sy_z)) ** 2 * 1.01
+    cz, cy, cx = np.nonzero((rc > 1.0) & (rc <= bound) & body)
+    Xp, Yp = X[0, 0, cx], Y[0, cy, 0]
     ring_out = (
-        (X / (cbx * sx_z + an.rib_t)) ** 2 + ((Y - cyc) / (cby * sy_z + an.rib_t)) ** 2
+        (Xp / (cbx * sx_z[cz, 0, 0] + an.rib_t)) ** 2
+        + ((Yp - cyc) / (cby * sy_z[cz, 0, 0] + an.rib_t)) ** 2
     ) <= 1
-    rib_zone = ring_in & ring_out & body & (~spine_block[None] | (np.abs(X) > vb_rx + 6))
+    keep = ring_out & (~spine_block[cy, cx] | (np.abs(Xp) > vb_rx + 6))
+    cz, cy, cx = cz[keep], cy[keep], cx[keep]
     theta = np.arctan2(-(Y2 - cyc), np.abs(X2))  # 0 lateral, +pi/2 anterior, -pi/2 posterior
     tpos = (theta + np.pi / 2) / np.pi  # 0 posterior .. 1 anterior
     drop = rng.uniform(85, 115)
     rib_pitch = (an.apex + 10 - (an.bottom - 20)) / 10.5
-    zr = Z + drop * tpos[None] ** 1.3 - (an.bottom - 20)
+    tp = tpos[cy, cx]
+    zr = Z[cz, 0, 0] + drop * tp**1.3 - (an.bottom - 20)
     k = np.round(zr / rib_pitch)
     dz = np.abs(zr - k * rib_pitch)
-    rib_half = 3.5 + 1.5 * tpos[None]
-    rib = rib_zone & (dz < rib_half) & (k >= 0) & (k <= 11) & (tpos[None] < 0.85)
-    r_rad = np.sqrt(rc)
+    rib_half = 3.5 + 1.5 * tp
+    band = (dz < rib_half) & (k >= 0)
+    rib = band & (k <= 11) & (tp < 0.85)
+    r_rad = np.sqrt(rc[cz, cy, cx])
     edge = (np.abs(dz / rib_half) > 0.6) | (
         np.abs(r_rad - 1 - an.rib_t / cbx / 2) > 0.3 * an.rib_t / cbx
     )
-    hu[rib] = np.where(edge[rib], 650.0, 230.0)
-    cart = rib_zone & (dz < rib_half) & (k >= 0) & (k <= 9) & (tpos[None] >= 0.85)
-    hu[cart] = 110.0
+    hu[cz[rib], cy[rib], cx[rib]] = np.where(edge[rib], 650.0, 230.0)
+    cart = band & (k <= 9) & (tp >= 0.85)
+    hu[cz[cart], cy[cart], cx[cart]] = 110.0
     # sternum
     st_y = -(an.b_ant - t_f - 6)
     stern = (np.abs(X2 - x_m) < 16) & (np.abs(Y2 - st_y) < 6)
@@ -690,9 +1072,6 @@ def build_phantom(
     outside = ~body & ~np.broadcast_to(table, shape)
     hu[outside] = -1000.0
 
-    pleura = np.zeros(shape, dtype=np.uint8)
-    pleura[hemi & right[None] & ~med & ~peri & ~spine_block[None]] = 1
-    pleura[hemi & ~right[None] & ~med & ~peri & ~spine_block[None]] = 2
     an.extras.update(
         {
             "z_carina": float(z_car + shift[2]),
@@ -700,15 +1079,50 @@ def build_phantom(
             "shift": shift,
         }
     )
+    # embed the body box in the field of view (air elsewhere)
+    hu_full = np.full(full_shape, -1000.0, dtype=np.float32)
+    hu_full[box] = hu
+    lungs_full = np.zeros(full_shape, dtype=np.uint8)
+    lungs_full[box] = lungs
+    body_full = np.zeros(full_shape, dtype=bool)
+    body_full[box] = body
     return Phantom(
-        hu=hu,
-        lungs=lungs,
+        hu=hu_full,
+        lungs=lungs_full,
         origin_lps=origin_lps,
         spacing_zyx=spacing,
         anatomy=an,
-        body=body,
-        pleura=pleura,
+        body=body_full,
+        pleura=lungs_full,
+        grid=grid,
+        box=box,
     )
+
+
+def _gaussian_in_box(
+    a: np.ndarray,
+    sigma: tuple[float, float, float],
+    box: tuple[slice, slice, slice] | None,
+    *,
+    truncate: float = 3.0,
+) -> np.ndarray:
+    """Gaussian filter (mode ``nearest``) of ``a`` where it is not constant: only in ``box``.
+
+    Outside ``box`` ``a`` must be one constant value, so the result there is that value; the box
+    is widened by the kernel radius, so inside it the result equals filtering the whole array.
+    """
+    if box is None:
+        return ndi.gaussian_filter(a, sigma, mode="nearest", truncate=truncate)
+    wide = []
+    for ax, sl in enumerate(box):
+        r = int(truncate * float(sigma[ax]) + 0.5) + 1
+        start = 0 if sl.start is None else sl.start
+        stop = a.shape[ax] if sl.stop is None else sl.stop
+        wide.append(slice(max(start - r, 0), min(stop + r, a.shape[ax])))
+    out = a.copy()
+    w = (wide[0], wide[1], wide[2])
+    out[w] = ndi.gaussian_filter(a[w], sigma, mode="nearest", truncate=truncate)
+    return out
 
 
 def scanner(
@@ -720,12 +1134,17 @@ def scanner(
     noise_sd: float,
     noise_corr: float,
     body: np.ndarray | None = None,
+    box: tuple[slice, slice, slice] | None = None,
 ) -> np.ndarray:
     """Apply the scanner: Gaussian PSF (in-plane ``psf_mm``, slice profile from the spacing) and
-    in-plane correlated noise of standard deviation ``noise_sd`` HU; returns int16 HU."""
+    in-plane correlated noise of standard deviation ``noise_sd`` HU (``noise_corr``: the
+    correlation length in pixels); returns int16 HU.
+
+    ``box``: where ``hu`` is not air (-1000), to blur only there (see :func:`_gaussian_in_box`).
+    """
     sz, sy, sx = spacing_zyx
     sig = (0.45, psf_mm / sy, psf_mm / sx)
-    out = ndi.gaussian_filter(hu, sig, mode="nearest", truncate=3.0)
+    out = _gaussian_in_box(hu, sig, box)
     noise = rng.standard_normal(hu.shape, dtype=np.float32)
     ns = (0.0, noise_corr, noise_corr)
     noise = ndi.gaussian_filter(noise, ns, mode="wrap", truncate=3.0)
@@ -733,7 +1152,7 @@ def scanner(
     noise *= noise_sd / max(float(noise[:: max(1, hu.shape[0] // 8)].std()), 1e-6)
     if body is not None:
         # air outside the body is quieter
-        noise = np.where(body, noise, noise * 0.5)
+        np.multiply(noise, 0.5, out=noise, where=~body)
     out += noise
     np.clip(out, -1024, 3071, out=out)
-    return np.rint(out).astype(np.int16)
+    return np.rint(out, out=out).astype(np.int16)
