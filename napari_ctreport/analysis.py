@@ -67,14 +67,14 @@ def refine_mask(mask: np.ndarray, *, volume: CTVolume, kind: str) -> np.ndarray:
     from scipy import ndimage as ndi
 
     thr = REFINE_HU.get(kind)
-    if thr is None or not mask.any():
+    if thr is None:
+        return mask
+    idx = np.argwhere(mask)
+    if not idx.size:
         return mask
     sp = np.asarray(volume.spacing_zyx, dtype=float)
-    pad = np.ceil((REFINE_GROW_MM + 1.0) / sp).astype(int)
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(0) - pad, 0)
-    hi = np.minimum(idx.max(0) + 1 + pad, mask.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    tight = tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0), strict=True))
+    box = _grow_slices(tight, volume, REFINE_GROW_MM + 1.0)
     m = mask[box]
     hu = ndi.gaussian_filter(np.asarray(volume.array[box], dtype=np.float32), (0.0, 0.7, 0.7))
     near = ndi.distance_transform_edt(~m, sampling=sp) <= REFINE_GROW_MM
@@ -190,18 +190,24 @@ def _volume_info(volume: CTVolume, path: str | Path | None) -> dict[str, Any]:
     }
 
 
-def _near_lungs(
-    slices: tuple[slice, ...], lungs: np.ndarray, volume: CTVolume, margin_mm: float
-) -> bool:
-    """Whether any lung voxel lies within ``margin_mm`` of the box ``slices``."""
-    grown = tuple(
+def _grow_slices(
+    slices: tuple[slice, ...], volume: CTVolume, margin_mm: float
+) -> tuple[slice, ...]:
+    """The index box ``slices`` grown by ``margin_mm`` on every side, clipped to the volume."""
+    return tuple(
         slice(
             max(0, s.start - int(np.ceil(margin_mm / sp))),
             min(n, s.stop + int(np.ceil(margin_mm / sp))),
         )
         for s, sp, n in zip(slices, volume.spacing_zyx, volume.shape, strict=True)
     )
-    return bool(lungs[grown].any())
+
+
+def _near_lungs(
+    slices: tuple[slice, ...], lungs: np.ndarray, volume: CTVolume, margin_mm: float
+) -> bool:
+    """Whether any lung voxel lies within ``margin_mm`` of the box ``slices``."""
+    return bool(lungs[_grow_slices(slices, volume, margin_mm)].any())
 
 
 def _findings_from_detections(

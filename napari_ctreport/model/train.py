@@ -213,12 +213,13 @@ def sample_patch(
     )
     src = np.maximum(np.round(patch * zoom).astype(int), 8)
     valid = np.asarray(case.valid)
+    anchor = None
     if case.targets and rng.random() < lesion_prob:
-        t = case.targets[rng.integers(len(case.targets))]
-        jitter = rng.uniform(-0.3, 0.3, 3) * src
-        centre = t.centre + jitter
+        anchor = case.targets[rng.integers(len(case.targets))].centre
     elif case.negatives and rng.random() < negative_prob:
-        centre = case.negatives[rng.integers(len(case.negatives))] + rng.uniform(-0.3, 0.3, 3) * src
+        anchor = case.negatives[rng.integers(len(case.negatives))]
+    if anchor is not None:
+        centre = anchor + rng.uniform(-0.3, 0.3, 3) * src  # jittered around the finding
     else:
         centre = rng.uniform(0, 1, 3) * valid
     lo = np.round(centre - src / 2.0).astype(int)
