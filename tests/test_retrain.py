@@ -227,18 +227,11 @@ def test_finetune_one_epoch_reload_and_analyse(export_dir, new_model):
 
 
 @pytest.mark.gui
-def test_dock_loads_the_new_model(make_napari_viewer, qtbot, new_model, tmp_path, monkeypatch):
+def test_dock_loads_the_new_model(sample_dock, qtbot, new_model, tmp_path, monkeypatch):
     """The review dock runs the fine-tuned model folder and shows its identity."""
-    from napari_ctreport._napari.review_dock import ReviewDock
-
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     new, _ = new_model
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-ctreport", "chest_ct")
-    dock = ReviewDock(viewer)
-    viewer.window.add_dock_widget(dock, name="CT report")
-    dock.set_model(new)
-    dock.device_combo.setCurrentText("cpu")
+    viewer, dock = sample_dock(new)
     assert dock.model() == str(new)
     worker = dock.run()
     with qtbot.waitSignal(worker.finished, timeout=600_000):

@@ -78,18 +78,15 @@ def _click_row(qtbot, table, row: int) -> None:
     qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
 
 
-def test_review_loop(make_napari_viewer, qtbot, test_model, autosave, capsys, tmp_path):
+def test_review_loop(
+    make_napari_viewer, sample_dock, qtbot, test_model, autosave, capsys, tmp_path
+):
     from qtpy.QtCore import Qt
     from qtpy.QtGui import QTextCursor
 
     from napari_ctreport._napari.review_dock import ReviewDock
 
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-ctreport", "chest_ct")
-    dock = ReviewDock(viewer)
-    viewer.window.add_dock_widget(dock, name="CT report")
-    dock.set_model(test_model)
-    dock.device_combo.setCurrentText("cpu")
+    viewer, dock = sample_dock(test_model)
     assert dock.current_layer().name == "Sample chest CT"
 
     # -- run: worker thread, progress, UI stays responsive -----------------------------------
@@ -264,14 +261,8 @@ def _rects(s, f, volume):
     return box_rectangles(lo, hi, volume.shape)
 
 
-def test_cancel_stops_the_run(make_napari_viewer, qtbot, test_model, autosave):
-    from napari_ctreport._napari.review_dock import ReviewDock
-
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-ctreport", "chest_ct")
-    dock = ReviewDock(viewer)
-    dock.set_model(test_model)
-    dock.device_combo.setCurrentText("cpu")
+def test_cancel_stops_the_run(sample_dock, qtbot, test_model, autosave):
+    viewer, dock = sample_dock(test_model, docked=False)
     worker = dock.run()
     qtbot.waitUntil(lambda: "%" in dock.status.text(), timeout=60000)
     t0 = time.perf_counter()
@@ -353,13 +344,8 @@ def _left():
     return Qt.MouseButton.LeftButton
 
 
-def test_second_run_keep_both_then_replace(make_napari_viewer, qtbot, autosave, monkeypatch):
-    from napari_ctreport._napari.review_dock import ReviewDock
-
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-ctreport", "chest_ct")
-    dock = ReviewDock(viewer)
-    viewer.window.add_dock_widget(dock, name="CT report")
+def test_second_run_keep_both_then_replace(sample_dock, qtbot, autosave, monkeypatch):
+    viewer, dock = sample_dock()
     calls = _instant_analysis(monkeypatch, viewer)
     ct = "Sample chest CT"
 
@@ -420,18 +406,14 @@ def test_second_run_keep_both_then_replace(make_napari_viewer, qtbot, autosave, 
     assert len(calls) == 3 and _same(dock.results, [third])
 
 
-def test_move_box_with_the_mouse(make_napari_viewer, qtbot, autosave, monkeypatch):
+def test_move_box_with_the_mouse(sample_dock, qtbot, autosave, monkeypatch):
     """Drag a finding's box on the canvas (vispy mouse events, as napari's own tests send them):
     the dock moves the finding's 3-D box and mask and re-measures it."""
     from vispy.app import MouseEvent
 
     from napari_ctreport._napari.layers import finding_box_index
-    from napari_ctreport._napari.review_dock import ReviewDock
 
-    viewer = make_napari_viewer(show=True)
-    viewer.open_sample("napari-ctreport", "chest_ct")
-    dock = ReviewDock(viewer)
-    viewer.window.add_dock_widget(dock, name="CT report")
+    viewer, dock = sample_dock(show=True)
     _instant_analysis(monkeypatch, viewer)
     _run_and_wait(qtbot, dock)
     r, s = dock.result, dock.result.session
