@@ -71,6 +71,28 @@ class _StackSampler:
                 self.samples[stack] = (late, time.perf_counter() - self.t0)
 
 
+def _bench_edits(app, dock) -> list[tuple[str, list[float]]]:
+    """Time review actions on every finding of the shown result: each call on the UI thread
+    plus the events it queued (table, report, boxes, masks, repaint)."""
+    from napari_ctreport.report.lexicon import KINDS
+
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        app.processEvents()
+        return time.perf_counter() - t0
+
+    s = dock.result.session
+    rows: dict[str, list[float]] = {"select": [], "accept": [], "change kind": [], "reject": []}
+    for f in list(s.findings):
+        rows["select"].append(timed(lambda f=f: dock.select_finding(f.id)))
+        rows["accept"].append(timed(lambda: dock.set_status("accepted")))
+        other = next(k for k in KINDS if k != f.kind)
+        rows["change kind"].append(timed(lambda f=f, k=other: s.set_kind(f.id, k)))
+        rows["reject"].append(timed(lambda: dock.set_status("rejected")))
+    return [(k, v) for k, v in rows.items() if v]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model folder (default: the shipped model)")
@@ -81,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=0, help="also list the N longest stalls")
     parser.add_argument("--in-process", action="store_true", help="no child process")
     parser.add_argument("--size", default="1500x950", help="window size WxH")
+    parser.add_argument(
+        "--no-edits",
+        dest="edits",
+        action="store_false",
+        help="skip timing review actions (select, accept, kind change, reject) after the runs",
+    )
     parser.add_argument(
         "--stacks",
         type=int,
@@ -198,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         order = np.argsort(gaps)[::-1][: args.top]
         worst += [(gaps[k], ends[k] - t_run, labels[k + 1], run) for k in order]
 
+    edit_rows = _bench_edits(app, dock) if args.edits else []
     a = dock.result.analysis
     out = [
         "",
@@ -224,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{over:>6}" if over is not None else " " * 6,
         ]
         out.append(f"{run:>3}  {name:<36} " + " ".join(cells))
+    if edit_rows:
+        head = f"{'review action (UI thread, until idle)':<40} {'n':>3} {'median ms':>10} {'max ms':>8}"
+        out += ["", head, "-" * len(head)]
+        for name, times in edit_rows:
+            ms = np.asarray(times) * 1000
+            out.append(f"{name:<40} {len(ms):>3} {np.median(ms):>10.0f} {ms.max():>8.0f}")
     log = getattr(dock, "show_log", [])
     if log:
         out += ["", f"UI-thread steps of the last show (ms): {len(log)}"]

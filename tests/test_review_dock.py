@@ -79,7 +79,7 @@ def _click_row(qtbot, table, row: int) -> None:
 
 
 def test_review_loop(
-    make_napari_viewer, sample_dock, qtbot, test_model, autosave, capsys, tmp_path
+    make_napari_viewer, sample_dock, qtbot, test_model, autosave, capsys, tmp_path, monkeypatch
 ):
     from qtpy.QtCore import Qt
     from qtpy.QtGui import QTextCursor
@@ -208,11 +208,9 @@ def test_review_loop(
     asked = []
     viewer2 = make_napari_viewer()
     viewer2.open_sample("napari-ctreport", "chest_ct")
-    ReviewDock.ask_restore = lambda self, summary: asked.append(summary) or True  # noqa: B023
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(ReviewDock, "ask_restore", lambda self, d: asked.append(d) or True)
         dock2 = ReviewDock(viewer2)
-    finally:
-        del ReviewDock.ask_restore
     assert asked and asked[0]["n_findings"] == n0 + 1
     s2 = dock2.result.session
     assert state(s2.findings) == expected
@@ -344,7 +342,9 @@ def _left():
     return Qt.MouseButton.LeftButton
 
 
-def test_second_run_keep_both_then_replace(sample_dock, qtbot, autosave, monkeypatch):
+def test_second_run_keep_both_then_replace(
+    sample_dock, make_napari_viewer, qtbot, autosave, monkeypatch
+):
     viewer, dock = sample_dock()
     calls = _instant_analysis(monkeypatch, viewer)
     ct = "Sample chest CT"
@@ -386,18 +386,55 @@ def test_second_run_keep_both_then_replace(sample_dock, qtbot, autosave, monkeyp
     second.masks.paint((z, y, x), 0)  # while its own masks are
     qtbot.waitUntil(lambda: len(remeasured) == 1, timeout=5000)
 
+    # -- each run autosaves on its own; a restart restores both side by side ----------------
+    from napari_ctreport._napari.review_dock import ReviewDock
+    from napari_ctreport._napari.session import ReviewSession
+
+    fid = second.session.findings[0].id
+    dock.select_finding(fid)
+    dock.set_status("rejected")
+    folders = ReviewSession.find_autosaves(second.volume, root=autosave)
+    assert [f.name for f in folders[1:]] == ["run2"] and len(folders) == 2
+    saved = [ReviewSession.restore(second.volume, root=autosave, folder=f) for f in folders]
+    assert [x.model_info["version"] for x in saved] == ["run 1", "run 2"]
+    assert saved[1].finding(fid).status == "rejected"
+    assert saved[0].finding(fid).status != "rejected"
+    viewer2 = make_napari_viewer()
+    viewer2.open_sample("napari-ctreport", "chest_ct")
+    asked2 = []
+    monkeypatch.setattr(ReviewDock, "ask_restore", lambda self, d: asked2.append(d) or True)
+    dock2 = ReviewDock(viewer2)
+    assert asked2 and asked2[0]["runs"] == 2
+    assert [r.session.run for r in dock2.results] == [1, 2]
+    assert [r.boxes.name for r in dock2.results] == [f"{ct} findings", f"{ct} findings (run 2)"]
+    assert dock2.result.session.finding(fid).status == "rejected"
+    viewer2.close()
+
     # -- third run, "Replace": both earlier results and their layers go ---------------------
     asked = _answer_question(monkeypatch, "Replace")
     _run_and_wait(qtbot, dock)
     assert len(asked) == 1
     third = dock.result
     assert len(calls) == 3 and _same(dock.results, [third])
-    for r in (first, second):
-        for ly in (r.attention, r.masks, r.boxes):
-            assert ly not in viewer.layers
+    for ly in (second.attention, second.masks, second.boxes):
+        assert ly not in viewer.layers
+    # run 1's layers are reused with the new data (no layer removal and insertion)
+    for old, new in zip(
+        (first.attention, first.masks, first.boxes),
+        (third.attention, third.masks, third.boxes),
+        strict=True,
+    ):
+        assert new is old and new in viewer.layers
+    np.testing.assert_array_equal(third.masks.data, third.session.labels)
+    assert len(third.boxes.data) == len(third.boxes.features) > 0
+    assert set(third.boxes.features["finding_id"]) == {f.id for f in third.session.findings}
     assert [ly.name for ly in (third.attention, third.masks, third.boxes)] == names1
     assert third.session.model_info["version"] == "run 3"
     assert sum(ly.name.startswith(f"{ct} findings") for ly in viewer.layers) == 1
+    # the replaced runs' reviews are not offered again: one autosave, the third run's
+    folders = ReviewSession.find_autosaves(third.volume, root=autosave)
+    assert len(folders) == 1 and third.session.run == 1
+    assert ReviewSession.autosave_summary(folders[0])["model"]["version"] == "run 3"
 
     # -- "Cancel" at the question starts nothing --------------------------------------------
     asked = _answer_question(monkeypatch, "Cancel")
@@ -466,3 +503,94 @@ def test_move_box_with_the_mouse(sample_dock, qtbot, autosave, monkeypatch):
         if fid == f.id
     ]
     assert np.ptp(xs) < 1e-6 and xs[0] == pytest.approx(lo2[2], abs=1e-3)
+
+
+def _rounded(v) -> tuple[float, ...]:
+    return tuple(float(x) for x in np.round(np.asarray(v, dtype=np.float32).ravel(), 2))
+
+
+def test_box_layer_follows_edits_in_place(sample_dock, qtbot, autosave, monkeypatch):
+    """Accepting, rejecting or retyping a finding recolours and relabels its rectangles in place
+    (the other findings' rectangles stay the same objects); moving a box replaces only that
+    finding's rectangles. The labels' text colour follows the CT window."""
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from napari_ctreport._napari.layers import (
+        LABEL_DARK,
+        LABEL_LIGHT,
+        REJECTED_COLOR,
+        boxes_layer_data,
+        finding_box_index,
+    )
+    from napari_ctreport.report.lexicon import KIND_COLORS
+
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+    r, s = dock.result, dock.result.session
+    layer = r.boxes
+    assert len(s.findings) >= 2, "the sample has several lesions"
+
+    def matches_session() -> None:
+        data, kw, _ = boxes_layer_data(s.findings, r.volume)
+        want = sorted(
+            (fid, lab, _rounded(v), c)
+            for v, fid, lab, c in zip(
+                data,
+                kw["features"]["finding_id"],
+                kw["features"]["label"],
+                kw["edge_color"],
+                strict=True,
+            )
+        )
+        have = sorted(
+            (fid, lab, _rounded(v), c)
+            for v, fid, lab, c in zip(
+                layer.data,
+                layer.features["finding_id"],
+                layer.features["label"],
+                [
+                    next(
+                        k
+                        for k in [*KIND_COLORS.values(), REJECTED_COLOR]
+                        if np.allclose(transform_color(k)[0], e)
+                    )
+                    for e in layer.edge_color
+                ],
+                strict=True,
+            )
+        )
+        assert have == want
+
+    f, g = s.findings[0], s.findings[1]
+    added = []
+    real_add = layer.add_rectangles
+    monkeypatch.setattr(
+        layer, "add_rectangles", lambda d, **kw: added.append(len(d)) or real_add(d, **kw)
+    )
+    ids0 = list(layer.features["finding_id"])
+    dock.select_finding(f.id)
+    dock.set_status("rejected")
+    matches_session()
+    ids = list(layer.features["finding_id"])
+    assert added == [] and ids == ids0  # recoloured and relabelled in place
+    assert "(rejected)" in layer.features["label"][ids.index(f.id)]
+    new_kind = next(k for k in KIND_COLORS if k != g.kind)
+    s.set_kind(g.id, new_kind)
+    matches_session()
+    assert new_kind in layer.features["label"][ids.index(g.id)]
+    assert added == [] and list(layer.features["finding_id"]) == ids0
+
+    lo, hi = finding_box_index(g, r.volume)
+    s.move_box(g.id, (lo[0], lo[1] + 3, lo[2] + 3), (hi[0], hi[1] + 3, hi[2] + 3))
+    matches_session()
+    assert list(layer.features["finding_id"]).count(g.id) == ids.count(g.id)
+    assert added == [ids.count(g.id)]  # only the moved finding's rectangles were replaced
+
+    ct = viewer.layers["Sample chest CT"]
+    ct.contrast_limits = (-3000.0, -2000.0)  # everything white: dark labels
+    qtbot.waitUntil(lambda: set(layer.features["text_color"]) == {LABEL_DARK}, timeout=5000)
+    ct.contrast_limits = (2000.0, 3000.0)  # everything black: white labels
+    qtbot.waitUntil(lambda: set(layer.features["text_color"]) == {LABEL_LIGHT}, timeout=5000)
+    matches_session_text = layer.text.color  # the text colours come from that feature
+    assert matches_session_text.feature == "text_color"

@@ -134,11 +134,50 @@ def box_label(finding: Any) -> str:
     return f"{finding.id} {finding.kind} {finding.score:.2f}"
 
 
+#: Box label colours: dark text where the CT under the label is bright, light text elsewhere.
+LABEL_DARK, LABEL_LIGHT = "#101010", "#ffffff"
+#: Label height and width of one character, in CT voxels (in-plane), used to sample the CT under
+#: a label (text is drawn in screen pixels; at the usual zoom of a chest CT this is close).
+LABEL_HEIGHT_VOX, LABEL_CHAR_VOX = 9, 2.5
+
+
+def label_text_colors(
+    volume: CTVolume,
+    rects: list[np.ndarray],
+    texts: list[str],
+    *,
+    limits: tuple[float, float] | None = None,
+) -> list[str]:
+    """Per rectangle, the text colour that reads best over the CT where its label is drawn
+    (above the rectangle's upper-left corner): :data:`LABEL_DARK` where the CT there is mostly
+    bright between the display ``limits`` (HU; default: the volume's opening window), else
+    :data:`LABEL_LIGHT`. White labels over the mediastinum in a lung window are unreadable."""
+    lo_hu, hi_hu = limits if limits is not None else window_limits(*volume.default_window())
+    arr = volume.array
+    out = []
+    for v, text in zip(rects, texts, strict=True):
+        z, y0, x0 = (int(round(c)) for c in np.asarray(v).min(axis=0))
+        z = min(max(z, 0), arr.shape[0] - 1)
+        ys = slice(max(0, y0 - 2 - LABEL_HEIGHT_VOX), max(0, y0 - 2))
+        xs = slice(max(0, x0), max(0, x0 + int(LABEL_CHAR_VOX * max(len(text), 1))))
+        patch = np.asarray(arr[z, ys, xs], dtype=np.float32)
+        if patch.size == 0:
+            patch = np.asarray(arr[z, max(0, y0) : y0 + 3, xs], dtype=np.float32)
+        bright = (
+            float(np.mean(np.clip((patch - lo_hu) / max(hi_hu - lo_hu, 1e-6), 0.0, 1.0)))
+            if patch.size
+            else 0.0
+        )
+        out.append(LABEL_DARK if bright > 0.5 else LABEL_LIGHT)
+    return out
+
+
 def boxes_layer_data(
     findings: list[Any], volume: CTVolume, *, name: str = "Findings"
 ) -> tuple[list[np.ndarray], dict, str]:
     """A napari Shapes layer tuple: axial rectangles of every finding's 3-D box, one per slice,
-    with edge colour per kind (grey when rejected) and text ``"F1 solid nodule 0.93"``."""
+    with edge colour per kind (grey when rejected) and text ``"F1 solid nodule 0.93"`` in a
+    colour that reads over the CT under it (:func:`label_text_colors`)."""
     from ..report.lexicon import KIND_COLORS
 
     data: list[np.ndarray] = []
@@ -152,6 +191,7 @@ def boxes_layer_data(
         ids += [f.id] * len(rects)
         labels += [box_label(f)] * len(rects)
         colors += [REJECTED_COLOR if f.status == "rejected" else KIND_COLORS[f.kind]] * len(rects)
+    text_colors = label_text_colors(volume, data, labels)
     kwargs = {
         "name": name,
         "shape_type": "rectangle",
@@ -160,11 +200,11 @@ def boxes_layer_data(
         "edge_width": 2,
         "edge_color": colors if colors else "#ff4040",
         "face_color": "transparent",
-        "features": {"finding_id": ids, "label": labels},
-        "feature_defaults": {"finding_id": "", "label": ""},
+        "features": {"finding_id": ids, "label": labels, "text_color": text_colors},
+        "feature_defaults": {"finding_id": "", "label": "", "text_color": LABEL_LIGHT},
         "text": {
             "string": "{label}",
-            "color": "#ffffff",
+            "color": {"feature": "text_color", "fallback": LABEL_LIGHT},
             "size": 10,
             "anchor": "upper_left",
             "translation": [0, -3, 0],

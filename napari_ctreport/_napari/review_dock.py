@@ -48,6 +48,7 @@ from .layers import (
     box_rectangles,
     boxes_layer_data,
     finding_box_index,
+    label_text_colors,
     labels_layer_data,
     rectangle_extent,
     result_layers_data,
@@ -74,6 +75,8 @@ DEFAULT_MODEL = "Default model"
 PAINT_DELAY_MS = 300
 #: Showing a run's layers gives the event loop a turn once this much UI-thread time (s) is spent.
 SLICE_BUDGET_S = 0.05
+#: Box labels are re-coloured for the CT's window this long (ms) after it last changed.
+LABEL_DELAY_MS = 200
 #: Box rectangles added to the Shapes layer per call while a run's layers are shown.
 BOX_CHUNK = 16
 
@@ -84,7 +87,7 @@ class _Progress(QObject):
     progressed = Signal(float, str)
 
 
-@dataclass
+@dataclass(eq=False)  # runs are compared by identity (they hold arrays)
 class RunResult:
     """What one analysis run put into the viewer."""
 
@@ -108,6 +111,7 @@ def _run_analysis(
     cancel: threading.Event,
     autosave_root: Path | None,
     isolate: bool = True,
+    run: int = 1,
 ):
     """The worker's job (worker thread): analyse (in a child process), start the session."""
     try:
@@ -119,7 +123,7 @@ def _run_analysis(
     if cancel.is_set():
         return None
     session = ReviewSession.from_analysis(
-        analysis, volume, autosave_root=autosave_root, lungs=lungs
+        analysis, volume, autosave_root=autosave_root, lungs=lungs, run=run
     )
     # attention stays float16 as it comes: napari converts only the slice on screen
     prepared = result_layers_data(session.findings, session.labels, session.attention, volume)
@@ -163,6 +167,12 @@ class ReviewDock(QWidget):
         #: ``(what, seconds)`` of each UI-thread step that showed the last run's result.
         self.show_log: list[tuple[str, float]] = []
         self.last_export = None
+        #: Re-picks the box labels' text colours shortly after the CT's window changed.
+        self._label_timer = QTimer(self)
+        self._label_timer.setSingleShot(True)
+        self._label_timer.setInterval(LABEL_DELAY_MS)
+        self._label_timer.timeout.connect(self._recolor_labels)
+        self._watched_ct: set[int] = set()  # ids of CT layers whose window changes we follow
         self._build_ui()
         self._bind_keys()
 
@@ -340,8 +350,9 @@ class ReviewDock(QWidget):
             self,
             "Restore review",
             f"An unfinished review of this CT was saved on {when} "
-            f"({summary.get('n_findings', 0)} findings, {summary.get('n_edits', 0)} edits). "
-            "Restore it?",
+            f"({summary.get('n_findings', 0)} findings, {summary.get('n_edits', 0)} edits"
+            + (f", {summary['runs']} runs kept side by side" if summary.get("runs", 1) > 1 else "")
+            + "). Restore it?",
         )
         return answer == QMessageBox.StandardButton.Yes
 
@@ -406,32 +417,45 @@ class ReviewDock(QWidget):
         if key in self._checked_studies:
             return
         self._checked_studies.add(key)
-        folder = ReviewSession.find_autosave(volume, root=self.autosave_root)
-        if folder is None:
+        folders = ReviewSession.find_autosaves(volume, root=self.autosave_root)
+        if not folders:
             return
         try:
-            summary = ReviewSession.autosave_summary(folder)
+            summaries = [ReviewSession.autosave_summary(f) for f in folders]
         except (OSError, ValueError) as e:
-            self.status.setText(f"Autosave in {folder} is unreadable: {e}")
+            self.status.setText(f"An autosave in {folders[0].parent} is unreadable: {e}")
             return
+        newest = max(summaries, key=lambda d: d.get("saved_at") or 0.0)
+        summary = {**newest, "n_edits": sum(d["n_edits"] for d in summaries), "runs": len(folders)}
         if not self.ask_restore(summary):
             return
-        try:
-            session = ReviewSession.restore(volume, root=self.autosave_root)
-        except (OSError, ValueError, KeyError) as e:
-            self.status.setText(f"Could not restore the review: {e}")
+        restored, failed = [], []
+        for folder in folders:
+            try:
+                session = ReviewSession.restore(volume, root=self.autosave_root, folder=folder)
+            except (OSError, ValueError, KeyError) as e:
+                failed.append(f"{folder.name}: {e}")
+                continue
+            prepared = result_layers_data(
+                session.findings, session.labels, session.attention, volume
+            )
+            suffix = f" (run {session.run})" if session.run > 1 else ""
+            # at once: the reader just answered a question and waits for the review
+            for _ in self._show_steps(
+                session, volume, layer.name, analysis=None, prepared=prepared, suffix=suffix
+            ):
+                pass
+            restored.append(session)
+        if not restored:
+            self.status.setText("Could not restore the review: " + "; ".join(failed))
             return
-        prepared = result_layers_data(session.findings, session.labels, session.attention, volume)
-        # at once: the reader just answered a question and waits for the review
-        for _ in self._show_steps(
-            session, volume, layer.name, analysis=None, prepared=prepared, suffix=""
-        ):
-            pass
         self.result_shown.emit(self.result)
-        self.status.setText(
-            f"Restored the review saved {time.strftime('%H:%M', time.localtime(summary['saved_at']))} "
-            f"({summary['n_edits']} edits)."
-        )
+        saved = time.strftime("%H:%M", time.localtime(summary["saved_at"]))
+        runs = f"{len(restored)} runs, " if len(restored) > 1 else ""
+        msg = f"Restored the review saved {saved} ({runs}{summary['n_edits']} edits)."
+        if failed:
+            msg += " Not restored: " + "; ".join(failed)
+        self.status.setText(msg)
 
     # -- windows --------------------------------------------------------------------------
     def apply_window(self, preset: str) -> None:
@@ -472,11 +496,15 @@ class ReviewDock(QWidget):
         if layer is None or self.busy:
             return None
         self._replace_choice = None
-        if any(r.ct_name == layer.name for r in self.results):
+        runs = [r.session.run for r in self.results if r.ct_name == layer.name]
+        run_no = 1
+        if runs:
             choice = self.ask_replace_or_keep()
             if choice is None:
                 return None
             self._replace_choice = choice
+            # a kept run gets the next number (its own autosave); a replacing run takes over run 1
+            run_no = max(runs) + 1 if choice == "keep" else 1
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
@@ -494,6 +522,7 @@ class ReviewDock(QWidget):
             cancel=self._cancel,
             autosave_root=self.autosave_root,
             isolate=self.isolate,
+            run=run_no,
             _start_thread=False,
             _ignore_errors=True,  # shown by napari's notification and in the status line
         )
@@ -546,17 +575,30 @@ class ReviewDock(QWidget):
         replaced: list[RunResult] = []
         if self._replace_choice == "replace":
             replaced = [r for r in self.results if r.ct_name == ct_name]
-        elif self._replace_choice == "keep":
-            n = 1 + sum(r.ct_name == ct_name for r in self.results)
-            suffix = f" (run {n})"
+            for r in replaced:  # the reader chose to drop these reviews: no restoring them later
+                if r.session.run != session.run:
+                    r.session.discard_autosave()
+        elif session.run > 1:
+            suffix = f" (run {session.run})"
         t = analysis.timings_s.get("total", 0.0)
         self.status.setText(f"{len(analysis.findings)} findings in {t:.1f} s; adding the layers…")
 
+        # the run that takes over run 1's layers (new data in napari's existing layers costs
+        # far less UI time than removing and inserting layers); the others are removed
+        reuse = next((r for r in replaced if r.session.run == 1 and r.suffix == ""), None)
+
         def steps():
             for r in replaced:
-                yield from self._remove_result(r)
+                if r is not reuse:
+                    yield from self._remove_result(r)
             yield from self._show_steps(
-                session, volume, ct_name, analysis=analysis, prepared=prepared, suffix=suffix
+                session,
+                volume,
+                ct_name,
+                analysis=analysis,
+                prepared=prepared,
+                suffix=suffix,
+                reuse=reuse,
             )
             self.status.setText(
                 f"{len(analysis.findings)} findings in {t:.1f} s on {analysis.device} "
@@ -622,42 +664,85 @@ class ReviewDock(QWidget):
         analysis,
         prepared: dict[str, Any],
         suffix: str,
+        reuse: RunResult | None = None,
     ):
         """Add the layers of a session and wire the dock to it (UI thread), as a generator: each
-        ``yield`` is a point where the event loop may run (see the module docstring)."""
+        ``yield`` is a point where the event loop may run (see the module docstring). With
+        ``reuse`` (a run being replaced), its layers get the new data instead."""
         if self.result is not None:
             self.result.session.on_change = None
+            self.result = None
         r = RunResult(
             analysis=analysis, session=session, volume=volume, ct_name=ct_name, suffix=suffix
         )
+        layers = self.viewer.layers
+        old_attention, old_masks, old_boxes = (
+            (ly if ly is not None and ly in layers else None)
+            for ly in ((reuse.attention, reuse.masks, reuse.boxes) if reuse else (None,) * 3)
+        )
+        if reuse is not None:
+            self.results.remove(reuse)
+        if old_attention is not None:
+            if prepared["attention"] is None:
+                layers.remove(old_attention)
+                yield "removed the old attention layer"
+            else:
+                r.attention = old_attention
         if prepared["attention"] is not None:
             data, kw = prepared["attention"]
-            r.attention = self.viewer.add_image(
-                data, **{**kw, "name": f"{ct_name} attention{suffix}"}
-            )
+            if r.attention is not None:
+                r.attention.data = data
+            else:
+                r.attention = self.viewer.add_image(
+                    data, **{**kw, "name": f"{ct_name} attention{suffix}"}
+                )
             r.extra["attention_all"] = data
             yield "attention layer"
         data, kw = prepared["masks"]
-        r.masks = self.viewer.add_labels(data, **{**kw, "name": f"{ct_name} masks{suffix}"})
-        r.masks.events.paint.connect(self._on_paint)
+        if old_masks is not None:
+            r.masks = old_masks
+            r.masks.data = data
+            r.masks.colormap = kw["colormap"]
+        else:
+            r.masks = self.viewer.add_labels(data, **{**kw, "name": f"{ct_name} masks{suffix}"})
+            r.masks.events.paint.connect(self._on_paint)
         yield "masks layer"
         yield from _warm_glyphs(self.viewer, prepared["glyphs"])
         rects, kw = prepared["boxes"]
-        r.boxes = self.viewer.add_shapes(
-            None,
-            ndim=3,
-            **{
-                k: v
-                for k, v in kw.items()
-                if k not in ("edge_color", "features", "feature_defaults", "shape_type", "name")
-            },
-            name=f"{ct_name} findings{suffix}",
-            features={k: np.empty(0, dtype=object) for k in kw["features"]},
-        )
+        new_boxes = old_boxes is None
+        if old_boxes is not None:
+            r.boxes = old_boxes
+            self._syncing_boxes = True
+            try:
+                with r.boxes.events.data.blocker():
+                    r.boxes.data = []
+            finally:
+                self._syncing_boxes = False
+        else:
+            r.boxes = self.viewer.add_shapes(
+                None,
+                ndim=3,
+                **{
+                    k: v
+                    for k, v in kw.items()
+                    if k not in ("edge_color", "features", "feature_defaults", "shape_type", "name")
+                },
+                name=f"{ct_name} findings{suffix}",
+                features={k: np.empty(0, dtype=object) for k in kw["features"]},
+            )
         yield "boxes layer"
         yield from _add_rectangles(r.boxes, rects, kw)
-        r.boxes.events.data.connect(self._on_boxes_data)
+        if new_boxes:
+            r.boxes.events.data.connect(self._on_boxes_data)
         r.boxes.mode = "select"
+        if ct_name in layers:
+            ct_layer = layers[ct_name]
+            if id(ct_layer) not in self._watched_ct:
+                self._watched_ct.add(id(ct_layer))
+                ct_layer.events.contrast_limits.connect(self._window_changed)
+            r.extra["ct_layer"] = ct_layer
+            if tuple(ct_layer.contrast_limits) != window_limits(*volume.default_window()):
+                self._label_timer.start()
         self.results.append(r)
         self.result = r
         self.viewer.reset_view()
@@ -869,20 +954,58 @@ class ReviewDock(QWidget):
             self._recolor_masks()
 
     def _redraw_boxes(self) -> None:
+        """Bring the boxes layer in line with the session. Only the rectangles of findings whose
+        box changed (moved, resized, added, deleted) are replaced; colours and labels of the others
+        are updated in place (an accept or a kind change re-triangulates nothing)."""
         r = self.result
         if r is None or r.boxes is None:
             return
+        layer = r.boxes
         data, kw, _ = boxes_layer_data(r.session.findings, r.volume)
+        want_ids = list(kw["features"]["finding_id"])
+        have_ids = [str(v) for v in layer.features["finding_id"].to_numpy()]
+        if len(have_ids) != len(layer.data):  # features out of step: start over
+            have_ids = [""] * len(layer.data)
+        want = _groups(want_ids)
+        have = _groups(have_ids)
+        old = layer.data
+        changed = {
+            fid
+            for fid in set(want) | set(have)
+            if not fid
+            or len(want.get(fid, ())) != len(have.get(fid, ()))
+            or any(
+                not np.allclose(old[i], data[j], atol=1e-3)
+                for i, j in zip(have[fid], want[fid], strict=True)
+            )
+        }
+        remove = sorted(i for fid in changed for i in have.get(fid, ()))
+        add = [j for fid in dict.fromkeys(want_ids) if fid in changed for j in want[fid]]
+        # layer order after the edit: kept rectangles as they were, then the re-added ones
+        kept = [i for i in range(len(have_ids)) if i not in set(remove)]
+        order = [want[have_ids[i]][have[have_ids[i]].index(i)] for i in kept] + add
         self._syncing_boxes = True
         try:
-            with r.boxes.events.data.blocker():
-                r.boxes.data = []
-                if data:
-                    r.boxes.add_rectangles(
-                        data, edge_color=kw["edge_color"], face_color="transparent", edge_width=2
+            with layer.events.data.blocker():
+                if remove:
+                    layer.selected_data = set(remove)
+                    layer.remove_selected()
+                if add:
+                    layer.add_rectangles(
+                        [data[j] for j in add],
+                        edge_color=[kw["edge_color"][j] for j in add],
+                        face_color="transparent",
+                        edge_width=2,
                     )
-                r.boxes.features = kw["features"]
-                r.boxes.feature_defaults = kw["feature_defaults"]
+                colors = [kw["edge_color"][j] for j in order]
+                if colors and not np.allclose(
+                    layer.edge_color, _rgba(colors, layer.edge_color.shape)
+                ):
+                    layer.edge_color = colors
+                features = {k: [v[j] for j in order] for k, v in kw["features"].items()}
+                if changed or any(layer.features[k].tolist() != v for k, v in features.items()):
+                    layer.features = features
+                layer.feature_defaults = kw["feature_defaults"]
         finally:
             self._syncing_boxes = False
         if self.selected is not None:
@@ -896,6 +1019,26 @@ class ReviewDock(QWidget):
             rects = box_rectangles(lo, hi, r.volume.shape)
             if any(int(v[0, 0]) == z for v in rects):
                 self._select_box(self.selected, z)
+
+    def _window_changed(self, event: object = None) -> None:
+        self._label_timer.start()  # debounced: a window drag changes the limits many times
+
+    def _recolor_labels(self) -> None:
+        """Pick each box label's text colour again for the CT's current window."""
+        for r in self.results:
+            layer, ct = r.boxes, r.extra.get("ct_layer")
+            if layer is None or ct is None or ct not in self.viewer.layers or not len(layer.data):
+                continue
+            colors = label_text_colors(
+                r.volume,
+                list(layer.data),
+                [str(t) for t in layer.features["label"]],
+                limits=tuple(float(c) for c in ct.contrast_limits),
+            )
+            if layer.features["text_color"].tolist() != colors:
+                features = layer.features.copy()
+                features["text_color"] = colors
+                layer.features = features
 
     def _recolor_masks(self) -> None:
         r = self.result
@@ -986,14 +1129,14 @@ def _add_rectangles(layer, rects: list[np.ndarray], kw: dict[str, Any]):
     every :data:`SLICE_BUDGET_S`), each chunk with its finding's features; at the end the layer
     holds ``rects`` with ``kw``'s features and defaults."""
     features = kw["features"]
-    ids, labels, colors = features["finding_id"], features["label"], kw["edge_color"]
+    ids, colors = features["finding_id"], kw["edge_color"]
     t0 = time.perf_counter()
     i = 0
     while i < len(rects):
         j = i + 1
         while j < len(rects) and j - i < BOX_CHUNK and ids[j] == ids[i]:
             j += 1
-        layer.feature_defaults = {"finding_id": ids[i], "label": labels[i]}
+        layer.feature_defaults = {k: v[i] for k, v in features.items()}
         layer.add_rectangles(
             rects[i:j], edge_color=colors[i:j], face_color="transparent", edge_width=2
         )
@@ -1003,6 +1146,21 @@ def _add_rectangles(layer, rects: list[np.ndarray], kw: dict[str, Any]):
             t0 = time.perf_counter()
     layer.features = features
     layer.feature_defaults = kw["feature_defaults"]
+
+
+def _groups(ids: list[str]) -> dict[str, list[int]]:
+    """Finding id -> positions of its rectangles, in order."""
+    out: dict[str, list[int]] = {}
+    for i, fid in enumerate(ids):
+        out.setdefault(fid, []).append(i)
+    return out
+
+
+def _rgba(colors: list[str], shape: tuple[int, ...]) -> np.ndarray:
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    out = transform_color(colors)
+    return out if out.shape == shape else np.zeros(shape)
 
 
 def _export_available() -> bool:

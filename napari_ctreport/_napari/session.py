@@ -52,6 +52,8 @@ SESSION_SCHEMA = "ctreport.session/1"
 SESSION_FILE = "session.json"
 LABELS_FILE = "labels.npz"
 ATTENTION_FILE = "attention.npz"
+#: Subfolder prefix of a run kept beside the first ("Keep both"): ``run2``, ``run3``, ...
+RUN_PREFIX = "run"
 #: Levels of the uint8 quantisation of the autosaved attention map (values in [0, 1]).
 ATTENTION_LEVELS = 255
 
@@ -92,9 +94,18 @@ def study_key(volume: CTVolume) -> str:
     return h.hexdigest()[:24]
 
 
-def autosave_dir(volume: CTVolume, *, root: str | Path | None = None) -> Path:
-    """The autosave folder of a study (not created)."""
-    return Path(root if root is not None else default_autosave_root()) / study_key(volume)
+def autosave_dir(volume: CTVolume, *, root: str | Path | None = None, run: int = 1) -> Path:
+    """The autosave folder of a study's review (not created): run 1 (the usual single review)
+    in the study's folder, a run kept beside it ("Keep both") in its ``run<N>`` subfolder."""
+    folder = Path(root if root is not None else default_autosave_root()) / study_key(volume)
+    return folder if run <= 1 else folder / f"{RUN_PREFIX}{int(run)}"
+
+
+def _run_of(folder: Path) -> int:
+    name = folder.name
+    if name.startswith(RUN_PREFIX) and name[len(RUN_PREFIX) :].isdigit():
+        return int(name[len(RUN_PREFIX) :])
+    return 1
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -254,6 +265,9 @@ class ReviewSession:
         Name, version and checksum of the model that drafted the findings.
     autosave_root
         Root folder of autosaves; ``None`` disables autosave.
+    run
+        Which of the study's reviews this is: 1, or 2, 3, ... for runs kept beside the first
+        ("Keep both"); each has its own autosave folder (:func:`autosave_dir`).
     attention
         The model's attention map on the CT grid (float16, max 1), or ``None``; autosaved once
         (uint8-quantised) so that a restored review shows it again.
@@ -273,6 +287,7 @@ class ReviewSession:
     model_info: dict[str, str] = field(default_factory=dict)
     draft_findings: list[dict[str, Any]] = field(default_factory=list)
     autosave_root: Path | None = None
+    run: int = 1
     lungs: np.ndarray | None = None
     on_change: Callable[[str, str | None], None] | None = None
     attention: np.ndarray | None = None
@@ -292,8 +307,10 @@ class ReviewSession:
         *,
         autosave_root: str | Path | None = None,
         lungs: np.ndarray | None = None,
+        run: int = 1,
     ) -> ReviewSession:
-        """Start reviewing an :class:`~napari_ctreport.analysis.Analysis` of ``volume``."""
+        """Start reviewing an :class:`~napari_ctreport.analysis.Analysis` of ``volume`` (``run``:
+        see the class attributes)."""
         sentences = {
             s.finding_id: s.text
             for s in analysis.report.sentences
@@ -310,6 +327,7 @@ class ReviewSession:
             model_info=dict(analysis.model_info),
             draft_findings=[f.to_dict() for f in analysis.findings],
             autosave_root=Path(autosave_root) if autosave_root is not None else None,
+            run=int(run),
             lungs=lungs,
             attention=getattr(analysis, "attention", None),
             attention_per_finding=dict(getattr(analysis, "attention_per_finding", None) or {}),
@@ -666,7 +684,7 @@ class ReviewSession:
         """This study's autosave folder, or ``None`` when autosave is off."""
         if self.autosave_root is None:
             return None
-        return autosave_dir(self.volume, root=self.autosave_root)
+        return autosave_dir(self.volume, root=self.autosave_root, run=self.run)
 
     def to_json_dict(self) -> dict[str, Any]:
         """Everything but the volume and the label map, JSON-ready."""
@@ -676,6 +694,7 @@ class ReviewSession:
             "shape_zyx": list(self.volume.shape),
             "saved_at": time.time(),
             "seq": self._seq,
+            "run": self.run,
             "labels_seq": self._labels_seq_saved,
             "model": dict(self.model_info),
             "findings": [f.to_dict() for f in self.findings],
@@ -716,6 +735,18 @@ class ReviewSession:
         folder = autosave_dir(volume, root=root)
         return folder if (folder / SESSION_FILE).is_file() else None
 
+    @classmethod
+    def find_autosaves(cls, volume: CTVolume, *, root: str | Path | None = None) -> list[Path]:
+        """Every autosaved review of ``volume``'s study, run 1 first, then kept runs by number
+        (a run kept beside another is restored beside it)."""
+        folder = autosave_dir(volume, root=root)
+        found = [
+            p
+            for p in [folder, *(folder.glob(f"{RUN_PREFIX}*") if folder.is_dir() else [])]
+            if p.is_dir() and (p / SESSION_FILE).is_file()
+        ]
+        return sorted(found, key=_run_of)
+
     @staticmethod
     def autosave_summary(folder: Path) -> dict[str, Any]:
         """``saved_at``, number of findings and of edits of an autosave (for the restore prompt)."""
@@ -745,6 +776,7 @@ class ReviewSession:
             When the autosave belongs to another grid.
         """
         folder = Path(folder) if folder is not None else autosave_dir(volume, root=root)
+        run = _run_of(folder)
         d = json.loads((folder / SESSION_FILE).read_text())
         if tuple(d["shape_zyx"]) != tuple(volume.shape):
             raise ValueError(
@@ -770,7 +802,10 @@ class ReviewSession:
             edit_log=[EditRecord(**r) for r in d.get("edit_log", [])],
             model_info=dict(d.get("model", {})),
             draft_findings=list(d.get("draft_findings", [])),
-            autosave_root=folder.parent if root is None else Path(root),
+            autosave_root=(folder.parent if run == 1 else folder.parent.parent)
+            if root is None
+            else Path(root),
+            run=run,
         )
         session._seq = int(d.get("seq", 0))
         session._labels_seq_saved = labels_seq
