@@ -268,3 +268,50 @@ def test_constrained_decoding_never_invents_terms_or_numbers(corpus_tokenizer, s
             f.kind.split()
         )
         assert not wrong_kinds & {t.lower() for t in toks}
+
+
+@pytest.mark.parametrize(("peak", "reported"), [(0.6, True), (0.3, False)])
+def test_peak_without_mask_support_needs_a_stronger_heat(monkeypatch, peak, reported):
+    """A heatmap peak whose mask head stayed under its threshold (small, faint lesions) is
+    reported only when its heat reaches score_threshold / SEED_SCORE_FACTOR; its score is scaled
+    down by that factor and its mask is grown around the peak (it covers the lesion)."""
+    import copy
+
+    from napari_ctreport.io import CTVolume
+    from napari_ctreport.model import inference
+    from napari_ctreport.model.registry import from_pretrained
+
+    loaded = copy.copy(from_pretrained(None))
+    net = copy.deepcopy(loaded.net)
+    real = net.encode
+    logit = float(np.log(peak / (1 - peak)))
+
+    def encode(x):
+        out = real(x)
+        dense = torch.nn.functional.avg_pool3d((x > 0.3).float(), 4)  # the lesion, on the heat grid
+        heat = torch.full_like(out["heat"], -12.0)
+        heat[:, 0] = torch.where(dense[:, 0] > 0.2, logit * dense[:, 0] / dense.amax(), -12.0)
+        return {**out, "heat": heat, "mask": torch.full_like(out["mask"], -12.0)}
+
+    monkeypatch.setattr(net, "encode", encode)
+    loaded.net = net
+    arr = np.full((48, 96, 96), -850, dtype=np.int16)
+    zz, yy, xx = np.indices(arr.shape)
+    ball = ((zz - 24) * 2.0) ** 2 + ((yy - 48) * 1.5) ** 2 + ((xx - 40) * 1.5) ** 2 <= 4.0**2
+    arr[ball] = 40
+    vol = CTVolume(array=arr, spacing_zyx=(2.0, 1.5, 1.5), origin_lps=(0.0, 0.0, 0.0))
+    dets = inference.detect(loaded, vol, device="cpu")
+    thr = float(loaded.config["score_threshold"])
+    assert thr / inference.SEED_SCORE_FACTOR <= 0.6 and thr / inference.SEED_SCORE_FACTOR > 0.3
+    if not reported:
+        assert dets == []
+        return
+    assert len(dets) == 1
+    d = dets[0]
+    assert d.score == pytest.approx(peak * inference.SEED_SCORE_FACTOR, rel=0.05)
+    assert np.linalg.norm(d.center_index - np.array([24, 48, 40])) < 3
+    sl = d.mask_slices
+    full = np.zeros(arr.shape, bool)
+    full[sl] = d.mask
+    # the grown mask sits on the lesion (the analysis then refines it on the CT's attenuation)
+    assert full[24, 48, 40] and (full & ball).sum() >= 0.3 * ball.sum()
