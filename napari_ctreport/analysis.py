@@ -36,8 +36,33 @@ SOLID_MIN_HU = -300.0
 #: A "solid nodule" whose mean attenuation is at least this is calcium density: it is reported as
 #: a calcified nodule.
 CALCIFIED_MIN_HU = 200.0
-#: Set to False to switch the three rules above off (used to measure their effect).
+#: A nodule is an opacity in the lung: a nodule candidate with less than this share of aerated
+#: lung (below -500 HU) in the 3 mm shell around its mask lies in the mediastinum or the chest
+#: wall (on real CT: contrast-filled hilar vessels) and is not reported. Juxtapleural nodules keep
+#: about half of their shell in lung; of 62 synthetic validation nodules, 61 had over 15 %.
+MIN_LUNG_CONTACT = 0.05
+#: Shell width (mm) of that check.
+LUNG_CONTACT_SHELL_MM = 3.0
+#: Set to False to switch the rules above off (used to measure their effect).
 PLAUSIBILITY_RULES = True
+
+
+def lung_contact(mask: np.ndarray, *, volume: CTVolume, shell_mm: float = 3.0) -> float:
+    """Share of the voxels within ``shell_mm`` outside ``mask`` that are aerated (< -500 HU)."""
+    from scipy import ndimage as ndi
+
+    idx = np.argwhere(mask)
+    if not idx.size:
+        return 0.0
+    tight = tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0), strict=True))
+    box = _grow_slices(tight, volume, shell_mm + 1.0)
+    dist = ndi.distance_transform_edt(~mask[box], sampling=volume.spacing_zyx)
+    shell = (dist > 0) & (dist <= shell_mm)
+    if not shell.any():
+        return 0.0
+    return float((np.asarray(volume.array[box])[shell] < -500).mean())
+
+
 #: Refine each nodule/mass mask on the CT grid (see :func:`refine_mask`); False switches it off.
 MASK_REFINEMENT = True
 #: Attenuation thresholds of the refinement: half-way between aerated lung (about -850 HU) and
@@ -217,7 +242,8 @@ def _findings_from_detections(
 
     Effusion detections on the same side merge into one finding (union of masks); a nodule or
     mass detection overlapping an effusion, or lying more than 10 mm from both lungs, is dropped.
-    With :data:`PLAUSIBILITY_RULES`, an effusion under :data:`MIN_EFFUSION_ML` is dropped, and a
+    With :data:`PLAUSIBILITY_RULES`, an effusion under :data:`MIN_EFFUSION_ML` and a nodule with
+    less than :data:`MIN_LUNG_CONTACT` aerated lung around it are dropped, and a
     solid nodule or mass is relabelled by its mean HU: below :data:`SOLID_MIN_HU` a ground-glass
     nodule, a solid nodule at or above :data:`CALCIFIED_MIN_HU` a calcified nodule.
     Findings are numbered by decreasing score; ``label`` = number = value in the label map.
@@ -276,6 +302,12 @@ def _findings_from_detections(
                 f.kind = "ground-glass nodule"
             elif f.kind == "solid nodule" and f.mean_hu >= CALCIFIED_MIN_HU:
                 f.kind = "calcified nodule"
+        if (
+            PLAUSIBILITY_RULES
+            and f.kind not in ("mass", "pleural effusion")
+            and lung_contact(mask, volume=volume, shell_mm=LUNG_CONTACT_SHELL_MM) < MIN_LUNG_CONTACT
+        ):
+            continue  # not in the lung: not a nodule
         labels[mask & (labels == 0)] = n
         findings.append(f)
         kept.append(det)

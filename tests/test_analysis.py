@@ -163,6 +163,51 @@ def test_density_rules_relabel_implausible_kinds(hu, kind, expected):
     assert labels.max() == 1
 
 
+@pytest.mark.parametrize(
+    ("where", "kind", "reported"),
+    [
+        ("lung", "solid nodule", True),
+        ("juxtapleural", "solid nodule", True),
+        ("soft tissue", "solid nodule", False),
+        ("soft tissue", "calcified nodule", False),
+        ("soft tissue", "mass", True),  # a mass may invade the mediastinum
+    ],
+)
+def test_a_nodule_must_touch_aerated_lung(where, kind, reported):
+    """A nodule candidate with (almost) no aerated lung around it lies in the mediastinum or the
+    chest wall (a contrast-filled vessel on real CT) and is not a lung nodule."""
+    from napari_ctreport.analysis import _findings_from_detections, lung_contact
+    from napari_ctreport.io.volume import CTVolume
+
+    arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
+    arr[:, :, 40:] = 40.0  # lung on the left half of the image, soft tissue on the right
+    zz, yy, xx = np.mgrid[:40, :80, :80]
+    cx = {"lung": 20, "juxtapleural": 37, "soft tissue": 60}[where]
+    r = 15 if kind == "mass" else 4
+    ball = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - cx) ** 2 <= r**2
+    arr[ball] = 400.0 if kind == "calcified nodule" else 40.0
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    contact = lung_contact(ball, volume=vol)
+    lo, hi = {"lung": (0.95, 1.0), "juxtapleural": (0.3, 0.9), "soft tissue": (0.0, 0.05)}[where]
+    assert lo <= contact <= hi
+    got, _, labels = _findings_from_detections([_fake_detection(kind, ball)], vol, None, None)
+    assert len(got) == int(reported) and labels.max() == int(reported)
+
+
+def test_contrast_vessel_on_real_ct_is_not_a_nodule():
+    """The real contrast chest CT crop has no lung lesion; the model's one candidate there, a
+    contrast-filled vessel beside the right hilum (440 HU, 1.5 % aerated shell), is dropped."""
+    from pathlib import Path
+
+    real = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+    ct = real / "totalsegmentator" / "pulmonary_report" / "ct_cropped.nii.gz"
+    if not ct.is_file():
+        pytest.skip("shared/data/real is not beside the repo")
+    a = analyze(ct, device="cpu")
+    assert [f.kind for f in a.findings] == []
+    assert "No pulmonary nodules" in a.report.text
+
+
 def test_tiny_effusion_is_not_reported():
     """A pleural "effusion" of under 5 ml is below what a CT report mentions."""
     from napari_ctreport.analysis import MIN_EFFUSION_ML, _findings_from_detections
