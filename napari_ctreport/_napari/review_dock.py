@@ -982,7 +982,8 @@ class ReviewDock(QWidget):
         remove = sorted(i for fid in changed for i in have.get(fid, ()))
         add = [j for fid in dict.fromkeys(want_ids) if fid in changed for j in want[fid]]
         # layer order after the edit: kept rectangles as they were, then the re-added ones
-        kept = [i for i in range(len(have_ids)) if i not in set(remove)]
+        removed = set(remove)
+        kept = [i for i in range(len(have_ids)) if i not in removed]
         order = [want[have_ids[i]][have[have_ids[i]].index(i)] for i in kept] + add
         self._syncing_boxes = True
         try:
