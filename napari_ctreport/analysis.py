@@ -36,6 +36,11 @@ SOLID_MIN_HU = -300.0
 #: A "solid nodule" whose mean attenuation is at least this is calcium density: it is reported as
 #: a calcified nodule.
 CALCIFIED_MIN_HU = 200.0
+#: A "calcified nodule" whose mean attenuation is below this has no calcium density: it is
+#: reported as a solid nodule (or, below :data:`SOLID_MIN_HU`, a ground-glass nodule). Half of
+#: :data:`CALCIFIED_MIN_HU`, so that partial volume at the edge of a small calcified nodule does not
+#: flip it.
+CALCIFIED_KEEP_MIN_HU = 100.0
 #: A nodule is an opacity in the lung: a nodule candidate with less than this share of aerated
 #: lung (below -500 HU) in the 3 mm shell around its mask lies in the mediastinum or the chest
 #: wall (on real CT: contrast-filled hilar vessels) and is not reported. Juxtapleural nodules keep
@@ -302,6 +307,12 @@ def _findings_from_detections(
                 f.kind = "ground-glass nodule"
             elif f.kind == "solid nodule" and f.mean_hu >= CALCIFIED_MIN_HU:
                 f.kind = "calcified nodule"
+        elif (
+            PLAUSIBILITY_RULES
+            and f.kind == "calcified nodule"
+            and f.mean_hu < CALCIFIED_KEEP_MIN_HU
+        ):
+            f.kind = "ground-glass nodule" if f.mean_hu < SOLID_MIN_HU else "solid nodule"
         if (
             PLAUSIBILITY_RULES
             and f.kind not in ("mass", "pleural effusion")

@@ -145,6 +145,9 @@ def _fake_detection(kind: str, mask: np.ndarray, score: float = 0.9):
         (600.0, "solid nodule", "calcified nodule"),
         (-600.0, "mass", "ground-glass nodule"),
         (600.0, "mass", "mass"),
+        (40.0, "calcified nodule", "solid nodule"),
+        (-600.0, "calcified nodule", "ground-glass nodule"),
+        (600.0, "calcified nodule", "calcified nodule"),
     ],
 )
 def test_density_rules_relabel_implausible_kinds(hu, kind, expected):
@@ -154,7 +157,7 @@ def test_density_rules_relabel_implausible_kinds(hu, kind, expected):
 
     arr = np.full((40, 60, 60), -850.0, dtype=np.float32)
     zz, yy, xx = np.mgrid[:40, :60, :60]
-    r = 6 if kind == "solid nodule" else 20
+    r = 20 if kind == "mass" else 6
     ball = (zz - 20) ** 2 + (yy - 30) ** 2 + (xx - 30) ** 2 <= r**2
     arr[ball] = hu
     vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
