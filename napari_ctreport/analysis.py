@@ -250,7 +250,8 @@ def _findings_from_detections(
     With :data:`PLAUSIBILITY_RULES`, an effusion under :data:`MIN_EFFUSION_ML` and a nodule with
     less than :data:`MIN_LUNG_CONTACT` aerated lung around it are dropped, and a
     solid nodule or mass is relabelled by its mean HU: below :data:`SOLID_MIN_HU` a ground-glass
-    nodule, a solid nodule at or above :data:`CALCIFIED_MIN_HU` a calcified nodule.
+    nodule, a solid nodule at or above :data:`CALCIFIED_MIN_HU` a calcified nodule; a calcified
+    nodule below :data:`CALCIFIED_KEEP_MIN_HU` a solid (or ground-glass) nodule.
     Findings are numbered by decreasing score; ``label`` = number = value in the label map.
     """
     from .model.inference import check_cancel
