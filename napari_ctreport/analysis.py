@@ -52,15 +52,15 @@ LUNG_CONTACT_SHELL_MM = 3.0
 PLAUSIBILITY_RULES = True
 
 
-def lung_contact(mask: np.ndarray, *, volume: CTVolume, shell_mm: float = 3.0) -> float:
+def lung_contact(
+    mask: np.ndarray, *, volume: CTVolume, shell_mm: float = LUNG_CONTACT_SHELL_MM
+) -> float:
     """Share of the voxels within ``shell_mm`` outside ``mask`` that are aerated (< -500 HU)."""
     from scipy import ndimage as ndi
 
-    idx = np.argwhere(mask)
-    if not idx.size:
+    box = _mask_box(mask, volume, shell_mm + 1.0)
+    if box is None:
         return 0.0
-    tight = tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0), strict=True))
-    box = _grow_slices(tight, volume, shell_mm + 1.0)
     dist = ndi.distance_transform_edt(~mask[box], sampling=volume.spacing_zyx)
     shell = (dist > 0) & (dist <= shell_mm)
     if not shell.any():
@@ -99,12 +99,10 @@ def refine_mask(mask: np.ndarray, *, volume: CTVolume, kind: str) -> np.ndarray:
     thr = REFINE_HU.get(kind)
     if thr is None:
         return mask
-    idx = np.argwhere(mask)
-    if not idx.size:
+    box = _mask_box(mask, volume, REFINE_GROW_MM + 1.0)
+    if box is None:
         return mask
     sp = np.asarray(volume.spacing_zyx, dtype=float)
-    tight = tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0), strict=True))
-    box = _grow_slices(tight, volume, REFINE_GROW_MM + 1.0)
     m = mask[box]
     hu = ndi.gaussian_filter(np.asarray(volume.array[box], dtype=np.float32), (0.0, 0.7, 0.7))
     near = ndi.distance_transform_edt(~m, sampling=sp) <= REFINE_GROW_MM
@@ -233,6 +231,15 @@ def _grow_slices(
     )
 
 
+def _mask_box(mask: np.ndarray, volume: CTVolume, margin_mm: float) -> tuple[slice, ...] | None:
+    """The index box of ``mask``'s voxels grown by ``margin_mm`` (``None`` for an empty mask)."""
+    idx = np.argwhere(mask)
+    if not idx.size:
+        return None
+    tight = tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0), strict=True))
+    return _grow_slices(tight, volume, margin_mm)
+
+
 def _near_lungs(
     slices: tuple[slice, ...], lungs: np.ndarray, volume: CTVolume, margin_mm: float
 ) -> bool:
@@ -317,7 +324,7 @@ def _findings_from_detections(
         if (
             PLAUSIBILITY_RULES
             and f.kind not in ("mass", "pleural effusion")
-            and lung_contact(mask, volume=volume, shell_mm=LUNG_CONTACT_SHELL_MM) < MIN_LUNG_CONTACT
+            and lung_contact(mask, volume=volume) < MIN_LUNG_CONTACT
         ):
             continue  # not in the lung: not a nodule
         labels[mask & (labels == 0)] = n
