@@ -592,5 +592,7 @@ def test_box_layer_follows_edits_in_place(sample_dock, qtbot, autosave, monkeypa
     qtbot.waitUntil(lambda: set(layer.features["text_color"]) == {LABEL_DARK}, timeout=5000)
     ct.contrast_limits = (2000.0, 3000.0)  # everything black: white labels
     qtbot.waitUntil(lambda: set(layer.features["text_color"]) == {LABEL_LIGHT}, timeout=5000)
+    s.set_kind(g.id, next(k for k in KIND_COLORS if k != g.kind))  # keeps the window's colours
+    assert set(layer.features["text_color"]) == {LABEL_LIGHT}
     matches_session_text = layer.text.color  # the text colours come from that feature
     assert matches_session_text.feature == "text_color"

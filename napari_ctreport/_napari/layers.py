@@ -173,11 +173,15 @@ def label_text_colors(
 
 
 def boxes_layer_data(
-    findings: list[Any], volume: CTVolume, *, name: str = "Findings"
+    findings: list[Any],
+    volume: CTVolume,
+    *,
+    name: str = "Findings",
+    limits: tuple[float, float] | None = None,
 ) -> tuple[list[np.ndarray], dict, str]:
     """A napari Shapes layer tuple: axial rectangles of every finding's 3-D box, one per slice,
     with edge colour per kind (grey when rejected) and text ``"F1 solid nodule 0.93"`` in a
-    colour that reads over the CT under it (:func:`label_text_colors`)."""
+    colour that reads over the CT under it shown between ``limits`` (:func:`label_text_colors`)."""
     from ..report.lexicon import KIND_COLORS
 
     data: list[np.ndarray] = []
@@ -191,7 +195,7 @@ def boxes_layer_data(
         ids += [f.id] * len(rects)
         labels += [box_label(f)] * len(rects)
         colors += [REJECTED_COLOR if f.status == "rejected" else KIND_COLORS[f.kind]] * len(rects)
-    text_colors = label_text_colors(volume, data, labels)
+    text_colors = label_text_colors(volume, data, labels, limits=limits)
     kwargs = {
         "name": name,
         "shape_type": "rectangle",

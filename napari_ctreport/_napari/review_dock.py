@@ -961,7 +961,7 @@ class ReviewDock(QWidget):
         if r is None or r.boxes is None:
             return
         layer = r.boxes
-        data, kw, _ = boxes_layer_data(r.session.findings, r.volume)
+        data, kw, _ = boxes_layer_data(r.session.findings, r.volume, limits=self._ct_limits(r))
         want_ids = list(kw["features"]["finding_id"])
         have_ids = [str(v) for v in layer.features["finding_id"].to_numpy()]
         if len(have_ids) != len(layer.data):  # features out of step: start over
@@ -1024,17 +1024,26 @@ class ReviewDock(QWidget):
     def _window_changed(self, event: object = None) -> None:
         self._label_timer.start()  # debounced: a window drag changes the limits many times
 
+    def _ct_limits(self, r: RunResult) -> tuple[float, float] | None:
+        """The display limits of the run's CT layer (``None`` when it is gone: the default
+        window), which the box labels' text colours are picked for."""
+        ct = r.extra.get("ct_layer")
+        if ct is None or ct not in self.viewer.layers:
+            return None
+        lo, hi = ct.contrast_limits
+        return float(lo), float(hi)
+
     def _recolor_labels(self) -> None:
         """Pick each box label's text colour again for the CT's current window."""
         for r in self.results:
-            layer, ct = r.boxes, r.extra.get("ct_layer")
-            if layer is None or ct is None or ct not in self.viewer.layers or not len(layer.data):
+            layer, limits = r.boxes, self._ct_limits(r)
+            if layer is None or limits is None or not len(layer.data):
                 continue
             colors = label_text_colors(
                 r.volume,
                 list(layer.data),
                 [str(t) for t in layer.features["label"]],
-                limits=tuple(float(c) for c in ct.contrast_limits),
+                limits=limits,
             )
             if layer.features["text_color"].tolist() != colors:
                 features = layer.features.copy()
