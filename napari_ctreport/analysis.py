@@ -82,6 +82,18 @@ REFINE_HU = {
 }
 #: How far (mm) the refined mask may extend beyond the network's mask.
 REFINE_GROW_MM = 2.0
+#: Kinds whose boundary is drawn at half maximum: half-way between the lesion's own peak
+#: attenuation and the aerated lung around it, when that is denser than :data:`REFINE_HU`. A
+#: small calcified nodule is blurred by the scanner into a wide halo denser than -500 HU; its
+#: half-maximum contour is close to the nodule (full width at half maximum). For soft-tissue
+#: lesions -500 HU is already about half-way, and a calcified speck inside one must not shrink it.
+REFINE_HALF_MAX = frozenset({"calcified nodule"})
+#: A refinement keeping less than this share of the network's mask is discarded (the mask was
+#: over aerated lung or a vessel crossing it). The network's mask of a small nodule comes from
+#: a 1.5-2 mm grid and is often several times the nodule's volume, so the share is low.
+REFINE_MIN_KEEP = 0.05
+#: Aerated lung attenuation (HU) assumed where no aerated voxel lies near the lesion.
+LUNG_HU = -850.0
 
 
 def refine_mask(mask: np.ndarray, *, volume: CTVolume, kind: str) -> np.ndarray:
@@ -89,10 +101,11 @@ def refine_mask(mask: np.ndarray, *, volume: CTVolume, kind: str) -> np.ndarray:
 
     The network's mask comes from a 1.5-2 mm grid, too coarse to measure a 6 mm nodule. Within
     :data:`REFINE_GROW_MM` of that mask, voxels denser than the kind's threshold
-    (:data:`REFINE_HU`, after light in-plane smoothing against noise) that connect to the mask
-    form the refined mask: the lesion's own boundary, as semi-automatic nodule measurement tools
-    draw it. Effusions, unknown kinds and refinements that lose most of the mask (a mask over
-    aerated lung) keep the network's mask.
+    (:data:`REFINE_HU`, or for :data:`REFINE_HALF_MAX` kinds the half maximum between the lesion
+    and the lung around it where that is higher; after light in-plane smoothing against noise)
+    that connect to the mask form the refined mask: the lesion's own boundary, as semi-automatic nodule measurement tools
+    draw it. Effusions, unknown kinds and refinements that keep under :data:`REFINE_MIN_KEEP` of
+    the mask (a mask over aerated lung) keep the network's mask.
     """
     from scipy import ndimage as ndi
 
@@ -106,17 +119,29 @@ def refine_mask(mask: np.ndarray, *, volume: CTVolume, kind: str) -> np.ndarray:
     m = mask[box]
     hu = ndi.gaussian_filter(np.asarray(volume.array[box], dtype=np.float32), (0.0, 0.7, 0.7))
     near = ndi.distance_transform_edt(~m, sampling=sp) <= REFINE_GROW_MM
+    if kind in REFINE_HALF_MAX and m.any():
+        thr = max(thr, _half_max(hu, m))
     dense = near & (hu > thr)
     lab, n = ndi.label(dense)
     if n == 0:
         return mask
     keep = np.unique(lab[m & dense])
     refined = np.isin(lab, keep[keep > 0])
-    if refined.sum() < 0.25 * m.sum():
+    if refined.sum() < REFINE_MIN_KEEP * m.sum():
         return mask
     out = mask.copy()
     out[box] = refined
     return out
+
+
+def _half_max(hu: np.ndarray, mask: np.ndarray) -> float:
+    """Half-way between a lesion's peak attenuation (the maximum of the lightly smoothed ``hu``
+    within ``mask``) and the aerated lung around it (median of the voxels under -500 HU in
+    ``hu``'s box, or :data:`LUNG_HU`)."""
+    peak = float(hu[mask].max())
+    air = hu[(hu < -500.0) & ~mask]
+    lung = float(np.median(air)) if air.size >= 20 else LUNG_HU
+    return 0.5 * (peak + lung)
 
 
 @dataclass

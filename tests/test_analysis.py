@@ -259,3 +259,29 @@ def test_refine_mask_finds_the_lesion_boundary():
     assert np.array_equal(refine_mask(lung_mask, volume=vol, kind="solid nodule"), lung_mask)
     ball = dist <= 6.0
     assert np.array_equal(refine_mask(ball, volume=vol, kind="pleural effusion"), ball)
+
+
+def test_refine_mask_measures_a_blurred_calcified_nodule_at_half_maximum():
+    """A 3.5 mm calcified nodule blurred by the scanner has a halo denser than -500 HU outside
+    it; the half-maximum boundary measures the nodule, not the halo, even though the nodule is a
+    small share of the network's coarse mask."""
+    from scipy import ndimage as ndi
+
+    from napari_ctreport import analysis
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.measure import measure_mask
+
+    sp = (1.25, 0.7, 0.7)
+    zz, yy, xx = np.mgrid[:40, :80, :80]
+    dist = np.sqrt(((zz - 20) * sp[0]) ** 2 + ((yy - 40) * sp[1]) ** 2 + ((xx - 40) * sp[2]) ** 2)
+    sharp = np.where(dist <= 1.75, 1200.0, -850.0)
+    arr = ndi.gaussian_filter(sharp, np.array([1.0, 0.8, 0.8]) / np.array(sp))  # the scanner PSF
+    arr += np.random.default_rng(1).normal(0, 15, dist.shape)
+    vol = CTVolume(array=arr.astype(np.float32), spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
+    truth = measure_mask(dist <= 1.75, volume=vol)["diameter_mm"]
+    coarse = dist <= 4.0  # the network's mask from its 1.5-2 mm grid
+    d = measure_mask(analysis.refine_mask(coarse, volume=vol, kind="calcified nodule"), volume=vol)
+    assert abs(d["diameter_mm"] - truth) / truth < 0.15, (d["diameter_mm"], truth)
+    # the fixed -500 HU contour alone measures the halo
+    halo = measure_mask((arr > -500) & (dist <= 6.0), volume=vol)["diameter_mm"]
+    assert halo > 1.2 * truth

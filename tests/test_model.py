@@ -270,15 +270,11 @@ def test_constrained_decoding_never_invents_terms_or_numbers(corpus_tokenizer, s
         assert not wrong_kinds & {t.lower() for t in toks}
 
 
-@pytest.mark.parametrize(("peak", "reported"), [(0.6, True), (0.3, False)])
-def test_peak_without_mask_support_needs_a_stronger_heat(monkeypatch, peak, reported):
-    """A heatmap peak whose mask head stayed under its threshold (small, faint lesions) is
-    reported only when its heat reaches score_threshold / SEED_SCORE_FACTOR; its score is scaled
-    down by that factor and its mask is grown around the peak (it covers the lesion)."""
+def _fake_heat_model(monkeypatch, peak: float, channel: int = 0):
+    """The default model with its heat replaced: ``peak`` on the dense voxels (in heatmap
+    ``channel``, 0 = solid nodule) and a mask head that sees nothing."""
     import copy
 
-    from napari_ctreport.io import CTVolume
-    from napari_ctreport.model import inference
     from napari_ctreport.model.registry import from_pretrained
 
     loaded = copy.copy(from_pretrained(None))
@@ -288,30 +284,70 @@ def test_peak_without_mask_support_needs_a_stronger_heat(monkeypatch, peak, repo
 
     def encode(x):
         out = real(x)
-        dense = torch.nn.functional.avg_pool3d((x > 0.3).float(), 4)  # the lesion, on the heat grid
+        dense = torch.nn.functional.avg_pool3d((x > -0.5).float(), 4)  # lesion (> -700 HU)
         heat = torch.full_like(out["heat"], -12.0)
-        heat[:, 0] = torch.where(dense[:, 0] > 0.2, logit * dense[:, 0] / dense.amax(), -12.0)
+        heat[:, channel] = torch.where(dense[:, 0] > 0.2, logit * dense[:, 0] / dense.amax(), -12.0)
         return {**out, "heat": heat, "mask": torch.full_like(out["mask"], -12.0)}
 
     monkeypatch.setattr(net, "encode", encode)
     loaded.net = net
+    return loaded
+
+
+def _lesion_volume(lesion: str):
+    """Aerated lung (-850 HU) with one lesion at index (24, 48, 40): a solid ball (radius 4 mm,
+    40 HU), a ground-glass ball (-550 HU), a vessel (a solid tube of radius 2.5 mm along y) or a
+    solid ball with a vessel leaving it."""
+    from napari_ctreport.io import CTVolume
+
     arr = np.full((48, 96, 96), -850, dtype=np.int16)
     zz, yy, xx = np.indices(arr.shape)
-    ball = ((zz - 24) * 2.0) ** 2 + ((yy - 48) * 1.5) ** 2 + ((xx - 40) * 1.5) ** 2 <= 4.0**2
-    arr[ball] = 40
+    dz, dy, dx = (zz - 24) * 2.0, (yy - 48) * 1.5, (xx - 40) * 1.5
+    if lesion == "tube":
+        region = dz**2 + dx**2 <= 2.5**2
+    elif lesion == "ball on a vessel":
+        region = dz**2 + dy**2 + dx**2 <= 4.0**2
+        region |= (dz**2 + (dx - 3.0) ** 2 <= 2.0**2) & (dy > 0)
+    else:
+        region = dz**2 + dy**2 + dx**2 <= 4.0**2
+    arr[region] = -550 if lesion == "ground-glass" else 40
     vol = CTVolume(array=arr, spacing_zyx=(2.0, 1.5, 1.5), origin_lps=(0.0, 0.0, 0.0))
+    return vol, region
+
+
+@pytest.mark.parametrize(
+    ("peak", "lesion", "blob_check", "factor"),
+    [
+        (0.6, "ball", True, "seed"),  # strong enough without the mask head
+        (0.3, "ball", False, None),  # weak, and the CT is not consulted
+        (0.3, "ball", True, 1.0),  # weak, confirmed by a solid blob on the CT
+        (0.3, "tube", True, None),  # weak, and the CT shows a vessel
+        (0.3, "ball on a vessel", True, None),  # weak, and the ball is not isolated
+        (0.3, "ground-glass", True, None),  # weak, and the CT blob is not solid
+        (0.12, "ball", True, None),  # under BLOB_MIN_HEAT
+    ],
+)
+def test_peak_without_mask_support(monkeypatch, peak, lesion, blob_check, factor):
+    """A heatmap peak whose mask head stayed under its threshold (small, faint lesions) is
+    reported when its heat reaches score_threshold / SEED_SCORE_FACTOR (score scaled down by that
+    factor), or, for a nodule kind with heat >= BLOB_MIN_HEAT, when the CT there is an isolated
+    solid ball (score = heat). Its mask is grown around the peak and covers the lesion."""
+    from napari_ctreport.model import inference
+
+    monkeypatch.setattr(inference, "BLOB_CHECK", blob_check)
+    loaded = _fake_heat_model(monkeypatch, peak)
+    vol, region = _lesion_volume(lesion)
     dets = inference.detect(loaded, vol, device="cpu")
     thr = float(loaded.config["score_threshold"])
     assert thr / inference.SEED_SCORE_FACTOR <= 0.6 and thr / inference.SEED_SCORE_FACTOR > 0.3
-    if not reported:
+    if factor is None:
         assert dets == []
         return
     assert len(dets) == 1
     d = dets[0]
-    assert d.score == pytest.approx(peak * inference.SEED_SCORE_FACTOR, rel=0.05)
+    expected = peak * (inference.SEED_SCORE_FACTOR if factor == "seed" else factor)
+    assert d.score == pytest.approx(expected, rel=0.05)
     assert np.linalg.norm(d.center_index - np.array([24, 48, 40])) < 3
-    sl = d.mask_slices
-    full = np.zeros(arr.shape, bool)
-    full[sl] = d.mask
+    full = d.full_mask(vol.shape)
     # the grown mask sits on the lesion (the analysis then refines it on the CT's attenuation)
-    assert full[24, 48, 40] and (full & ball).sum() >= 0.3 * ball.sum()
+    assert full[24, 48, 40] and (full & region).sum() >= 0.3 * region.sum()

@@ -1,0 +1,70 @@
+"""Hessian blob evidence on the CT (napari_ctreport.model.blob)."""
+
+import numpy as np
+import pytest
+
+from napari_ctreport.model.blob import blob_measure
+
+SPACING = (1.25, 0.7, 0.7)  # a clinical chest CT grid: thin slices, sub-millimetre pixels
+
+
+def _lung(shape=(48, 80, 80)):
+    return np.full(shape, -850.0, dtype=np.float32)
+
+
+def _mm(shape, centre):
+    zz, yy, xx = np.indices(shape, dtype=np.float32)
+    return [(g - c) * s for g, c, s in zip((zz, yy, xx), centre, SPACING, strict=True)]
+
+
+@pytest.mark.parametrize("radius", [2.5, 4.0, 6.0])
+def test_a_solid_ball_is_a_strong_round_blob_at_its_own_scale(radius):
+    ct = _lung()
+    dz, dy, dx = _mm(ct.shape, (24, 40, 40))
+    ct[dz**2 + dy**2 + dx**2 <= radius**2] = 30.0
+    m = blob_measure(ct, spacing_zyx=SPACING, centre_index=(24.4, 40.6, 39.5))
+    assert m.strength >= 150  # solid tissue against aerated lung
+    assert m.ratio > 0.7  # round
+    # the strongest scale grows with the ball (about r / sqrt(3))
+    assert radius / 3.0 <= m.sigma_mm <= radius
+    # isolated: the solid tissue connected to its centre ends at its surface
+    assert radius - 1.0 <= m.extent_mm <= radius + 1.5
+
+
+def test_a_ball_on_a_vessel_or_the_chest_wall_is_not_isolated():
+    ct = _lung()
+    dz, dy, dx = _mm(ct.shape, (24, 40, 40))
+    ct[dz**2 + dy**2 + dx**2 <= 4.0**2] = 30.0
+    free = blob_measure(ct, spacing_zyx=SPACING, centre_index=(24, 40, 40)).extent_mm
+    ct[(dz**2 + (dx - 4.5) ** 2 <= 1.5**2) & (dy > 0)] = 30.0  # a vessel leaving it
+    assert blob_measure(ct, spacing_zyx=SPACING, centre_index=(24, 40, 40)).extent_mm > 2 * free
+    wall = _lung()
+    wall[dz**2 + dy**2 + dx**2 <= 4.0**2] = 30.0
+    wall[:, :, :35] = 40.0  # soft tissue up to x = -4.2 mm: touching the ball
+    assert blob_measure(wall, spacing_zyx=SPACING, centre_index=(24, 40, 40)).extent_mm > 12
+
+
+def test_vessels_ground_glass_and_lung_are_not_solid_blobs():
+    tube = _lung()
+    dz, dy, dx = _mm(tube.shape, (24, 40, 40))
+    tube[dz**2 + dx**2 <= 2.5**2] = 30.0  # a vessel along y
+    m = blob_measure(tube, spacing_zyx=SPACING, centre_index=(24, 40, 40))
+    assert m.ratio < 0.35
+
+    ggo = _lung()
+    ggo[dz**2 + dy**2 + dx**2 <= 4.0**2] = -550.0
+    m = blob_measure(ggo, spacing_zyx=SPACING, centre_index=(24, 40, 40))
+    assert 0 < m.strength < 150 and m.ratio > 0.7  # round but faint
+
+    rng = np.random.default_rng(0)
+    noisy = _lung() + rng.normal(0, 20, size=tube.shape).astype(np.float32)
+    assert blob_measure(noisy, spacing_zyx=SPACING, centre_index=(24, 40, 40)).strength < 50
+
+
+def test_outside_the_volume_is_no_blob_and_edges_are_safe():
+    ct = _lung((10, 20, 20))
+    ct[4:7, 8:12, 8:12] = 30.0
+    assert blob_measure(ct, spacing_zyx=SPACING, centre_index=(-3, 5, 5)).strength == 0.0
+    assert blob_measure(ct, spacing_zyx=SPACING, centre_index=(5, 10, 30)).strength == 0.0
+    m = blob_measure(ct, spacing_zyx=SPACING, centre_index=(0, 0, 0))  # a corner: a patch cut short
+    assert np.isfinite(m.strength) and np.isfinite(m.ratio)
