@@ -33,13 +33,12 @@ MIN_EFFUSION_ML = 5.0
 #: A "solid nodule" or "mass" whose mean attenuation lies below this is in the ground-glass range,
 #: not soft tissue: it is reported as a ground-glass nodule.
 SOLID_MIN_HU = -300.0
-#: A "solid nodule" whose mean attenuation is at least this is calcium density: it is reported as
-#: a calcified nodule.
+#: A "solid nodule" whose densest tenth is at least this holds calcium: it is reported as a
+#: calcified nodule.
 CALCIFIED_MIN_HU = 200.0
-#: A "calcified nodule" whose mean attenuation is below this has no calcium density: it is
-#: reported as a solid nodule (or, below :data:`SOLID_MIN_HU`, a ground-glass nodule). Half of
-#: :data:`CALCIFIED_MIN_HU`, so that partial volume at the edge of a small calcified nodule does not
-#: flip it.
+#: A "calcified nodule" whose mean attenuation is below this, and whose densest tenth is under
+#: :data:`CALCIFIED_MIN_HU`, has no calcium: it is reported as a solid nodule (or, below
+#: :data:`SOLID_MIN_HU`, a ground-glass nodule).
 CALCIFIED_KEEP_MIN_HU = 100.0
 #: A nodule is an opacity in the lung: a nodule candidate with less than this share of aerated
 #: lung (below -500 HU) in the 3 mm shell around its mask lies in the mediastinum or the chest
@@ -265,6 +264,17 @@ def _mask_box(mask: np.ndarray, volume: CTVolume, margin_mm: float) -> tuple[sli
     return _grow_slices(tight, volume, margin_mm)
 
 
+def _calcium(mask: np.ndarray, volume: CTVolume) -> bool:
+    """Whether a lesion holds calcium: its densest tenth (90th percentile) reaches
+    :data:`CALCIFIED_MIN_HU`. The scanner blurs a small calcified nodule into a halo of lower
+    attenuation that pulls its mean far under 200 HU (a blurred 3.5 mm one: mean -96 HU within
+    its -500 HU contour) while its core stays far above (90th percentile 330 HU)."""
+    box = _mask_box(mask, volume, 0.0)
+    if box is None:
+        return False
+    return float(np.percentile(np.asarray(volume.array[box])[mask[box]], 90)) >= CALCIFIED_MIN_HU
+
+
 def _near_lungs(
     slices: tuple[slice, ...], lungs: np.ndarray, volume: CTVolume, margin_mm: float
 ) -> bool:
@@ -281,9 +291,10 @@ def _findings_from_detections(
     mass detection overlapping an effusion, or lying more than 10 mm from both lungs, is dropped.
     With :data:`PLAUSIBILITY_RULES`, an effusion under :data:`MIN_EFFUSION_ML` and a nodule with
     less than :data:`MIN_LUNG_CONTACT` aerated lung around it are dropped, and a
-    solid nodule or mass is relabelled by its mean HU: below :data:`SOLID_MIN_HU` a ground-glass
-    nodule, a solid nodule at or above :data:`CALCIFIED_MIN_HU` a calcified nodule; a calcified
-    nodule below :data:`CALCIFIED_KEEP_MIN_HU` a solid (or ground-glass) nodule.
+    solid nodule or mass is relabelled by its HU: mean below :data:`SOLID_MIN_HU` a ground-glass
+    nodule, a solid nodule whose densest tenth reaches :data:`CALCIFIED_MIN_HU` a calcified nodule
+    (then measured at half maximum); a calcified nodule with a mean below
+    :data:`CALCIFIED_KEEP_MIN_HU` and no such dense tenth a solid (or ground-glass) nodule.
     Findings are numbered by decreasing score; ``label`` = number = value in the label map.
     """
     from .model.inference import check_cancel
@@ -338,12 +349,25 @@ def _findings_from_detections(
         if PLAUSIBILITY_RULES and f.kind in ("solid nodule", "mass"):
             if f.mean_hu < SOLID_MIN_HU:
                 f.kind = "ground-glass nodule"
-            elif f.kind == "solid nodule" and f.mean_hu >= CALCIFIED_MIN_HU:
+            elif f.kind == "solid nodule" and _calcium(mask, volume):
                 f.kind = "calcified nodule"
+                if MASK_REFINEMENT and det.kind != f.kind:
+                    # calcium is measured at half maximum (REFINE_HALF_MAX), not at -500 HU
+                    mask = refine_mask(det.full_mask(volume.shape), volume=volume, kind=f.kind)
+                    f = finding_from_mask(
+                        mask,
+                        volume=volume,
+                        id=f.id,
+                        kind=f.kind,
+                        lungs=lungs,
+                        score=det.score,
+                        label=n,
+                    )
         elif (
             PLAUSIBILITY_RULES
             and f.kind == "calcified nodule"
             and f.mean_hu < CALCIFIED_KEEP_MIN_HU
+            and not _calcium(mask, volume)
         ):
             f.kind = "ground-glass nodule" if f.mean_hu < SOLID_MIN_HU else "solid nodule"
         if (
