@@ -292,8 +292,9 @@ def _findings_from_detections(
     With :data:`PLAUSIBILITY_RULES`, an effusion under :data:`MIN_EFFUSION_ML` and a nodule with
     less than :data:`MIN_LUNG_CONTACT` aerated lung around it are dropped, and a
     solid nodule or mass is relabelled by its HU: mean below :data:`SOLID_MIN_HU` a ground-glass
-    nodule, a solid nodule whose densest tenth reaches :data:`CALCIFIED_MIN_HU` a calcified nodule
-    (then measured at half maximum); a calcified nodule with a mean below
+    nodule, a solid nodule whose densest tenth reaches :data:`CALCIFIED_MIN_HU` (a subsolid one:
+    whose solid part's densest tenth does) a calcified nodule, then measured at half maximum; a
+    calcified nodule with a mean below
     :data:`CALCIFIED_KEEP_MIN_HU` and no such dense tenth a solid (or ground-glass) nodule.
     Findings are numbered by decreasing score; ``label`` = number = value in the label map.
     """
@@ -345,24 +346,20 @@ def _findings_from_detections(
             f.kind = "solid nodule"
         elif f.kind == "solid nodule" and f.diameter_mm > MASS_THRESHOLD_MM:
             f.kind = "mass"
-        # density rules: a "solid" lesion must have soft-tissue attenuation
+        # density rules: a "solid" lesion must have soft-tissue attenuation, and a nodule
+        # holding calcium is a calcified nodule
+        calcified = False
         if PLAUSIBILITY_RULES and f.kind in ("solid nodule", "mass"):
             if f.mean_hu < SOLID_MIN_HU:
                 f.kind = "ground-glass nodule"
-            elif f.kind == "solid nodule" and _calcium(mask, volume):
-                f.kind = "calcified nodule"
-                if MASK_REFINEMENT and det.kind != f.kind:
-                    # calcium is measured at half maximum (REFINE_HALF_MAX), not at -500 HU
-                    mask = refine_mask(det.full_mask(volume.shape), volume=volume, kind=f.kind)
-                    f = finding_from_mask(
-                        mask,
-                        volume=volume,
-                        id=f.id,
-                        kind=f.kind,
-                        lungs=lungs,
-                        score=det.score,
-                        label=n,
-                    )
+            elif f.kind == "solid nodule":
+                calcified = _calcium(mask, volume)
+        elif PLAUSIBILITY_RULES and f.kind in ("part-solid nodule", "ground-glass nodule"):
+            # its dense part, as a solid lesion's boundary (-500 HU) draws it
+            solid = det.full_mask(volume.shape)
+            if MASK_REFINEMENT:
+                solid = refine_mask(solid, volume=volume, kind="solid nodule")
+            calcified = _calcium(solid, volume)
         elif (
             PLAUSIBILITY_RULES
             and f.kind == "calcified nodule"
@@ -370,6 +367,14 @@ def _findings_from_detections(
             and not _calcium(mask, volume)
         ):
             f.kind = "ground-glass nodule" if f.mean_hu < SOLID_MIN_HU else "solid nodule"
+        if calcified:
+            f.kind = "calcified nodule"
+            if MASK_REFINEMENT:
+                # calcium is measured at half maximum (REFINE_HALF_MAX), not at -500 / -750 HU
+                mask = refine_mask(det.full_mask(volume.shape), volume=volume, kind=f.kind)
+                f = finding_from_mask(
+                    mask, volume=volume, id=f.id, kind=f.kind, lungs=lungs, score=det.score, label=n
+                )
         if (
             PLAUSIBILITY_RULES
             and f.kind not in ("mass", "pleural effusion")

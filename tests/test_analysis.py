@@ -285,10 +285,11 @@ def test_refine_mask_measures_a_blurred_calcified_nodule_at_half_maximum():
     # the fixed -500 HU contour alone measures the halo
     halo = measure_mask((arr > -500) & (dist <= 6.0), volume=vol)["diameter_mm"]
     assert halo > 1.2 * truth
-    # detected as a "solid nodule", it is renamed calcified by its density and then measured
+    # detected as another nodule kind, it is renamed calcified by its density and then measured
     # at half maximum too
-    got, _, _ = analysis._findings_from_detections(
-        [_fake_detection("solid nodule", coarse)], vol, None, None
-    )
-    assert [f.kind for f in got] == ["calcified nodule"]
-    assert abs(got[0].diameter_mm - truth) / truth < 0.15, (got[0].diameter_mm, truth)
+    for kind in ("solid nodule", "ground-glass nodule", "part-solid nodule"):
+        got, _, _ = analysis._findings_from_detections(
+            [_fake_detection(kind, coarse)], vol, None, None
+        )
+        assert [f.kind for f in got] == ["calcified nodule"], kind
+        assert abs(got[0].diameter_mm - truth) / truth < 0.15, (kind, got[0].diameter_mm, truth)
