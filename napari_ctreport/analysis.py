@@ -102,8 +102,8 @@ def refine_mask(mask: np.ndarray, *, volume: CTVolume, kind: str) -> np.ndarray:
     :data:`REFINE_GROW_MM` of that mask, voxels denser than the kind's threshold
     (:data:`REFINE_HU`, or for :data:`REFINE_HALF_MAX` kinds the half maximum between the lesion
     and the lung around it where that is higher; after light in-plane smoothing against noise)
-    that connect to the mask form the refined mask: the lesion's own boundary, as semi-automatic nodule measurement tools
-    draw it. Effusions, unknown kinds and refinements that keep under :data:`REFINE_MIN_KEEP` of
+    that connect to the mask form the refined mask: the lesion's own boundary, as semi-automatic
+    nodule measurement tools draw it. Effusions, unknown kinds and refinements that keep under :data:`REFINE_MIN_KEEP` of
     the mask (a mask over aerated lung) keep the network's mask.
     """
     from scipy import ndimage as ndi
@@ -290,12 +290,12 @@ def _findings_from_detections(
     Effusion detections on the same side merge into one finding (union of masks); a nodule or
     mass detection overlapping an effusion, or lying more than 10 mm from both lungs, is dropped.
     With :data:`PLAUSIBILITY_RULES`, an effusion under :data:`MIN_EFFUSION_ML` and a nodule with
-    less than :data:`MIN_LUNG_CONTACT` aerated lung around it are dropped, and a
-    solid nodule or mass is relabelled by its HU: mean below :data:`SOLID_MIN_HU` a ground-glass
-    nodule, a solid nodule whose densest tenth reaches :data:`CALCIFIED_MIN_HU` (a subsolid one:
-    whose solid part's densest tenth does) a calcified nodule, then measured at half maximum; a
-    calcified nodule with a mean below
-    :data:`CALCIFIED_KEEP_MIN_HU` and no such dense tenth a solid (or ground-glass) nodule.
+    less than :data:`MIN_LUNG_CONTACT` aerated lung around it are dropped, and a solid nodule or
+    mass is relabelled by its HU: mean below :data:`SOLID_MIN_HU` a ground-glass nodule, a solid
+    nodule whose densest tenth reaches :data:`CALCIFIED_MIN_HU` (a subsolid one: whose solid
+    part's densest tenth does) a calcified nodule, then measured at half maximum; a calcified
+    nodule with a mean below :data:`CALCIFIED_KEEP_MIN_HU` and no such dense tenth a solid (or
+    ground-glass) nodule.
     Findings are numbered by decreasing score; ``label`` = number = value in the label map.
     """
     from .model.inference import check_cancel
@@ -334,10 +334,10 @@ def _findings_from_detections(
     labels = np.zeros(volume.shape, dtype=np.uint16)
     for det, mask in items:
         n = len(findings) + 1
+        coarse = mask  # the network's mask (an effusion's: merged, never refined)
         if mask is None:
-            mask = det.full_mask(volume.shape)
-            if MASK_REFINEMENT:
-                mask = refine_mask(mask, volume=volume, kind=det.kind)
+            coarse = det.full_mask(volume.shape)
+            mask = refine_mask(coarse, volume=volume, kind=det.kind) if MASK_REFINEMENT else coarse
         f = finding_from_mask(
             mask, volume=volume, id=f"F{n}", kind=det.kind, lungs=lungs, score=det.score, label=n
         )
@@ -356,9 +356,11 @@ def _findings_from_detections(
                 calcified = _calcium(mask, volume)
         elif PLAUSIBILITY_RULES and f.kind in ("part-solid nodule", "ground-glass nodule"):
             # its dense part, as a solid lesion's boundary (-500 HU) draws it
-            solid = det.full_mask(volume.shape)
-            if MASK_REFINEMENT:
-                solid = refine_mask(solid, volume=volume, kind="solid nodule")
+            solid = (
+                refine_mask(coarse, volume=volume, kind="solid nodule")
+                if MASK_REFINEMENT
+                else coarse
+            )
             calcified = _calcium(solid, volume)
         elif (
             PLAUSIBILITY_RULES
@@ -371,7 +373,7 @@ def _findings_from_detections(
             f.kind = "calcified nodule"
             if MASK_REFINEMENT:
                 # calcium is measured at half maximum (REFINE_HALF_MAX), not at -500 / -750 HU
-                mask = refine_mask(det.full_mask(volume.shape), volume=volume, kind=f.kind)
+                mask = refine_mask(coarse, volume=volume, kind=f.kind)
                 f = finding_from_mask(
                     mask, volume=volume, id=f.id, kind=f.kind, lungs=lungs, score=det.score, label=n
                 )

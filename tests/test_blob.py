@@ -55,6 +55,11 @@ def test_vessels_ground_glass_and_lung_are_not_solid_blobs():
     ggo[dz**2 + dy**2 + dx**2 <= 4.0**2] = -550.0
     m = blob_measure(ggo, spacing_zyx=SPACING, centre_index=(24, 40, 40))
     assert 0 < m.strength < 150 and m.ratio > 0.7  # round but faint
+    # with a density floor nothing near it reaches, no Hessian is taken
+    assert blob_measure(ggo, spacing_zyx=SPACING, centre_index=(24, 40, 40), min_hu=-400) == (
+        blob_measure(ggo, spacing_zyx=SPACING, centre_index=(24, 40, 40), sigmas_mm=())
+    )
+    assert blob_measure(ggo, spacing_zyx=SPACING, centre_index=(24, 40, 40), min_hu=-600) == m
 
     rng = np.random.default_rng(0)
     noisy = _lung() + rng.normal(0, 20, size=tube.shape).astype(np.float32)

@@ -270,9 +270,9 @@ def test_constrained_decoding_never_invents_terms_or_numbers(corpus_tokenizer, s
         assert not wrong_kinds & {t.lower() for t in toks}
 
 
-def _fake_heat_model(monkeypatch, peak: float, channel: int = 0):
-    """The default model with its heat replaced: ``peak`` on the dense voxels (in heatmap
-    ``channel``, 0 = solid nodule) and a mask head that sees nothing."""
+def _fake_heat_model(monkeypatch, peak: float):
+    """The default model with its heat replaced: ``peak`` on the dense voxels (of kind 0, solid
+    nodule) and a mask head that sees nothing."""
     import copy
 
     from napari_ctreport.model.registry import from_pretrained
@@ -286,7 +286,7 @@ def _fake_heat_model(monkeypatch, peak: float, channel: int = 0):
         out = real(x)
         dense = torch.nn.functional.avg_pool3d((x > -0.5).float(), 4)  # lesion (> -700 HU)
         heat = torch.full_like(out["heat"], -12.0)
-        heat[:, channel] = torch.where(dense[:, 0] > 0.2, logit * dense[:, 0] / dense.amax(), -12.0)
+        heat[:, 0] = torch.where(dense[:, 0] > 0.2, logit * dense[:, 0] / dense.amax(), -12.0)
         return {**out, "heat": heat, "mask": torch.full_like(out["mask"], -12.0)}
 
     monkeypatch.setattr(net, "encode", encode)

@@ -55,6 +55,7 @@ def blob_measure(
     sigmas_mm: Sequence[float] = BLOB_SIGMAS_MM,
     patch_mm: float = BLOB_PATCH_MM,
     search_mm: float = BLOB_SEARCH_MM,
+    min_hu: float | None = None,
 ) -> BlobMeasure:
     """Measure how blob-like the CT is around a point.
 
@@ -72,6 +73,9 @@ def blob_measure(
         Half-width in mm of the patch around the point that is filtered.
     search_mm
         The strongest response within this distance of the point is taken.
+    min_hu
+        If given and no voxel within ``search_mm`` of the point is denser than this, the
+        Hessians are skipped and a zero measure returned (a cheap test first).
 
     Returns
     -------
@@ -97,6 +101,8 @@ def blob_measure(
     nb = np.ceil(search_mm / sp).astype(int)
     near = tuple(slice(max(int(cc[a] - nb[a]), 0), int(cc[a] + nb[a] + 1)) for a in range(3))
     best = BlobMeasure(0.0, 0.0, 0.0)
+    if min_hu is not None and not (patch[near] > min_hu).any():
+        return best
     at = cc
     for s in sigmas_mm:
         sv = s / sp

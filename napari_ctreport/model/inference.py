@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..io.volume import CTVolume
 from ..report.lexicon import KINDS
-from .blob import BLOB_SEARCH_MM, BLOB_SOLID_HU, BlobMeasure, blob_measure
+from .blob import BLOB_SOLID_HU, BlobMeasure, blob_measure
 
 ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], bool] | threading.Event
@@ -384,9 +384,7 @@ BLOB_EXTENT_MARGIN_MM = 2.0
 BLOB_SAME_MM = 4.0
 
 
-def _ct_blob(
-    volume: CTVolume, prep: Prepared, centre: np.ndarray, heat: float
-) -> BlobMeasure | None:
+def _ct_blob(volume: CTVolume, prep: Prepared, centre: np.ndarray) -> BlobMeasure | None:
     """The isolated solid ball on the CT that confirms a heatmap peak with no mask support (see
     :class:`~.blob.BlobMeasure`), or ``None``.
 
@@ -394,21 +392,14 @@ def _ct_blob(
     synthetic lesions in real CT): the strength and ratio tests alone confirmed 12 missed lesions
     and 16 false peaks, 14 of them on the held-out phantom style, where contrast-dense vessels
     and the mediastinum made blobs; with the isolation test 9 missed lesions and 1 false peak."""
-    if heat < BLOB_MIN_HEAT:
-        return None
-    at = prep.model_to_ct(centre)
-    # cheap test first: a solid ball has solid voxels near its centre (a peak in aerated lung
-    # or fat needs no Hessian; on val this and BLOB_SAME_MM cut the Hessians per case 50 -> 31)
-    sp = np.asarray(volume.spacing_zyx, dtype=float)
-    c = np.round(at).astype(int)
-    r = np.ceil(BLOB_SEARCH_MM / sp).astype(int)
-    lo = np.maximum(c - r, 0)
-    near = np.asarray(
-        volume.array[lo[0] : c[0] + r[0] + 1, lo[1] : c[1] + r[1] + 1, lo[2] : c[2] + r[2] + 1]
+    # min_hu: a solid ball has solid voxels near its centre, so a peak in aerated lung or fat
+    # needs no Hessian (on val this and BLOB_SAME_MM cut the Hessians per case 50 -> 31)
+    m = blob_measure(
+        volume.array,
+        spacing_zyx=volume.spacing_zyx,
+        centre_index=prep.model_to_ct(centre),
+        min_hu=BLOB_SOLID_HU,
     )
-    if near.size == 0 or float(near.max()) <= BLOB_SOLID_HU:
-        return None
-    m = blob_measure(volume.array, spacing_zyx=volume.spacing_zyx, centre_index=at)
     reach = BLOB_MAX_EXTENT_RADII * m.sigma_mm * math.sqrt(3.0) + BLOB_EXTENT_MARGIN_MM
     ok = m.strength >= BLOB_MIN_STRENGTH and m.ratio >= BLOB_MIN_RATIO and m.extent_mm <= reach
     return m if ok else None
@@ -540,7 +531,7 @@ def detect(
                 continue  # the same spot was checked for another kind's peak
             else:
                 check_cancel(cancel)  # a Hessian per peak: keep Cancel responsive
-                if not _ct_blob(volume, prep, centre, score):
+                if not _ct_blob(volume, prep, centre):
                     no_blob.append(centre)
                     continue
             seed = _seed_component(prob, centre, half, mthr)
