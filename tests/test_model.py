@@ -296,8 +296,8 @@ def _fake_heat_model(monkeypatch, peak: float):
 
 def _lesion_volume(lesion: str):
     """Aerated lung (-850 HU) with one lesion at index (24, 48, 40): a solid ball (radius 4 mm,
-    40 HU), a ground-glass ball (-550 HU), a vessel (a solid tube of radius 2.5 mm along y) or a
-    solid ball with a vessel leaving it."""
+    40 HU), a ground-glass ball (-550 HU), a vessel (a solid tube of radius 2.5 mm along y), a
+    solid ball with a vessel (radius 2 mm, or a thin one of 1.2 mm) leaving it."""
     from napari_ctreport.io import CTVolume
 
     arr = np.full((48, 96, 96), -850, dtype=np.int16)
@@ -305,9 +305,10 @@ def _lesion_volume(lesion: str):
     dz, dy, dx = (zz - 24) * 2.0, (yy - 48) * 1.5, (xx - 40) * 1.5
     if lesion == "tube":
         region = dz**2 + dx**2 <= 2.5**2
-    elif lesion == "ball on a vessel":
+    elif lesion in ("ball on a vessel", "ball on a thin vessel"):
         region = dz**2 + dy**2 + dx**2 <= 4.0**2
-        region |= (dz**2 + (dx - 3.0) ** 2 <= 2.0**2) & (dy > 0)
+        r = 2.0 if lesion == "ball on a vessel" else 1.2
+        region |= (dz**2 + (dx - 3.0) ** 2 <= r**2) & (dy > 0)
     else:
         region = dz**2 + dy**2 + dx**2 <= 4.0**2
     arr[region] = -550 if lesion == "ground-glass" else 40
@@ -323,6 +324,7 @@ def _lesion_volume(lesion: str):
         (0.3, "ball", True, 1.0),  # weak, confirmed by a solid blob on the CT
         (0.3, "tube", True, None),  # weak, and the CT shows a vessel
         (0.3, "ball on a vessel", True, None),  # weak, and the ball is not isolated
+        (0.3, "ball on a thin vessel", True, 1.0),  # ... only a thin vessel touches it
         (0.3, "ground-glass", True, None),  # weak, and the CT blob is not solid
         (0.12, "ball", True, None),  # under BLOB_MIN_HEAT
     ],
@@ -349,5 +351,7 @@ def test_peak_without_mask_support(monkeypatch, peak, lesion, blob_check, factor
     assert d.score == pytest.approx(expected, rel=0.05)
     assert np.linalg.norm(d.center_index - np.array([24, 48, 40])) < 3
     full = d.full_mask(vol.shape)
-    # the grown mask sits on the lesion (the analysis then refines it on the CT's attenuation)
-    assert full[24, 48, 40] and (full & region).sum() >= 0.3 * region.sum()
+    # the grown mask sits on the ball (the analysis then refines it on the CT's attenuation)
+    zz, yy, xx = np.indices(vol.shape)
+    ball = region & ((zz - 24) ** 2 * 4.0 + ((yy - 48) ** 2 + (xx - 40) ** 2) * 2.25 <= 16.0)
+    assert full[24, 48, 40] and (full & ball).sum() >= 0.3 * ball.sum()

@@ -24,6 +24,12 @@ BLOB_SEARCH_MM = 3.0
 BLOB_SOLID_HU = -400.0
 #: HU window applied before differentiating, so bone and metal do not dominate.
 BLOB_HU_CLIP = (-1000.0, 400.0)
+#: Radius of the shell for :attr:`BlobMeasure.shell_solid`, in blob radii (``sigma * sqrt(3)``)
+#: plus :data:`BLOB_SHELL_MARGIN_MM`: half a radius beyond the ball's edge.
+BLOB_SHELL_RADII = 1.5
+BLOB_SHELL_MARGIN_MM = 1.0
+#: Half-thickness (mm) of that shell.
+BLOB_SHELL_HALF_MM = 0.75
 
 
 @dataclass(frozen=True)
@@ -39,12 +45,18 @@ class BlobMeasure:
     for a tube or a plate. ``sigma_mm`` is the scale of the strongest response. ``extent_mm``
     is how far (mm) from the blob's centre the solid tissue (> :data:`BLOB_SOLID_HU`) connected
     to it reaches within the patch: about the radius for an isolated nodule, the patch's
-    half-width for a vessel, the chest wall or the mediastinum running on."""
+    half-width for a vessel, the chest wall or the mediastinum running on. ``shell_solid`` is
+    the share of solid voxels on a thin spherical shell around the centre, half a blob radius
+    beyond the ball's edge (:data:`BLOB_SHELL_RADII`): near 0 for a ball in aerated lung, even
+    one a thin vessel touches (the vessel crosses the shell in a small spot), about a quarter or
+    more for a ball on the pleura or the mediastinum (the shell cuts the wall), near 1 inside
+    solid tissue."""
 
     strength: float
     ratio: float
     sigma_mm: float
     extent_mm: float = 0.0
+    shell_solid: float = 1.0
 
 
 def blob_measure(
@@ -125,11 +137,24 @@ def blob_measure(
             at = np.array([near[a].start + k[a] for a in range(3)])
     if best.strength <= 0:
         return best
+    shell = _shell_solid(patch, at, sp, best.sigma_mm)
     comp = _solid_component(patch, at)
     if comp is None:
-        return BlobMeasure(best.strength, best.ratio, best.sigma_mm, 0.0)
+        return BlobMeasure(best.strength, best.ratio, best.sigma_mm, 0.0, shell)
     extent = float(np.sqrt((((np.argwhere(comp) - at) * sp) ** 2).sum(1)).max())
-    return BlobMeasure(best.strength, best.ratio, best.sigma_mm, extent)
+    return BlobMeasure(best.strength, best.ratio, best.sigma_mm, extent, shell)
+
+
+def _shell_solid(patch: np.ndarray, at: np.ndarray, sp: np.ndarray, sigma_mm: float) -> float:
+    """Share of solid voxels (> :data:`BLOB_SOLID_HU`) on the shell of
+    :attr:`BlobMeasure.shell_solid` around ``at`` (the part of it inside ``patch``; 1.0 if none)."""
+    radius = BLOB_SHELL_RADII * sigma_mm * np.sqrt(3.0) + BLOB_SHELL_MARGIN_MM
+    grid = np.ogrid[tuple(slice(0, n) for n in patch.shape)]
+    dist = np.sqrt(sum(((g - at[a]) * sp[a]) ** 2 for a, g in enumerate(grid)))
+    on = np.abs(dist - radius) <= BLOB_SHELL_HALF_MM
+    if not on.any():
+        return 1.0
+    return float((patch[on] > BLOB_SOLID_HU).mean())
 
 
 def _solid_component(patch: np.ndarray, at: np.ndarray) -> np.ndarray | None:
