@@ -173,25 +173,33 @@ def test_density_rules_relabel_implausible_kinds(hu, kind, expected):
         ("juxtapleural", "solid nodule", True),
         ("soft tissue", "solid nodule", False),
         ("soft tissue", "calcified nodule", False),
-        ("soft tissue", "mass", True),  # a mass may invade the mediastinum
+        ("soft tissue", "mass", False),  # chest wall, liver or mediastinum: no lung around it
+        ("invading", "mass", True),  # a lung mass invading the chest wall or the mediastinum
     ],
 )
 def test_a_nodule_must_touch_aerated_lung(where, kind, reported):
-    """A nodule candidate with (almost) no aerated lung around it lies in the mediastinum or the
-    chest wall (a contrast-filled vessel on real CT) and is not a lung nodule."""
+    """A nodule or mass candidate with (almost) no aerated lung around it lies in the
+    mediastinum or the chest wall (a contrast-filled vessel on real CT; on the phantoms, "masses"
+    in the chest wall muscles or the liver dome) and is not a lung lesion. A lung mass that
+    invades the soft tissue still borders aerated lung."""
     from napari_ctreport.analysis import _findings_from_detections, lung_contact
     from napari_ctreport.io.volume import CTVolume
 
     arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
     arr[:, :, 40:] = 40.0  # lung on the left half of the image, soft tissue on the right
     zz, yy, xx = np.mgrid[:40, :80, :80]
-    cx = {"lung": 20, "juxtapleural": 37, "soft tissue": 60}[where]
+    cx = {"lung": 20, "juxtapleural": 37, "soft tissue": 60, "invading": 42}[where]
     r = 15 if kind == "mass" else 4
     ball = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - cx) ** 2 <= r**2
     arr[ball] = 400.0 if kind == "calcified nodule" else 40.0
     vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
     contact = lung_contact(ball, volume=vol)
-    lo, hi = {"lung": (0.95, 1.0), "juxtapleural": (0.3, 0.9), "soft tissue": (0.0, 0.05)}[where]
+    lo, hi = {
+        "lung": (0.95, 1.0),
+        "juxtapleural": (0.3, 0.9),
+        "soft tissue": (0.0, 0.05),
+        "invading": (0.3, 0.7),
+    }[where]
     assert lo <= contact <= hi
     got, _, labels = _findings_from_detections([_fake_detection(kind, ball)], vol, None, None)
     assert len(got) == int(reported) and labels.max() == int(reported)
