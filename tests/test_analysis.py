@@ -219,6 +219,24 @@ def test_contrast_vessel_on_real_ct_is_not_a_nodule():
     assert "No pulmonary nodules" in a.report.text
 
 
+def test_real_abdominal_ct_has_no_findings():
+    """The real abdominal CT (3 mm) shows lesion-free lung bases. Its lungs are the bases, not the
+    stomach and colon gas below them, and the "effusions" the network sees in the chest wall
+    behind the bases (muscle and fat, away from the lung) are not reported."""
+    from pathlib import Path
+
+    from napari_ctreport.report.anatomy import segment_lungs
+
+    real = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+    ct = real / "totalsegmentator" / "example_ct.nii.gz"
+    if not ct.is_file():
+        pytest.skip("shared/data/real is not beside the repo")
+    a = analyze(ct, device="cpu")
+    assert a.findings == []
+    assert "No pulmonary nodules, masses or pleural effusions" in a.report.text
+    assert segment_lungs(a.volume)[95:].any()  # the bases were there to be checked against
+
+
 def test_tiny_effusion_is_not_reported():
     """A pleural "effusion" of under 5 ml is below what a CT report mentions."""
     from napari_ctreport.analysis import MIN_EFFUSION_ML, _findings_from_detections
@@ -239,6 +257,40 @@ def test_tiny_effusion_is_not_reported():
         [_fake_detection("pleural effusion", big)], vol, None, None
     )
     assert [f.kind for f in got] == ["pleural effusion"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "where", "reported"),
+    [
+        ("pleural effusion", "against the lung", True),
+        ("pleural effusion", "chest wall", False),
+        ("mass", "against the lung", True),
+        ("mass", "chest wall", False),
+    ],
+)
+def test_chest_wall_fat_and_muscle_is_not_an_effusion_or_mass(kind, where, reported):
+    """Below the lung bases of a real CT the network saw "effusions" and "masses" in the chest
+    wall: muscle with streaks of fat, away from the lung. Fluid and a lung mass lie against the
+    lung and have no fat in them."""
+    from napari_ctreport.analysis import _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+
+    arr = np.full((40, 80, 80), 40.0, dtype=np.float32)  # soft tissue
+    lungs = np.zeros(arr.shape, dtype=np.uint8)
+    lungs[:, 10:70, 10:40] = 1  # a lung, aerated
+    arr[lungs > 0] = -850.0
+    region = np.zeros(arr.shape, dtype=bool)
+    if where == "against the lung":
+        region[5:35, 20:60, 30:46] = True  # pushing the lung's edge back from x = 40 to 30
+        arr[region] = 10.0 if kind == "pleural effusion" else 35.0
+        lungs[region] = 0
+    else:
+        region[5:35, 20:60, 41:76] = True  # behind the lung: 2 mm from it, 35 mm deep
+        arr[region] = 45.0  # muscle ...
+        arr[region & (np.indices(arr.shape)[2] % 4 == 0)] = -100.0  # ... with a quarter fat
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    got, _, _ = _findings_from_detections([_fake_detection(kind, region)], vol, lungs, None)
+    assert [f.kind for f in got] == ([kind] if reported else [])
 
 
 def test_refine_mask_finds_the_lesion_boundary():

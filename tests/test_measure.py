@@ -109,6 +109,47 @@ def test_lungs_touching_are_split() -> None:
     assert np.nonzero(lungs == 1)[2].mean() < np.nonzero(lungs == 2)[2].mean()
 
 
+def test_gas_in_the_bowel_is_not_lung() -> None:
+    """A chest CT's lowest slices hold the stomach and colon: pure air (about -1000 HU), larger
+    there than the lung bases (lung parenchyma, about -850 HU). Gas is not a lung."""
+    vol = phantom()
+    arr = vol.array.astype(np.float32)
+    nz, ny, nx = arr.shape
+    # a big gas-filled stomach under the left lung, in the lowest slices, and the lungs only
+    # reaching down to the middle of the scan
+    arr[: nz // 2][arr[: nz // 2] < -500] = 40.0
+    z, y, x = np.ogrid[:nz, :ny, :nx]
+    stomach = ((y - ny / 2) / (ny * 0.25)) ** 2 + ((x - nx * 0.55) / (nx * 0.25)) ** 2 <= 1
+    low = nz // 2 - 2  # the diaphragm: two slices of tissue between the stomach and the lungs
+    arr[:low][np.broadcast_to(stomach, arr.shape)[:low]] = -1000.0
+    gut = CTVolume(arr.astype(np.int16), vol.spacing_zyx, vol.origin_lps)
+    lungs = segment_lungs(gut)
+    assert (lungs == 1).any() and (lungs == 2).any()
+    assert not lungs[: nz // 2].any()  # no "lung" in the gas
+
+
+def test_real_abdominal_ct_lung_bases() -> None:
+    """The real abdominal CT (3 mm) shows the lung bases in its top slices and a stomach and colon
+    full of gas below them; the lungs are the bases, on their own sides."""
+    from pathlib import Path
+
+    from napari_ctreport.io.ct import load_ct
+
+    real = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+    ct = real / "totalsegmentator" / "example_ct.nii.gz"
+    if not ct.is_file():
+        pytest.skip("shared/data/real is not beside the repo")
+    vol = load_ct(ct)
+    lungs = segment_lungs(vol)
+    for side in (1, 2):
+        zs = np.nonzero(lungs == side)[0]
+        assert zs.size and zs.min() >= 95  # only the top slices (the gas reaches down to 55)
+        assert np.median(vol.array[lungs == side]) > -900  # parenchyma, not pure air
+    mid = body_midline_x(vol)
+    xs = [vol.index_to_lps(np.argwhere(lungs == s).mean(0))[0] for s in (1, 2)]
+    assert xs[0] < mid < xs[1]  # the patient's right lung at lower LPS x
+
+
 def test_no_lungs() -> None:
     arr = np.full((20, 40, 40), 40, np.int16)
     vol = CTVolume(arr, (2.0, 2.0, 2.0), (0, 0, 0))

@@ -31,6 +31,11 @@ AIR_HU = -400.0
 OUTSIDE_AIR_HU = -960.0
 #: Smallest air region (ml) that can be a lung.
 MIN_LUNG_ML = 30.0
+#: Median HU below which an air region inside the body is gas (stomach, bowel, trachea), not
+#: lung: lung parenchyma is air mixed with tissue and blood (median about -850 HU; -780 to -800
+#: at the lung bases of a real abdominal CT), gas is pure air (-967 and -974 HU in its stomach and
+#: colon, which are larger there than the lung bases).
+GAS_HU = -950.0
 #: Distance (mm) from the midline within which the no-lung fallback says "midline".
 MIDLINE_TOLERANCE_MM = 5.0
 
@@ -182,7 +187,8 @@ def segment_lungs(volume: CTVolume) -> np.ndarray:
     -------
     numpy.ndarray
         ``uint8`` array of the volume's shape: 0 background, 1 the patient's right lung (lower
-        LPS x), 2 the left lung. All zeros when no air region of lung size is found.
+        LPS x), 2 the left lung. All zeros when no air region of lung size is found. Air regions
+        of pure air (median below :data:`GAS_HU`: stomach, bowel, trachea) are not lungs.
     """
     strides = _strides(volume)
     small = _small(volume, strides)
@@ -193,7 +199,10 @@ def segment_lungs(volume: CTVolume) -> np.ndarray:
         lab, m = ndi.label(inner)
         voxel_ml = float(np.prod(np.asarray(volume.spacing_zyx) * np.asarray(strides))) / 1000.0
         sizes = np.bincount(lab.ravel())[1:] * voxel_ml if m else np.zeros(0)
-        cands = [int(i) + 1 for i in np.argsort(sizes)[::-1] if sizes[i] >= MIN_LUNG_ML][:2]
+        big_ids = [int(i) + 1 for i in np.argsort(sizes)[::-1] if sizes[i] >= MIN_LUNG_ML]
+        medians = ndi.median(small, lab, big_ids) if big_ids else []
+        cands = [i for i, med in zip(big_ids, np.atleast_1d(medians), strict=True)
+                 if med >= GAS_HU][:2]  # fmt: skip
         if cands:
             mid, truncated = _body_midline_small(small, outside)
             big = lab == cands[0]
