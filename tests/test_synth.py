@@ -355,3 +355,21 @@ def test_synth_cli_grid_options(tmp_path: Path) -> None:
     assert vol.shape[1:] == (64, 64) and 0.6 <= vol.spacing_zyx[2] <= 1.0
     assert main(["synth", "--out", str(out), "--cases", "1", "--shape", "20x48"]) == 2
     assert main(["synth", "--out", str(out), "--cases", "1", "--spacing", "a,b"]) == 2
+
+
+def test_effusion_is_one_dependent_crescent() -> None:
+    """Free pleural fluid collects in the back of the chest: a synthetic effusion is one
+    connected posterior crescent, not also a strip in front of the heart or scattered specks."""
+    from scipy import ndimage as ndi
+
+    seen = 0
+    for seed in range(900000, 900012):
+        c = generate_case(seed=seed, shape=(96, 128, 128))
+        for f in c.findings:
+            if f.kind != "pleural effusion":
+                continue
+            seen += 1
+            m = c.labels == f.label
+            assert ndi.label(m)[1] == 1, f"seed {seed}: effusion in pieces"
+            assert np.nonzero(m)[1].mean() > m.shape[1] / 2  # the posterior half (LPS +y)
+    assert seen >= 2

@@ -211,6 +211,10 @@ def effusion_mask(
 
     For every (slice, column) the deepest ``depth(z)`` mm of lung next to the posterior chest
     wall becomes fluid; the depth is largest at the base and tapers to nothing at the meniscus.
+    Only the largest connected piece is kept: in columns where the heart or the diaphragm dome
+    fills the back of the chest, the deepest lung lies far anterior, and free fluid does not
+    collect there (those columns gave a detached anterior strip and scattered specks, which made
+    the ground-truth axial diameter span the whole hemithorax).
     """
     sz, sy, _ = spacing
     nz, ny, _ = lung_side.shape
@@ -228,6 +232,9 @@ def effusion_mask(
     ymax = ny - 1 - np.argmax(lung_side[:, ::-1, :], axis=1)  # (nz, nx)
     yi = np.arange(ny)[None, :, None]
     mask = lung_side & (yi >= (ymax[:, None, :] - depth[:, None, None])) & has[:, None, :]
+    lab, n = ndi.label(mask)
+    if n > 1:
+        mask = lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
     return mask
 
 
