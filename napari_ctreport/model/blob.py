@@ -48,9 +48,9 @@ class BlobMeasure:
     half-width for a vessel, the chest wall or the mediastinum running on. ``shell_solid`` is
     the share of solid voxels on a thin spherical shell around the centre, half a blob radius
     beyond the ball's edge (:data:`BLOB_SHELL_RADII`): near 0 for a ball in aerated lung, even
-    one a thin vessel touches (the vessel crosses the shell in a small spot), about a quarter or
-    more for a ball on the pleura or the mediastinum (the shell cuts the wall), near 1 inside
-    solid tissue."""
+    one a thin vessel touches (the vessel crosses the shell in a small spot, 1-3 %), more for a
+    ball on the pleura or the mediastinum (the wall cuts a cap off the shell: 7-8 % for a ball
+    just touching a flat wall, more the deeper it sits in it), near 1 inside solid tissue."""
 
     strength: float
     ratio: float

@@ -381,8 +381,9 @@ BLOB_MAX_EXTENT_RADII = 2.5
 BLOB_EXTENT_MARGIN_MM = 2.0
 #: ... unless the shell half a radius beyond the ball's edge is almost all aerated lung
 #: (:attr:`~.blob.BlobMeasure.shell_solid` at most this): then what the solid tissue runs on
-#: through is a thin vessel touching the ball. A nodule on the pleura or the mediastinum (a
-#: quarter or more of that shell solid) is left to the network.
+#: through is a thin vessel touching the ball (1-3 % in unit tests). A nodule on the pleura or
+#: the mediastinum (7-8 % for one just touching a flat wall, more for one set into it) is left
+#: to the network.
 BLOB_MAX_SHELL_SOLID = 0.05
 #: A peak within this distance (mm) of one the CT did not confirm is not checked again (the
 #: heatmaps of several kinds often peak on the same spot).
