@@ -324,9 +324,9 @@ def _findings_from_detections(
     Effusion detections on the same side merge into one finding (union of masks); a nodule or
     mass detection overlapping an effusion, or lying more than 10 mm from both lungs, is dropped.
     With :data:`PLAUSIBILITY_RULES`, an effusion under :data:`MIN_EFFUSION_ML`, an effusion or
-    mass of chest wall fat and muscle (:func:`_chest_wall`) and a nodule or
-    mass with less than :data:`MIN_LUNG_CONTACT` aerated lung around it are dropped, and a solid
-    nodule or mass is relabelled by its HU: mean below :data:`SOLID_MIN_HU` a ground-glass nodule, a solid
+    mass of chest wall fat and muscle (:func:`_chest_wall`) and a nodule or mass with less than
+    :data:`MIN_LUNG_CONTACT` aerated lung around it are dropped, and a solid nodule or mass is
+    relabelled by its HU: mean below :data:`SOLID_MIN_HU` a ground-glass nodule, a solid
     nodule whose densest tenth reaches :data:`CALCIFIED_MIN_HU` (a subsolid one: whose solid
     part's densest tenth does) a calcified nodule, then measured at half maximum; a calcified
     nodule with a mean below :data:`CALCIFIED_KEEP_MIN_HU` and no such dense tenth a solid (or

@@ -219,19 +219,13 @@ def test_contrast_vessel_on_real_ct_is_not_a_nodule():
     assert "No pulmonary nodules" in a.report.text
 
 
-def test_real_abdominal_ct_has_no_findings():
+def test_real_abdominal_ct_has_no_findings(shared_data):
     """The real abdominal CT (3 mm) shows lesion-free lung bases. Its lungs are the bases, not the
     stomach and colon gas below them, and the "effusions" the network sees in the chest wall
     behind the bases (muscle and fat, away from the lung) are not reported."""
-    from pathlib import Path
-
     from napari_ctreport.report.anatomy import segment_lungs
 
-    real = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-    ct = real / "totalsegmentator" / "example_ct.nii.gz"
-    if not ct.is_file():
-        pytest.skip("shared/data/real is not beside the repo")
-    a = analyze(ct, device="cpu")
+    a = analyze(shared_data / "real" / "totalsegmentator" / "example_ct.nii.gz", device="cpu")
     assert a.findings == []
     assert "No pulmonary nodules, masses or pleural effusions" in a.report.text
     assert segment_lungs(a.volume)[95:].any()  # the bases were there to be checked against

@@ -128,18 +128,12 @@ def test_gas_in_the_bowel_is_not_lung() -> None:
     assert not lungs[: nz // 2].any()  # no "lung" in the gas
 
 
-def test_real_abdominal_ct_lung_bases() -> None:
+def test_real_abdominal_ct_lung_bases(shared_data) -> None:
     """The real abdominal CT (3 mm) shows the lung bases in its top slices and a stomach and colon
     full of gas below them; the lungs are the bases, on their own sides."""
-    from pathlib import Path
-
     from napari_ctreport.io.ct import load_ct
 
-    real = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-    ct = real / "totalsegmentator" / "example_ct.nii.gz"
-    if not ct.is_file():
-        pytest.skip("shared/data/real is not beside the repo")
-    vol = load_ct(ct)
+    vol = load_ct(shared_data / "real" / "totalsegmentator" / "example_ct.nii.gz")
     lungs = segment_lungs(vol)
     for side in (1, 2):
         zs = np.nonzero(lungs == side)[0]

@@ -200,9 +200,8 @@ def segment_lungs(volume: CTVolume) -> np.ndarray:
         voxel_ml = float(np.prod(np.asarray(volume.spacing_zyx) * np.asarray(strides))) / 1000.0
         sizes = np.bincount(lab.ravel())[1:] * voxel_ml if m else np.zeros(0)
         big_ids = [int(i) + 1 for i in np.argsort(sizes)[::-1] if sizes[i] >= MIN_LUNG_ML]
-        medians = ndi.median(small, lab, big_ids) if big_ids else []
-        cands = [i for i, med in zip(big_ids, np.atleast_1d(medians), strict=True)
-                 if med >= GAS_HU][:2]  # fmt: skip
+        medians = np.atleast_1d(ndi.median(small, lab, big_ids)) if big_ids else []
+        cands = [i for i, med in zip(big_ids, medians, strict=True) if med >= GAS_HU][:2]
         if cands:
             mid, truncated = _body_midline_small(small, outside)
             big = lab == cands[0]
