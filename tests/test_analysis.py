@@ -205,15 +205,10 @@ def test_a_nodule_must_touch_aerated_lung(where, kind, reported):
     assert len(got) == int(reported) and labels.max() == int(reported)
 
 
-def test_contrast_vessel_on_real_ct_is_not_a_nodule():
+def test_contrast_vessel_on_real_ct_is_not_a_nodule(shared_data):
     """The real contrast chest CT crop has no lung lesion; the model's one candidate there, a
     contrast-filled vessel beside the right hilum (440 HU, 1.5 % aerated shell), is dropped."""
-    from pathlib import Path
-
-    real = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-    ct = real / "totalsegmentator" / "pulmonary_report" / "ct_cropped.nii.gz"
-    if not ct.is_file():
-        pytest.skip("shared/data/real is not beside the repo")
+    ct = shared_data / "real" / "totalsegmentator" / "pulmonary_report" / "ct_cropped.nii.gz"
     a = analyze(ct, device="cpu")
     assert [f.kind for f in a.findings] == []
     assert "No pulmonary nodules" in a.report.text
