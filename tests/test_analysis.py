@@ -205,6 +205,57 @@ def test_a_nodule_must_touch_aerated_lung(where, kind, reported):
     assert len(got) == int(reported) and labels.max() == int(reported)
 
 
+@pytest.mark.parametrize(
+    ("lesion", "score", "reported"),
+    [
+        ("ball", 0.2, True),  # a solid ball: a strong blob on the CT
+        ("vessel", 0.2, False),  # a vessel the network is unsure about: no blob
+        ("vessel", 0.5, True),  # ... which the network is sure of is left to it
+    ],
+)
+def test_a_low_scored_solid_nodule_needs_a_solid_blob(lesion, score, reported):
+    """A solid nodule scored under FAINT_MAX_SCORE where the CT shows no solid blob (a hilar
+    vessel, a vessel junction) is not reported."""
+    from napari_ctreport import analysis
+    from napari_ctreport.io.volume import CTVolume
+
+    assert analysis.FAINT_MAX_SCORE > 0.2 and analysis.FAINT_MAX_SCORE <= 0.5
+    arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
+    zz, yy, xx = np.mgrid[:40, :80, :80]
+    ball = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 <= 4**2
+    if lesion == "ball":
+        arr[ball] = 40.0
+    else:
+        arr[(zz - 20) ** 2 + (xx - 40) ** 2 <= 3**2] = 40.0  # a 6 mm vessel along y
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    det = _fake_detection("solid nodule", ball, score=score)
+    got, _, _ = analysis._findings_from_detections([det], vol, None, None)
+    assert [f.kind for f in got] == (["solid nodule"] if reported else [])
+
+
+def test_part_solid_nodule_gets_its_solid_component_measured():
+    """A part-solid nodule's solid component (its part denser than -500 HU) is measured into
+    ``solid_diameter_mm``: the report names it and the follow-up depends on it."""
+    from napari_ctreport.analysis import _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.writer import write_report
+
+    arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
+    zz, yy, xx = np.mgrid[:40, :80, :80]
+    r2 = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2
+    arr[r2 <= 8**2] = -600.0  # a 16 mm ground-glass nodule ...
+    arr[r2 <= 4**2] = 40.0  # ... with an 8 mm solid core
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    det = _fake_detection("part-solid nodule", r2 <= 8**2)
+    (f,), _, _ = _findings_from_detections([det], vol, None, None)
+    assert f.kind == "part-solid nodule"
+    assert 15.0 <= f.diameter_mm <= 18.0
+    assert 7.5 <= f.attributes["solid_diameter_mm"] <= 9.5
+    rep = write_report([f])
+    assert "solid component" in rep.findings
+    assert "suspicious" in rep.impression.lower() or "PET" in rep.impression  # solid part >= 6 mm
+
+
 def test_contrast_vessel_on_real_ct_is_not_a_nodule(shared_data):
     """The real contrast chest CT crop has no lung lesion; the model's one candidate there, a
     contrast-filled vessel beside the right hilum (440 HU, 1.5 % aerated shell), is dropped."""

@@ -86,3 +86,56 @@ def test_outside_the_volume_is_no_blob_and_edges_are_safe():
     assert blob_measure(ct, spacing_zyx=SPACING, centre_index=(5, 10, 30)).strength == 0.0
     m = blob_measure(ct, spacing_zyx=SPACING, centre_index=(0, 0, 0))  # a corner: a patch cut short
     assert np.isfinite(m.strength) and np.isfinite(m.ratio)
+
+
+def _chest(shape=(40, 120, 120)):
+    """Soft tissue (40 HU) around a box of aerated lung (-850 HU); the lung mask (1 inside)."""
+    ct = np.full(shape, 40.0, dtype=np.float32)
+    lungs = np.zeros(shape, dtype=np.uint8)
+    inner = (slice(4, shape[0] - 4), slice(10, shape[1] - 10), slice(10, shape[2] - 10))
+    ct[inner] = -850.0
+    lungs[inner] = 1
+    return ct, lungs
+
+
+def _put_ball(ct, centre, radius, hu=40.0):
+    dz, dy, dx = _mm(ct.shape, centre)
+    ct[dz**2 + dy**2 + dx**2 <= radius**2] = hu
+
+
+def _near(cands, centre, mm=3.0):
+    return any(np.linalg.norm((np.asarray(c) - centre) * SPACING) <= mm for c, _ in cands)
+
+
+def test_nodule_candidates_find_isolated_balls_not_vessels_or_wall():
+    from napari_ctreport.model.blob import nodule_candidates
+
+    ct, lungs = _chest()
+    free, thin, wall = (20, 35, 35), (20, 80, 40), (20, 60, 105)
+    _put_ball(ct, free, 4.0)  # an isolated 8 mm nodule
+    _put_ball(ct, thin, 3.5)  # a 7 mm nodule a thin vessel touches
+    dz, dy, dx = _mm(ct.shape, thin)
+    ct[(dz**2 + (dx - 3.0) ** 2 <= 1.0**2) & (dy > 0)] = 40.0
+    _put_ball(ct, wall, 4.0)  # a ball set into the chest wall (x index 110 on; 3.5 mm away)
+    dz, dy, dx = _mm(ct.shape, (20, 60, 60))
+    ct[(dz**2 + dx**2 <= 2.5**2) & (np.abs(dy) <= 25)] = 40.0  # a 5 mm vessel along y, 50 mm
+    ct[(dz**2 + dy**2 <= 0.9**2) & (np.abs(dx) <= 25)] = 40.0  # a thin vessel along x
+    cands = nodule_candidates(ct, spacing_zyx=SPACING, lungs=lungs)
+    assert _near(cands, free) and _near(cands, thin)
+    assert not _near(cands, wall, mm=6.0)
+    assert len(cands) == 2  # nothing on the vessels
+    # candidates are CT indices, with the radius of the ball their core suggests
+    assert all(np.all((c >= 0) & (c < ct.shape)) for c, _ in cands)
+    radii = sorted(r for _, r in cands)
+    assert 2.0 <= radii[0] <= 4.5 and 3.0 <= radii[1] <= 5.5  # the 7 mm and the 8 mm nodule
+    # no lungs, no candidates
+    assert nodule_candidates(ct, spacing_zyx=SPACING, lungs=np.zeros_like(lungs)) == []
+
+
+def test_nodule_candidates_ignore_tissue_outside_the_lungs():
+    from napari_ctreport.model.blob import nodule_candidates
+
+    ct, lungs = _chest()
+    _put_ball(ct, (20, 60, 60), 4.0)
+    lungs[:, :, 50:70] = 0  # the ball lies outside the (here, cut) lung mask
+    assert not _near(nodule_candidates(ct, spacing_zyx=SPACING, lungs=lungs), (20, 60, 60))

@@ -355,3 +355,73 @@ def test_peak_without_mask_support(monkeypatch, peak, lesion, blob_check, factor
     zz, yy, xx = np.indices(vol.shape)
     ball = region & ((zz - 24) ** 2 * 4.0 + ((yy - 48) ** 2 + (xx - 40) ** 2) * 2.25 <= 16.0)
     assert full[24, 48, 40] and (full & ball).sum() >= 0.3 * ball.sum()
+
+
+@pytest.mark.parametrize(
+    ("lesion", "found"),
+    [("ball", True), ("ball on a thin vessel", True), ("tube", False), ("ground-glass", False)],
+)
+def test_nodule_on_the_ct_where_the_heatmap_has_no_peak(monkeypatch, lesion, found):
+    """Given the lungs, detect() also reports an isolated solid ball on the CT that no heatmap
+    peak marked (heat 0.05, under the score threshold), at a score from its blob strength; not a
+    vessel or a ground-glass ball, and nothing without the lungs or with CT_CANDIDATES off."""
+    from napari_ctreport.model import inference
+
+    loaded = _fake_heat_model(monkeypatch, 0.05)
+    vol, region = _lesion_volume(lesion)
+    lungs = np.zeros(vol.shape, dtype=np.uint8)
+    lungs[4:-4, 8:-8, 8:-8] = 1
+    thr = float(loaded.config["score_threshold"])
+    assert inference.detect(loaded, vol, device="cpu") == []
+    dets = inference.detect(loaded, vol, device="cpu", lungs=lungs)
+    if not found:
+        assert dets == []
+        return
+    assert len(dets) == 1
+    d = dets[0]
+    assert d.kind == "solid nodule"  # what the CT shows; the analysis may call it calcified
+    assert thr <= d.score <= inference.CT_CANDIDATE_MAX_SCORE
+    assert np.linalg.norm((d.center_index - np.array([24, 48, 40])) * vol.spacing_zyx) < 3
+    full = d.full_mask(vol.shape)
+    assert full[24, 48, 40] and (full & region).sum() >= 0.3 * (region & ~_vessel(region)).sum()
+    assert d.attention.sum() == pytest.approx(1.0, abs=1e-3)  # the network's own attention
+    monkeypatch.setattr(inference, "CT_CANDIDATES", False)
+    assert inference.detect(loaded, vol, device="cpu", lungs=lungs) == []
+
+
+def _vessel(region):
+    """The part of ``region`` outside the 4 mm ball of :func:`_lesion_volume`."""
+    zz, yy, xx = np.indices(region.shape)
+    ball = (zz - 24) ** 2 * 4.0 + ((yy - 48) ** 2 + (xx - 40) ** 2) * 2.25 <= 16.0
+    return region & ~ball
+
+
+def test_a_component_between_thick_slices_still_reaches_the_ct():
+    """A model-grid mask component one model voxel (2 mm) thick can fall between the centres of
+    3 mm CT slices; it must still mark the CT voxels under it (a small nodule on thick slices was
+    lost this way), not vanish."""
+    from napari_ctreport.model.inference import Prepared, _component_mask_ct
+
+    # CT: 3 mm slices, 1 mm pixels; model grid: 2 mm x 1.5 mm x 1.5 mm
+    step = np.array([2.0 / 3.0, 1.5, 1.5])
+    prep = Prepared(
+        array=np.zeros((1, 1, 1), np.float32),
+        valid_shape=(30, 40, 40),
+        crop_lo=np.zeros(3),
+        step=step,
+        spacing=step * np.array([3.0, 1.0, 1.0]),
+    )
+    prob = np.zeros((30, 40, 40), np.float32)
+    prob[7, 20:22, 20:22] = 0.6  # model z 7 lies at CT z 4.67: between slices 4 and 5
+    box = (slice(6, 9), slice(19, 23), slice(19, 23))
+    comp = prob[box] > 0.5
+    res = _component_mask_ct(prep, prob[box], comp, box, (20, 60, 60), 0.5)
+    assert res is not None
+    slices, m = res
+    full = np.zeros((20, 60, 60), bool)
+    full[slices] = m
+    zs, ys, xs = np.nonzero(full)
+    assert set(zs) <= {4, 5}
+    # in-plane it covers the component's footprint: model 19.5-21.5 -> CT 29.25-32.25
+    assert ys.min() >= 29 and ys.max() <= 33 and xs.min() >= 29 and xs.max() <= 33
+    assert full.sum() >= 4

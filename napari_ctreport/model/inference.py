@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..io.volume import CTVolume
 from ..report.lexicon import KINDS
-from .blob import BLOB_SOLID_HU, BlobMeasure, blob_measure
+from .blob import BLOB_SIGMAS_MM, BLOB_SOLID_HU, BlobMeasure, blob_measure, nodule_candidates
 
 ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], bool] | threading.Event
@@ -340,6 +340,19 @@ def _component_mask_ct(
     m = vals >= threshold
     if not m.any():
         m = ndimage.map_coordinates(comp.astype(np.float32), coords, order=0) > 0.5
+    if not m.any():
+        # a component thinner than the CT's slices falls between their centres (a small nodule
+        # on 3-5 mm slices): each of its voxels marks the CT voxels within its footprint (half a
+        # model voxel around it), or the one nearest to it along an axis where none is
+        for v in np.argwhere(comp) + lo_m + 1.0:
+            a = prep.model_to_ct(v - 0.5) - lo_c
+            b = prep.model_to_ct(v + 0.5) - lo_c
+            near = np.round(prep.model_to_ct(v) - lo_c).astype(int)
+            i0 = np.where(np.ceil(a) <= np.floor(b), np.ceil(a), near).astype(int)
+            i1 = np.where(np.ceil(a) <= np.floor(b), np.floor(b), near).astype(int) + 1
+            i0, i1 = np.maximum(i0, 0), np.minimum(i1, m.shape)
+            if np.all(i1 > i0):
+                m[i0[0] : i1[0], i0[1] : i1[1], i0[2] : i1[2]] = True
         if not m.any():
             return None
     lab, n = ndimage.label(m)
@@ -389,6 +402,22 @@ BLOB_MAX_SHELL_SOLID = 0.05
 #: heatmaps of several kinds often peak on the same spot).
 BLOB_SAME_MM = 4.0
 
+#: Look for isolated solid nodules on the CT itself (:func:`~.blob.nodule_candidates`) where the
+#: heatmap has no peak, when :func:`detect` is given the lungs; ``ct_candidates`` in a model's
+#: config overrides it.
+CT_CANDIDATES = True
+#: A nodule found on the CT alone scores the score threshold times its blob strength over
+#: :data:`BLOB_MIN_STRENGTH` (so it is reported, and ranks by how clear it is), at most this.
+CT_CANDIDATE_MAX_SCORE = 0.3
+#: A candidate whose blob strength at the two scales nearest its size is under this share of
+#: :data:`BLOB_MIN_STRENGTH` is not tested further.
+CT_CANDIDATE_QUICK = 0.7
+#: The kind a CT candidate is reported as: what the CT shows is a solid ball (the analysis then
+#: calls it calcified when it holds calcium). On the validation sets the heatmap's strongest
+#: nodule kind at the candidates' places named 2 of 5 found nodules right, this 3 of 5 (the other
+#: two were part-solid).
+CT_CANDIDATE_KIND = KINDS.index("solid nodule")
+
 
 def _ct_blob(volume: CTVolume, prep: Prepared, centre: np.ndarray) -> BlobMeasure | None:
     """The isolated solid ball on the CT that confirms a heatmap peak with no mask support (see
@@ -412,6 +441,70 @@ def _ct_blob(volume: CTVolume, prep: Prepared, centre: np.ndarray) -> BlobMeasur
     isolated = m.extent_mm <= reach or m.shell_solid <= BLOB_MAX_SHELL_SOLID
     ok = m.strength >= BLOB_MIN_STRENGTH and m.ratio >= BLOB_MIN_RATIO and isolated
     return m if ok else None
+
+
+def _ct_candidates(
+    volume: CTVolume,
+    prep: Prepared,
+    lungs: np.ndarray,
+    kept: list[dict[str, Any]],
+    maps: dict[str, np.ndarray],
+    prob: np.ndarray,
+    thr: float,
+    mthr: float,
+    nms_mm: float,
+    cancel: CancelCheck | None,
+) -> list[dict[str, Any]]:
+    """Isolated solid nodules on the CT (:func:`~.blob.nodule_candidates` confirmed by
+    :func:`_ct_blob`) farther than ``nms_mm`` from every kept peak, as entries of ``kept``.
+
+    On the phantom sets (val, val_alt; 45 cases) and two sets of synthetic lesions in real CT (30
+    cases) this found 6 nodules the heatmap had missed (heat there 0.06-0.10; five of 6-9 mm) and 3
+    false ones (phantom vessel ends and junctions, blob strength 151-159); nothing on the three
+    unmodified real CTs."""
+    sp_ct = np.asarray(volume.spacing_zyx, dtype=float)
+    done = [prep.model_to_ct(d["centre"]) for d in kept]
+    cells = np.array(maps["heat"].shape[1:]) - 1
+    out: list[dict[str, Any]] = []
+    for c_ct, radius in nodule_candidates(volume.array, spacing_zyx=sp_ct, lungs=lungs):
+        check_cancel(cancel)
+        if any(np.linalg.norm((c_ct - d) * sp_ct) < nms_mm for d in done):
+            continue
+        # a quick look at the two scales nearest the core's size first (most candidates are
+        # short vessel pieces with a weak blob; the full test takes six scales)
+        near = sorted(BLOB_SIGMAS_MM, key=lambda s: abs(s - radius / math.sqrt(3.0)))[:2]
+        quick = blob_measure(
+            volume.array,
+            spacing_zyx=sp_ct,
+            centre_index=c_ct,
+            sigmas_mm=near,
+            patch_mm=3.0 * max(near) + 4.0,
+            min_hu=BLOB_SOLID_HU,
+        )
+        if quick.strength < CT_CANDIDATE_QUICK * BLOB_MIN_STRENGTH:
+            continue
+        centre = prep.ct_to_model(c_ct)
+        m = _ct_blob(volume, prep, centre)
+        if m is None:
+            continue
+        cell = tuple(int(v) for v in np.clip(np.floor(centre / 4.0).astype(int), 0, cells))
+        half = np.maximum(m.sigma_mm * math.sqrt(3.0) / prep.spacing, 1.0)
+        seed = _seed_component(prob, centre, half, mthr)
+        if seed is None:
+            continue
+        done.append(c_ct)
+        score = min(CT_CANDIDATE_MAX_SCORE, thr * m.strength / BLOB_MIN_STRENGTH)
+        out.append(
+            {
+                "kind": CT_CANDIDATE_KIND,
+                "score": score,
+                "centre": centre,
+                "cell": cell,
+                "comp": None,
+                "seed": seed,
+            }
+        )
+    return out
 
 
 def _seed_component(
@@ -456,8 +549,14 @@ def detect(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     batch_size: int | None = None,
+    lungs: np.ndarray | None = None,
 ) -> list[Detection]:
-    """Find abnormalities in ``volume`` with a loaded model (:class:`~.registry.LoadedModel`)."""
+    """Find abnormalities in ``volume`` with a loaded model (:class:`~.registry.LoadedModel`).
+
+    Findings come from the heatmap peaks; with ``lungs`` (lung labels on the CT grid) also from
+    isolated solid nodules on the CT that no peak marked (:data:`CT_CANDIDATES`), each confirmed
+    by :func:`_ct_blob` and then treated like a peak (the network's mask, attention and features
+    at its place)."""
     from scipy import ndimage
 
     cfg = loaded.config
@@ -573,6 +672,9 @@ def detect(
         )
         if len(kept) >= int(cfg.get("max_findings", 20)):
             break
+    if lungs is not None and bool(cfg.get("ct_candidates", CT_CANDIDATES)):
+        kept += _ct_candidates(volume, prep, lungs, kept, maps, prob, thr, mthr, nms_mm, cancel)
+        kept = kept[: int(cfg.get("max_findings", 20))]
     if progress:
         progress(0.9, f"{len(kept)} candidate findings")
     detections: list[Detection] = []
