@@ -281,10 +281,11 @@ def _grow_slices(
 
 def _mask_box(mask: np.ndarray, volume: CTVolume, margin_mm: float) -> tuple[slice, ...] | None:
     """The index box of ``mask``'s voxels grown by ``margin_mm`` (``None`` for an empty mask)."""
-    idx = np.argwhere(mask)
-    if not idx.size:
+    from .report.measure import tight_box
+
+    tight = tight_box(mask)
+    if tight is None:
         return None
-    tight = tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0), strict=True))
     return _grow_slices(tight, volume, margin_mm)
 
 

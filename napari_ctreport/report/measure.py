@@ -77,6 +77,20 @@ def axial_diameters(
     return max(best[0], 0.0), best[1], best[2]
 
 
+def tight_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest index box holding every voxel of ``mask`` (``None`` if it is empty).
+
+    Found from the mask's projections on the axes, which on a full-size CT is many times faster
+    than listing its voxels."""
+    box = []
+    for ax in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        if not hit.size:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def measure_mask(mask: np.ndarray, *, volume: CTVolume) -> dict[str, Any]:
     """Measure a lesion mask on a CT volume.
 
@@ -103,19 +117,22 @@ def measure_mask(mask: np.ndarray, *, volume: CTVolume) -> dict[str, Any]:
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != volume.shape:
         raise ValueError(f"mask shape {mask.shape} differs from volume shape {volume.shape}")
-    idx = np.argwhere(mask)
-    if idx.size == 0:
+    box = tight_box(mask)
+    if box is None:
         raise ValueError("cannot measure an empty mask")
+    lo = np.array([b.start for b in box])
+    sub = mask[box]
+    idx = np.argwhere(sub) + lo
     spacing = np.asarray(volume.spacing_zyx)
-    d, s, z = axial_diameters(mask, spacing_zyx=volume.spacing_zyx)
+    d, s, z = axial_diameters(sub, spacing_zyx=volume.spacing_zyx)
     lo_idx = idx.min(axis=0) - 0.5
     hi_idx = idx.max(axis=0) + 0.5
     return {
         "diameter_mm": float(d),
         "short_axis_mm": float(s),
-        "axial_slice": int(z),
+        "axial_slice": int(z) + int(lo[0]),
         "volume_ml": float(len(idx) * np.prod(spacing) / 1000.0),
-        "mean_hu": float(volume.array[mask].mean()),
+        "mean_hu": float(np.asarray(volume.array[box])[sub].mean()),
         "center_lps_mm": tuple(float(v) for v in volume.index_to_lps(idx.mean(axis=0))),
         "bbox_lps_mm": (
             tuple(float(v) for v in volume.index_to_lps(lo_idx)),
