@@ -375,7 +375,9 @@ def _findings_from_detections(
     part's densest tenth does) a calcified nodule, then measured at half maximum; a calcified
     nodule with a mean below :data:`CALCIFIED_KEEP_MIN_HU` and no such dense tenth a solid (or
     ground-glass) nodule.
-    Findings are numbered by decreasing score; ``label`` = number = value in the label map.
+    Findings are numbered by decreasing score; ``label`` = number = value in the label map, where
+    a voxel belongs to the highest-scored finding covering it (a finding left with no voxel of its
+    own lies wholly inside a higher-scored one and is dropped as the same lesion).
     """
     from .model.inference import check_cancel
     from .report.measure import axial_diameters, finding_from_mask
@@ -475,7 +477,10 @@ def _findings_from_detections(
             continue  # chest wall fat and muscle
         if PLAUSIBILITY_RULES and _faint_solid(f, volume):
             continue  # the network is unsure and the CT shows no solid blob there
-        labels[mask & (labels == 0)] = n
+        own = mask & (labels == 0)
+        if not own.any():
+            continue  # wholly inside a higher-scored finding's region: the same lesion
+        labels[own] = n
         findings.append(f)
         kept.append(det)
     return findings, kept, labels

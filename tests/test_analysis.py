@@ -256,6 +256,31 @@ def test_part_solid_nodule_gets_its_solid_component_measured():
     assert "suspicious" in rep.impression.lower() or "PET" in rep.impression  # solid part >= 6 mm
 
 
+def test_a_finding_inside_a_higher_scored_one_is_dropped():
+    """Every reported finding owns voxels of the label map (export checks it): a detection wholly
+    inside a higher-scored finding's region is the same lesion and is not reported again; one
+    partly inside keeps the rest."""
+    from napari_ctreport.analysis import _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+
+    arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
+    zz, yy, xx = np.mgrid[:40, :80, :80]
+    big = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 <= 17**2
+    inner = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 45) ** 2 <= 4**2
+    edge = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 57) ** 2 <= 4**2
+    arr[big | edge] = 40.0
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    dets = [
+        _fake_detection("mass", big, score=0.8),
+        _fake_detection("solid nodule", inner, score=0.5),
+        _fake_detection("solid nodule", edge, score=0.4),
+    ]
+    got, _, labels = _findings_from_detections(dets, vol, None, None)
+    assert [f.kind for f in got] == ["mass", "solid nodule"]
+    assert all((labels == f.label).any() for f in got)
+    assert got[1].center_lps_mm[0] > 50  # the nodule on the edge, not the one inside
+
+
 def test_contrast_vessel_on_real_ct_is_not_a_nodule(shared_data):
     """The real contrast chest CT crop has no lung lesion; the model's one candidate there, a
     contrast-filled vessel beside the right hilum (440 HU, 1.5 % aerated shell), is dropped."""

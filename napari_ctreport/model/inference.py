@@ -459,9 +459,9 @@ def _ct_candidates(
     :func:`_ct_blob`) farther than ``nms_mm`` from every kept peak, as entries of ``kept``.
 
     On the phantom sets (val, val_alt; 45 cases) and two sets of synthetic lesions in real CT (30
-    cases) this found 6 nodules the heatmap had missed (heat there 0.06-0.10; five of 6-9 mm) and 3
-    false ones (phantom vessel ends and junctions, blob strength 151-159); nothing on the three
-    unmodified real CTs."""
+    cases) this found 5 nodules the heatmap had missed (4.7-9 mm, heat there 0.06-0.10) and 2
+    false ones (a phantom vessel junction and a vessel end, blob strength 151 and 153); nothing
+    on the three unmodified real CTs."""
     sp_ct = np.asarray(volume.spacing_zyx, dtype=float)
     done = [prep.model_to_ct(d["centre"]) for d in kept]
     cells = np.array(maps["heat"].shape[1:]) - 1
