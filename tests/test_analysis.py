@@ -256,6 +256,23 @@ def test_part_solid_nodule_gets_its_solid_component_measured():
     assert "suspicious" in rep.impression.lower() or "PET" in rep.impression  # solid part >= 6 mm
 
 
+@pytest.mark.parametrize(("radius", "reported"), [(0, False), (3, True)])
+def test_a_speck_is_not_a_nodule(radius, reported):
+    """A "nodule" under MIN_NODULE_MM (one voxel of 1 mm) is not reported;
+    a 7 mm one is."""
+    from napari_ctreport.analysis import MIN_NODULE_MM, _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+
+    assert MIN_NODULE_MM == 3.0
+    arr = np.full((40, 60, 60), -850.0, dtype=np.float32)
+    zz, yy, xx = np.mgrid[:40, :60, :60]
+    ball = (zz - 20) ** 2 + (yy - 30) ** 2 + (xx - 30) ** 2 <= radius**2
+    arr[ball] = 40.0
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    got, _, _ = _findings_from_detections([_fake_detection("solid nodule", ball)], vol, None, None)
+    assert len(got) == int(reported)
+
+
 def test_a_finding_inside_a_higher_scored_one_is_dropped():
     """Every reported finding owns voxels of the label map (export checks it): a detection wholly
     inside a higher-scored finding's region is the same lesion and is not reported again; one
