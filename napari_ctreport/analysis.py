@@ -21,6 +21,7 @@ import numpy as np
 from .io.volume import CTVolume
 from .report.findings import Finding
 from .report.guidelines import MASS_THRESHOLD_MM
+from .report.measure import tight_box
 from .report.writer import Report, Sentence, write_report
 
 log = logging.getLogger(__name__)
@@ -285,8 +286,6 @@ def _grow_slices(
 
 def _mask_box(mask: np.ndarray, volume: CTVolume, margin_mm: float) -> tuple[slice, ...] | None:
     """The index box of ``mask``'s voxels grown by ``margin_mm`` (``None`` for an empty mask)."""
-    from .report.measure import tight_box
-
     tight = tight_box(mask)
     if tight is None:
         return None

@@ -25,6 +25,11 @@ BLOB_SEARCH_MM = 3.0
 BLOB_SOLID_HU = -400.0
 #: HU window applied before differentiating, so bone and metal do not dominate.
 BLOB_HU_CLIP = (-1000.0, 400.0)
+#: A ball is isolated when no solid tissue connected to it lies farther than this many blob
+#: radii (``sigma * sqrt(3)``) plus :data:`BLOB_EXTENT_MARGIN_MM` from its centre (used by the
+#: detector's blob test and by :func:`nodule_candidates`).
+BLOB_MAX_EXTENT_RADII = 2.5
+BLOB_EXTENT_MARGIN_MM = 2.0
 #: Radius of the shell for :attr:`BlobMeasure.shell_solid`, in blob radii (``sigma * sqrt(3)``)
 #: plus :data:`BLOB_SHELL_MARGIN_MM`: half a radius beyond the ball's edge.
 BLOB_SHELL_RADII = 1.5
@@ -289,9 +294,10 @@ def nodule_candidates(
             continue
         tb = tissue_boxes[tid - 1]
         half_span = 0.5 * float((np.array([s.stop - s.start for s in tb]) * ssp).max())
-        reach = 2.5 * radius + 2.0
+        reach = BLOB_MAX_EXTENT_RADII * radius + BLOB_EXTENT_MARGIN_MM
         if half_span > reach:
-            shell = _coarse_shell(solid, centre, ssp, 1.5 * radius + 1.0)
+            shell_r = BLOB_SHELL_RADII * radius + BLOB_SHELL_MARGIN_MM
+            shell = _coarse_shell(solid, centre, ssp, shell_r)
             if shell > CANDIDATE_MAX_SHELL:
                 continue
         found.append((elong, centre * st + [b.start for b in box], radius))

@@ -19,7 +19,15 @@ import torch.nn.functional as F
 
 from ..io.volume import CTVolume
 from ..report.lexicon import KINDS
-from .blob import BLOB_SIGMAS_MM, BLOB_SOLID_HU, BlobMeasure, blob_measure, nodule_candidates
+from .blob import (
+    BLOB_EXTENT_MARGIN_MM,
+    BLOB_MAX_EXTENT_RADII,
+    BLOB_SIGMAS_MM,
+    BLOB_SOLID_HU,
+    BlobMeasure,
+    blob_measure,
+    nodule_candidates,
+)
 
 ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], bool] | threading.Event
@@ -387,11 +395,9 @@ BLOB_MIN_HEAT = 0.15
 BLOB_MIN_STRENGTH = 150.0
 #: ... a roughly round shape (flattest / steepest curvature; a vessel is near 0) ...
 BLOB_MIN_RATIO = 0.35
-#: ... and no solid tissue connected to it farther than this many blob radii (sigma * sqrt(3))
-#: plus :data:`BLOB_EXTENT_MARGIN_MM` from its centre: an isolated ball, not the end of a vessel,
-#: a rib or the mediastinum ...
-BLOB_MAX_EXTENT_RADII = 2.5
-BLOB_EXTENT_MARGIN_MM = 2.0
+#: ... and no solid tissue connected to it farther than :data:`~.blob.BLOB_MAX_EXTENT_RADII`
+#: blob radii (sigma * sqrt(3)) plus :data:`~.blob.BLOB_EXTENT_MARGIN_MM` from its centre: an
+#: isolated ball, not the end of a vessel, a rib or the mediastinum ...
 #: ... unless the shell half a radius beyond the ball's edge is almost all aerated lung
 #: (:attr:`~.blob.BlobMeasure.shell_solid` at most this): then what the solid tissue runs on
 #: through is a thin vessel touching the ball (1-3 % in unit tests). A nodule on the pleura or
