@@ -422,9 +422,12 @@ def _findings_from_detections(
     for det, mask in items:
         n = len(findings) + 1
         coarse = mask  # the network's mask (an effusion's: merged, never refined)
+        # a mask drawn on the CT itself (a nodule on the pleura) is final: refining it would grow
+        # it into the wall it sits on
+        refine = MASK_REFINEMENT and not det.extra.get("ct_mask")
         if mask is None:
             coarse = det.full_mask(volume.shape)
-            mask = refine_mask(coarse, volume=volume, kind=det.kind) if MASK_REFINEMENT else coarse
+            mask = refine_mask(coarse, volume=volume, kind=det.kind) if refine else coarse
         f = finding_from_mask(
             mask, volume=volume, id=f"F{n}", kind=det.kind, lungs=lungs, score=det.score, label=n
         )
@@ -443,11 +446,7 @@ def _findings_from_detections(
                 calcified = _calcium(mask, volume)
         elif PLAUSIBILITY_RULES and f.kind in ("part-solid nodule", "ground-glass nodule"):
             # its dense part, as a solid lesion's boundary (-500 HU) draws it
-            solid = (
-                refine_mask(coarse, volume=volume, kind="solid nodule")
-                if MASK_REFINEMENT
-                else coarse
-            )
+            solid = refine_mask(coarse, volume=volume, kind="solid nodule") if refine else coarse
             calcified = _calcium(solid, volume)
             if f.kind == "part-solid nodule":
                 # the solid component's size decides the follow-up (Fleischner 2017)
@@ -465,7 +464,7 @@ def _findings_from_detections(
             f.kind = "ground-glass nodule" if f.mean_hu < SOLID_MIN_HU else "solid nodule"
         if calcified:
             f.kind = "calcified nodule"
-            if MASK_REFINEMENT:
+            if refine:
                 # calcium is measured at half maximum (REFINE_HALF_MAX), not at -500 / -750 HU
                 mask = refine_mask(coarse, volume=volume, kind=f.kind)
                 f = finding_from_mask(

@@ -435,3 +435,26 @@ def test_refine_mask_measures_a_blurred_calcified_nodule_at_half_maximum():
         )
         assert [f.kind for f in got] == ["calcified nodule"], kind
         assert abs(got[0].diameter_mm - truth) / truth < 0.15, (kind, got[0].diameter_mm, truth)
+
+
+@pytest.mark.parametrize("drawn_on_ct", [True, False])
+def test_a_mask_drawn_on_the_ct_is_not_refined_into_the_wall(drawn_on_ct):
+    """A nodule on the pleura comes with its own mask drawn on the CT (``extra["ct_mask"]``):
+    it is measured as it is; refining it would grow it 2 mm into the chest wall it sits on, as a
+    network mask of the same voxels is."""
+    from napari_ctreport.analysis import _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+
+    arr = np.full((40, 60, 60), -850.0, dtype=np.float32)
+    arr[:, :, 40:] = 40.0  # the chest wall
+    zz, yy, xx = np.mgrid[:40, :60, :60]
+    ball = ((zz - 20) ** 2 + (yy - 30) ** 2 + (xx - 38) ** 2 <= 5**2) & (xx < 40)
+    arr[ball] = 40.0
+    det = _fake_detection("solid nodule", ball, score=0.5)
+    if drawn_on_ct:
+        det.extra["ct_mask"] = True
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    (f,), _, labels = _findings_from_detections([det], vol, None, None)
+    in_wall = int((labels[:, :, 40:] > 0).sum())
+    assert (in_wall == 0) == drawn_on_ct
+    assert (f.diameter_mm <= 11.0) == drawn_on_ct  # the 10 mm ball, not ball + wall

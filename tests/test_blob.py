@@ -139,3 +139,50 @@ def test_nodule_candidates_ignore_tissue_outside_the_lungs():
     _put_ball(ct, (20, 60, 60), 4.0)
     lungs[:, :, 50:70] = 0  # the ball lies outside the (here, cut) lung mask
     assert not _near(nodule_candidates(ct, spacing_zyx=SPACING, lungs=lungs), (20, 60, 60))
+
+
+def _wall_chest(shape=(40, 100, 100)):
+    """Aerated lung (-850 HU) with a flat chest wall (40 HU) from x index 70 on; the lung mask
+    stops at the wall, as the lung segmentation draws it (a nodule on the wall lies outside)."""
+    ct = np.full(shape, -850.0, dtype=np.float32)
+    ct[:, :, 70:] = 40.0
+    ct[:3], ct[-3:] = 40.0, 40.0
+    lungs = (ct < -500).astype(np.uint8)
+    return ct, lungs
+
+
+def test_wall_candidates_find_a_nodule_on_the_pleura_not_the_wall_or_a_free_ball():
+    from napari_ctreport.model.blob import nodule_candidates, wall_bump_mask, wall_candidates
+
+    ct, lungs = _wall_chest()
+    on_wall = (20, 50, 66)  # a 9 mm ball whose centre lies 2.8 mm in front of the wall
+    _put_ball(ct, on_wall, 4.5)
+    _put_ball(ct, (20, 25, 30), 4.0)  # a free ball: nodule_candidates' business
+    dz, dy, dx = _mm(ct.shape, (20, 80, 60))
+    ct[(dz**2 + dy**2 <= 2.0**2) & (dx >= -20) & (dx <= 8)] = 40.0  # a vessel into the wall
+    lungs = lungs & (ct < -500)  # the wall nodule (and vessel) are not lung
+    bumps = wall_candidates(ct, spacing_zyx=SPACING, lungs=lungs)
+    near = [b for b in bumps if np.linalg.norm((b.centre - on_wall) * SPACING) <= 4.0]
+    assert len(near) == 1
+    b = near[0]
+    assert b.lung_share >= 0.6 and b.wall_share >= 0.05 and b.elongation <= 2.2
+    assert 3.0 <= b.radius_mm <= 7.0
+    # the free ball is not a wall bump, and the isolated-ball search does not find the wall one
+    assert not any(np.linalg.norm((x.centre - (20, 25, 30)) * SPACING) <= 6 for x in bumps)
+    assert not _near(nodule_candidates(ct, spacing_zyx=SPACING, lungs=lungs), on_wall, mm=6.0)
+    # the vessel that runs into the wall is too long to be a bump
+    assert not any(x.elongation <= 2.2 and abs(x.centre[1] - 80) * 0.7 < 4 for x in bumps)
+    # the bump's own mask: the part standing out of the wall, not the wall behind it
+    slices, mask = wall_bump_mask(
+        ct, spacing_zyx=SPACING, centre_index=b.centre, radius_mm=b.radius_mm
+    )
+    full = np.zeros(ct.shape, dtype=bool)
+    full[slices] = mask
+    assert full[on_wall] and full[:, :, 70:].sum() <= 0.2 * full.sum()
+    ys = np.nonzero(full[20].any(axis=1))[0]
+    assert 7.0 <= (ys.max() - ys.min() + 1) * SPACING[1] <= 11.0  # about the 9 mm ball
+    # a flat wall alone, or no lungs: nothing
+    flat, flat_lungs = _wall_chest()
+    assert wall_candidates(flat, spacing_zyx=SPACING, lungs=flat_lungs) == []
+    assert wall_candidates(ct, spacing_zyx=SPACING, lungs=np.zeros_like(lungs)) == []
+    assert wall_bump_mask(flat, spacing_zyx=SPACING, centre_index=on_wall, radius_mm=5.0) is None

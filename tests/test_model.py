@@ -389,6 +389,56 @@ def test_nodule_on_the_ct_where_the_heatmap_has_no_peak(monkeypatch, lesion, fou
     assert inference.detect(loaded, vol, device="cpu", lungs=lungs) == []
 
 
+def _wall_volume(on_wall: bool):
+    """Aerated lung (-850 HU) with a chest wall (40 HU) from x index 64 on and, if ``on_wall``,
+    a 9 mm solid ball resting on the wall (centre 4.5 mm in front of it, index (24, 48, 61)); the
+    lung mask stops at the wall and the ball, as the lung segmentation draws them."""
+    from napari_ctreport.io import CTVolume
+
+    arr = np.full((48, 96, 96), -850, dtype=np.int16)
+    arr[:, :, 64:] = 40
+    zz, yy, xx = np.indices(arr.shape)
+    ball = ((zz - 24) * 2.0) ** 2 + ((yy - 48) * 1.5) ** 2 + ((xx - 61.0) * 1.5) ** 2 <= 4.5**2
+    if on_wall:
+        arr[ball] = 40
+    lungs = np.zeros(arr.shape, dtype=np.uint8)
+    lungs[4:-4, 8:-8, 8:64] = 1
+    lungs[arr > -500] = 0
+    return CTVolume(array=arr, spacing_zyx=(2.0, 1.5, 1.5), origin_lps=(0.0, 0.0, 0.0)), lungs, ball
+
+
+@pytest.mark.parametrize(("on_wall", "min_heat"), [(True, None), (False, None), (True, 0.6)])
+def test_nodule_on_the_pleura(monkeypatch, on_wall, min_heat):
+    """Given the lungs, detect() reports a ball on the chest wall that the network saw with
+    nodule heat >= WALL_MIN_HEAT, with the bump's own mask drawn on the CT (``extra["ct_mask"]``; not into the wall); nothing
+    on a flat wall, under that heat (here raised above the fake heat), or with WALL_NODULES off."""
+    from napari_ctreport.model import inference
+
+    monkeypatch.setattr(inference, "CT_CANDIDATES", False)
+    if min_heat is not None:
+        monkeypatch.setattr(inference, "WALL_MIN_HEAT", min_heat)
+    heat = 0.3
+    loaded = _fake_heat_model(monkeypatch, heat)
+    vol, lungs, ball = _wall_volume(on_wall)
+    dets = [d for d in inference.detect(loaded, vol, device="cpu", lungs=lungs) if d.score > 0]
+    found = [d for d in dets if d.extra.get("ct_mask")]
+    if not on_wall or min_heat is not None:
+        assert found == []
+        return
+    assert len(found) == 1
+    d = found[0]
+    # a new entry scored by the nodule heat there, or a kept peak on the ball that takes the mask
+    assert d.kind == "solid nodule"
+    assert float(loaded.config["score_threshold"]) <= d.score <= heat
+    full = d.full_mask(vol.shape)
+    assert (full & ball).sum() >= 0.5 * (ball[:, :, :64]).sum()  # the part in front of the wall
+    assert full[:, :, 64:].sum() <= 0.25 * full.sum()  # not the wall behind it
+    assert d.attention.sum() == pytest.approx(1.0, abs=1e-3)
+    monkeypatch.setattr(inference, "WALL_NODULES", False)
+    dets = inference.detect(loaded, vol, device="cpu", lungs=lungs)
+    assert not [d for d in dets if d.extra.get("ct_mask")]
+
+
 def _vessel(region):
     """The part of ``region`` outside the 4 mm ball of :func:`_lesion_volume`."""
     zz, yy, xx = np.indices(region.shape)

@@ -211,6 +211,32 @@ def _coarse_shell(solid: np.ndarray, at: np.ndarray, sp: np.ndarray, radius: flo
     return float(solid[p[:, 0], p[:, 1], p[:, 2]].mean())
 
 
+def _compact_cores(cores: np.ndarray, ssp: np.ndarray):
+    """Yield ``(points, centre, elongation)`` (grid indices) for each labelled core of ``cores``
+    that could be a nodule's: at most :data:`CANDIDATE_MAX_CORE_MM` long, of two voxels or more
+    (a one-voxel core is a vessel just thicker than the erosion, or a 4 mm speck) and at most
+    :data:`CANDIDATE_MAX_ELONGATION` (longest over shortest principal axis; a vessel segment is
+    more)."""
+    from scipy import ndimage
+
+    for i, o in enumerate(ndimage.find_objects(cores)):
+        if o is None:
+            continue
+        span = np.array([s.stop - s.start for s in o]) * ssp
+        if span.max() > CANDIDATE_MAX_CORE_MM:
+            continue
+        pts = np.argwhere(cores[o] == i + 1) + [s.start for s in o]
+        if len(pts) < 2:
+            continue
+        elong = 1.0
+        if len(pts) >= 4:
+            ev = np.linalg.eigvalsh(np.cov((pts * ssp).T) + np.eye(3) * 0.25)
+            elong = math.sqrt(ev[2] / ev[0])
+            if elong > CANDIDATE_MAX_ELONGATION:
+                continue
+        yield pts, pts.mean(0), float(elong)
+
+
 def nodule_candidates(
     ct: np.ndarray,
     *,
@@ -264,29 +290,12 @@ def nodule_candidates(
     sub = tuple(slice(b.start, b.stop, int(s)) for b, s in zip(box, st, strict=True))
     solid = np.asarray(ct[sub]) > BLOB_SOLID_HU
     ssp = sp * st
-    r = np.ceil(CANDIDATE_ERODE_MM / ssp).astype(int)
-    g = np.indices(tuple(2 * r + 1)).astype(float)
-    ball = sum(((g[a] - r[a]) * ssp[a]) ** 2 for a in range(3)) <= CANDIDATE_ERODE_MM**2 + 1e-6
-    cores, _ = ndimage.label(ndimage.binary_erosion(solid & inside[sub], structure=ball))
+    erode = _ball(CANDIDATE_ERODE_MM, ssp)
+    cores, _ = ndimage.label(ndimage.binary_erosion(solid & inside[sub], structure=erode))
     tissue, _ = ndimage.label(solid)
     tissue_boxes = ndimage.find_objects(tissue)
     found: list[tuple[float, np.ndarray, float]] = []
-    for i, o in enumerate(ndimage.find_objects(cores)):
-        if o is None:
-            continue
-        span = np.array([s.stop - s.start for s in o]) * ssp
-        if span.max() > CANDIDATE_MAX_CORE_MM:
-            continue
-        pts = np.argwhere(cores[o] == i + 1) + [s.start for s in o]
-        if len(pts) < 2:
-            continue  # a one-voxel core: a vessel just thicker than the erosion, or a 4 mm speck
-        centre = pts.mean(0)
-        elong = 1.0
-        if len(pts) >= 4:
-            ev = np.linalg.eigvalsh(np.cov((pts * ssp).T) + np.eye(3) * 0.25)
-            elong = math.sqrt(ev[2] / ev[0])
-            if elong > CANDIDATE_MAX_ELONGATION:
-                continue
+    for pts, centre, elong in _compact_cores(cores, ssp):
         core_r = float(np.sqrt((((pts - centre) * ssp) ** 2).sum(1)).max())
         radius = core_r + CANDIDATE_ERODE_MM
         tid = tissue[tuple(np.round(centre).astype(int))]
@@ -303,3 +312,197 @@ def nodule_candidates(
         found.append((elong, centre * st + [b.start for b in box], radius))
     found.sort(key=lambda t: t[0])
     return [(c, r) for _, c, r in found[:max_candidates]]
+
+
+#: Grid (mm) the lung surface is searched on for :func:`wall_candidates` (coarser than
+#: :data:`CANDIDATE_GRID_MM`: the opening's two distance transforms dominate the cost).
+WALL_GRID_MM = 2.5
+#: Radius (mm) of the ball the solid tissue around the lungs is opened with: a bump narrower than
+#: about twice this (a nodule of up to about 18 mm on the pleura) comes off the wall, while the
+#: chest wall, the diaphragm's dome and the mediastinum stay.
+WALL_OPEN_MM = 9.0
+#: A bump is searched only where at least this share of its border is aerated lung (it
+#: protrudes into the lung) ...
+WALL_MIN_LUNG_SHARE = 0.4
+#: ... and at least this share is the opened wall (it sits on the pleura; an isolated ball is
+#: :func:`nodule_candidates`' business).
+WALL_MIN_WALL_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class WallBump:
+    """A compact bump of solid tissue on the lung surface (see :func:`wall_candidates`).
+
+    ``centre`` is a (z, y, x) index into the CT (fractional); ``radius_mm`` the reach of its core
+    plus the erosion; ``elongation`` the core's longest over shortest principal axis;
+    ``lung_share`` and ``wall_share`` the shares of the bump's border on aerated lung and on the
+    wall it sits on (the rest: other tissue, e.g. a vessel touching it)."""
+
+    centre: np.ndarray
+    radius_mm: float
+    elongation: float
+    lung_share: float
+    wall_share: float
+
+
+def _ball(radius_mm: float, sp: np.ndarray) -> np.ndarray:
+    """A boolean ball of ``radius_mm`` on a grid of spacing ``sp``."""
+    r = np.ceil(radius_mm / sp).astype(int)
+    g = np.indices(tuple(2 * r + 1)).astype(float)
+    return sum(((g[a] - r[a]) * sp[a]) ** 2 for a in range(3)) <= radius_mm**2 + 1e-6
+
+
+def _opened(solid: np.ndarray, sp: np.ndarray, radius_mm: float) -> np.ndarray:
+    """Morphological opening of ``solid`` by a ball of ``radius_mm`` (two distance transforms;
+    the array's edge counts as more of the same, so tissue cut by the box is not eaten)."""
+    from scipy import ndimage
+
+    core = ndimage.distance_transform_edt(solid, sampling=sp) > radius_mm
+    if not core.any():
+        return core
+    return ndimage.distance_transform_edt(~core, sampling=sp) <= radius_mm
+
+
+def wall_candidates(
+    ct: np.ndarray,
+    *,
+    spacing_zyx: Sequence[float],
+    lungs: np.ndarray,
+    max_candidates: int = 100,
+) -> list[WallBump]:
+    """Places where a nodule may sit on the pleura: compact bumps of solid tissue on the lungs'
+    surface.
+
+    Juxtapleural nodules fail :func:`nodule_candidates` (their tissue runs on into the chest
+    wall). Here the solid tissue (> :data:`BLOB_SOLID_HU`) of the lungs' box is opened with a
+    ball of :data:`WALL_OPEN_MM` (the rolling-ball separation of nodule-detection systems): what
+    the opening removes are the structures narrower than the ball, vessels in the lung and
+    bumps on its surface. Eroded by :data:`CANDIDATE_ERODE_MM` (thin vessels touching a bump
+    come off), each core no longer than :data:`CANDIDATE_MAX_CORE_MM`, at most
+    :data:`CANDIDATE_MAX_ELONGATION`, with at least :data:`WALL_MIN_LUNG_SHARE` of its border on
+    aerated lung and :data:`WALL_MIN_WALL_SHARE` on the opened wall is a candidate. The caller
+    decides with the CT's blob evidence and the network (see
+    :func:`napari_ctreport.model.inference.detect`). Works on a grid of about
+    :data:`WALL_GRID_MM`.
+
+    Parameters
+    ----------
+    ct
+        The CT in HU, (z, y, x).
+    spacing_zyx
+        Voxel spacing in mm.
+    lungs
+        Lung labels on the CT grid (non-zero inside a lung); a juxtapleural nodule lies outside
+        them, as :func:`napari_ctreport.report.anatomy.segment_lungs` draws them.
+    max_candidates
+        At most this many candidates are returned (the most compact first).
+
+    Returns
+    -------
+    list of WallBump
+    """
+    from scipy import ndimage
+
+    sp = np.asarray(spacing_zyx, dtype=float)
+    inside = np.asarray(lungs) > 0
+    objs = ndimage.find_objects(inside.astype(np.uint8))
+    if not objs or objs[0] is None:
+        return []
+    st = np.maximum(1, np.floor(WALL_GRID_MM / sp + 1e-6).astype(int))
+    margin = np.ceil((WALL_OPEN_MM + 4.0) / sp).astype(int)
+    box = tuple(
+        slice(max(b.start - m, 0), min(b.stop + m, n))
+        for b, m, n in zip(objs[0], margin, inside.shape, strict=True)
+    )
+    sub = tuple(slice(b.start, b.stop, int(s)) for b, s in zip(box, st, strict=True))
+    ssp = sp * st
+    solid = np.asarray(ct[sub]) > BLOB_SOLID_HU
+    air = inside[sub] & ~solid
+    wall = _opened(solid, ssp, WALL_OPEN_MM)
+    removed = solid & ~wall
+    erode = _ball(CANDIDATE_ERODE_MM, ssp)
+    cores, _ = ndimage.label(ndimage.binary_erosion(removed, structure=erode))
+    grow = _ball(CANDIDATE_ERODE_MM + 0.5 * float(ssp.max()), ssp)
+    pad = np.array(grow.shape) // 2 + 1
+    found: list[WallBump] = []
+    for pts, centre, elong in _compact_cores(cores, ssp):
+        # the bump around this core (the core grown back, within what the opening removed) and
+        # the voxels bordering it
+        lo = np.maximum(pts.min(0) - pad, 0)
+        hi = np.minimum(pts.max(0) + 1 + pad, solid.shape)
+        win = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        core = np.zeros(tuple(hi - lo), dtype=bool)
+        core[tuple((pts - lo).T)] = True
+        bump = ndimage.binary_dilation(core, structure=grow) & removed[win]
+        ring = ndimage.binary_dilation(bump) & ~bump
+        n_ring = int(ring.sum())
+        if n_ring == 0:
+            continue
+        lung_share = float((ring & air[win]).sum()) / n_ring
+        wall_share = float((ring & wall[win]).sum()) / n_ring
+        if lung_share < WALL_MIN_LUNG_SHARE or wall_share < WALL_MIN_WALL_SHARE:
+            continue
+        radius = float(np.sqrt((((pts - centre) * ssp) ** 2).sum(1)).max()) + CANDIDATE_ERODE_MM
+        found.append(
+            WallBump(
+                centre=centre * st + [b.start for b in box],
+                radius_mm=radius,
+                elongation=float(elong),
+                lung_share=lung_share,
+                wall_share=wall_share,
+            )
+        )
+    found.sort(key=lambda b: b.elongation)
+    return found[:max_candidates]
+
+
+def wall_bump_mask(
+    ct: np.ndarray,
+    *,
+    spacing_zyx: Sequence[float],
+    centre_index: Sequence[float],
+    radius_mm: float,
+    threshold_hu: float = -500.0,
+) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+    """The bump at ``centre_index`` on the full CT grid: tissue denser than ``threshold_hu``
+    that an opening by a ball of :data:`WALL_OPEN_MM` takes off the wall, the part connected to
+    the centre (or nearest to it, within ``radius_mm``).
+
+    Returns
+    -------
+    (slices, mask) or None
+        CT index slices of a box and the boolean mask within it; ``None`` when nothing there
+        comes off the wall.
+    """
+    from scipy import ndimage
+
+    sp = np.asarray(spacing_zyx, dtype=float)
+    c = np.round(np.asarray(centre_index, dtype=float)).astype(int)
+    half = np.ceil((radius_mm + 2.0 * WALL_OPEN_MM + 2.0) / sp).astype(int)
+    lo = np.maximum(c - half, 0)
+    hi = np.minimum(c + half + 1, ct.shape)
+    if np.any(hi <= lo) or np.any(c < lo) or np.any(c >= hi):
+        return None
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    solid = np.asarray(ct[box]) > threshold_hu
+    removed = solid & ~_opened(solid, sp, WALL_OPEN_MM)
+    lab, n = ndimage.label(removed)
+    if n == 0:
+        return None
+    at = c - lo
+    grid = np.ogrid[tuple(slice(0, s) for s in removed.shape)]
+    dist = np.sqrt(sum(((g - at[a]) * sp[a]) ** 2 for a, g in enumerate(grid)))
+    near = removed & (dist <= radius_mm)
+    if not near.any():
+        return None
+    ids, counts = np.unique(lab[near], return_counts=True)
+    if lab[tuple(at)] > 0:
+        keep = lab[tuple(at)]
+    else:
+        keep = ids[np.argmax(counts)]
+    mask = lab == keep
+    sub = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return (
+        tuple(slice(box[a].start + sub[a].start, box[a].start + sub[a].stop) for a in range(3)),
+        mask[sub],
+    )

@@ -27,6 +27,8 @@ from .blob import (
     BlobMeasure,
     blob_measure,
     nodule_candidates,
+    wall_bump_mask,
+    wall_candidates,
 )
 
 ProgressCallback = Callable[[float, str], None]
@@ -286,6 +288,9 @@ class Detection:
     ``mask`` is boolean on the CT grid within ``mask_slices`` (CT index slices); attention is the
     finding's cross-attention weights on a token grid covering CT index box
     ``attention_box`` (lo, hi; continuous CT index coordinates of the box corners).
+    ``extra["ct_mask"]`` is True when the mask was drawn on the CT itself (a nodule on the
+    pleura, :func:`_wall_nodules`), not resampled from the network's: it is final and is not
+    refined again.
     """
 
     kind: str
@@ -513,6 +518,134 @@ def _ct_candidates(
     return out
 
 
+#: Look for nodules on the pleura (:func:`~.blob.wall_candidates`) when :func:`detect` is given
+#: the lungs; ``wall_nodules`` in a model's config overrides it.
+WALL_NODULES = True
+#: A bump on the lung surface is a nodule when at least this share of its border is aerated lung
+#: (it stands out into the lung; a rib's or a vessel's imprint is mostly wall) ...
+WALL_MIN_LUNG_SHARE = 0.6
+#: ... it is compact (a vessel entering the mediastinum is longer) ...
+WALL_MAX_ELONGATION = 2.2
+#: ... its core reaches at least this far (mm; specks on the pleura are not reported) ...
+WALL_MIN_RADIUS_MM = 4.0
+#: ... the CT shows a blob there (a ball half set into the wall scores lower than a free one:
+#: 102-137 for the true ones below) ...
+WALL_MIN_STRENGTH = 100.0
+WALL_MIN_RATIO = 0.4
+#: ... and the network's heat for a nodule or mass within two cells reaches this (it saw
+#: something there, though it may have called the spot an effusion or drawn a poor mask).
+WALL_MIN_HEAT = 0.15
+#: The bump's mask on the CT grid may span at most this many core radii plus this margin (mm);
+#: beyond that the opening took off a larger structure there (a nodule over about 18 mm, which
+#: the network's own mask serves better).
+WALL_MAX_SPAN_RADII = 2.0
+WALL_SPAN_MARGIN_MM = 6.0
+#: A kept peak on a bump whose own mask component is under this share of the bump's volume (a
+#: voxel or two: a 15 mm nodule on real CT got one) takes the bump's mask. A larger component
+#: keeps its own: the bump's mask includes the partial-volume rim at -500 HU (a 10.6 mm nodule on
+#: val: 12.8 mm from the bump, 10.3 mm from the network's mask).
+WALL_MIN_OWN_MASK = 0.2
+#: The kind a nodule found on the pleura is reported as (the density rules may call it
+#: calcified or ground glass).
+WALL_KIND = KINDS.index("solid nodule")
+
+
+def _wall_nodules(
+    volume: CTVolume,
+    prep: Prepared,
+    lungs: np.ndarray,
+    kept: list[dict[str, Any]],
+    maps: dict[str, np.ndarray],
+    comp_voxels: Callable[[int], int],
+    nms_mm: float,
+    cancel: CancelCheck | None,
+) -> list[dict[str, Any]]:
+    """Nodules on the pleura: bumps on the lung surface (:func:`~.blob.wall_candidates`) that
+    pass the tests above, with their own mask on the CT grid (the bump the opening takes off the
+    wall, :func:`~.blob.wall_bump_mask`; the network's guessed mask of a small nodule on the wall
+    runs into the wall). A kept nodule peak on the bump without a mask component of its own takes
+    that mask; a bump no kept nodule or mass lies on becomes a new entry (returned), scored by
+    the network's heat there.
+
+    Measured on the phantom sets (val, val_alt; 45 cases), two sets of synthetic lesions in real
+    CT (30 cases) and the unmodified real CTs: 5 true nodules pass (6.7-15.3 mm; four of them
+    missed before: the network had called two of them an effusion and drawn a 1-voxel and a
+    10.8 mm mask for the others), no false bump."""
+    sp_ct = np.asarray(volume.spacing_zyx, dtype=float)
+    heat = maps["heat"]
+    cells = np.array(heat.shape[1:])
+    lesion_kinds = [i for i, k in enumerate(KINDS) if k != "pleural effusion"]
+    out: list[dict[str, Any]] = []
+    for bump in wall_candidates(volume.array, spacing_zyx=sp_ct, lungs=lungs):
+        check_cancel(cancel)
+        if (
+            bump.lung_share < WALL_MIN_LUNG_SHARE
+            or bump.elongation > WALL_MAX_ELONGATION
+            or bump.radius_mm < WALL_MIN_RADIUS_MM
+        ):
+            continue
+        centre = prep.ct_to_model(bump.centre)
+        cell = np.clip(np.round(centre / 4.0).astype(int), 0, cells - 1)
+        near = tuple(slice(max(int(c) - 2, 0), int(c) + 3) for c in cell)
+        h = float(heat[(lesion_kinds, *near)].max())
+        if h < WALL_MIN_HEAT:
+            continue
+        m = blob_measure(
+            volume.array, spacing_zyx=sp_ct, centre_index=bump.centre, min_hu=BLOB_SOLID_HU
+        )
+        if m.strength < WALL_MIN_STRENGTH or m.ratio < WALL_MIN_RATIO:
+            continue
+        res = wall_bump_mask(
+            volume.array, spacing_zyx=sp_ct, centre_index=bump.centre, radius_mm=bump.radius_mm
+        )
+        if res is None:
+            continue
+        slices, mask = res
+        span = (np.array([s.stop - s.start for s in slices]) * sp_ct).max()
+        if span > WALL_MAX_SPAN_RADII * bump.radius_mm + WALL_SPAN_MARGIN_MM:
+            continue  # what came off the wall there is more than the bump (a larger structure)
+        lo = np.array([s.start for s in slices]) - 3.0 / sp_ct
+        hi = np.array([s.stop for s in slices]) + 3.0 / sp_ct
+        on = [
+            d
+            for d in kept + out
+            if np.all((prep.model_to_ct(d["centre"]) >= lo) & (prep.model_to_ct(d["centre"]) <= hi))
+            and KINDS[d["kind"]] != "pleural effusion"
+        ]
+        if any(KINDS[d["kind"]] == "mass" for d in on):
+            continue  # part of a mass's surface
+        if on:
+            # a peak the mask head did not support (or barely: a component of a voxel or two)
+            # has only a guessed mask, and the bump's is better; a peak with a mask of its own
+            # keeps it (on fine grids it measured closer)
+            bump_mm3 = float(mask.sum()) * float(np.prod(sp_ct))
+            for d in on:
+                own = 0.0 if d["seed"] is not None else comp_voxels(d["comp"])
+                if d.get("ct_mask") is None and own * float(np.prod(prep.spacing)) < (
+                    WALL_MIN_OWN_MASK * bump_mm3
+                ):
+                    d["ct_mask"] = res
+            continue
+        if any(
+            np.linalg.norm((prep.model_to_ct(d["centre"]) - bump.centre) * sp_ct) < nms_mm
+            and KINDS[d["kind"]] != "pleural effusion"
+            for d in kept + out
+        ):
+            continue
+        out.append(
+            {
+                "kind": WALL_KIND,
+                "score": h,
+                "centre": centre,
+                "cell": tuple(int(v) for v in cell),
+                "comp": None,
+                "seed": None,
+                "ct_mask": res,
+            }
+        )
+    return out
+
+
 def _seed_component(
     prob: np.ndarray, centre: np.ndarray, half: np.ndarray, threshold: float
 ) -> tuple[tuple[slice, slice, slice], np.ndarray, np.ndarray, float] | None:
@@ -681,6 +814,18 @@ def detect(
     if lungs is not None and bool(cfg.get("ct_candidates", CT_CANDIDATES)):
         kept += _ct_candidates(volume, prep, lungs, kept, maps, prob, thr, mthr, nms_mm, cancel)
         kept = kept[: int(cfg.get("max_findings", 20))]
+    if lungs is not None and bool(cfg.get("wall_nodules", WALL_NODULES)):
+        kept += _wall_nodules(
+            volume,
+            prep,
+            lungs,
+            kept,
+            maps,
+            lambda cid: int((lab[objects[cid - 1]] == cid).sum()),
+            nms_mm,
+            cancel,
+        )
+        kept = kept[: int(cfg.get("max_findings", 20))]
     if progress:
         progress(0.9, f"{len(kept)} candidate findings")
     detections: list[Detection] = []
@@ -689,12 +834,15 @@ def detect(
     win = np.asarray(cfg.get("attention_window_tokens", [6, 12, 12]), dtype=int)
     for d in kept:
         check_cancel(cancel)
-        if d["seed"] is not None:
+        if d.get("ct_mask") is not None:
+            res = d["ct_mask"]
+        elif d["seed"] is not None:
             box, comp, pbox, sthr = d["seed"]
+            res = _component_mask_ct(prep, pbox, comp, box, volume.shape, sthr)
         else:
             box = objects[d["comp"] - 1]
             comp, pbox, sthr = lab[box] == d["comp"], prob[box], mthr
-        res = _component_mask_ct(prep, pbox, comp, box, volume.shape, sthr)
+            res = _component_mask_ct(prep, pbox, comp, box, volume.shape, sthr)
         if res is None:
             continue
         slices, mask = res
@@ -732,6 +880,7 @@ def detect(
                 attended=attended[0].float().cpu(),
                 attention=att,
                 attention_box=(box_lo, box_hi),
+                extra={"ct_mask": True} if d.get("ct_mask") is not None else {},
             )
         )
     if progress:
