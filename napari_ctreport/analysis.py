@@ -21,7 +21,7 @@ import numpy as np
 from .io.volume import CTVolume
 from .report.findings import Finding
 from .report.guidelines import MASS_THRESHOLD_MM
-from .report.measure import tight_box
+from .report.measure import largest_component, tight_box
 from .report.writer import Report, Sentence, write_report
 
 log = logging.getLogger(__name__)
@@ -296,18 +296,14 @@ def _solid_core(mask: np.ndarray, volume: CTVolume) -> np.ndarray | None:
     """The solid component of a subsolid lesion: the largest connected part of ``mask`` denser
     than :data:`SOLID_MIN_HU` (half-way between ground glass, about -600 HU, and soft tissue), or
     ``None`` if it has none."""
-    from scipy import ndimage as ndi
-
     box = _mask_box(mask, volume, 0.0)
     if box is None:
         return None
     dense = mask[box] & (np.asarray(volume.array[box]) > SOLID_MIN_HU)
-    lab, n = ndi.label(dense)
-    if n == 0:
+    if not dense.any():
         return None
-    sizes = np.bincount(lab.ravel())[1:]
     out = np.zeros(mask.shape, dtype=bool)
-    out[box] = lab == int(np.argmax(sizes)) + 1
+    out[box] = largest_component(dense)
     return out
 
 

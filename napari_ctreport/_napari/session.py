@@ -612,7 +612,7 @@ class ReviewSession:
 
     # -- internals -----------------------------------------------------------------------
     def _box_region(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        from scipy import ndimage
+        from ..report.measure import largest_component
 
         box = _box_slices(lo, hi)
         sub_shape = tuple(s.stop - s.start for s in box)
@@ -626,11 +626,7 @@ class ReviewSession:
         dense = ell & (self.volume.array[box] >= ADDED_LESION_MIN_HU)
         sub = ell
         if dense.any():
-            lab, n = ndimage.label(dense)
-            if n > 1:
-                sizes = ndimage.sum(dense, lab, index=np.arange(1, n + 1))
-                dense = lab == int(np.argmax(sizes)) + 1
-            sub = dense
+            sub = largest_component(dense)
         out = np.zeros(self.labels.shape, dtype=bool)
         out[box] = sub
         return out

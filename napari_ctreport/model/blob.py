@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..report.measure import tight_box
+
 #: Gaussian scales (mm) at which the Hessian is taken; the blob's own scale is the one with the
 #: strongest response (about r / sqrt(3) for a ball of radius r: 1-6 mm covers 3-20 mm nodules).
 BLOB_SIGMAS_MM: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -155,12 +157,16 @@ def _shell_solid(patch: np.ndarray, at: np.ndarray, sp: np.ndarray, sigma_mm: fl
     """Share of solid voxels (> :data:`BLOB_SOLID_HU`) on the shell of
     :attr:`BlobMeasure.shell_solid` around ``at`` (the part of it inside ``patch``; 1.0 if none)."""
     radius = BLOB_SHELL_RADII * sigma_mm * np.sqrt(3.0) + BLOB_SHELL_MARGIN_MM
-    grid = np.ogrid[tuple(slice(0, n) for n in patch.shape)]
-    dist = np.sqrt(sum(((g - at[a]) * sp[a]) ** 2 for a, g in enumerate(grid)))
-    on = np.abs(dist - radius) <= BLOB_SHELL_HALF_MM
+    on = np.abs(_distance_mm(patch.shape, at, sp) - radius) <= BLOB_SHELL_HALF_MM
     if not on.any():
         return 1.0
     return float((patch[on] > BLOB_SOLID_HU).mean())
+
+
+def _distance_mm(shape: Sequence[int], at: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """Distance (mm) of every voxel of an array of ``shape`` from the index ``at``."""
+    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return np.sqrt(sum(((g - at[a]) * sp[a]) ** 2 for a, g in enumerate(grid)))
 
 
 def _solid_component(patch: np.ndarray, at: np.ndarray) -> np.ndarray | None:
@@ -212,11 +218,12 @@ def _coarse_shell(solid: np.ndarray, at: np.ndarray, sp: np.ndarray, radius: flo
 
 
 def _compact_cores(cores: np.ndarray, ssp: np.ndarray):
-    """Yield ``(points, centre, elongation)`` (grid indices) for each labelled core of ``cores``
-    that could be a nodule's: at most :data:`CANDIDATE_MAX_CORE_MM` long, of two voxels or more
-    (a one-voxel core is a vessel just thicker than the erosion, or a 4 mm speck) and at most
-    :data:`CANDIDATE_MAX_ELONGATION` (longest over shortest principal axis; a vessel segment is
-    more)."""
+    """Yield ``(points, centre, elongation, radius_mm)`` (grid indices) for each labelled core of
+    ``cores`` that could be a nodule's: at most :data:`CANDIDATE_MAX_CORE_MM` long, of two voxels
+    or more (a one-voxel core is a vessel just thicker than the erosion, or a 4 mm speck) and at
+    most :data:`CANDIDATE_MAX_ELONGATION` (longest over shortest principal axis; a vessel segment
+    is more). ``radius_mm`` is the ball the core suggests: its reach from its centre plus
+    :data:`CANDIDATE_ERODE_MM`."""
     from scipy import ndimage
 
     for i, o in enumerate(ndimage.find_objects(cores)):
@@ -234,7 +241,29 @@ def _compact_cores(cores: np.ndarray, ssp: np.ndarray):
             elong = math.sqrt(ev[2] / ev[0])
             if elong > CANDIDATE_MAX_ELONGATION:
                 continue
-        yield pts, pts.mean(0), float(elong)
+        centre = pts.mean(0)
+        radius = float(np.sqrt((((pts - centre) * ssp) ** 2).sum(1)).max()) + CANDIDATE_ERODE_MM
+        yield pts, centre, float(elong), radius
+
+
+def _lung_grid(
+    lungs: np.ndarray, sp: np.ndarray, grid_mm: float, margin_mm: float
+) -> tuple[tuple[slice, ...], tuple[slice, ...], np.ndarray] | None:
+    """The lungs' box grown by ``margin_mm``, and the same box subsampled by whole voxels to a
+    grid of about ``grid_mm``: ``(box, subsampled slices, steps)``, or ``None`` without lungs."""
+    from scipy import ndimage
+
+    objs = ndimage.find_objects((lungs > 0).astype(np.uint8))
+    if not objs or objs[0] is None:
+        return None
+    st = np.maximum(1, np.floor(grid_mm / sp + 1e-6).astype(int))
+    margin = np.ceil(margin_mm / sp).astype(int)
+    box = tuple(
+        slice(max(b.start - m, 0), min(b.stop + m, n))
+        for b, m, n in zip(objs[0], margin, lungs.shape, strict=True)
+    )
+    sub = tuple(slice(b.start, b.stop, int(s)) for b, s in zip(box, st, strict=True))
+    return box, sub, st
 
 
 def nodule_candidates(
@@ -275,29 +304,20 @@ def nodule_candidates(
     from scipy import ndimage
 
     sp = np.asarray(spacing_zyx, dtype=float)
-    inside = np.asarray(lungs) > 0
-    if not inside.any():
-        return []
-    st = np.maximum(1, np.floor(CANDIDATE_GRID_MM / sp + 1e-6).astype(int))
+    lungs = np.asarray(lungs)
     # the lungs' box and a margin, so that the wall and mediastinum a ball touches are seen
-    margin = np.ceil(CANDIDATE_MARGIN_MM / sp).astype(int)
-    box = tuple(
-        slice(max(b.start - m, 0), min(b.stop + m, n))
-        for b, m, n in zip(
-            ndimage.find_objects(inside.astype(np.uint8))[0], margin, inside.shape, strict=True
-        )
-    )
-    sub = tuple(slice(b.start, b.stop, int(s)) for b, s in zip(box, st, strict=True))
+    grid = _lung_grid(lungs, sp, CANDIDATE_GRID_MM, CANDIDATE_MARGIN_MM)
+    if grid is None:
+        return []
+    box, sub, st = grid
     solid = np.asarray(ct[sub]) > BLOB_SOLID_HU
     ssp = sp * st
     erode = _ball(CANDIDATE_ERODE_MM, ssp)
-    cores, _ = ndimage.label(ndimage.binary_erosion(solid & inside[sub], structure=erode))
+    cores, _ = ndimage.label(ndimage.binary_erosion(solid & (lungs[sub] > 0), structure=erode))
     tissue, _ = ndimage.label(solid)
     tissue_boxes = ndimage.find_objects(tissue)
     found: list[tuple[float, np.ndarray, float]] = []
-    for pts, centre, elong in _compact_cores(cores, ssp):
-        core_r = float(np.sqrt((((pts - centre) * ssp) ** 2).sum(1)).max())
-        radius = core_r + CANDIDATE_ERODE_MM
+    for _pts, centre, elong, radius in _compact_cores(cores, ssp):
         tid = tissue[tuple(np.round(centre).astype(int))]
         if tid == 0:
             continue
@@ -404,20 +424,14 @@ def wall_candidates(
     from scipy import ndimage
 
     sp = np.asarray(spacing_zyx, dtype=float)
-    inside = np.asarray(lungs) > 0
-    objs = ndimage.find_objects(inside.astype(np.uint8))
-    if not objs or objs[0] is None:
+    lungs = np.asarray(lungs)
+    grid = _lung_grid(lungs, sp, WALL_GRID_MM, WALL_OPEN_MM + 4.0)
+    if grid is None:
         return []
-    st = np.maximum(1, np.floor(WALL_GRID_MM / sp + 1e-6).astype(int))
-    margin = np.ceil((WALL_OPEN_MM + 4.0) / sp).astype(int)
-    box = tuple(
-        slice(max(b.start - m, 0), min(b.stop + m, n))
-        for b, m, n in zip(objs[0], margin, inside.shape, strict=True)
-    )
-    sub = tuple(slice(b.start, b.stop, int(s)) for b, s in zip(box, st, strict=True))
+    box, sub, st = grid
     ssp = sp * st
     solid = np.asarray(ct[sub]) > BLOB_SOLID_HU
-    air = inside[sub] & ~solid
+    air = (lungs[sub] > 0) & ~solid
     wall = _opened(solid, ssp, WALL_OPEN_MM)
     removed = solid & ~wall
     erode = _ball(CANDIDATE_ERODE_MM, ssp)
@@ -425,7 +439,7 @@ def wall_candidates(
     grow = _ball(CANDIDATE_ERODE_MM + 0.5 * float(ssp.max()), ssp)
     pad = np.array(grow.shape) // 2 + 1
     found: list[WallBump] = []
-    for pts, centre, elong in _compact_cores(cores, ssp):
+    for pts, centre, elong, radius in _compact_cores(cores, ssp):
         # the bump around this core (the core grown back, within what the opening removed) and
         # the voxels bordering it
         lo = np.maximum(pts.min(0) - pad, 0)
@@ -442,12 +456,11 @@ def wall_candidates(
         wall_share = float((ring & wall[win]).sum()) / n_ring
         if lung_share < WALL_MIN_LUNG_SHARE or wall_share < WALL_MIN_WALL_SHARE:
             continue
-        radius = float(np.sqrt((((pts - centre) * ssp) ** 2).sum(1)).max()) + CANDIDATE_ERODE_MM
         found.append(
             WallBump(
                 centre=centre * st + [b.start for b in box],
                 radius_mm=radius,
-                elongation=float(elong),
+                elongation=elong,
                 lung_share=lung_share,
                 wall_share=wall_share,
             )
@@ -490,19 +503,16 @@ def wall_bump_mask(
     if n == 0:
         return None
     at = c - lo
-    grid = np.ogrid[tuple(slice(0, s) for s in removed.shape)]
-    dist = np.sqrt(sum(((g - at[a]) * sp[a]) ** 2 for a, g in enumerate(grid)))
-    near = removed & (dist <= radius_mm)
+    near = removed & (_distance_mm(removed.shape, at, sp) <= radius_mm)
     if not near.any():
         return None
-    ids, counts = np.unique(lab[near], return_counts=True)
-    if lab[tuple(at)] > 0:
-        keep = lab[tuple(at)]
-    else:
+    keep = lab[tuple(at)]
+    if keep == 0:  # the centre itself is not in it: the piece with most voxels near it
+        ids, counts = np.unique(lab[near], return_counts=True)
         keep = ids[np.argmax(counts)]
     mask = lab == keep
-    sub = ndimage.find_objects(mask.astype(np.uint8))[0]
+    sub = tight_box(mask)
     return (
-        tuple(slice(box[a].start + sub[a].start, box[a].start + sub[a].stop) for a in range(3)),
+        tuple(slice(b.start + t.start, b.start + t.stop) for b, t in zip(box, sub, strict=True)),
         mask[sub],
     )

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..io.volume import CTVolume
 from ..report.lexicon import KINDS
+from ..report.measure import largest_component
 from .blob import (
     BLOB_EXTENT_MARGIN_MM,
     BLOB_MAX_EXTENT_RADII,
@@ -368,10 +369,7 @@ def _component_mask_ct(
                 m[i0[0] : i1[0], i0[1] : i1[1], i0[2] : i1[2]] = True
         if not m.any():
             return None
-    lab, n = ndimage.label(m)
-    if n > 1:
-        sizes = ndimage.sum(m, lab, index=np.arange(1, n + 1))
-        m = lab == (int(np.argmax(sizes)) + 1)
+    m = largest_component(m)
     nz = np.nonzero(m)
     lo2 = np.array([a.min() for a in nz])
     hi2 = np.array([a.max() + 1 for a in nz])
@@ -606,12 +604,12 @@ def _wall_nodules(
             continue  # what came off the wall there is more than the bump (a larger structure)
         lo = np.array([s.start for s in slices]) - 3.0 / sp_ct
         hi = np.array([s.stop for s in slices]) + 3.0 / sp_ct
-        on = [
-            d
+        lesions = [
+            (d, prep.model_to_ct(d["centre"]))
             for d in kept + out
-            if np.all((prep.model_to_ct(d["centre"]) >= lo) & (prep.model_to_ct(d["centre"]) <= hi))
-            and KINDS[d["kind"]] != "pleural effusion"
+            if KINDS[d["kind"]] != "pleural effusion"
         ]
+        on = [d for d, c in lesions if np.all((c >= lo) & (c <= hi))]
         if any(KINDS[d["kind"]] == "mass" for d in on):
             continue  # part of a mass's surface
         if on:
@@ -626,11 +624,7 @@ def _wall_nodules(
                 ):
                     d["ct_mask"] = res
             continue
-        if any(
-            np.linalg.norm((prep.model_to_ct(d["centre"]) - bump.centre) * sp_ct) < nms_mm
-            and KINDS[d["kind"]] != "pleural effusion"
-            for d in kept + out
-        ):
+        if any(np.linalg.norm((c - bump.centre) * sp_ct) < nms_mm for _, c in lesions):
             continue
         out.append(
             {

@@ -77,6 +77,15 @@ def axial_diameters(
     return max(best[0], 0.0), best[1], best[2]
 
 
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected part of ``mask`` (face connectivity; the first of equal ones; the
+    mask itself when it has one part or none)."""
+    lab, n = ndi.label(mask)
+    if n <= 1:
+        return np.asarray(mask, dtype=bool)
+    return lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+
+
 def tight_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """The smallest index box holding every voxel of ``mask`` (``None`` if it is empty).
 

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..report.measure import largest_component
+
 #: Relative frequency of each finding kind in synthetic cases.
 KIND_WEIGHTS: dict[str, float] = {
     "solid nodule": 0.30,
@@ -232,10 +234,7 @@ def effusion_mask(
     ymax = ny - 1 - np.argmax(lung_side[:, ::-1, :], axis=1)  # (nz, nx)
     yi = np.arange(ny)[None, :, None]
     mask = lung_side & (yi >= (ymax[:, None, :] - depth[:, None, None])) & has[:, None, :]
-    lab, n = ndi.label(mask)
-    if n > 1:
-        mask = lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
-    return mask
+    return largest_component(mask)
 
 
 def composite(hu: np.ndarray, lesion: Lesion) -> None:
