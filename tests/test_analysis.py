@@ -175,20 +175,25 @@ def test_density_rules_relabel_implausible_kinds(hu, kind, expected):
         ("soft tissue", "calcified nodule", False),
         ("soft tissue", "mass", False),  # chest wall, liver or mediastinum: no lung around it
         ("invading", "mass", True),  # a lung mass invading the chest wall or the mediastinum
+        # set deep in the soft tissue, a millimetre standing out into the lung, solid all around
+        ("embedded", "part-solid nodule", False),
+        ("juxtapleural", "part-solid nodule", True),
     ],
 )
 def test_a_nodule_must_touch_aerated_lung(where, kind, reported):
     """A nodule or mass candidate with (almost) no aerated lung around it lies in the
     mediastinum or the chest wall (a contrast-filled vessel on real CT; on the phantoms, "masses"
     in the chest wall muscles or the liver dome) and is not a lung lesion. A lung mass that
-    invades the soft tissue still borders aerated lung."""
+    invades the soft tissue still borders aerated lung. A nodule with little lung around it
+    (under ENCLOSED_MAX_CONTACT) and solid tissue on the shell around its centre is enclosed by
+    the soft tissue too."""
     from napari_ctreport.analysis import _findings_from_detections, lung_contact
     from napari_ctreport.io.volume import CTVolume
 
     arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
     arr[:, :, 40:] = 40.0  # lung on the left half of the image, soft tissue on the right
     zz, yy, xx = np.mgrid[:40, :80, :80]
-    cx = {"lung": 20, "juxtapleural": 37, "soft tissue": 60, "invading": 42}[where]
+    cx = {"lung": 20, "juxtapleural": 37, "soft tissue": 60, "invading": 42, "embedded": 43}[where]
     r = 15 if kind == "mass" else 4
     ball = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - cx) ** 2 <= r**2
     arr[ball] = 400.0 if kind == "calcified nodule" else 40.0
@@ -199,6 +204,7 @@ def test_a_nodule_must_touch_aerated_lung(where, kind, reported):
         "juxtapleural": (0.3, 0.9),
         "soft tissue": (0.0, 0.05),
         "invading": (0.3, 0.7),
+        "embedded": (0.05, 0.25),
     }[where]
     assert lo <= contact <= hi
     got, _, labels = _findings_from_detections([_fake_detection(kind, ball)], vol, None, None)
@@ -210,12 +216,14 @@ def test_a_nodule_must_touch_aerated_lung(where, kind, reported):
     [
         ("ball", 0.2, True),  # a solid ball: a strong blob on the CT
         ("vessel", 0.2, False),  # a vessel the network is unsure about: no blob
-        ("vessel", 0.5, True),  # ... which the network is sure of is left to it
+        # ... which the network is sure of: a tube running on (the vessel rule) is not either
+        ("vessel", 0.5, False),
     ],
 )
 def test_a_low_scored_solid_nodule_needs_a_solid_blob(lesion, score, reported):
     """A solid nodule scored under FAINT_MAX_SCORE where the CT shows no solid blob (a hilar
-    vessel, a vessel junction) is not reported."""
+    vessel, a vessel junction) is not reported; one scored higher is not reported when the CT
+    shows a tube (test_a_vessel_running_into_the_hilum_is_not_a_nodule)."""
     from napari_ctreport import analysis
     from napari_ctreport.io.volume import CTVolume
 
@@ -229,6 +237,39 @@ def test_a_low_scored_solid_nodule_needs_a_solid_blob(lesion, score, reported):
         arr[(zz - 20) ** 2 + (xx - 40) ** 2 <= 3**2] = 40.0  # a 6 mm vessel along y
     vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
     det = _fake_detection("solid nodule", ball, score=score)
+    got, _, _ = analysis._findings_from_detections([det], vol, None, None)
+    assert [f.kind for f in got] == (["solid nodule"] if reported else [])
+
+
+@pytest.mark.parametrize(
+    ("lesion", "reported"),
+    [
+        ("vessel", False),  # a vessel running into the mediastinum, however sure the network is
+        ("ball on the vessel", True),  # a nodule on that vessel: round at its own scale
+        ("ball", True),
+    ],
+)
+def test_a_vessel_running_into_the_hilum_is_not_a_nodule(lesion, reported):
+    """A solid nodule the CT shows as a tube (blob ratio under VESSEL_MAX_RATIO) whose tissue runs
+    on around it (shell over VESSEL_MIN_SHELL solid) is a vessel at the hilum and is not
+    reported, even when the network scored it high; a round nodule on that vessel is."""
+    from napari_ctreport import analysis
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.model.blob import blob_measure
+
+    arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
+    zz, yy, xx = np.mgrid[:40, :80, :80]
+    arr[:, :, 52:] = 40.0  # the mediastinum
+    if "vessel" in lesion:  # a 6 mm vessel along x into it
+        arr[((zz - 20) ** 2 + (yy - 40) ** 2 <= 3**2) & (xx < 52)] = 40.0
+    ball = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 46) ** 2 <= 4.5**2
+    if "ball" in lesion:
+        arr[ball] = 40.0
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    m = blob_measure(arr, spacing_zyx=(1.0, 1.0, 1.0), centre_index=(20, 40, 46))
+    is_vessel = m.ratio < analysis.VESSEL_MAX_RATIO and m.shell_solid > analysis.VESSEL_MIN_SHELL
+    assert is_vessel == (not reported)
+    det = _fake_detection("solid nodule", ball, score=0.5)
     got, _, _ = analysis._findings_from_detections([det], vol, None, None)
     assert [f.kind for f in got] == (["solid nodule"] if reported else [])
 

@@ -218,6 +218,10 @@ def test_template_and_fill_use_the_writers_numbers():
     g = _finding("pleural effusion", d=80.0, short=30.0, vol=420.0)
     toks, _ = template(describe_finding(g), g)
     assert "<vol>" in toks
+    # the article a decoder wrote before the size agrees with the number filled in
+    n = _finding("ground-glass nodule", d=8.2, short=6.0)
+    assert fill(["A", "<size>", "mm", "ground-glass", "nodule", "."], n).startswith("An 8.2 mm")
+    assert fill(["in", "an", "<size>", "mm"], _finding(d=12.3)) == "in a 12 mm"
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -303,7 +307,7 @@ def _lesion_volume(lesion: str):
     arr = np.full((48, 96, 96), -850, dtype=np.int16)
     zz, yy, xx = np.indices(arr.shape)
     dz, dy, dx = (zz - 24) * 2.0, (yy - 48) * 1.5, (xx - 40) * 1.5
-    if lesion == "tube":
+    if lesion in ("tube", "ground-glass tube"):
         region = dz**2 + dx**2 <= 2.5**2
     elif lesion in ("ball on a vessel", "ball on a thin vessel"):
         region = dz**2 + dy**2 + dx**2 <= 4.0**2
@@ -311,7 +315,7 @@ def _lesion_volume(lesion: str):
         region |= (dz**2 + (dx - 3.0) ** 2 <= r**2) & (dy > 0)
     else:
         region = dz**2 + dy**2 + dx**2 <= 4.0**2
-    arr[region] = -550 if lesion == "ground-glass" else 40
+    arr[region] = -550 if lesion.startswith("ground-glass") else 40
     vol = CTVolume(array=arr, spacing_zyx=(2.0, 1.5, 1.5), origin_lps=(0.0, 0.0, 0.0))
     return vol, region
 
@@ -357,6 +361,16 @@ def test_peak_without_mask_support(monkeypatch, peak, lesion, blob_check, factor
     assert full[24, 48, 40] and (full & ball).sum() >= 0.3 * ball.sum()
 
 
+def _one_detection(loaded, vol, lungs, found: bool):
+    """The one detection ``detect`` returns given the lungs when ``found``; else checks there is
+    none and returns ``None``."""
+    from napari_ctreport.model import inference
+
+    dets = inference.detect(loaded, vol, device="cpu", lungs=lungs)
+    assert len(dets) == int(found)
+    return dets[0] if found else None
+
+
 @pytest.mark.parametrize(
     ("lesion", "found"),
     [("ball", True), ("ball on a thin vessel", True), ("tube", False), ("ground-glass", False)],
@@ -373,12 +387,9 @@ def test_nodule_on_the_ct_where_the_heatmap_has_no_peak(monkeypatch, lesion, fou
     lungs[4:-4, 8:-8, 8:-8] = 1
     thr = float(loaded.config["score_threshold"])
     assert inference.detect(loaded, vol, device="cpu") == []
-    dets = inference.detect(loaded, vol, device="cpu", lungs=lungs)
-    if not found:
-        assert dets == []
+    d = _one_detection(loaded, vol, lungs, found)
+    if d is None:
         return
-    assert len(dets) == 1
-    d = dets[0]
     assert d.kind == "solid nodule"  # what the CT shows; the analysis may call it calcified
     assert thr <= d.score <= inference.CT_CANDIDATE_MAX_SCORE
     assert np.linalg.norm((d.center_index - np.array([24, 48, 40])) * vol.spacing_zyx) < 3
@@ -386,6 +397,46 @@ def test_nodule_on_the_ct_where_the_heatmap_has_no_peak(monkeypatch, lesion, fou
     assert full[24, 48, 40] and (full & region).sum() >= 0.3 * (region & ~_vessel(region)).sum()
     assert d.attention.sum() == pytest.approx(1.0, abs=1e-3)  # the network's own attention
     monkeypatch.setattr(inference, "CT_CANDIDATES", False)
+    assert inference.detect(loaded, vol, device="cpu", lungs=lungs) == []
+
+
+@pytest.mark.parametrize(
+    ("lesion", "in_lungs", "found"),
+    [
+        ("ground-glass", True, True),
+        ("ground-glass", False, False),  # not in the lung mask
+        ("ground-glass tube", True, False),  # a vessel blurred to ground-glass attenuation
+        ("tube", True, False),
+    ],
+)
+def test_ground_glass_peak_confirmed_in_the_lungs(monkeypatch, lesion, in_lungs, found):
+    """An unsupported nodule peak (heat 0.3, no mask) that the solid test turns down is kept when
+    the CT there is an isolated, round ground-glass ball inside the lungs: reported as a
+    ground-glass nodule at the peak's heat, and the analysis measures it as one (its mask refined
+    at -750 HU covers the 8 mm ball). Not a tube, not outside the lungs, not with SUBSOLID_CHECK
+    off."""
+    from napari_ctreport import analysis
+    from napari_ctreport.model import inference
+
+    monkeypatch.setattr(inference, "CT_CANDIDATES", False)
+    monkeypatch.setattr(inference, "WALL_NODULES", False)
+    loaded = _fake_heat_model(monkeypatch, 0.3)
+    vol, region = _lesion_volume(lesion)
+    lungs = np.zeros(vol.shape, dtype=np.uint8)
+    if in_lungs:
+        lungs[4:-4, 8:-8, 8:-8] = 1
+    else:
+        lungs[4:-4, 8:-8, 60:-8] = 1
+    d = _one_detection(loaded, vol, lungs, found)
+    if d is None:
+        return
+    assert d.kind == "ground-glass nodule"  # the peak was of kind 0 (solid nodule)
+    assert d.score == pytest.approx(0.3, rel=0.05)
+    assert np.linalg.norm((d.center_index - np.array([24, 48, 40])) * vol.spacing_zyx) < 3
+    findings, _, _ = analysis._findings_from_detections([d], vol, lungs, None)
+    assert [f.kind for f in findings] == ["ground-glass nodule"]
+    assert findings[0].diameter_mm == pytest.approx(8.0, abs=1.6)
+    monkeypatch.setattr(inference, "SUBSOLID_CHECK", False)
     assert inference.detect(loaded, vol, device="cpu", lungs=lungs) == []
 
 

@@ -76,6 +76,7 @@ def blob_measure(
     patch_mm: float = BLOB_PATCH_MM,
     search_mm: float = BLOB_SEARCH_MM,
     min_hu: float | None = None,
+    solid_hu: float = BLOB_SOLID_HU,
 ) -> BlobMeasure:
     """Measure how blob-like the CT is around a point.
 
@@ -96,6 +97,9 @@ def blob_measure(
     min_hu
         If given and no voxel within ``search_mm`` of the point is denser than this, the
         Hessians are skipped and a zero measure returned (a cheap test first).
+    solid_hu
+        The attenuation above which tissue counts for ``extent_mm`` and ``shell_solid``
+        (:data:`BLOB_SOLID_HU` for a solid nodule; lower to measure a ground-glass one).
 
     Returns
     -------
@@ -145,22 +149,24 @@ def blob_measure(
             at = np.array([near[a].start + k[a] for a in range(3)])
     if best.strength <= 0:
         return best
-    shell = _shell_solid(patch, at, sp, best.sigma_mm)
-    comp = _solid_component(patch, at)
+    shell = _shell_solid(patch, at, sp, best.sigma_mm, solid_hu)
+    comp = _solid_component(patch, at, solid_hu)
     if comp is None:
         return BlobMeasure(best.strength, best.ratio, best.sigma_mm, 0.0, shell)
     extent = float(np.sqrt((((np.argwhere(comp) - at) * sp) ** 2).sum(1)).max())
     return BlobMeasure(best.strength, best.ratio, best.sigma_mm, extent, shell)
 
 
-def _shell_solid(patch: np.ndarray, at: np.ndarray, sp: np.ndarray, sigma_mm: float) -> float:
-    """Share of solid voxels (> :data:`BLOB_SOLID_HU`) on the shell of
-    :attr:`BlobMeasure.shell_solid` around ``at`` (the part of it inside ``patch``; 1.0 if none)."""
+def _shell_solid(
+    patch: np.ndarray, at: np.ndarray, sp: np.ndarray, sigma_mm: float, solid_hu: float
+) -> float:
+    """Share of voxels denser than ``solid_hu`` on the shell of :attr:`BlobMeasure.shell_solid`
+    around ``at`` (the part of it inside ``patch``; 1.0 if none)."""
     radius = BLOB_SHELL_RADII * sigma_mm * np.sqrt(3.0) + BLOB_SHELL_MARGIN_MM
     on = np.abs(_distance_mm(patch.shape, at, sp) - radius) <= BLOB_SHELL_HALF_MM
     if not on.any():
         return 1.0
-    return float((patch[on] > BLOB_SOLID_HU).mean())
+    return float((patch[on] > solid_hu).mean())
 
 
 def _distance_mm(shape: Sequence[int], at: np.ndarray, sp: np.ndarray) -> np.ndarray:
@@ -169,12 +175,12 @@ def _distance_mm(shape: Sequence[int], at: np.ndarray, sp: np.ndarray) -> np.nda
     return np.sqrt(sum(((g - at[a]) * sp[a]) ** 2 for a, g in enumerate(grid)))
 
 
-def _solid_component(patch: np.ndarray, at: np.ndarray) -> np.ndarray | None:
-    """The solid voxels (> :data:`BLOB_SOLID_HU`) connected to ``at`` or its 3x3x3
-    neighbourhood, or ``None`` if none of those is solid."""
+def _solid_component(patch: np.ndarray, at: np.ndarray, solid_hu: float) -> np.ndarray | None:
+    """The voxels denser than ``solid_hu`` connected to ``at`` or its 3x3x3 neighbourhood, or
+    ``None`` if none of those is."""
     from scipy import ndimage
 
-    solid = patch > BLOB_SOLID_HU
+    solid = patch > solid_hu
     lo = np.maximum(at - 1, 0)
     near = (slice(lo[0], at[0] + 2), slice(lo[1], at[1] + 2), slice(lo[2], at[2] + 2))
     if not solid[near].any():

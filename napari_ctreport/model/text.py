@@ -270,12 +270,18 @@ def fill(tokens: Sequence[str], finding: Finding) -> str | None:
 
     Returns ``None`` when a placeholder has no value in the finding's grounded sentence.
     """
+    from ..report.writer import indefinite_article
+
     _, printed = template(grounded_sentence(finding), finding)
     out = []
     for tok in tokens:
         if tok in SLOTS:
             if tok not in printed:
                 return None
+            if out and out[-1].lower() in ("a", "an"):
+                # the article goes with the number filled in: "an 8.2 mm", "a 12 mm"
+                art = indefinite_article(printed[tok])
+                out[-1] = art.capitalize() if out[-1][0].isupper() else art
             out.append(printed[tok])
         elif tok == NUM:
             return None

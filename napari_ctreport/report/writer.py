@@ -119,7 +119,7 @@ def format_ml(value: float) -> str:
     return f"{math.floor(value + 0.5):d} ml"
 
 
-def _article(size_text: str) -> str:
+def indefinite_article(size_text: str) -> str:
     """``"a"`` or ``"an"`` before a spoken number (an 8.0, an 11, an 18, an 80)."""
     head = size_text.split(" ")[0]
     integer = head.split(".")[0]
@@ -217,7 +217,7 @@ def describe_finding(finding: Finding, *, rng: np.random.Generator | None = None
     solid_txt = ""
     if solid is not None:
         solid_txt = (
-            f" with {_article(format_mm(solid))} {format_mm(solid)} solid component"
+            f" with {indefinite_article(format_mm(solid))} {format_mm(solid)} solid component"
             if variant != 2
             else f" (solid component {format_mm(solid)})"
         )
@@ -228,10 +228,10 @@ def describe_finding(finding: Finding, *, rng: np.random.Generator | None = None
         extra = ", suspicious for malignancy"
     lead = f"{shape}{kind}"
     if variant == 1:
-        return f"There is {_article(size)} {size} {lead}{solid_txt} in the {loc}{extra}."
+        return f"There is {indefinite_article(size)} {size} {lead}{solid_txt} in the {loc}{extra}."
     if variant == 2:
         return f"{_cap(lead)}{solid_txt} in the {loc}, measuring {size}{extra}."
-    return f"{_cap(_article(size))} {size} {lead}{solid_txt} in the {loc}{extra}."
+    return f"{_cap(indefinite_article(size))} {size} {lead}{solid_txt} in the {loc}{extra}."
 
 
 def _order(findings: Sequence[Finding]) -> list[Finding]:
@@ -303,7 +303,7 @@ def write_report(
         count = _NUMBER_WORDS.get(len(nodules), "Multiple")
         items.append(
             (
-                f"{count} pulmonary nodules, the largest {_article(format_mm(big.diameter_mm))} "
+                f"{count} pulmonary nodules, the largest {indefinite_article(format_mm(big.diameter_mm))} "
                 f"{format_mm(big.diameter_mm)} {big.kind} in the {_location(big)}.",
                 big.id,
             )
