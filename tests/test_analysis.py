@@ -274,9 +274,12 @@ def test_a_vessel_running_into_the_hilum_is_not_a_nodule(lesion, reported):
     assert [f.kind for f in got] == (["solid nodule"] if reported else [])
 
 
-def test_part_solid_nodule_gets_its_solid_component_measured():
+@pytest.mark.parametrize("called", ["part-solid nodule", "solid nodule"])
+def test_part_solid_nodule_gets_its_solid_component_measured(called):
     """A part-solid nodule's solid component (its part denser than -500 HU) is measured into
-    ``solid_diameter_mm``: the report names it and the follow-up depends on it."""
+    ``solid_diameter_mm``: the report names it and the follow-up depends on it. One the network
+    called solid is recognised by its ground-glass halo (GROUND_GLASS_HALO) and measured whole,
+    not by its solid part alone."""
     from napari_ctreport.analysis import _findings_from_detections
     from napari_ctreport.io.volume import CTVolume
     from napari_ctreport.report.writer import write_report
@@ -287,7 +290,7 @@ def test_part_solid_nodule_gets_its_solid_component_measured():
     arr[r2 <= 8**2] = -600.0  # a 16 mm ground-glass nodule ...
     arr[r2 <= 4**2] = 40.0  # ... with an 8 mm solid core
     vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
-    det = _fake_detection("part-solid nodule", r2 <= 8**2)
+    det = _fake_detection(called, r2 <= 8**2)
     (f,), _, _ = _findings_from_detections([det], vol, None, None)
     assert f.kind == "part-solid nodule"
     assert 15.0 <= f.diameter_mm <= 18.0
