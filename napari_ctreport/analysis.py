@@ -503,19 +503,22 @@ def _findings_from_detections(
                     # a solid part in a wide ground-glass halo is a part-solid nodule, measured
                     # whole (at the subsolid boundary)
                     wide = refine_mask(coarse, volume=volume, kind="part-solid nodule")
-                    fw = finding_from_mask(
-                        wide,
-                        volume=volume,
-                        id=f.id,
-                        kind="part-solid nodule",
-                        lungs=lungs,
-                        score=det.score,
-                        label=n,
-                    )
-                    if fw.diameter_mm >= GROUND_GLASS_HALO * f.diameter_mm and _ground_glass(
+                    long_axis = axial_diameters(
+                        wide[tight_box(wide)], spacing_zyx=volume.spacing_zyx
+                    )[0]
+                    if long_axis >= GROUND_GLASS_HALO * f.diameter_mm and _ground_glass(
                         wide & ~mask, volume
                     ):
-                        mask, f = wide, fw
+                        mask = wide
+                        f = finding_from_mask(
+                            mask,
+                            volume=volume,
+                            id=f.id,
+                            kind="part-solid nodule",
+                            lungs=lungs,
+                            score=det.score,
+                            label=n,
+                        )
         elif PLAUSIBILITY_RULES and f.kind in ("part-solid nodule", "ground-glass nodule"):
             # its dense part, as a solid lesion's boundary (-500 HU) draws it
             solid = refine_mask(coarse, volume=volume, kind="solid nodule") if refine else coarse
@@ -542,7 +545,12 @@ def _findings_from_detections(
                 f = finding_from_mask(
                     mask, volume=volume, id=f.id, kind=f.kind, lungs=lungs, score=det.score, label=n
                 )
-        contact = lung_contact(mask, volume=volume) if f.kind != "pleural effusion" else 1.0
+        # aerated lung around a nodule or mass (for the plausibility rules)
+        contact = (
+            lung_contact(mask, volume=volume)
+            if PLAUSIBILITY_RULES and f.kind != "pleural effusion"
+            else 1.0
+        )
         if PLAUSIBILITY_RULES and contact < MIN_LUNG_CONTACT:
             continue  # not in the lung: not a nodule or lung mass
         if PLAUSIBILITY_RULES and f.kind == "mass" and _chest_wall(mask, volume, lungs):

@@ -824,16 +824,14 @@ def detect(
                 continue  # the same spot was checked for another kind's peak
             else:
                 check_cancel(cancel)  # a Hessian per peak: keep Cancel responsive
-                if _ct_blob(volume, prep, centre):
-                    pass
-                elif subsolid_check and _ct_subsolid(volume, prep, centre, lungs):
+                if not _ct_blob(volume, prep, centre):
+                    if not (subsolid_check and _ct_subsolid(volume, prep, centre, lungs)):
+                        no_blob.append(centre)
+                        continue
                     # a subsolid ball: measured as one (a solid kind's -500 HU boundary would
                     # miss it), of the subsolid kind the network's heat favours there
                     if k not in SUBSOLID_KINDS:
                         k = max(SUBSOLID_KINDS, key=lambda i: float(heat[i, cz, cy, cx]))
-                else:
-                    no_blob.append(centre)
-                    continue
             seed = _seed_component(prob, centre, half, mthr)
             if seed is None:
                 continue
