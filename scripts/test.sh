@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-launch
+bash scripts/fetch_real_lesions.sh  # real chest CT with labelled lung cancers (tests skip without)
 unset QT_QPA_PLATFORM  # napari's canvas needs a real (virtual) X display, not "offscreen"
 .venv/bin/ruff check napari_ctreport tests
 .venv/bin/lint-imports

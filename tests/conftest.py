@@ -18,6 +18,16 @@ def shared_data() -> Path:
     return data
 
 
+@pytest.fixture(scope="session")
+def real_lesions() -> Path:
+    """Real chest CT with labelled lung cancers (pyradiomics' lung1 and lung2), fetched by
+    ``scripts/fetch_real_lesions.sh`` into ``.cache/real_lesions``; skips when absent."""
+    d = Path(__file__).resolve().parents[1] / ".cache" / "real_lesions"
+    if not (d / "lung2_label.nrrd").is_file():
+        pytest.skip(f"real lesion CTs not found at {d} (run scripts/fetch_real_lesions.sh)")
+    return d
+
+
 @pytest.fixture
 def sample_dock(make_napari_viewer):
     """Factory: a viewer with the sample CT open and a :class:`ReviewDock` on it.

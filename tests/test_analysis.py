@@ -148,10 +148,15 @@ def _fake_detection(kind: str, mask: np.ndarray, score: float = 0.9):
         (40.0, "calcified nodule", "solid nodule"),
         (-600.0, "calcified nodule", "ground-glass nodule"),
         (600.0, "calcified nodule", "calcified nodule"),
+        (-600.0, "ground-glass nodule", "ground-glass nodule"),
+        # soft tissue is not ground glass (on real CT: the hilum's border, a vessel cut across)
+        (40.0, "ground-glass nodule", "solid nodule"),
+        (600.0, "ground-glass nodule", "calcified nodule"),
     ],
 )
 def test_density_rules_relabel_implausible_kinds(hu, kind, expected):
-    """A "solid" lesion must have soft-tissue HU: lower is ground glass, calcium is calcified."""
+    """A "solid" lesion must have soft-tissue HU: lower is ground glass, calcium is calcified;
+    a "ground-glass" one must be less dense than soft tissue."""
     from napari_ctreport.analysis import _findings_from_detections
     from napari_ctreport.io.volume import CTVolume
 
@@ -175,6 +180,8 @@ def test_density_rules_relabel_implausible_kinds(hu, kind, expected):
         ("soft tissue", "calcified nodule", False),
         ("soft tissue", "mass", False),  # chest wall, liver or mediastinum: no lung around it
         ("invading", "mass", True),  # a lung mass invading the chest wall or the mediastinum
+        # a mediastinal structure bulging against the lung: the heart's border, a great vessel
+        ("mediastinum", "mass", False),
         # set deep in the soft tissue, a millimetre standing out into the lung, solid all around
         ("embedded", "part-solid nodule", False),
         ("juxtapleural", "part-solid nodule", True),
@@ -184,7 +191,8 @@ def test_a_nodule_must_touch_aerated_lung(where, kind, reported):
     """A nodule or mass candidate with (almost) no aerated lung around it lies in the
     mediastinum or the chest wall (a contrast-filled vessel on real CT; on the phantoms, "masses"
     in the chest wall muscles or the liver dome) and is not a lung lesion. A lung mass that
-    invades the soft tissue still borders aerated lung. A nodule with little lung around it
+    invades the soft tissue still borders aerated lung; a "mass" with little lung around it
+    (under MASS_MIN_LUNG_CONTACT) is a mediastinal structure. A nodule with little lung around it
     (under ENCLOSED_MAX_CONTACT) and solid tissue on the shell around its centre is enclosed by
     the soft tissue too."""
     from napari_ctreport.analysis import _findings_from_detections, lung_contact
@@ -193,7 +201,14 @@ def test_a_nodule_must_touch_aerated_lung(where, kind, reported):
     arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
     arr[:, :, 40:] = 40.0  # lung on the left half of the image, soft tissue on the right
     zz, yy, xx = np.mgrid[:40, :80, :80]
-    cx = {"lung": 20, "juxtapleural": 37, "soft tissue": 60, "invading": 42, "embedded": 43}[where]
+    cx = {
+        "lung": 20,
+        "juxtapleural": 37,
+        "soft tissue": 60,
+        "invading": 42,
+        "embedded": 43,
+        "mediastinum": 50,
+    }[where]
     r = 15 if kind == "mass" else 4
     ball = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - cx) ** 2 <= r**2
     arr[ball] = 400.0 if kind == "calcified nodule" else 40.0
@@ -205,6 +220,7 @@ def test_a_nodule_must_touch_aerated_lung(where, kind, reported):
         "soft tissue": (0.0, 0.05),
         "invading": (0.3, 0.7),
         "embedded": (0.05, 0.25),
+        "mediastinum": (0.05, 0.25),
     }[where]
     assert lo <= contact <= hi
     got, _, labels = _findings_from_detections([_fake_detection(kind, ball)], vol, None, None)
@@ -408,6 +424,9 @@ def test_chest_wall_fat_and_muscle_is_not_an_effusion_or_mass(kind, where, repor
     region = np.zeros(arr.shape, dtype=bool)
     if where == "against the lung":
         region[5:35, 20:60, 30:46] = True  # pushing the lung's edge back from x = 40 to 30
+        if kind == "pleural effusion":  # fluid wraps around the lung's edge (a crescent)
+            region[5:35, 14:20, 20:46] = True
+            region[5:35, 60:66, 20:46] = True
         arr[region] = 10.0 if kind == "pleural effusion" else 35.0
         lungs[region] = 0
     else:
@@ -417,6 +436,46 @@ def test_chest_wall_fat_and_muscle_is_not_an_effusion_or_mass(kind, where, repor
     vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
     got, _, _ = _findings_from_detections([_fake_detection(kind, region)], vol, lungs, None)
     assert [f.kind for f in got] == ([kind] if reported else [])
+
+
+@pytest.mark.parametrize("shape", ["crescent", "ball"])
+def test_a_ball_the_network_took_for_fluid_is_a_mass(shape):
+    """Pleural fluid is a crescent wrapped around the lung; a lung cancer against the chest wall
+    is a ball bulging into it. The network took such a cancer on real CT (pyradiomics' lung2) for
+    an effusion and masked a band through its middle: it is reported as a mass, grown on the CT
+    through the soft tissue within the chest cavity and measured whole."""
+    from napari_ctreport.analysis import _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.measure import finding_from_mask
+
+    arr = np.full((40, 100, 100), 40.0, dtype=np.float32)  # soft tissue
+    zz, yy, xx = np.mgrid[:40, :100, :100]
+    rr = np.hypot(yy - 50, xx - 50)
+    lungs = ((rr <= 30) & (zz >= 2) & (zz < 38)).astype(np.uint8)  # a lung, 60 mm across
+    if shape == "crescent":  # fluid in the posterior gutter, around the lung
+        lesion = (rr > 30) & (rr <= 36) & (yy > 50) & (zz >= 5) & (zz < 35)
+        arr[lesion] = 10.0
+        mask = lesion
+    else:  # a 36 mm ball against the posterior wall; the network masked a band through it
+        lesion = (zz - 20) ** 2 + (yy - 62) ** 2 + (xx - 50) ** 2 <= 18**2
+        lungs[lesion] = 0
+        arr[lesion] = 35.0
+        mask = lesion & (np.abs(yy - 62) <= 4)
+    arr[lungs > 0] = -850.0
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    got, _, labels = _findings_from_detections(
+        [_fake_detection("pleural effusion", mask)], vol, lungs, None
+    )
+    assert len(got) == 1
+    if shape == "crescent":
+        assert got[0].kind == "pleural effusion"
+        return
+    truth = finding_from_mask(lesion, volume=vol, id="T", kind="mass")
+    assert got[0].kind == "mass"
+    assert abs(got[0].diameter_mm - truth.diameter_mm) <= 0.1 * truth.diameter_mm
+    grown = labels == got[0].label
+    assert (grown & lesion).sum() >= 0.9 * lesion.sum()
+    assert (grown & ~lesion).sum() <= 0.1 * lesion.sum()
 
 
 def test_refine_mask_finds_the_lesion_boundary():

@@ -1,0 +1,58 @@
+"""The default model on real chest CT with real, labelled lung cancers.
+
+pyradiomics' test cases (NSCLC-Radiomics collection, 5 mm slices), fetched by
+``scripts/fetch_real_lesions.sh``: ``lung1`` holds a 16 mm solid nodule in the right upper lobe,
+``lung2`` a 56 mm mass against the posterior chest wall of the left lower lobe. Neither CT was
+used to build or tune the model before these tests were written; the rules they check
+(:data:`~napari_ctreport.analysis.PLEURAL_MASS_MAX_HULL_AIR`,
+:data:`~napari_ctreport.analysis.MASS_MIN_LUNG_CONTACT`) were measured on the synthetic
+validation sets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_ctreport.analysis import analyze
+from napari_ctreport.io.ct import load_ct
+from napari_ctreport.report.measure import finding_from_mask
+
+
+def _truth(real_lesions, name):
+    """The labelled tumour as a finding, measured like the model's."""
+    volume = load_ct(real_lesions / f"{name}_image.nrrd")
+    label = load_ct(real_lesions / f"{name}_label.nrrd").array > 0
+    return volume, finding_from_mask(label, volume=volume, id="T", kind="mass")
+
+
+def _inside(point, box) -> bool:
+    lo, hi = np.asarray(box[0]), np.asarray(box[1])
+    return bool(np.all(np.asarray(point) >= np.minimum(lo, hi) - 1e-6)) and bool(
+        np.all(np.asarray(point) <= np.maximum(lo, hi) + 1e-6)
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "kinds", "side"),
+    [
+        ("lung1", {"solid nodule"}, "right"),
+        # the network called this one a pleural effusion: a ball against the pleura, not a
+        # crescent around the lung, so it is reported as a mass and measured on the CT
+        ("lung2", {"mass"}, "left"),
+    ],
+)
+def test_a_real_lung_cancer_is_found_alone_on_its_side_and_measured(
+    real_lesions, name, kinds, side
+):
+    volume, truth = _truth(real_lesions, name)
+    a = analyze(volume, device="cpu")
+    # the tumour, and nothing else: no effusion, no mediastinal "mass"
+    assert len(a.findings) == 1, [(f.kind, f.side, f.diameter_mm) for f in a.findings]
+    f = a.findings[0]
+    assert f.kind in kinds
+    assert f.side == side == truth.side
+    assert _inside(f.center_lps_mm, truth.bbox_lps_mm)
+    assert _inside(truth.center_lps_mm, f.bbox_lps_mm)
+    assert abs(f.diameter_mm - truth.diameter_mm) <= 0.15 * truth.diameter_mm
+    assert "effusion" not in a.report.findings.replace("No pleural effusion", "")
