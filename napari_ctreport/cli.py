@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from .io import CTReadError
+from .io.case import CaseFormatError
 
 EXIT_BAD_INPUT = 2
 
@@ -144,6 +145,38 @@ def cmd_synth(args: argparse.Namespace) -> int:
         matrix=args.matrix,
     )
     sys.stdout.write(f"wrote {len(paths)} cases to {args.out}\n")
+    return 0
+
+
+# -- import ---------------------------------------------------------------------------------
+def cmd_import(args: argparse.Namespace) -> int:
+    from .io.case import write_case
+    from .report.labelled import case_from_labels
+
+    kinds: str | dict[int, str]
+    if len(args.kind) == 1 and "=" not in args.kind[0]:
+        kinds = args.kind[0]
+    else:
+        kinds = {}
+        for item in args.kind:
+            value, sep, kind = item.partition("=")
+            if not sep or not value.strip().isdigit():
+                raise BadInput(f"--kind: {item!r} is not VALUE=KIND, e.g. 1=mass")
+            kinds[int(value)] = kind.strip()
+    case, volume, label_map = case_from_labels(
+        args.image,
+        args.labels,
+        kinds=kinds,
+        case_id=args.case_id or Path(args.out).name,
+        split_components=args.components,
+    )
+    folder = write_case(case, args.out, volume=volume, labels=label_map)
+    for f in case.findings:
+        sys.stdout.write(
+            f"{f.id}  {f.kind}, {f.side} {f.zone}, {f.diameter_mm:.1f} x {f.short_axis_mm:.1f} mm,"
+            f" {f.volume_ml:.2f} ml\n"
+        )
+    sys.stdout.write(f"wrote {folder}\n")
     return 0
 
 
@@ -311,6 +344,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser(
+        "import",
+        help="a case folder from a CT and its lesion label map (for evaluate)",
+        description="Measure each lesion of a label map drawn on a CT (0 background) like a "
+        "finding and write a case folder that `ctreport evaluate` scores the model on.",
+    )
+    p.add_argument("image", help="the CT (DICOM folder or file, NIfTI, NRRD, MHA/MHD)")
+    p.add_argument("labels", help="label map on the same grid: 0 background, >0 lesions")
+    p.add_argument("--out", required=True, type=Path, help="case folder to write (replaced)")
+    p.add_argument(
+        "--kind",
+        required=True,
+        nargs="+",
+        help="the kind of every lesion (e.g. mass), or VALUE=KIND per label value "
+        "(e.g. 1=mass '2=solid nodule')",
+    )
+    p.add_argument(
+        "--components", action="store_true", help="each connected component is one lesion"
+    )
+    p.add_argument("--case-id", help="case identifier (default: the --out folder's name)")
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("analyze", help="run the model on a CT; write the analysis JSON")
     p.add_argument("path", help="DICOM folder or file, NIfTI, NRRD, MHA/MHD")
     p.add_argument("--out", type=Path, help="JSON file to write (default: stdout)")
@@ -369,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except CTReadError as err:
+    except (CTReadError, CaseFormatError) as err:
         _err(str(err))
         return EXIT_BAD_INPUT
     except (BadInput, FileNotFoundError, NotADirectoryError, PermissionError) as err:

@@ -11,6 +11,8 @@ validation sets.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,33 @@ def test_a_real_lung_cancer_is_found_alone_on_its_side_and_measured(
     assert _inside(truth.center_lps_mm, f.bbox_lps_mm)
     assert abs(f.diameter_mm - truth.diameter_mm) <= 0.15 * truth.diameter_mm
     assert "effusion" not in a.report.findings.replace("No pleural effusion", "")
+
+
+def test_evaluate_on_the_imported_real_cancers(real_lesions, tmp_path, capsys):
+    """``ctreport import`` turns each CT and its tumour label into a case folder, and
+    ``ctreport evaluate`` scores the model on them: both found, nothing else reported."""
+    from napari_ctreport.cli import main
+
+    for name, kind in (("lung1", "solid nodule"), ("lung2", "mass")):
+        rc = main(
+            [
+                "import",
+                str(real_lesions / f"{name}_image.nrrd"),
+                str(real_lesions / f"{name}_label.nrrd"),
+                "--out",
+                str(tmp_path / "cases" / name),
+                "--kind",
+                kind,
+            ]
+        )
+        assert rc == 0, capsys.readouterr().err
+    out = tmp_path / "metrics.json"
+    rc = main(
+        ["evaluate", "--data", str(tmp_path / "cases"), "--device", "cpu", "--json", str(out)]
+    )
+    assert rc == 0, capsys.readouterr().err
+    m = json.loads(out.read_text())
+    assert m["n_gt"] == 2
+    assert m["recall"] == 1.0 and m["precision"] == 1.0
+    assert m["side_accuracy"] == 1.0 and m["kind_accuracy"] == 1.0
+    assert m["size_error_median"] <= 0.15

@@ -35,7 +35,7 @@ IMAGE_NIFTI = "image.nii.gz"
 IMAGE_DICOM = "dicom"
 LABELS_FILE = "labels.nii.gz"
 #: Provenance sources.
-SOURCES: tuple[str, ...] = ("synthetic", "model draft", "radiologist corrected")
+SOURCES: tuple[str, ...] = ("synthetic", "model draft", "radiologist corrected", "imported labels")
 
 _SCHEMA_PATH = Path(__file__).with_name("case_schema.json")
 #: Name of an export version folder (``v001``, ``v002``, ...).
