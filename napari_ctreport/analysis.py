@@ -121,6 +121,18 @@ PLEURAL_MASS_GROW_MM = 15.0
 #: Radius (mm) of the in-plane opening that cuts the sheets of pleura and chest wall running on
 #: from such a mass off its grown mask.
 PLEURAL_MASS_SHEET_MM = 3.0
+#: Pleural fluid thins out to a few millimetres at the ends of its crescent, under the network's
+#: 1.5-2 mm grid: on the validation sets its effusion masks fell 13-44 % short of the fluid's
+#: length. Each effusion is grown on the CT (:func:`_grow_effusion`) through fluid attenuation
+#: (:data:`FLUID_HU`, lightly smoothed) outside the lungs and within :data:`EFFUSION_NEAR_LUNG_MM`
+#: of them, up to :data:`EFFUSION_GROW_MM` from the network's mask. On the 8 true effusions of
+#: the validation sets the length error went from -44 to -2 % (median -17 %) to -31 to +3 % (median
+#: -6 %). (Without the opening in :func:`_grow_effusion`, growing 10 or 15 mm, to 20 or 30 HU,
+#: within 5 or 10 mm of the lung all gave medians of -1 to -5 %, but crept along the pleura.)
+EFFUSION_GROW_MM = 10.0
+EFFUSION_NEAR_LUNG_MM = 10.0
+#: Fluid attenuation (HU): water, with the blur of the lung's edge and noise, below muscle.
+FLUID_HU = (-40.0, 30.0)
 #: Soft tissue and fluid attenuation (HU), between aerated lung and bone or contrast.
 SOFT_TISSUE_HU = (-300.0, 150.0)
 #: A solid nodule whose mask refined at the subsolid boundary (``REFINE_HU`` of a part-solid
@@ -475,6 +487,37 @@ def _pleural_mass(
     return out
 
 
+def _grow_effusion(mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None) -> np.ndarray:
+    """An effusion's mask grown through the fluid beside the lungs that connects to it (see
+    :data:`EFFUSION_GROW_MM`); the mask itself without lungs."""
+    from scipy import ndimage as ndi
+
+    if lungs is None or not lungs.any():
+        return mask
+    box = _mask_box(mask, volume, EFFUSION_GROW_MM + 1.0)
+    if box is None:
+        return mask
+    sp = volume.spacing_zyx
+    m = mask[box]
+    lung = lungs[box] > 0
+    hu = ndi.gaussian_filter(np.asarray(volume.array[box], dtype=np.float32), (0.0, 1.0, 1.0))
+    fluid = (
+        (ndi.distance_transform_edt(~m, sampling=sp) <= EFFUSION_GROW_MM)
+        & (ndi.distance_transform_edt(~lung, sampling=sp) <= EFFUSION_NEAR_LUNG_MM)
+        & ~lung
+        & (hu > FLUID_HU[0])
+        & (hu < FLUID_HU[1])
+    )
+    # every edge between lung and soft tissue blurs through the fluid range: an in-plane opening
+    # keeps fluid at least three voxels thick, not that one-voxel rim along the pleura
+    fluid = ndi.binary_opening(fluid, structure=np.ones((1, 3, 3), dtype=bool))
+    lab, _ = ndi.label(fluid | m)
+    keep = np.unique(lab[m])
+    out = mask.copy()
+    out[box] |= np.isin(lab, keep[keep > 0])
+    return out
+
+
 def _calcium(mask: np.ndarray, volume: CTVolume) -> bool:
     """Whether a lesion holds calcium: its densest tenth (90th percentile) reaches
     :data:`CALCIFIED_MIN_HU`. The scanner blurs a small calcified nodule into a halo of lower
@@ -567,6 +610,9 @@ def _findings_from_detections(
             if grown is not None:
                 det = groups.pop(side)["det"]
                 masses.append((replace(det, kind="mass", kind_id=KINDS.index("mass")), grown))
+        # ... and the fluid's thin ends, under the network's grid, are measured on the CT
+        for g in groups.values():
+            g["mask"] = _grow_effusion(g["mask"], volume, lungs)
     effusion_any = None
     for g in groups.values():
         effusion_any = g["mask"] if effusion_any is None else (effusion_any | g["mask"])

@@ -478,6 +478,42 @@ def test_a_ball_the_network_took_for_fluid_is_a_mass(shape):
     assert (grown & ~lesion).sum() <= 0.1 * lesion.sum()
 
 
+def test_an_effusion_is_measured_to_the_thin_ends_of_its_crescent():
+    """The network's effusion mask covers the thick part of the fluid; its thin ends, under the
+    network's grid, are grown on the CT through fluid beside the lung (not into the muscle)."""
+    from napari_ctreport.analysis import _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.measure import finding_from_mask
+
+    arr = np.full((40, 100, 100), 50.0, dtype=np.float32)  # chest wall muscle
+    zz, yy, xx = np.mgrid[:40, :100, :100]
+    rr = np.hypot(yy - 50, xx - 50)
+    slab = (zz >= 5) & (zz < 35)
+    lungs = ((rr <= 30) & (zz >= 2) & (zz < 38)).astype(np.uint8)
+    sin = np.clip((yy - 50) / np.maximum(rr, 1e-6), 0.0, 1.0)  # 0 at the ends, 1 behind
+    fluid = slab & (yy > 50) & (rr > 30) & (rr <= 33 + 5 * sin)  # 3 to 8 mm thick
+    arr[fluid] = 10.0
+    arr[lungs > 0] = -850.0
+    network = fluid & (sin >= np.sin(np.radians(15)))  # not the last 8 mm at each end
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    truth = finding_from_mask(fluid, volume=vol, id="T", kind="pleural effusion")
+    got, _, labels = _findings_from_detections(
+        [_fake_detection("pleural effusion", network)], vol, lungs, None
+    )
+    assert [f.kind for f in got] == ["pleural effusion"]
+    grown = labels == got[0].label
+
+    def front(m):  # how far forward (towards y = 50) the fluid reaches at its ends
+        return int(np.nonzero(m.any(axis=(0, 2)))[0].min())
+
+    # the network stops 8 mm short of the ends; the grown mask reaches to within the last
+    # voxels, where the fluid is under three voxels thick once the edges' blur is taken off
+    assert front(network) >= front(fluid) + 7
+    assert front(grown) <= front(fluid) + 4
+    assert (grown & ~fluid).sum() <= 0.02 * fluid.sum()  # no muscle
+    assert abs(got[0].diameter_mm - truth.diameter_mm) <= 0.05 * truth.diameter_mm
+
+
 def test_refine_mask_finds_the_lesion_boundary():
     """A coarse (too big or too small) model mask is sharpened to the nodule's own boundary."""
     from scipy import ndimage as ndi
