@@ -108,9 +108,10 @@ MASS_MIN_LUNG_CONTACT = 0.25
 #: Pleural fluid lies as a crescent wrapped around the lung, so the convex hull of an effusion's
 #: mask (slice by slice) takes in aerated lung; a mass bulging from the pleura into the lung is a
 #: convex ball whose hull is itself. An "effusion" whose hull holds less than this share of
-#: aerated lung outside the mask is a mass against the pleura (:func:`_pleural_mass`). On the four
-#: validation sets the 8 true effusions found had 0.18-0.51 (a false one in the mediastinum, 0.0,
-#: is then dropped as a mass with no lung around it); a real peripheral lung cancer
+#: aerated lung outside the mask is a mass against the pleura (:func:`_pleural_mass`), or, when
+#: none of its soft tissue lies inside the lungs' convex hull, no pleural finding at all. On the
+#: four validation sets the 8 true effusions found had 0.18-0.51 (a false one outside the chest
+#: cavity, 0.0, is now dropped); a real peripheral lung cancer
 #: against the posterior chest wall (pyradiomics' ``lung2``), which the network had taken for an
 #: effusion, 0.001.
 PLEURAL_MASS_MAX_HULL_AIR = 0.1
@@ -436,8 +437,9 @@ def _lung_hulls(lungs: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
 def _pleural_mass(
     mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None
 ) -> np.ndarray | None:
-    """The mask of a mass against the pleura that the network took for pleural fluid, or ``None``
-    when ``mask`` is shaped like fluid.
+    """The mask of a mass against the pleura that the network took for pleural fluid, ``None``
+    when ``mask`` is shaped like fluid, or an empty mask when it is shaped like a ball but none of
+    it lies in the chest cavity (neither fluid around the lung nor a lung mass: not reported).
 
     The effusion mask's convex hull, slice by slice, holds under :data:`PLEURAL_MASS_MAX_HULL_AIR`
     aerated lung (< -500 HU) outside the mask: a convex ball, not a crescent around the lung. The
@@ -479,11 +481,8 @@ def _pleural_mass(
     tissue = ndi.binary_opening(tissue, structure=disk)
     lab, _ = ndi.label(tissue)
     keep = np.unique(lab[m & tissue])
-    keep = keep[keep > 0]
-    if keep.size == 0:
-        return None
     out = np.zeros(mask.shape, dtype=bool)
-    out[box] = np.isin(lab, keep)
+    out[box] = np.isin(lab, keep[keep > 0])
     return out
 
 
@@ -609,7 +608,8 @@ def _findings_from_detections(
             grown = _pleural_mass(groups[side]["mask"], volume, lungs)
             if grown is not None:
                 det = groups.pop(side)["det"]
-                masses.append((replace(det, kind="mass", kind_id=KINDS.index("mass")), grown))
+                if grown.any():
+                    masses.append((replace(det, kind="mass", kind_id=KINDS.index("mass")), grown))
         # ... and the fluid's thin ends, under the network's grid, are measured on the CT
         for g in groups.values():
             g["mask"] = _grow_effusion(g["mask"], volume, lungs)

@@ -438,12 +438,13 @@ def test_chest_wall_fat_and_muscle_is_not_an_effusion_or_mass(kind, where, repor
     assert [f.kind for f in got] == ([kind] if reported else [])
 
 
-@pytest.mark.parametrize("shape", ["crescent", "ball"])
+@pytest.mark.parametrize("shape", ["crescent", "ball", "outside"])
 def test_a_ball_the_network_took_for_fluid_is_a_mass(shape):
     """Pleural fluid is a crescent wrapped around the lung; a lung cancer against the chest wall
     is a ball bulging into it. The network took such a cancer on real CT (pyradiomics' lung2) for
     an effusion and masked a band through its middle: it is reported as a mass, grown on the CT
-    through the soft tissue within the chest cavity and measured whole."""
+    through the soft tissue within the chest cavity and measured whole. A convex "effusion" with
+    nothing in the chest cavity (in the chest wall or the mediastinum) is neither."""
     from napari_ctreport.analysis import _findings_from_detections
     from napari_ctreport.io.volume import CTVolume
     from napari_ctreport.report.measure import finding_from_mask
@@ -456,6 +457,11 @@ def test_a_ball_the_network_took_for_fluid_is_a_mass(shape):
         lesion = (rr > 30) & (rr <= 36) & (yy > 50) & (zz >= 5) & (zz < 35)
         arr[lesion] = 10.0
         mask = lesion
+    elif shape == "outside":  # a block of soft tissue in the chest wall, beyond the lung
+        lesion = np.zeros(arr.shape, dtype=bool)
+        lesion[10:30, 82:98, 40:60] = True  # 6.4 ml
+        arr[lesion] = 35.0
+        mask = lesion
     else:  # a 36 mm ball against the posterior wall; the network masked a band through it
         lesion = (zz - 20) ** 2 + (yy - 62) ** 2 + (xx - 50) ** 2 <= 18**2
         lungs[lesion] = 0
@@ -466,6 +472,9 @@ def test_a_ball_the_network_took_for_fluid_is_a_mass(shape):
     got, _, labels = _findings_from_detections(
         [_fake_detection("pleural effusion", mask)], vol, lungs, None
     )
+    if shape == "outside":
+        assert got == []
+        return
     assert len(got) == 1
     if shape == "crescent":
         assert got[0].kind == "pleural effusion"
