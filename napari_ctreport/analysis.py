@@ -221,17 +221,21 @@ def refine_mask(mask: np.ndarray, *, volume: CTVolume, kind: str) -> np.ndarray:
     near = ndi.distance_transform_edt(~m, sampling=sp) <= REFINE_GROW_MM
     if kind in REFINE_HALF_MAX and m.any():
         thr = max(thr, _half_max(hu, m))
-    dense = near & (hu > thr)
-    lab, n = ndi.label(dense)
-    if n == 0:
-        return mask
-    keep = np.unique(lab[m & dense])
-    refined = np.isin(lab, keep[keep > 0])
+    refined = _touching(near & (hu > thr), m)
     if refined.sum() < REFINE_MIN_KEEP * m.sum():
         return mask
     out = mask.copy()
     out[box] = refined
     return out
+
+
+def _touching(region: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The connected components of ``region`` that hold a voxel of ``seed``."""
+    from scipy import ndimage as ndi
+
+    lab, _ = ndi.label(region)
+    keep = np.unique(lab[seed & region])
+    return np.isin(lab, keep[keep > 0])
 
 
 def _half_max(hu: np.ndarray, mask: np.ndarray) -> float:
@@ -478,11 +482,8 @@ def _pleural_mass(
     ry, rx = np.ceil(r).astype(int)
     yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
     disk = ((yy / r[0]) ** 2 + (xx / r[1]) ** 2 <= 1.0)[None]
-    tissue = ndi.binary_opening(tissue, structure=disk)
-    lab, _ = ndi.label(tissue)
-    keep = np.unique(lab[m & tissue])
     out = np.zeros(mask.shape, dtype=bool)
-    out[box] = np.isin(lab, keep[keep > 0])
+    out[box] = _touching(ndi.binary_opening(tissue, structure=disk), m)
     return out
 
 
@@ -510,10 +511,8 @@ def _grow_effusion(mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None)
     # every edge between lung and soft tissue blurs through the fluid range: an in-plane opening
     # keeps fluid at least three voxels thick, not that one-voxel rim along the pleura
     fluid = ndi.binary_opening(fluid, structure=np.ones((1, 3, 3), dtype=bool))
-    lab, _ = ndi.label(fluid | m)
-    keep = np.unique(lab[m])
     out = mask.copy()
-    out[box] |= np.isin(lab, keep[keep > 0])
+    out[box] |= _touching(fluid | m, m)
     return out
 
 
