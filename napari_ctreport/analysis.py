@@ -387,11 +387,7 @@ def _ground_glass(region: np.ndarray, volume: CTVolume) -> bool:
     """Whether ``region`` (on the CT grid) is ground glass on the CT itself: its mean attenuation
     lies above the subsolid boundary (``REFINE_HU`` of a part-solid nodule), not only the
     smoothing's spread of something denser."""
-    box = _mask_box(region, volume, 0.0)
-    if box is None:
-        return False
-    hu = np.asarray(volume.array[box])[region[box]]
-    return float(hu.mean()) > REFINE_HU["part-solid nodule"]
+    return _mean_hu(region, volume) > REFINE_HU["part-solid nodule"]  # False when empty
 
 
 def _not_a_lung_lesion(
@@ -527,6 +523,23 @@ def _calcium(mask: np.ndarray, volume: CTVolume) -> bool:
     return float(np.percentile(np.asarray(volume.array[box])[mask[box]], 90)) >= CALCIFIED_MIN_HU
 
 
+def _drawn(refined: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+    """The part of a refined mask that the network drew (``refined & coarse``; ``refined``
+    itself when they do not overlap). A lesion's density is judged on it: the refinement's
+    :data:`REFINE_GROW_MM` margin can reach into a rib or vessel the lesion abuts, whose
+    attenuation is not the lesion's (a ground-glass nodule against a rib is not calcified)."""
+    own = refined & coarse
+    return own if own.any() else refined
+
+
+def _mean_hu(mask: np.ndarray, volume: CTVolume) -> float:
+    """Mean attenuation (HU) within ``mask`` (NaN for an empty mask)."""
+    box = _mask_box(mask, volume, 0.0)
+    if box is None:
+        return float("nan")
+    return float(np.asarray(volume.array[box])[mask[box]].mean())
+
+
 def _chest_wall(mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None) -> bool:
     """Whether an effusion or mass candidate is chest wall fat and muscle: at least
     :data:`CHEST_WALL_MIN_FAT` of it at fat density and at most :data:`CHEST_WALL_MAX_NEAR_LUNG`
@@ -567,10 +580,11 @@ def _findings_from_detections(
     mass with under :data:`MASS_MIN_LUNG_CONTACT` aerated lung around it, and a
     nodule the CT shows enclosed by the mediastinum, or (solid) as a vessel or, when low-scored,
     as no solid blob (:func:`_not_a_lung_lesion`) are dropped; a solid nodule or mass is
-    relabelled by its HU: mean below :data:`SOLID_MIN_HU` a ground-glass nodule (and a
+    relabelled by its HU: mean below :data:`SOLID_MIN_HU` (over its mask, or over the part of it
+    the network drew: :func:`_drawn`) a ground-glass nodule, measured as one (and a
     ground-glass nodule with a mean at or above it a solid nodule, measured and tested as one), a solid nodule
-    whose densest tenth reaches :data:`CALCIFIED_MIN_HU` (a subsolid one: whose solid part's
-    densest tenth does) a calcified nodule, then measured at half maximum; a calcified nodule
+    whose drawn part's densest tenth reaches :data:`CALCIFIED_MIN_HU` (a subsolid one: whose
+    solid part's does; a rib or vessel it abuts is not its calcium) a calcified nodule, then measured at half maximum; a calcified nodule
     with a mean below :data:`CALCIFIED_KEEP_MIN_HU` and no such dense tenth a solid (or
     ground-glass) nodule.
     Findings are numbered by decreasing score; ``label`` = number = value in the label map, where
@@ -656,10 +670,15 @@ def _findings_from_detections(
                 mask = refine_mask(coarse, volume=volume, kind="solid nodule")
             f = measure(mask, "solid nodule")
         if PLAUSIBILITY_RULES and f.kind in ("solid nodule", "mass"):
-            if f.mean_hu < SOLID_MIN_HU:
-                f.kind = "ground-glass nodule"
-            elif f.kind == "solid nodule":
-                calcified = _calcium(mask, volume)
+            if min(f.mean_hu, _mean_hu(_drawn(mask, coarse), volume)) < SOLID_MIN_HU:
+                # ground glass, measured at the subsolid boundary (where that is still less
+                # dense than soft tissue: else the solid reading stands)
+                glass = refine_mask(coarse, volume=volume, kind="ground-glass nodule")
+                g = measure(glass if refine else mask, "ground-glass nodule")
+                if g.mean_hu < SOLID_MIN_HU:
+                    mask, f = (glass if refine else mask), g
+            if f.kind == "solid nodule":
+                calcified = _calcium(_drawn(mask, coarse), volume)
                 if not calcified and refine:
                     # a solid part in a wide ground-glass halo is a part-solid nodule, measured
                     # whole (at the subsolid boundary)
@@ -675,7 +694,7 @@ def _findings_from_detections(
         elif PLAUSIBILITY_RULES and f.kind in ("part-solid nodule", "ground-glass nodule"):
             # its dense part, as a solid lesion's boundary (-500 HU) draws it
             solid = refine_mask(coarse, volume=volume, kind="solid nodule") if refine else coarse
-            calcified = _calcium(solid, volume)
+            calcified = _calcium(_drawn(solid, coarse), volume)
         elif (
             PLAUSIBILITY_RULES
             and f.kind == "calcified nodule"

@@ -316,6 +316,32 @@ def test_part_solid_nodule_gets_its_solid_component_measured(called):
     assert "suspicious" in rep.impression.lower() or "PET" in rep.impression  # solid part >= 6 mm
 
 
+@pytest.mark.parametrize("called", ["solid nodule", "ground-glass nodule"])
+@pytest.mark.parametrize("rib", [False, True])
+def test_a_ground_glass_nodule_against_a_rib_is_not_calcified(called, rib):
+    """A ground-glass nodule abutting a rib, its network mask reaching a voxel into the bone:
+    the refinement's margin takes in some of the rib, whose attenuation is not the nodule's.
+    It is reported as the ground-glass nodule it is, measured at the subsolid boundary (not
+    as a calcified speck of rib, then dropped as a vessel, nor at -500 HU as a few voxels)."""
+    from napari_ctreport.analysis import _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+
+    arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
+    zz, yy, xx = np.mgrid[:40, :80, :80]
+    r2 = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2
+    nodule = r2 <= 8**2  # a 16 mm ground-glass nodule
+    arr[nodule] = -600.0
+    drawn = r2 <= 8**2
+    if rib:
+        arr[:, :, 49:56] = 500.0  # cortical bone along the nodule's side
+        drawn = (r2 <= 9**2) & (xx <= 49)  # the network's mask: the nodule and a voxel of rib
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    findings, _, _ = _findings_from_detections([_fake_detection(called, drawn)], vol, None, None)
+    assert [f.kind for f in findings] == ["ground-glass nodule"]
+    # 16 mm; against the rib up to the refinement's 2 mm margin (REFINE_GROW_MM) more
+    assert 15.0 <= findings[0].diameter_mm <= (20.5 if rib else 18.0)
+
+
 @pytest.mark.parametrize(("radius", "reported"), [(0, False), (3, True)])
 def test_a_speck_is_not_a_nodule(radius, reported):
     """A "nodule" under MIN_NODULE_MM (one voxel of 1 mm) is not reported;
