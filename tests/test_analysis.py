@@ -464,6 +464,16 @@ def test_chest_wall_fat_and_muscle_is_not_an_effusion_or_mass(kind, where, repor
     assert [f.kind for f in got] == ([kind] if reported else [])
 
 
+def _lung_disk(soft_hu: float):
+    """A 1 mm phantom: a lung 60 mm across (labels; HU set by the caller) in tissue of
+    ``soft_hu``, with its index grids and in-plane distance from the lung's axis."""
+    arr = np.full((40, 100, 100), soft_hu, dtype=np.float32)
+    zz, yy, xx = np.mgrid[:40, :100, :100]
+    rr = np.hypot(yy - 50, xx - 50)
+    lungs = ((rr <= 30) & (zz >= 2) & (zz < 38)).astype(np.uint8)
+    return arr, lungs, (zz, yy, xx, rr)
+
+
 @pytest.mark.parametrize("shape", ["crescent", "ball", "outside"])
 def test_a_ball_the_network_took_for_fluid_is_a_mass(shape):
     """Pleural fluid is a crescent wrapped around the lung; a lung cancer against the chest wall
@@ -475,10 +485,7 @@ def test_a_ball_the_network_took_for_fluid_is_a_mass(shape):
     from napari_ctreport.io.volume import CTVolume
     from napari_ctreport.report.measure import finding_from_mask
 
-    arr = np.full((40, 100, 100), 40.0, dtype=np.float32)  # soft tissue
-    zz, yy, xx = np.mgrid[:40, :100, :100]
-    rr = np.hypot(yy - 50, xx - 50)
-    lungs = ((rr <= 30) & (zz >= 2) & (zz < 38)).astype(np.uint8)  # a lung, 60 mm across
+    arr, lungs, (zz, yy, xx, rr) = _lung_disk(40.0)  # in soft tissue
     if shape == "crescent":  # fluid in the posterior gutter, around the lung
         lesion = (rr > 30) & (rr <= 36) & (yy > 50) & (zz >= 5) & (zz < 35)
         arr[lesion] = 10.0
@@ -520,11 +527,8 @@ def test_an_effusion_is_measured_to_the_thin_ends_of_its_crescent():
     from napari_ctreport.io.volume import CTVolume
     from napari_ctreport.report.measure import finding_from_mask
 
-    arr = np.full((40, 100, 100), 50.0, dtype=np.float32)  # chest wall muscle
-    zz, yy, xx = np.mgrid[:40, :100, :100]
-    rr = np.hypot(yy - 50, xx - 50)
+    arr, lungs, (zz, yy, xx, rr) = _lung_disk(50.0)  # in chest wall muscle
     slab = (zz >= 5) & (zz < 35)
-    lungs = ((rr <= 30) & (zz >= 2) & (zz < 38)).astype(np.uint8)
     sin = np.clip((yy - 50) / np.maximum(rr, 1e-6), 0.0, 1.0)  # 0 at the ends, 1 behind
     fluid = slab & (yy > 50) & (rr > 30) & (rr <= 33 + 5 * sin)  # 3 to 8 mm thick
     arr[fluid] = 10.0
