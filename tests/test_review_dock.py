@@ -99,11 +99,15 @@ def test_review_loop(
             f"\n[review dock] max event-loop stall during analysis: {st['analysis_s'] * 1000:.0f} ms "
             f"(at {st['analysis_at']!r}); adding the result layers: "
             f"{tm['show_layers_s'] * 1000:.0f} ms in {tm['show_steps']} steps, longest step "
-            f"{tm['show_max_step_s'] * 1000:.0f} ms, longest stall {st['adding_s'] * 1000:.0f} ms"
+            f"{tm['show_max_step_s'] * 1000:.0f} ms, longest stall {st['adding_s'] * 1000:.0f} ms, "
+            f"{st['adding_ticks']} heartbeat ticks"
         )
     assert st["analysis_s"] < 0.25  # target 0.1 s; head-room for a loaded shared CI machine
-    # the layers go in over several event-loop turns (the heartbeat ticked in between), not at once
-    assert tm["show_steps"] >= 5 and st["adding_ticks"] >= 4
+    # the layers go in over several event-loop turns (the heartbeat ticked in between), not at
+    # once. Qt does not order a due 10 ms tick against the next 0 ms step, so not every turn
+    # shows a tick (3 ticks for 6 steps on a loaded CI machine); one tick before the last step
+    # (two in all) already shows that the event loop ran between steps
+    assert tm["show_steps"] >= 5 and st["adding_ticks"] >= 2
     assert not dock.busy and dock.run_button.isEnabled()
     r = dock.result
     assert r is not None and r.boxes in viewer.layers and r.masks in viewer.layers
