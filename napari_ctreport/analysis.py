@@ -673,10 +673,14 @@ def _findings_from_detections(
             if min(f.mean_hu, _mean_hu(_drawn(mask, coarse), volume)) < SOLID_MIN_HU:
                 # ground glass, measured at the subsolid boundary (where that is still less
                 # dense than soft tissue: else the solid reading stands)
-                glass = refine_mask(coarse, volume=volume, kind="ground-glass nodule")
-                g = measure(glass if refine else mask, "ground-glass nodule")
+                glass = (
+                    refine_mask(coarse, volume=volume, kind="ground-glass nodule")
+                    if refine
+                    else mask
+                )
+                g = measure(glass, "ground-glass nodule")
                 if g.mean_hu < SOLID_MIN_HU:
-                    mask, f = (glass if refine else mask), g
+                    mask, f = glass, g
             if f.kind == "solid nodule":
                 calcified = _calcium(_drawn(mask, coarse), volume)
                 if not calcified and refine:

@@ -68,7 +68,7 @@ def case_from_labels(
     """
     from scipy import ndimage as ndi
 
-    from ..io.ct import load_ct
+    from ..io.ct import DICOM_SUFFIXES, VOLUME_SUFFIXES, _suffix, load_ct
     from .anatomy import segment_lungs
     from .measure import finding_from_mask
     from .writer import write_report
@@ -101,8 +101,9 @@ def case_from_labels(
         findings.append(f)
     report = write_report(findings)
     name = Path(image).name
-    for ext in (".gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm"):
-        name = name.removesuffix(ext)
+    ext = _suffix(Path(image))
+    if ext in VOLUME_SUFFIXES or ext in DICOM_SUFFIXES:
+        name = name[: -len(ext)]
     case = Case(
         case_id=case_id or name or "case",
         findings=findings,
