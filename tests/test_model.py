@@ -361,6 +361,69 @@ def test_peak_without_mask_support(monkeypatch, peak, lesion, blob_check, factor
     assert full[24, 48, 40] and (full & ball).sum() >= 0.3 * ball.sum()
 
 
+def _run_on_mask_model(monkeypatch):
+    """The default model with a heat peak (0.6, solid nodule) on the dense voxels, a predicted
+    size of 8 mm, and a mask head that runs the lesion on along x for 63 model voxels (~95 mm),
+    as the mask head ran a lung-base nodule on into the liver dome."""
+    import copy
+
+    from napari_ctreport.model.registry import from_pretrained
+
+    loaded = copy.copy(from_pretrained(None))
+    net = copy.deepcopy(loaded.net)
+    real = net.encode
+    logit = float(np.log(0.6 / 0.4))
+
+    def encode(x):
+        out = real(x)
+        dense = (x > -0.5).float()
+        pooled = torch.nn.functional.avg_pool3d(dense, 4)
+        heat = torch.full_like(out["heat"], -12.0)
+        heat[:, 0] = torch.where(pooled[:, 0] > 0.2, logit * pooled[:, 0] / pooled.amax(), -12.0)
+        rod = torch.nn.functional.max_pool3d(dense, (1, 1, 63), stride=1, padding=(0, 0, 31))
+        size = torch.log(torch.tensor([4.0, 16 / 3, 16 / 3])).view(1, 3, 1, 1, 1)
+        return {
+            **out,
+            "heat": heat,
+            "size": size.expand_as(out["size"]).contiguous(),
+            "mask": torch.where(rod > 0, 12.0, -12.0),
+        }
+
+    monkeypatch.setattr(net, "encode", encode)
+    loaded.net = net
+    return loaded
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_nodule_peak_whose_mask_runs_on(monkeypatch, split):
+    """A nodule peak whose mask component reaches far beyond the peak's predicted size (over
+    OVERSIZED_FACTOR times it, and over OVERSIZED_MIN_MM) gets its own mask around the peak,
+    which the analysis measures as the 8 mm ball; with ``split_oversized`` off the detection
+    takes the whole run-on component (~95 mm long), as before."""
+    from napari_ctreport import analysis
+    from napari_ctreport.model import inference
+
+    loaded = _run_on_mask_model(monkeypatch)
+    loaded.config = {**loaded.config, "split_oversized": split}
+    vol, region = _lesion_volume("ball")
+    lungs = np.zeros(vol.shape, dtype=np.uint8)
+    lungs[4:-4, 8:-8, 8:-8] = 1
+    dets = inference.detect(loaded, vol, device="cpu")
+    assert len(dets) == 1
+    d = dets[0]
+    assert d.kind == "solid nodule"
+    full = d.full_mask(vol.shape)
+    assert full[24, 48, 40] and (full & region).sum() >= 0.5 * region.sum()
+    reach_x = np.ptp(np.nonzero(full.any(axis=(0, 1)))[0]) * vol.spacing_zyx[2]
+    if not split:
+        assert reach_x > 60.0
+        return
+    assert reach_x < 20.0
+    findings, _, _ = analysis._findings_from_detections(dets, vol, lungs, None)
+    assert [f.kind for f in findings] == ["solid nodule"]
+    assert findings[0].diameter_mm == pytest.approx(8.0, abs=1.6)
+
+
 def _one_detection(loaded, vol, lungs, found: bool):
     """The one detection ``detect`` returns given the lungs when ``found``; else checks there is
     none and returns ``None``."""

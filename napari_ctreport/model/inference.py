@@ -386,6 +386,17 @@ def _component_mask_ct(
 SEED_SCORE_FACTOR = 0.25
 
 
+#: A nodule peak whose mask component reaches farther than this many times the peak's predicted
+#: size (and farther than :data:`OVERSIZED_MIN_MM`) is given its own mask around the peak
+#: (:func:`_seed_component`, as a peak without a component), not the whole component: the mask
+#: head ran a nodule on into the soft tissue it abuts (a lung-base nodule into the liver dome
+#: under the diaphragm), and the whole component, measured as one lesion, was dropped as chest
+#: wall or mediastinum. ``split_oversized`` in a model's config switches it off.
+OVERSIZED_FACTOR = 3.0
+#: ... in mm: a nodule's component under the size of a mass is left whole.
+OVERSIZED_MIN_MM = 30.0
+
+
 #: Confirm weak unsupported peaks on the CT (:func:`_ct_blob`); ``blob_check`` in a model's
 #: config overrides it.
 BLOB_CHECK = True
@@ -797,6 +808,7 @@ def detect(
     seed_factor = float(cfg.get("seed_score_factor", SEED_SCORE_FACTOR))
     blob_check = bool(cfg.get("blob_check", BLOB_CHECK))
     subsolid_check = bool(cfg.get("subsolid_check", SUBSOLID_CHECK))
+    split = bool(cfg.get("split_oversized", True))
     no_blob: list[np.ndarray] = []  # peaks the CT did not confirm
     for k, score, (cz, cy, cx) in peaks:
         off = maps["offset"][:, cz, cy, cx]
@@ -843,6 +855,21 @@ def detect(
             comp_id = cid if cid > 0 else int(ids[np.argmax(counts)])
         if comp_id in claimed:
             continue
+        if seed is None and split and k in BLOB_KINDS:
+            box = objects[comp_id - 1]
+            reach = max((b.stop - b.start) * sp for b, sp in zip(box, prep.spacing, strict=True))
+            if reach > max(OVERSIZED_FACTOR * float((size * prep.spacing).max()), OVERSIZED_MIN_MM):
+                # the peak's own lesion within a component that ran on beyond it (the component
+                # stays claimed: a weaker peak in it is the same run-on)
+                if any(
+                    np.linalg.norm((centre - d["centre"]) * prep.spacing) < nms_mm for d in kept
+                ):
+                    continue
+                seed = _seed_component(prob, centre, half, mthr)
+                if seed is None:
+                    continue
+                claimed.add(comp_id)
+                comp_id = -1 - len(kept)
         if any(
             np.linalg.norm((centre - d["centre"]) * prep.spacing) < nms_mm and d["kind"] != k
             for d in kept
