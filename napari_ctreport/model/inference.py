@@ -386,14 +386,15 @@ def _component_mask_ct(
 SEED_SCORE_FACTOR = 0.25
 
 
-#: A nodule peak whose mask component reaches farther than this many times the peak's predicted
-#: size (and farther than :data:`OVERSIZED_MIN_MM`) is given its own mask around the peak
-#: (:func:`_seed_component`, as a peak without a component), not the whole component: the mask
-#: head ran a nodule on into the soft tissue it abuts (a lung-base nodule into the liver dome
-#: under the diaphragm), and the whole component, measured as one lesion, was dropped as chest
-#: wall or mediastinum. ``split_oversized`` in a model's config switches it off.
+#: Give a nodule peak whose mask component reaches far beyond the peak's predicted size its own
+#: mask around the peak (:func:`_seed_component`, as a peak without a component), not the whole
+#: component: the mask head had run a nodule on into the soft tissue it abuts (a lung-base
+#: nodule into the liver dome under the diaphragm), and the whole component, measured as one
+#: lesion, was dropped as chest wall. ``split_oversized`` in a model's config overrides it.
+SPLIT_OVERSIZED = True
+#: "Far beyond": more than this many times the largest predicted size ...
 OVERSIZED_FACTOR = 3.0
-#: ... in mm: a nodule's component under the size of a mass is left whole.
+#: ... and more than this (mm; a nodule's component under the size of a mass is left whole).
 OVERSIZED_MIN_MM = 30.0
 
 
@@ -808,7 +809,7 @@ def detect(
     seed_factor = float(cfg.get("seed_score_factor", SEED_SCORE_FACTOR))
     blob_check = bool(cfg.get("blob_check", BLOB_CHECK))
     subsolid_check = bool(cfg.get("subsolid_check", SUBSOLID_CHECK))
-    split = bool(cfg.get("split_oversized", True))
+    split = bool(cfg.get("split_oversized", SPLIT_OVERSIZED))
     no_blob: list[np.ndarray] = []  # peaks the CT did not confirm
     for k, score, (cz, cy, cx) in peaks:
         off = maps["offset"][:, cz, cy, cx]
