@@ -274,9 +274,10 @@ def test_constrained_decoding_never_invents_terms_or_numbers(corpus_tokenizer, s
         assert not wrong_kinds & {t.lower() for t in toks}
 
 
-def _fake_heat_model(monkeypatch, peak: float):
+def _fake_heat_model(monkeypatch, peak: float, heads=None):
     """The default model with its heat replaced: ``peak`` on the dense voxels (of kind 0, solid
-    nodule) and a mask head that sees nothing."""
+    nodule) and a mask head that sees nothing; ``heads(x, out)``, if given, returns further
+    outputs to replace."""
     import copy
 
     from napari_ctreport.model.registry import from_pretrained
@@ -291,7 +292,8 @@ def _fake_heat_model(monkeypatch, peak: float):
         dense = torch.nn.functional.avg_pool3d((x > -0.5).float(), 4)  # lesion (> -700 HU)
         heat = torch.full_like(out["heat"], -12.0)
         heat[:, 0] = torch.where(dense[:, 0] > 0.2, logit * dense[:, 0] / dense.amax(), -12.0)
-        return {**out, "heat": heat, "mask": torch.full_like(out["mask"], -12.0)}
+        out = {**out, "heat": heat, "mask": torch.full_like(out["mask"], -12.0)}
+        return {**out, **(heads(x, out) if heads else {})}
 
     monkeypatch.setattr(net, "encode", encode)
     loaded.net = net
@@ -362,36 +364,20 @@ def test_peak_without_mask_support(monkeypatch, peak, lesion, blob_check, factor
 
 
 def _run_on_mask_model(monkeypatch):
-    """The default model with a heat peak (0.6, solid nodule) on the dense voxels, a predicted
-    size of 8 mm, and a mask head that runs the lesion on along x for 63 model voxels (~95 mm),
-    as the mask head ran a lung-base nodule on into the liver dome."""
-    import copy
+    """:func:`_fake_heat_model` (heat 0.6) with a predicted size of 8 mm and a mask head that runs
+    the lesion on along x for 63 model voxels (~95 mm), as the mask head ran a lung-base nodule
+    on into the liver dome."""
 
-    from napari_ctreport.model.registry import from_pretrained
-
-    loaded = copy.copy(from_pretrained(None))
-    net = copy.deepcopy(loaded.net)
-    real = net.encode
-    logit = float(np.log(0.6 / 0.4))
-
-    def encode(x):
-        out = real(x)
+    def heads(x, out):
         dense = (x > -0.5).float()
-        pooled = torch.nn.functional.avg_pool3d(dense, 4)
-        heat = torch.full_like(out["heat"], -12.0)
-        heat[:, 0] = torch.where(pooled[:, 0] > 0.2, logit * pooled[:, 0] / pooled.amax(), -12.0)
         rod = torch.nn.functional.max_pool3d(dense, (1, 1, 63), stride=1, padding=(0, 0, 31))
         size = torch.log(torch.tensor([4.0, 16 / 3, 16 / 3])).view(1, 3, 1, 1, 1)
         return {
-            **out,
-            "heat": heat,
             "size": size.expand_as(out["size"]).contiguous(),
             "mask": torch.where(rod > 0, 12.0, -12.0),
         }
 
-    monkeypatch.setattr(net, "encode", encode)
-    loaded.net = net
-    return loaded
+    return _fake_heat_model(monkeypatch, 0.6, heads)
 
 
 @pytest.mark.parametrize("split", [True, False])

@@ -398,6 +398,14 @@ OVERSIZED_FACTOR = 3.0
 OVERSIZED_MIN_MM = 30.0
 
 
+def _runs_on(box: tuple[slice, ...], size: np.ndarray, spacing: np.ndarray) -> bool:
+    """Whether a mask component with bounding ``box`` (model grid) reaches farther than
+    :data:`OVERSIZED_FACTOR` times the largest of a peak's predicted ``size`` (model voxels) and
+    farther than :data:`OVERSIZED_MIN_MM`."""
+    reach = max((b.stop - b.start) * sp for b, sp in zip(box, spacing, strict=True))
+    return reach > max(OVERSIZED_FACTOR * float((size * spacing).max()), OVERSIZED_MIN_MM)
+
+
 #: Confirm weak unsupported peaks on the CT (:func:`_ct_blob`); ``blob_check`` in a model's
 #: config overrides it.
 BLOB_CHECK = True
@@ -820,14 +828,16 @@ def detect(
         hi = np.minimum(np.array(prob.shape), np.ceil(centre + half).astype(int) + 1)
         window = lab[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         ids, counts = np.unique(window[window > 0], return_counts=True)
+        near = [d for d in kept if np.linalg.norm((centre - d["centre"]) * prep.spacing) < nms_mm]
         seed = None
+        run_on = None  # the component this peak's lesion ran on into (split off below)
         if ids.size == 0:
             # a peak whose mask stayed under the threshold (small or faint lesions): kept when
             # the peak is strong enough without the mask head's support (its score scaled down
             # by ``seed_score_factor``, so it ranks below supported peaks), or when the CT there
             # is an isolated solid ball (a nodule kind; the CT stands in for the mask head, so
             # the score stays the heat); its mask is grown from the peak
-            if any(np.linalg.norm((centre - d["centre"]) * prep.spacing) < nms_mm for d in kept):
+            if near:
                 continue
             if score * seed_factor >= thr:
                 score *= seed_factor
@@ -845,36 +855,27 @@ def detect(
                     # miss it), of the subsolid kind the network's heat favours there
                     if k not in SUBSOLID_KINDS:
                         k = max(SUBSOLID_KINDS, key=lambda i: float(heat[i, cz, cy, cx]))
-            seed = _seed_component(prob, centre, half, mthr)
-            if seed is None:
-                continue
-            comp_id = -1 - len(kept)
         else:
             cid = int(
                 lab[tuple(np.clip(np.round(centre).astype(int), 0, np.array(prob.shape) - 1))]
             )
             comp_id = cid if cid > 0 else int(ids[np.argmax(counts)])
-        if comp_id in claimed:
-            continue
-        if seed is None and split and k in BLOB_KINDS:
-            box = objects[comp_id - 1]
-            reach = max((b.stop - b.start) * sp for b, sp in zip(box, prep.spacing, strict=True))
-            if reach > max(OVERSIZED_FACTOR * float((size * prep.spacing).max()), OVERSIZED_MIN_MM):
+            if comp_id in claimed:
+                continue
+            if split and k in BLOB_KINDS and _runs_on(objects[comp_id - 1], size, prep.spacing):
                 # the peak's own lesion within a component that ran on beyond it (the component
                 # stays claimed: a weaker peak in it is the same run-on)
-                if any(
-                    np.linalg.norm((centre - d["centre"]) * prep.spacing) < nms_mm for d in kept
-                ):
+                if near:
                     continue
-                seed = _seed_component(prob, centre, half, mthr)
-                if seed is None:
-                    continue
-                claimed.add(comp_id)
-                comp_id = -1 - len(kept)
-        if any(
-            np.linalg.norm((centre - d["centre"]) * prep.spacing) < nms_mm and d["kind"] != k
-            for d in kept
-        ):
+                run_on = comp_id
+        if ids.size == 0 or run_on is not None:
+            seed = _seed_component(prob, centre, half, mthr)
+            if seed is None:
+                continue
+            comp_id = -1 - len(kept)
+            if run_on is not None:
+                claimed.add(run_on)
+        if any(d["kind"] != k for d in near):
             # a weaker peak of another kind on the same spot
             continue
         claimed.add(comp_id)
