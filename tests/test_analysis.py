@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -36,6 +38,20 @@ def result(case):
     seen: list[float] = []
     a = analyze(case.volume, device="cpu", progress=lambda f, m: seen.append(f))
     return a, seen
+
+
+def test_headless_api_is_importable_from_the_top_level_without_napari():
+    code = (
+        "import sys, napari_ctreport as c\n"
+        "from napari_ctreport import analysis\n"
+        "assert c.analyze is analysis.analyze and c.Analysis is analysis.Analysis\n"
+        "assert c.evaluate_model is analysis.evaluate_model\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt5', 'PySide2'))\n"
+        "assert not bad, bad\n"
+        "try:\n    c.no_such_thing\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_default_model_is_shipped_small_and_safetensors():
