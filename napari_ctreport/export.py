@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .io.case import SOURCES, Case, _jsonable, validate_case, write_case
 from .io.deid import METHOD, Deidentifier, hash_uid, load_key
 from .io.volume import CTVolume

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..io.case import Case, CaseFormatError
 from ..io.volume import CTVolume
 from .findings import Finding

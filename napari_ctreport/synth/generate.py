@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from .. import __version__
+from .._version import __version__
 from ..io.case import Case, write_case
 from ..io.volume import CTVolume
 from ..report.anatomy import segment_lungs
