@@ -663,9 +663,14 @@ def _findings_from_detections(
         # density rules: a "solid" lesion must have soft-tissue attenuation, and a nodule
         # holding calcium is a calcified nodule
         calcified = False
-        if PLAUSIBILITY_RULES and f.kind == "ground-glass nodule" and f.mean_hu >= SOLID_MIN_HU:
-            # ... and ground glass is not soft tissue: a "ground-glass nodule" as dense as a solid
-            # one is measured, and then tested, as a solid nodule
+        if (
+            PLAUSIBILITY_RULES
+            and f.kind in ("ground-glass nodule", "part-solid nodule")
+            and f.mean_hu >= SOLID_MIN_HU
+        ):
+            # ... and ground glass is not soft tissue: a "ground-glass" or "part-solid" nodule as
+            # dense as a solid one is measured, and then tested, as a solid nodule (a solid part
+            # in a wide ground-glass halo is found part-solid again below)
             if refine:
                 mask = refine_mask(coarse, volume=volume, kind="solid nodule")
             f = measure(mask, "solid nodule")

@@ -168,6 +168,9 @@ def _fake_detection(kind: str, mask: np.ndarray, score: float = 0.9):
         # soft tissue is not ground glass (on real CT: the hilum's border, a vessel cut across)
         (40.0, "ground-glass nodule", "solid nodule"),
         (600.0, "ground-glass nodule", "calcified nodule"),
+        # nor is a "part-solid" nodule solid all through (no ground-glass part to it)
+        (-600.0, "part-solid nodule", "part-solid nodule"),
+        (40.0, "part-solid nodule", "solid nodule"),
     ],
 )
 def test_density_rules_relabel_implausible_kinds(hu, kind, expected):
