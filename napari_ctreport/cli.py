@@ -244,6 +244,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from .model.train import interpolate_models
+
+    for d in (args.base, args.tuned):
+        if d != "default" and not (Path(d) / "config.json").is_file():
+            raise BadInput(f"{d}: not a model folder (config.json missing)")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise BadInput(f"--alpha: {args.alpha} is not between 0 and 1")
+    try:
+        out = interpolate_models(
+            base=args.base,
+            tuned=args.tuned,
+            alpha=args.alpha,
+            out_dir=args.out,
+            name=args.name,
+            version=args.model_version,
+        )
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    sys.stdout.write(f"model written to {out}\n")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .analysis import evaluate_model
     from .metrics import format_table
@@ -395,6 +418,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--max-minutes", type=float, help="stop after this much wall time")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "interpolate",
+        help="a model between a base model and its fine-tune: (1-alpha)*base + alpha*tuned",
+    )
+    p.add_argument("--base", required=True, help="the model fine-tuned from, or 'default'")
+    p.add_argument("--tuned", required=True, help="the fine-tuned model folder")
+    p.add_argument("--alpha", required=True, type=float, help="weight of the fine-tune, 0-1")
+    p.add_argument("--out", required=True, type=Path, help="output model folder")
+    p.add_argument("--name", help="model name (default: the fine-tune's)")
+    p.add_argument("--model-version", help="model version (default: the fine-tune's)")
+    p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("evaluate", help="detection and report metrics on case folders")
     p.add_argument(

@@ -226,6 +226,34 @@ def test_finetune_one_epoch_reload_and_analyse(export_dir, new_model):
     assert a.report.findings
 
 
+def test_interpolate_between_the_default_and_its_fine_tune(new_model, tmp_path, capsys):
+    """``ctreport interpolate``: weights (1 - alpha) * base + alpha * fine-tune, a loadable model."""
+    from napari_ctreport.cli import main
+
+    new, _ = new_model
+    out = tmp_path / "mid"
+    args = ["interpolate", "--base", "default", "--tuned", str(new), "--out", str(out)]
+    rc = main([*args, "--alpha", "0.25", "--model-version", "9.9.9"])
+    assert rc == 0 and f"model written to {out}" in capsys.readouterr().out
+    base, tuned, mid = from_pretrained(None), from_pretrained(new), from_pretrained(out)
+    sb, st, sm = base.net.state_dict(), tuned.net.state_dict(), mid.net.state_dict()
+    moved = [k for k in sb if not torch.equal(sb[k], st[k])]
+    assert moved
+    for k in moved:
+        assert torch.allclose(sm[k], 0.75 * sb[k] + 0.25 * st[k], atol=1e-6), k
+    assert mid.info["version"] == "9.9.9"
+    assert mid.config["interpolation"] == {"alpha": 0.25, "base": base.info, "tuned": tuned.info}
+    assert mid.config["training"] == tuned.config["training"]
+    a = analyze(generate_case(seed=900133, shape=CASE_SHAPE).volume, model=out, device="cpu")
+    assert a.model_info["sha256"] == mid.sha256
+    # alpha outside [0, 1], or a folder that is not a model: a clear error, exit status 2
+    assert main([*args, "--alpha", "1.5"]) == 2
+    assert "--alpha" in capsys.readouterr().err
+    bad = [*args[:4], str(tmp_path), "--out", str(tmp_path / "x"), "--alpha", "0.5"]
+    assert main(bad) == 2
+    assert "not a model folder" in capsys.readouterr().err
+
+
 @pytest.mark.gui
 def test_dock_loads_the_new_model(sample_dock, qtbot, new_model, tmp_path, monkeypatch):
     """The review dock runs the fine-tuned model folder and shows its identity."""

@@ -686,3 +686,88 @@ def _validate(net, val_c, patch, tokenizer, max_len, dev, seed) -> dict[str, flo
             n += 1
     net.train()
     return {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
+
+
+#: Config keys that may differ between two models whose weights are interpolated.
+_INTERPOLATION_FREE_KEYS = frozenset(
+    {"name", "version", "training", "interpolation", "score_threshold"}
+)
+
+
+def interpolate_models(
+    *,
+    base: str | Path,
+    tuned: str | Path,
+    alpha: float,
+    out_dir: str | Path,
+    name: str | None = None,
+    version: str | None = None,
+) -> Path:
+    """Write a model whose weights are ``(1 - alpha) * base + alpha * tuned``.
+
+    Weight-space interpolation between a model and a fine-tune of it ("WiSE-FT", Wortsman et
+    al., CVPR 2022) keeps much of what the fine-tune learned while staying close to the model
+    it started from, which holds up better on data unlike the fine-tuning cases.
+
+    Parameters
+    ----------
+    base
+        The model the fine-tune started from (a folder, or ``"default"``).
+    tuned
+        The fine-tuned model (same architecture and tokenizer).
+    alpha
+        Weight of ``tuned``, in [0, 1]: 0 gives ``base``'s weights, 1 ``tuned``'s.
+    out_dir
+        The new model folder; its config is ``tuned``'s with ``interpolation`` (both models'
+        name, version and sha256, and ``alpha``) added.
+    name, version
+        Name and version of the new model (default: ``tuned``'s).
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+
+    Raises
+    ------
+    ValueError
+        When ``alpha`` is outside [0, 1] or the two models differ in architecture, tokenizer
+        or weight shapes.
+    """
+    from .registry import from_pretrained, save_pretrained
+
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], not {alpha}")
+    a = from_pretrained(base)
+    b = from_pretrained(tuned)
+    diff = sorted(
+        k
+        for k in set(a.config) | set(b.config)
+        if k not in _INTERPOLATION_FREE_KEYS and a.config.get(k) != b.config.get(k)
+    )
+    if diff:
+        raise ValueError(f"{tuned}: not a fine-tune of {base} (config differs in {diff})")
+    if a.tokenizer.get_vocab() != b.tokenizer.get_vocab():
+        raise ValueError(f"{tuned}: its tokenizer differs from {base}'s")
+    sa, sb = a.net.state_dict(), b.net.state_dict()
+    mixed = {}
+    for k, vb in sb.items():
+        va = sa[k]
+        if va.shape != vb.shape:
+            raise ValueError(
+                f"{tuned}: weight {k} has shape {tuple(vb.shape)}, not {tuple(va.shape)}"
+            )
+        if vb.is_floating_point():
+            mixed[k] = ((1.0 - alpha) * va.double() + alpha * vb.double()).to(vb.dtype)
+        else:
+            mixed[k] = vb.clone()
+    b.net.load_state_dict(mixed)
+    interpolation = {"alpha": float(alpha), "base": a.info, "tuned": b.info}
+    return save_pretrained(
+        b.net,
+        b.tokenizer,
+        out_dir,
+        name=name or b.config.get("name"),
+        version=version or b.config.get("version"),
+        interpolation=interpolation,
+    )
