@@ -81,6 +81,11 @@ LABEL_DELAY_MS = 200
 BOX_CHUNK = 16
 
 
+def _n_findings(analysis) -> str:
+    n = len(analysis.findings)
+    return f"{n} finding" if n == 1 else f"{n} findings"
+
+
 class _Progress(QObject):
     """Carries progress from the analysis thread to the UI thread (queued signal)."""
 
@@ -581,7 +586,7 @@ class ReviewDock(QWidget):
         elif session.run > 1:
             suffix = f" (run {session.run})"
         t = analysis.timings_s.get("total", 0.0)
-        self.status.setText(f"{len(analysis.findings)} findings in {t:.1f} s; adding the layers…")
+        self.status.setText(f"{_n_findings(analysis)} in {t:.1f} s; adding the layers…")
 
         # the run that takes over run 1's layers (new data in napari's existing layers costs
         # far less UI time than removing and inserting layers); the others are removed
@@ -601,7 +606,7 @@ class ReviewDock(QWidget):
                 reuse=reuse,
             )
             self.status.setText(
-                f"{len(analysis.findings)} findings in {t:.1f} s on {analysis.device} "
+                f"{_n_findings(analysis)} in {t:.1f} s on {analysis.device} "
                 f"({analysis.model_info.get('name', '')} "
                 f"{analysis.model_info.get('version', '')})."
             )
