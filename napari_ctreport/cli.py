@@ -247,9 +247,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from .model.train import interpolate_models
 
-    for d in (args.base, args.tuned):
-        if d != "default" and not (Path(d) / "config.json").is_file():
-            raise BadInput(f"{d}: not a model folder (config.json missing)")
+    # a folder that is not a model: from_pretrained's FileNotFoundError names it (exit 2)
     if not 0.0 <= args.alpha <= 1.0:
         raise BadInput(f"--alpha: {args.alpha} is not between 0 and 1")
     try:
