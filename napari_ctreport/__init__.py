@@ -23,7 +23,7 @@ __all__ = ["Analysis", "__version__", "analyze", "evaluate_model"]
 if TYPE_CHECKING:  # pragma: no cover
     from .analysis import Analysis, analyze, evaluate_model
 
-_LAZY = {"Analysis", "analyze", "evaluate_model"}
+_LAZY = frozenset(__all__) - {"__version__"}  # from .analysis, on first use
 
 
 def __getattr__(name: str) -> Any:
