@@ -655,3 +655,43 @@ def test_a_mask_drawn_on_the_ct_is_not_refined_into_the_wall(drawn_on_ct):
     in_wall = int((labels[:, :, 40:] > 0).sum())
     assert (in_wall == 0) == drawn_on_ct
     assert (f.diameter_mm <= 11.0) == drawn_on_ct  # the 10 mm ball, not ball + wall
+
+
+@pytest.mark.parametrize("ball", ["soft tissue", "fluid", "rule off"])
+def test_a_mass_beside_an_effusion_is_not_part_of_it(monkeypatch, ball):
+    """A lung cancer beside its effusion: the network took both for fluid, in two detections that
+    merge into one effusion. The one that the CT shows is a convex ball of soft tissue (denser
+    than fluid) is split off as a mass, grown and measured whole, and the effusion keeps the rest.
+    A convex pocket of fluid is no mass; with ``MASS_IN_EFFUSION`` off the two stay one finding."""
+    from napari_ctreport import analysis
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.measure import finding_from_mask
+
+    monkeypatch.setattr(analysis, "MASS_IN_EFFUSION", ball != "rule off")
+    arr, lungs, (zz, yy, xx, rr) = _lung_disk(50.0)  # in chest wall muscle
+    slab = (zz >= 5) & (zz < 35)
+    gutter = slab & (yy > 50) & (rr > 30) & (rr <= 37)  # fluid in the posterior gutter
+    lesion = (zz - 20) ** 2 + (yy - 62) ** 2 + (xx - 50) ** 2 <= 18**2  # 36 mm, against it
+    lungs[lesion] = 0
+    arr[gutter] = 10.0
+    arr[lesion] = 10.0 if ball == "fluid" else 40.0
+    arr[lungs > 0] = -850.0
+    fluid = gutter & ~lesion
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    dets = [
+        _fake_detection("pleural effusion", fluid, score=0.6),
+        _fake_detection("pleural effusion", lesion & (np.abs(yy - 62) <= 4), score=0.5),
+    ]
+    got, _, labels = analysis._findings_from_detections(dets, vol, lungs, None)
+    kinds = sorted(f.kind for f in got)
+    if ball != "soft tissue":
+        assert kinds == ["pleural effusion"]
+        return
+    assert kinds == ["mass", "pleural effusion"]
+    mass = next(f for f in got if f.kind == "mass")
+    effusion = next(f for f in got if f.kind == "pleural effusion")
+    truth = finding_from_mask(lesion, volume=vol, id="T", kind="mass")
+    assert abs(mass.diameter_mm - truth.diameter_mm) <= 0.1 * truth.diameter_mm
+    assert ((labels == mass.label) & lesion).sum() >= 0.8 * lesion.sum()
+    assert ((labels == effusion.label) & lesion).sum() <= 0.05 * lesion.sum()
+    assert ((labels == effusion.label) & fluid).sum() >= 0.8 * fluid.sum()

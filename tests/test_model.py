@@ -575,3 +575,50 @@ def test_a_component_between_thick_slices_still_reaches_the_ct():
     # in-plane it covers the component's footprint: model 19.5-21.5 -> CT 29.25-32.25
     assert ys.min() >= 29 and ys.max() <= 33 and xs.min() >= 29 and xs.max() <= 33
     assert full.sum() >= 4
+
+
+@pytest.mark.parametrize("fluid_peaks", [True, False])
+def test_every_effusion_peak_along_one_mask_component_is_kept(monkeypatch, fluid_peaks):
+    """Two effusion peaks 72 mm apart whose masks join into one component (a cancer beside its
+    effusion, both taken for fluid): the stronger peak takes the component, and the other gets a
+    detection of its own with its own part of it, for the analysis to tell a mass from the fluid.
+    With ``effusion_peaks`` off only the stronger peak is kept (as before)."""
+    from napari_ctreport.io import CTVolume
+    from napari_ctreport.model import inference
+
+    arr = np.full((48, 96, 128), -850, dtype=np.int16)
+    zz, yy, xx = np.indices(arr.shape)
+    balls = [
+        (zz - 24) ** 2 * 4.0 + ((yy - 48) ** 2 + (xx - c) ** 2) * 2.25 <= 16.0 for c in (28, 76)
+    ]
+    arr[balls[0] | balls[1]] = 40
+    vol = CTVolume(array=arr, spacing_zyx=(2.0, 1.5, 1.5), origin_lps=(0.0, 0.0, 0.0))
+    fluid = inference.EFFUSION_KIND
+
+    def heads(x, out):
+        dense = torch.nn.functional.avg_pool3d((x > -0.5).float(), 4)
+        heat = torch.full_like(out["heat"], -12.0)
+        heat[:, fluid] = torch.where(dense[:, 0] > 0.2, 0.4 * dense[:, 0] / dense.amax(), -12.0)
+        rod = torch.nn.functional.max_pool3d(
+            (x > -0.5).float(), (1, 1, 63), stride=1, padding=(0, 0, 31)
+        )
+        size = torch.log(torch.tensor([4.0, 16 / 3, 16 / 3])).view(1, 3, 1, 1, 1)
+        return {
+            "heat": heat,
+            "size": size.expand_as(out["size"]).contiguous(),
+            "mask": torch.where(rod > 0, 12.0, -12.0),
+        }
+
+    loaded = _fake_heat_model(monkeypatch, 0.6, heads)
+    loaded.config = {**loaded.config, "effusion_peaks": fluid_peaks}
+    dets = inference.detect(loaded, vol, device="cpu")
+    assert all(d.kind == "pleural effusion" for d in dets)
+    assert len(dets) == (2 if fluid_peaks else 1)
+    masks = [d.full_mask(vol.shape) for d in dets]
+    assert masks[0][24, 48, 28] and masks[0][24, 48, 76]  # the whole component, both balls
+    if not fluid_peaks:
+        return
+    mine = [int(masks[1][24, 48, c]) for c in (28, 76)]
+    assert sum(mine) == 1  # one ball's part only
+    own = balls[mine.index(1)]
+    assert (masks[1] & own).sum() >= 0.5 * own.sum()

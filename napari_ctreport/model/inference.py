@@ -398,6 +398,16 @@ OVERSIZED_FACTOR = 3.0
 OVERSIZED_MIN_MM = 30.0
 
 
+#: Keep every effusion peak farther than the NMS radius from the peaks kept (of any kind, once
+#: all peaks have been through), each with its own part of the mask component
+#: (:func:`_seed_component`), not only the first peak of a component (``effusion_peaks`` in a
+#: model's config overrides it). The analysis merges a side's effusion
+#: detections into one finding, and splits off one that the CT shows is a ball of soft tissue
+#: (``analysis.MASS_IN_EFFUSION``): a lung cancer beside its effusion.
+EFFUSION_PEAKS = True
+EFFUSION_KIND = KINDS.index("pleural effusion")
+
+
 def _runs_on(box: tuple[slice, ...], size: np.ndarray, spacing: np.ndarray) -> bool:
     """Whether a mask component with bounding ``box`` (model grid) reaches farther than
     :data:`OVERSIZED_FACTOR` times the largest of a peak's predicted ``size`` (model voxels) and
@@ -818,7 +828,9 @@ def detect(
     blob_check = bool(cfg.get("blob_check", BLOB_CHECK))
     subsolid_check = bool(cfg.get("subsolid_check", SUBSOLID_CHECK))
     split = bool(cfg.get("split_oversized", SPLIT_OVERSIZED))
+    fluid_peaks = bool(cfg.get("effusion_peaks", EFFUSION_PEAKS))
     no_blob: list[np.ndarray] = []  # peaks the CT did not confirm
+    later: list[tuple] = []  # effusion peaks along a claimed component (EFFUSION_PEAKS)
     for k, score, (cz, cy, cx) in peaks:
         off = maps["offset"][:, cz, cy, cx]
         centre = (np.array([cz, cy, cx], dtype=float) + np.clip(off, 0, 1)) * 4.0
@@ -861,6 +873,8 @@ def detect(
             )
             comp_id = cid if cid > 0 else int(ids[np.argmax(counts)])
             if comp_id in claimed:
+                if fluid_peaks and k == EFFUSION_KIND and not near:
+                    later.append((score, centre, half, (cz, cy, cx)))
                 continue
             if split and k in BLOB_KINDS and _runs_on(objects[comp_id - 1], size, prep.spacing):
                 # the peak's own lesion within a component that ran on beyond it (the component
@@ -891,6 +905,26 @@ def detect(
         )
         if len(kept) >= int(cfg.get("max_findings", 20)):
             break
+    for score, centre, half, cell in later:
+        # a further effusion peak along a claimed component, farther than the NMS radius from
+        # every peak kept (of any kind), gets its own part of it: a mass beside the fluid that
+        # the network also took for fluid is then told apart on the CT by the analysis
+        if len(kept) >= int(cfg.get("max_findings", 20)):
+            break
+        if any(np.linalg.norm((centre - d["centre"]) * prep.spacing) < nms_mm for d in kept):
+            continue
+        seed = _seed_component(prob, centre, half, mthr)
+        if seed is not None:
+            kept.append(
+                {
+                    "kind": EFFUSION_KIND,
+                    "score": score,
+                    "centre": centre,
+                    "cell": cell,
+                    "comp": -1 - len(kept),
+                    "seed": seed,
+                }
+            )
     if lungs is not None and bool(cfg.get("ct_candidates", CT_CANDIDATES)):
         kept += _ct_candidates(volume, prep, lungs, kept, maps, prob, thr, mthr, nms_mm, cancel)
         kept = kept[: int(cfg.get("max_findings", 20))]
