@@ -526,18 +526,6 @@ def _grown_soft_tissue(
     return out
 
 
-def _soft_tissue_ball(mask: np.ndarray, volume: CTVolume) -> bool:
-    """Whether ``mask`` is a convex ball (:func:`_hull_air` under
-    :data:`PLEURAL_MASS_MAX_HULL_AIR`) of soft tissue denser than fluid (median attenuation at
-    least :data:`MASS_IN_EFFUSION_MIN_HU`; the network's mask takes in the lesion's blurred rim
-    against the lung, which pulls the mean down)."""
-    box = _mask_box(mask, volume, 0.0)
-    if box is None:
-        return False
-    median = float(np.median(np.asarray(volume.array[box])[mask[box]]))
-    return median >= MASS_IN_EFFUSION_MIN_HU and _hull_air(mask, volume) < PLEURAL_MASS_MAX_HULL_AIR
-
-
 def _denser_than_fluid(mask: np.ndarray, volume: CTVolume) -> np.ndarray:
     """The voxels of ``mask`` whose attenuation, lightly smoothed in-plane, reaches
     :data:`MASS_IN_EFFUSION_MIN_HU`."""
@@ -556,9 +544,11 @@ def _masses_beside_fluid(
     group: dict, volume: CTVolume, lungs: np.ndarray | None, voxel_ml: float
 ) -> list[tuple[Any, np.ndarray]]:
     """Masses split off an effusion ``group`` (its ``mask``, ``det`` and ``members``, the
-    detections merged into it, updated in place): each member whose own mask is a convex ball of
-    soft tissue (:func:`_soft_tissue_ball`), when the rest is still an effusion (at least
-    :data:`MIN_EFFUSION_ML`). The mass is grown (:func:`_grown_soft_tissue`) as a mass against
+    detections merged into it, updated in place): each member whose own mask is a convex ball
+    (:func:`_hull_air` under :data:`PLEURAL_MASS_MAX_HULL_AIR`) of soft tissue denser than fluid
+    (median attenuation at least :data:`MASS_IN_EFFUSION_MIN_HU`; the network's mask takes in
+    the lesion's blurred rim against the lung, which pulls the mean down), when the rest is
+    still an effusion (at least :data:`MIN_EFFUSION_ML`). The mass is grown (:func:`_grown_soft_tissue`) as a mass against
     the pleura is, less the rest's fluid (:func:`_grow_effusion`, less what is denser than
     fluid), and taken out of the effusion."""
     out: list[tuple[Any, np.ndarray]] = []
@@ -576,7 +566,7 @@ def _masses_beside_fluid(
             i += 1  # not denser than fluid (tested on the detection's box: quick)
             continue
         own = det.full_mask(volume.shape) & ~taken
-        if not _soft_tissue_ball(own, volume):
+        if _hull_air(own, volume) >= PLEURAL_MASS_MAX_HULL_AIR:
             i += 1
             continue
         rest = np.zeros(volume.shape, dtype=bool)
