@@ -133,6 +133,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
             spacing = spacing[0]
     if args.matrix is not None and (args.matrix < 16 or shape is not None):
         raise BadInput("--matrix must be at least 16, and not given with --shape")
+    for bg in args.background:
+        if not bg.exists():
+            raise BadInput(f"{bg}: --background: no such file or folder")
+    if not 0.0 <= args.real_fraction <= 1.0:
+        raise BadInput(f"--real-fraction: {args.real_fraction} is not in [0, 1]")
     progress = _Progress("synth")
     paths = write_dataset(
         args.out,
@@ -143,6 +148,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         shape=shape,
         spacing=spacing,
         matrix=args.matrix,
+        real_backgrounds=args.background,
+        real_fraction=args.real_fraction,
     )
     sys.stdout.write(f"wrote {len(paths)} cases to {args.out}\n")
     return 0
@@ -362,6 +369,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--spacing",
         help="spacing in mm instead of drawn: SXY (in-plane), SZ,SXY or SZ,SY,SX",
+    )
+    p.add_argument(
+        "--background",
+        action="append",
+        type=Path,
+        default=[],
+        help="a real CT to insert lesions into (repeat for several); a case folder (a corrected"
+        " export, or `ctreport import`) keeps its own findings as ground truth",
+    )
+    p.add_argument(
+        "--real-fraction",
+        type=float,
+        default=1.0,
+        help="share of the cases drawn on a --background CT, the rest on phantoms (default 1)",
     )
     p.set_defaults(func=cmd_synth)
 

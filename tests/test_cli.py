@@ -81,6 +81,30 @@ def test_synth_writes_valid_cases(tmp_path, capsys):
     assert all(validate_case(f) == [] for f in folders)
 
 
+def test_synth_on_a_corrected_case_keeps_its_findings(tmp_path, capsys):
+    """`ctreport synth --background CASE` inserts lesions into a case folder's CT (a corrected
+    export) and keeps that case's findings as ground truth; a missing background is exit 2."""
+    from napari_ctreport.io.case import iter_cases, read_case, write_case
+    from napari_ctreport.synth import generate_case
+
+    src = generate_case(seed=900129, shape=(48, 128, 128))
+    assert src.findings
+    bg = write_case(src.to_case("bg"), tmp_path / "bg", volume=src.volume, labels=src.labels)
+    out = tmp_path / "out"
+    args = ["synth", "--out", str(out), "--cases", "1", "--workers", "1", "--background", str(bg)]
+    assert main(args) == 0
+    (folder,) = iter_cases(out)
+    case = read_case(folder)
+    n = len(src.findings)
+    assert len(case.findings) > n
+    assert [f.kind for f in case.findings[:n]] == [f.kind for f in src.findings]
+    assert case.provenance["generator"]["style"] == "real background"
+    missing = tmp_path / "nowhere"
+    assert main(["synth", "--out", str(out), "--cases", "1", "--background", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "--background" in err
+
+
 def test_synth_rejects_zero_cases(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path), "--cases", "0"]) == 2
     assert "--cases" in capsys.readouterr().err

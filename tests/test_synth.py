@@ -373,3 +373,55 @@ def test_effusion_is_one_dependent_crescent() -> None:
             assert ndi.label(m)[1] == 1, f"seed {seed}: effusion in pieces"
             assert np.nonzero(m)[1].mean() > m.shape[1] / 2  # the posterior half (LPS +y)
     assert seen >= 2
+
+
+def test_a_case_folder_background_keeps_its_own_lesions(tmp_path) -> None:
+    """A corrected case (or a CT with a lesion segmentation) as a background: its findings stay
+    ground truth, untouched in the CT and the label map, and the inserted lesions keep clear of
+    them; a finding the reviewer rejected is not kept."""
+    from dataclasses import replace
+
+    seed, src = _case_with_nodule()
+    assert len(src.findings) >= 1
+    findings = list(src.findings)
+    rejected = None
+    if len(findings) > 1:
+        rejected = findings[-1]
+        findings[-1] = replace(rejected, status="rejected")
+    bg_folder = write_case(
+        replace(src.to_case("bg"), findings=findings),
+        tmp_path / "bg",
+        volume=src.volume,
+        labels=src.labels,
+    )
+    kept = [f for f in findings if f.status != "rejected"]
+    out = write_dataset(
+        tmp_path / "ds",
+        cases=2,
+        seed=21,
+        real_backgrounds=[bg_folder],
+        real_fraction=1.0,
+        formats=("nifti",),
+    )
+    for folder in out:
+        assert validate_case(folder) == []
+        case = read_case(folder)
+        vol = case.load_volume()
+        labels = case.load_labels(vol)
+        n = len(kept)
+        assert len(case.findings) > n  # at least one lesion was inserted
+        for old, new in zip(kept, case.findings[:n], strict=True):
+            assert (new.kind, new.side) == (old.kind, old.side)
+            assert new.diameter_mm == pytest.approx(old.diameter_mm, abs=0.06)
+            before = src.labels == old.label
+            np.testing.assert_array_equal(labels == new.label, before)
+            np.testing.assert_array_equal(vol.array[before], src.volume.array[before])
+        if rejected is not None:  # not ground truth any more
+            gone = src.labels == rejected.label
+            assert all(not np.array_equal(labels == f.label, gone) for f in case.findings)
+        ids = [f.id for f in case.findings]
+        assert ids == [f"F{i}" for i in range(1, len(ids) + 1)]
+        for f in case.findings[n:]:
+            region = labels == f.label
+            assert region.any() and f.label > max(o.label for o in kept)
+            assert not (region & (src.labels > 0)).any()

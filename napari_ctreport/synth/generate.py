@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -202,9 +202,14 @@ def _add_lesions(
     lungs: np.ndarray,
     spacing: tuple[float, float, float],
     kinds: Sequence[str],
+    known: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Lesion]]:
-    """Place and composite ``kinds`` into ``hu``; returns the label map and the lesions placed."""
-    labels = np.zeros(hu.shape, dtype=np.uint8)
+    """Place and composite ``kinds`` into ``hu``; returns the label map and the lesions placed.
+
+    ``known``: a label map of lesions already in ``hu`` (regions ``1..n``); the new lesions keep
+    clear of them and are numbered from ``n + 1``."""
+    labels = np.zeros(hu.shape, dtype=np.uint8) if known is None else known.astype(np.uint8)
+    first = int(labels.max())
     lung_index = np.flatnonzero(lungs.ravel())
     placed: list[Lesion] = []
     sides_used: set[int] = set()
@@ -225,7 +230,7 @@ def _add_lesions(
             continue
         placed.append(les)
         region = labels[les.box]
-        region[les.mask] = len(placed)
+        region[les.mask] = first + len(placed)
         composite(hu, les)
     return labels, placed
 
@@ -236,10 +241,14 @@ def _findings(
     lesions: Sequence[Lesion],
     *,
     lungs: np.ndarray,
+    known: Sequence[Finding] = (),
+    first: int = 0,
 ) -> list[Finding]:
-    out: list[Finding] = []
+    """The findings of ``known`` (renumbered ``F1``...) followed by those of ``lesions``, whose
+    regions in ``labels`` are numbered from ``first + 1``."""
+    out: list[Finding] = [replace(f, id=f"F{n}") for n, f in enumerate(known, start=1)]
     objs = ndi.find_objects(labels)
-    for i, les in enumerate(lesions, start=1):
+    for i, les in enumerate(lesions, start=first + 1):
         attrs = dict(les.attributes)
         if les.core is not None and les.core.any():
             sub = _measure_diameter(les.core, volume)
@@ -307,6 +316,7 @@ def generate_case(
     matrix: int | None = None,
     style: str = "default",
     background: CTVolume | None = None,
+    known: tuple[np.ndarray, Sequence[Finding]] | None = None,
 ) -> SynthCase:
     """Generate one synthetic chest CT case with lesions, masks, findings and a reference report.
 
@@ -332,6 +342,9 @@ def generate_case(
         fat, sharper kernel, coarser noise, denser vessels) is held out of training.
     background
         Insert lesions into this real CT instead of a phantom (see :func:`insert_lesions`).
+    known
+        With ``background``: the lesions it already has, kept as ground truth (see
+        :func:`insert_lesions`).
 
     Returns
     -------
@@ -339,7 +352,7 @@ def generate_case(
     """
     rng = np.random.default_rng(seed)
     if background is not None:
-        case = insert_lesions(background, rng=rng)
+        case = insert_lesions(background, rng=rng, known=known)
         case.meta.update({"seed": int(seed), "style": "real background"})
         return case
     if style not in STYLES:
@@ -387,6 +400,7 @@ def insert_lesions(
     kinds: Sequence[str] | None = None,
     noise_sd: float = 12.0,
     psf_mm: float = 0.7,
+    known: tuple[np.ndarray, Sequence[Finding]] | None = None,
 ) -> SynthCase:
     """Insert synthetic lesions into the lung parenchyma of a real CT.
 
@@ -402,6 +416,11 @@ def insert_lesions(
         Random generator (the whole case follows from it).
     kinds
         Finding kinds to insert; ``None`` draws 1-3 lesions.
+    known
+        The lesions the CT already has: their label map on its grid (region ``n`` is the
+        finding whose ``label`` is ``n``) and their findings (a corrected case, or a CT with a
+        lesion segmentation). They stay ground truth, untouched; the inserted lesions keep
+        clear of them.
 
     Returns
     -------
@@ -415,13 +434,23 @@ def insert_lesions(
     spacing = background.spacing_zyx
     bg = background.array.astype(np.float32)
     hu = bg.copy()
-    labels, lesions = _add_lesions(rng, hu, lungs=lungs, spacing=spacing, kinds=kinds)
+    known_labels, known_findings = known if known is not None else (None, ())
+    if known_labels is not None and known_labels.shape != bg.shape:
+        raise ValueError(
+            f"insert_lesions: the known lesions' label map is {known_labels.shape}, "
+            f"the CT {bg.shape}"
+        )
+    labels, lesions = _add_lesions(
+        rng, hu, lungs=lungs, spacing=spacing, kinds=kinds, known=known_labels
+    )
+    first = 0 if known_labels is None else int(known_labels.max())
     if lesions:
+        new = labels > first
         sig = (0.45, psf_mm / spacing[1], psf_mm / spacing[2])
         diff = ndi.gaussian_filter(hu - bg, sig, mode="nearest")
-        touched = ndi.binary_dilation(labels > 0, iterations=2)
+        touched = ndi.binary_dilation(new, iterations=2)
         noise = rng.standard_normal(hu.shape).astype(np.float32) * noise_sd
-        hu = np.where(touched, bg + diff + noise * (labels > 0), bg)
+        hu = np.where(touched, bg + diff + noise * new, bg)
     else:
         touched = np.zeros(bg.shape, dtype=bool)
     # the background keeps its own values; only the lesions' neighbourhood is rewritten
@@ -433,7 +462,7 @@ def insert_lesions(
         origin_lps=background.origin_lps,
         metadata=_volume_meta(rng, background=str(background.metadata.get("source_path", ""))),
     )
-    findings = _findings(volume, labels, lesions, lungs=lungs)
+    findings = _findings(volume, labels, lesions, lungs=lungs, known=known_findings, first=first)
     report = write_report(findings, rng=rng)
     meta = {
         "background": str(background.metadata.get("source_path", "")),
@@ -451,11 +480,22 @@ def case_seed(seed: int, index: int) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def _background(path: str) -> CTVolume:
-    """A real CT background, read once per process."""
+def _background(path: str) -> tuple[CTVolume, tuple[np.ndarray, list[Finding]] | None]:
+    """A real CT background, read once per process: a CT (no lesion known), or a case folder
+    (a corrected export, a CT with a lesion segmentation), whose non-rejected findings and
+    label map come with it as the lesions it already has."""
+    from ..io.case import read_case
     from ..io.ct import load_ct
 
-    return load_ct(path)
+    if not (Path(path) / "case.json").is_file():
+        return load_ct(path), None
+    case = read_case(path)
+    volume = case.load_volume()
+    volume.metadata.setdefault("source_path", str(path))
+    labels = case.load_labels(volume)
+    findings = [f for f in case.findings if f.status != "rejected"]
+    keep = np.isin(labels, [f.label for f in findings if f.label])
+    return volume, (np.where(keep, labels, 0), findings)
 
 
 def _write_one(
@@ -473,11 +513,17 @@ def _write_one(
     """Generate and write case ``i`` of a dataset (depends only on its arguments)."""
     s = case_seed(seed, i)
     pick = np.random.default_rng([int(seed), i, 7])
-    bg = None
+    bg = known = None
     if real_backgrounds and pick.random() < real_fraction:
-        bg = _background(real_backgrounds[int(pick.integers(len(real_backgrounds)))])
+        bg, known = _background(real_backgrounds[int(pick.integers(len(real_backgrounds)))])
     case = generate_case(
-        seed=s, shape=shape, spacing=spacing, matrix=matrix, style=style, background=bg
+        seed=s,
+        shape=shape,
+        spacing=spacing,
+        matrix=matrix,
+        style=style,
+        background=bg,
+        known=known,
     )
     fmt = case.meta.get("image_format", "nifti")
     if fmt not in formats:
@@ -516,7 +562,8 @@ def write_dataset(
 
     On-disk orientation (LPS, RAS, feet-first LPI) and format (NIfTI or a DICOM series, among
     ``formats``) vary from case to case. With ``real_backgrounds``, about ``real_fraction`` of
-    the cases are lesions inserted into those CTs (read with :func:`napari_ctreport.io.ct.load_ct`).
+    the cases are lesions inserted into those CTs (read with :func:`napari_ctreport.io.ct.load_ct`;
+    a case folder's CT keeps its own findings as ground truth beside the inserted ones).
     Each case depends only on ``seed`` and its index, so ``workers`` processes write the same
     cases as one. ``shape``, ``spacing`` and ``matrix`` choose the grid as in
     :func:`generate_case` (default: clinical 0.6-1.0 mm pixels on a 512 x 512 matrix).
