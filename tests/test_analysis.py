@@ -695,3 +695,43 @@ def test_a_mass_beside_an_effusion_is_not_part_of_it(monkeypatch, ball):
     assert ((labels == mass.label) & lesion).sum() >= 0.8 * lesion.sum()
     assert ((labels == effusion.label) & lesion).sum() <= 0.05 * lesion.sum()
     assert ((labels == effusion.label) & fluid).sum() >= 0.8 * fluid.sum()
+
+
+@pytest.mark.parametrize("case", ["ball", "rule off", "bulge", "speck"])
+def test_a_piece_of_a_mass_against_the_wall_is_reported_whole(monkeypatch, case):
+    """The network masked only the part of a lung mass pressed against the chest wall: that part
+    has almost no aerated lung around it and alone would be dropped as chest wall. It is grown on
+    the CT into the convex ball it belongs to and reported whole. A piece of a broad bulge of the
+    wall is no ball and stays dropped; so does the piece with the rule off. A speck grows far
+    more than ``WHOLE_MAX_GROWTH`` (on real CT a speck of the mediastinum or the diaphragm grows
+    just as a speck of a mass does) and is not grown either."""
+    from napari_ctreport import analysis
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.measure import finding_from_mask
+
+    monkeypatch.setattr(analysis, "WHOLE_FROM_PIECE", case != "rule off")
+    arr, lungs, (zz, yy, xx, rr) = _lung_disk(40.0)  # in soft tissue
+    if case == "bulge":  # a broad soft-tissue bulge, 70 mm wide, 14 mm into the lung
+        lesion = (yy > 66) & (zz >= 5) & (zz < 35) & (rr <= 30)
+    else:  # a 32 mm ball against the posterior wall, 10 mm of it in the wall's curve
+        lesion = (zz - 20) ** 2 + (yy - 66) ** 2 + (xx - 50) ** 2 <= 16**2
+        lesion &= rr <= 30
+    lungs[lesion] = 0
+    arr[lungs > 0] = -850.0
+    arr[lesion] = 35.0
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    # the network's piece: a column through it to the wall, with soft tissue all round
+    w = 2 if case == "speck" else 5
+    piece = lesion & (np.abs(zz - 20) <= w) & (np.abs(xx - 50) <= w)
+    piece &= yy >= (70 if case == "bulge" else 60)
+    assert analysis.lung_contact(piece, volume=vol) < analysis.MIN_LUNG_CONTACT
+    got, _, labels = analysis._findings_from_detections(
+        [_fake_detection("mass", piece, score=0.5)], vol, lungs, None
+    )
+    if case != "ball":
+        assert got == []
+        return
+    assert [f.kind for f in got] == ["mass"]
+    truth = finding_from_mask(lesion, volume=vol, id="T", kind="mass")
+    assert abs(got[0].diameter_mm - truth.diameter_mm) <= 0.1 * truth.diameter_mm
+    assert ((labels == got[0].label) & lesion).sum() >= 0.8 * lesion.sum()
