@@ -735,3 +735,37 @@ def test_a_piece_of_a_mass_against_the_wall_is_reported_whole(monkeypatch, case)
     truth = finding_from_mask(lesion, volume=vol, id="T", kind="mass")
     assert abs(got[0].diameter_mm - truth.diameter_mm) <= 0.1 * truth.diameter_mm
     assert ((labels == got[0].label) & lesion).sum() >= 0.8 * lesion.sum()
+
+
+@pytest.mark.parametrize("own_lung", [True, False])
+def test_a_mass_against_the_mediastinum_is_grown_within_its_own_lung(monkeypatch, own_lung):
+    """A lung mass the network took for fluid is grown on the CT through the soft tissue it
+    belongs to. Beside the mediastinum (or the spine), the hull of both lungs takes in the soft
+    tissue between them, and the growth ran on into it (a real cancer by the spine measured 74.6
+    mm for 55.8); within its own lung's hull the mass is measured as it is."""
+    from napari_ctreport import analysis
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.measure import finding_from_mask
+
+    monkeypatch.setattr(analysis, "PLEURAL_MASS_OWN_LUNG", own_lung)
+    arr = np.full((40, 100, 150), 40.0, dtype=np.float32)  # soft tissue: wall, mediastinum
+    zz, yy, xx = np.mgrid[:40, :100, :150]
+    slab = (zz >= 2) & (zz < 38)
+    lungs = np.zeros(arr.shape, dtype=np.uint8)
+    lungs[slab & (np.hypot(yy - 50, xx - 35) <= 28)] = 1  # right lung
+    lungs[slab & (np.hypot(yy - 50, xx - 115) <= 28)] = 2  # left lung; mediastinum between
+    lesion = (zz - 20) ** 2 + (yy - 50) ** 2 + (xx - 104) ** 2 <= 17**2  # on the medial wall
+    lungs[lesion] = 0
+    arr[lungs > 0] = -850.0
+    arr[lesion] = 35.0
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    band = lesion & (np.abs(yy - 50) <= 8)  # the network's "fluid" through the mass
+    got, _, _ = analysis._findings_from_detections(
+        [_fake_detection("pleural effusion", band, score=0.6)], vol, lungs, None
+    )
+    truth = finding_from_mask(lesion, volume=vol, id="T", kind="mass")
+    assert len(got) == 1
+    err = abs(got[0].diameter_mm - truth.diameter_mm) / truth.diameter_mm
+    assert (err <= 0.1) == own_lung, (got[0].diameter_mm, truth.diameter_mm)
+    if own_lung:
+        assert got[0].kind == "mass" and got[0].side == "left"
