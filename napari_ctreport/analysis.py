@@ -759,8 +759,8 @@ def _findings_from_detections(
     mass of chest wall fat and muscle (:func:`_chest_wall`), a nodule or mass with less than
     :data:`MIN_LUNG_CONTACT` aerated lung around it (unless it is a piece of a convex lung mass
     against the wall, then reported whole: :data:`WHOLE_FROM_PIECE`), a nodule under
-    :data:`MIN_NODULE_MM`, a mass with under :data:`MASS_MIN_LUNG_CONTACT` aerated lung around it, and a
-    nodule the CT shows enclosed by the mediastinum, or (solid) as a vessel or, when low-scored,
+    :data:`MIN_NODULE_MM`, a mass with under :data:`MASS_MIN_LUNG_CONTACT` aerated lung around
+    it, and a nodule the CT shows enclosed by the mediastinum, or (solid) as a vessel or, when low-scored,
     as no solid blob (:func:`_not_a_lung_lesion`) are dropped; a solid nodule or mass is
     relabelled by its HU: mean below :data:`SOLID_MIN_HU` (over its mask, or over the part of it
     the network drew: :func:`_drawn`) a ground-glass nodule, measured as one (and a

@@ -208,7 +208,11 @@ def _add_lesions(
 
     ``known``: a label map of lesions already in ``hu`` (regions ``1..n``); the new lesions keep
     clear of them and are numbered from ``n + 1``."""
-    labels = np.zeros(hu.shape, dtype=np.uint8) if known is None else known.astype(np.uint8)
+    if known is None:
+        labels = np.zeros(hu.shape, dtype=np.uint8)
+    else:  # room for the known regions and the lesions to insert (a case numbers them 1..n)
+        small = int(known.max(initial=0)) + len(kinds) <= np.iinfo(np.uint8).max
+        labels = known.astype(np.uint8 if small else np.uint16)
     first = int(labels.max())
     lung_index = np.flatnonzero(lungs.ravel())
     placed: list[Lesion] = []
