@@ -16,6 +16,7 @@ def main() -> None:
     parser.add_argument("out", help="PNG to write")
     parser.add_argument("--model", default=None, help="model folder (default: shipped model)")
     parser.add_argument("--window", default="lung")
+    parser.add_argument("--select", default=None, help="finding ID to jump to (default: the first)")
     args = parser.parse_args()
 
     import napari
@@ -42,7 +43,7 @@ def main() -> None:
         time.sleep(0.02)
     dock.apply_window(args.window)
     if dock.table.ids:
-        dock.select_finding(dock.table.ids[0])
+        dock.select_finding(args.select if args.select in dock.table.ids else dock.table.ids[0])
     for _ in range(50):
         app.processEvents()
         time.sleep(0.02)
