@@ -769,3 +769,34 @@ def test_a_mass_against_the_mediastinum_is_grown_within_its_own_lung(monkeypatch
     assert (err <= 0.1) == own_lung, (got[0].diameter_mm, truth.diameter_mm)
     if own_lung:
         assert got[0].kind == "mass" and got[0].side == "left"
+
+
+def test_the_lungs_hull_is_computed_on_the_box_alone():
+    """`_hull_in_box` gives exactly `convex_hull_image(image)[box]` (blobs, single pixels, boxes
+    anywhere), without filling the whole slice."""
+    import warnings
+
+    from scipy import ndimage as ndi
+    from skimage.morphology import convex_hull_image
+
+    from napari_ctreport.analysis import _hull_in_box
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for t in range(120):
+        h, w = (int(v) for v in rng.integers(5, 150, 2))
+        img = ndi.gaussian_filter(rng.random((h, w)), rng.uniform(1, 6)) > rng.uniform(0.5, 0.56)
+        if t % 7 == 0:
+            img[:] = False
+            img[rng.integers(0, h), rng.integers(0, w)] = True
+        y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        box = (
+            slice(y0, int(rng.integers(y0 + 1, h + 1))),
+            slice(x0, int(rng.integers(x0 + 1, w + 1))),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # skimage warns on an empty image
+            ref = convex_hull_image(img)[box]
+        np.testing.assert_array_equal(_hull_in_box(img, box), ref)
+        checked += int(img.any())
+    assert checked > 100
