@@ -110,6 +110,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 # -- synth ----------------------------------------------------------------------------------
 def cmd_synth(args: argparse.Namespace) -> int:
     from .synth import write_dataset
+    from .synth.generate import BackgroundError
 
     if args.cases < 1:
         raise BadInput("--cases must be at least 1")
@@ -139,18 +140,21 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if not 0.0 <= args.real_fraction <= 1.0:
         raise BadInput(f"--real-fraction: {args.real_fraction} is not in [0, 1]")
     progress = _Progress("synth")
-    paths = write_dataset(
-        args.out,
-        cases=args.cases,
-        seed=args.seed,
-        progress=lambda i, n: progress(i / n, f"case {i}/{n}"),
-        workers=args.workers,
-        shape=shape,
-        spacing=spacing,
-        matrix=args.matrix,
-        real_backgrounds=args.background,
-        real_fraction=args.real_fraction,
-    )
+    try:
+        paths = write_dataset(
+            args.out,
+            cases=args.cases,
+            seed=args.seed,
+            progress=lambda i, n: progress(i / n, f"case {i}/{n}"),
+            workers=args.workers,
+            shape=shape,
+            spacing=spacing,
+            matrix=args.matrix,
+            real_backgrounds=args.background,
+            real_fraction=args.real_fraction,
+        )
+    except BackgroundError as err:
+        raise BadInput(f"--background {err}") from err
     sys.stdout.write(f"wrote {len(paths)} cases to {args.out}\n")
     return 0
 

@@ -103,6 +103,18 @@ def test_synth_on_a_corrected_case_keeps_its_findings(tmp_path, capsys):
     assert main(["synth", "--out", str(out), "--cases", "1", "--background", str(missing)]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "--background" in err
+    # a CT with no lung to insert lesions into: one line naming it, exit 2, no traceback
+    import numpy as np
+
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.io.write import write_volume
+
+    belly = tmp_path / "belly.nii.gz"
+    write_volume(CTVolume(np.full((20, 64, 64), 40, np.int16), (2.0, 1.0, 1.0), (0, 0, 0)), belly)
+    args = ["synth", "--out", str(tmp_path / "o2"), "--cases", "1", "--workers", "1"]
+    assert main([*args, "--background", str(belly)]) == 2
+    err = capsys.readouterr().err
+    assert "belly.nii.gz" in err and "no lung" in err and "Traceback" not in err
 
 
 def test_synth_rejects_zero_cases(tmp_path, capsys):

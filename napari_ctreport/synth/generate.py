@@ -37,6 +37,10 @@ GENERATOR_NAME = "napari-ctreport synth"
 ORIENTATIONS: tuple[str, ...] = ("LPS", "RAS", "LPI")
 
 
+class BackgroundError(ValueError):
+    """A real CT that lesions cannot be inserted into (the message names it)."""
+
+
 @dataclass
 class SynthCase:
     """One synthetic case: image, label map (region ``i`` = ``findings[i-1].label``), ground truth."""
@@ -432,7 +436,8 @@ def insert_lesions(
     """
     lungs = segment_lungs(background)
     if not lungs.any():
-        raise ValueError("insert_lesions: no lung found in the background CT")
+        where = background.metadata.get("source_path") or "the background CT"
+        raise BackgroundError(f"{where}: no lung found to insert lesions into")
     if kinds is None:
         kinds = _plan(rng) or ["solid nodule"]
     spacing = background.spacing_zyx
