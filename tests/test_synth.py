@@ -425,3 +425,34 @@ def test_a_case_folder_background_keeps_its_own_lesions(tmp_path) -> None:
             region = labels == f.label
             assert region.any() and f.label > max(o.label for o in kept)
             assert not (region & (src.labels > 0)).any()
+
+
+def test_an_export_folder_as_background_stands_for_its_newest_cases(tmp_path) -> None:
+    """A folder of exported cases as a background: each case at its newest version (a
+    re-export supersedes the first), so the corrections count, not the draft."""
+    from dataclasses import replace
+
+    from napari_ctreport.synth.generate import _backgrounds
+
+    _, src = _case_with_nodule()
+    case = src.to_case("x")
+    export = tmp_path / "export"
+    write_case(case, export / "x" / "v001", volume=src.volume, labels=src.labels)
+    fixed = [replace(f, status="rejected") for f in src.findings[:1]] + list(src.findings[1:])
+    write_case(
+        replace(case, findings=fixed), export / "x" / "v002", volume=src.volume, labels=src.labels
+    )
+    ct = tmp_path / "plain.nii.gz"
+    assert _backgrounds([export, ct]) == (str(export / "x" / "v002"), str(ct))
+    (folder,) = write_dataset(
+        tmp_path / "ds",
+        cases=1,
+        seed=3,
+        real_backgrounds=[export],
+        real_fraction=1.0,
+        formats=("nifti",),
+    )
+    got = read_case(folder).findings
+    kept = [f for f in fixed if f.status != "rejected"]
+    assert [f.kind for f in got[: len(kept)]] == [f.kind for f in kept]
+    assert len(got) > len(kept)

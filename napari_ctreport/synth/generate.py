@@ -488,6 +488,21 @@ def case_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
+def _backgrounds(paths: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
+    """The background paths with every folder of case folders (an export: the newest version
+    of each case) replaced by its cases, in order."""
+    from ..io.case import iter_cases
+
+    out: list[str] = []
+    for p in paths:
+        cases = list(iter_cases(p)) if Path(p).is_dir() else []
+        if cases:
+            out.extend(str(c) for c in cases)
+        else:
+            out.append(str(p))
+    return tuple(out)
+
+
 @functools.lru_cache(maxsize=4)
 def _background(path: str) -> tuple[CTVolume, tuple[np.ndarray, list[Finding]] | None]:
     """A real CT background, read once per process: a CT (no lesion known), or a case folder
@@ -572,7 +587,8 @@ def write_dataset(
     On-disk orientation (LPS, RAS, feet-first LPI) and format (NIfTI or a DICOM series, among
     ``formats``) vary from case to case. With ``real_backgrounds``, about ``real_fraction`` of
     the cases are lesions inserted into those CTs (read with :func:`napari_ctreport.io.ct.load_ct`;
-    a case folder's CT keeps its own findings as ground truth beside the inserted ones).
+    a case folder's CT keeps its own findings as ground truth beside the inserted ones; a folder
+    of case folders, such as an export, stands for all its cases, each at its newest version).
     Each case depends only on ``seed`` and its index, so ``workers`` processes write the same
     cases as one. ``shape``, ``spacing`` and ``matrix`` choose the grid as in
     :func:`generate_case` (default: clinical 0.6-1.0 mm pixels on a 512 x 512 matrix).
@@ -595,7 +611,7 @@ def write_dataset(
     args = (
         seed,
         formats,
-        tuple(str(p) for p in real_backgrounds),
+        _backgrounds(real_backgrounds),
         style,
         shape,
         real_fraction,
