@@ -139,6 +139,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
             raise BadInput(f"{bg}: --background: no such file or folder")
     if not 0.0 <= args.real_fraction <= 1.0:
         raise BadInput(f"--real-fraction: {args.real_fraction} is not in [0, 1]")
+    if not 0.0 <= args.wall_masses <= 1.0:
+        raise BadInput(f"--wall-masses: {args.wall_masses} is not in [0, 1]")
     progress = _Progress("synth")
     try:
         paths = write_dataset(
@@ -152,6 +154,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
             matrix=args.matrix,
             real_backgrounds=args.background,
             real_fraction=args.real_fraction,
+            wall_masses=args.wall_masses,
         )
     except BackgroundError as err:
         raise BadInput(f"--background {err}") from err
@@ -387,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="share of the cases drawn on a --background CT, the rest on phantoms (default 1)",
+    )
+    p.add_argument(
+        "--wall-masses",
+        type=float,
+        default=0.0,
+        help="probability that a mass is set against the pleura, with an effusion on its side"
+        " (a lung cancer and its effusion; default 0)",
     )
     p.set_defaults(func=cmd_synth)
 

@@ -456,3 +456,41 @@ def test_an_export_folder_as_background_stands_for_its_newest_cases(tmp_path) ->
     kept = [f for f in fixed if f.status != "rejected"]
     assert [f.kind for f in got[: len(kept)]] == [f.kind for f in kept]
     assert len(got) > len(kept)
+
+
+def test_masses_set_against_the_pleura_with_an_effusion_on_their_side() -> None:
+    """``wall_masses``: a mass is set against the pleura (its centre under a radius deep in the
+    lung, which cuts it where it ends) with an effusion on its side when the case has one, as a
+    lung cancer with its effusion; with 0 the cases are drawn as before."""
+    from scipy import ndimage as ndi
+
+    from napari_ctreport.synth.generate import WALL_DEPTH
+    from napari_ctreport.synth.phantom import build_phantom
+
+    seen = with_fluid = 0
+    for seed in range(60):
+        plain = generate_case(seed=seed, shape=SHAPE)
+        if not any(f.kind == "mass" for f in plain.findings):
+            continue
+        assert generate_case(seed=seed, shape=SHAPE, wall_masses=0.0).findings == plain.findings
+        case = generate_case(seed=seed, shape=SHAPE, wall_masses=1.0)
+        masses = [f for f in case.findings if f.kind == "mass"]
+        if not masses:
+            continue
+        ph = build_phantom(np.random.default_rng(seed), shape=SHAPE)
+        depth = ndi.distance_transform_edt(ph.lungs > 0, sampling=ph.spacing_zyx)
+        for m in masses:
+            region = case.labels == m.label
+            centre = tuple(np.argwhere(region).mean(0).round().astype(int))
+            radius = 0.5 * m.diameter_mm
+            # the lung's edge cuts it (its centre shifts inward by the cut, its axial diameter
+            # may fall short of the drawn one)
+            assert depth[centre] <= (WALL_DEPTH[1] + 0.4) * radius
+            ring = ndi.binary_dilation(region, iterations=2) & ~region
+            assert (ph.lungs[ring] == 0).any()
+        effusions = [f.side for f in case.findings if f.kind == "pleural effusion"]
+        if effusions:
+            assert any(m.side in effusions for m in masses)
+            with_fluid += 1
+        seen += 1
+    assert seen >= 5 and with_fluid >= 3

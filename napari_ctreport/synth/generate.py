@@ -112,6 +112,14 @@ def _touches_border(
     return False
 
 
+#: A mass set against the pleura (``wall_masses``) has its centre this many radii deep in the
+#: lung: the lung's edge cuts a cap off it, as a lung cancer grows against the chest wall.
+WALL_DEPTH = (0.6, 0.9)
+#: A case with a mass against the pleura and no effusion gets one on the mass's side with this
+#: probability (a lung cancer and its malignant effusion).
+WALL_MASS_EFFUSION = 0.5
+
+
 def _place_nodule(
     rng: np.random.Generator,
     kind: str,
@@ -121,10 +129,13 @@ def _place_nodule(
     spacing: tuple[float, float, float],
     tries: int = 40,
     lung_index: np.ndarray | None = None,
+    depth: np.ndarray | None = None,
 ) -> Lesion | None:
     """Find a spot inside lung parenchyma, clear of other lesions, for a lesion of ``kind``.
 
     ``lung_index``: ``np.flatnonzero(lungs)`` if the caller has it (it is the same every call).
+    ``depth``: the depth (mm) of each of those voxels in the lung; given, the lesion is set
+    against the lung's edge (its centre :data:`WALL_DEPTH` radii deep), cut where the lung ends.
     """
     idx = np.flatnonzero(lungs.ravel()) if lung_index is None else lung_index
     if len(idx) == 0:
@@ -132,12 +143,18 @@ def _place_nodule(
     min_mm = max(2.0 * max(spacing[1], spacing[2]), spacing[0])
     diameter = nodule_diameter(rng, kind, min_mm)
     need = 0.85 if kind == "mass" else 0.97
+    where = idx
     for attempt in range(tries):
         if attempt and attempt % 10 == 0 and kind != "mass":
             diameter = max(diameter * 0.75, min_mm)
         if attempt and attempt % 10 == 0 and kind == "mass":
             diameter = max(diameter * 0.85, 34.0)
-        c = np.array(np.unravel_index(int(rng.choice(idx)), lungs.shape), dtype=float)
+        if depth is not None and attempt % 10 == 0:
+            r = diameter / 2.0
+            where = idx[(depth >= WALL_DEPTH[0] * r) & (depth <= WALL_DEPTH[1] * r)]
+            if len(where) == 0:
+                return None
+        c = np.array(np.unravel_index(int(rng.choice(where)), lungs.shape), dtype=float)
         c += rng.uniform(-0.5, 0.5, 3)
         les = make_lesion(
             rng, kind, center_idx=c, diameter_mm=diameter, spacing=spacing, shape=lungs.shape
@@ -207,11 +224,15 @@ def _add_lesions(
     spacing: tuple[float, float, float],
     kinds: Sequence[str],
     known: np.ndarray | None = None,
+    wall_masses: float = 0.0,
 ) -> tuple[np.ndarray, list[Lesion]]:
     """Place and composite ``kinds`` into ``hu``; returns the label map and the lesions placed.
 
     ``known``: a label map of lesions already in ``hu`` (regions ``1..n``); the new lesions keep
-    clear of them and are numbered from ``n + 1``."""
+    clear of them and are numbered from ``n + 1``. ``wall_masses``: the probability that a mass
+    is set against the pleura (:data:`WALL_DEPTH`); an effusion then goes to its side, and one is
+    added there with probability :data:`WALL_MASS_EFFUSION` if the case has none (0: the draws of
+    earlier versions, case for case)."""
     if known is None:
         labels = np.zeros(hu.shape, dtype=np.uint8)
     else:  # room for the known regions and the lesions to insert (a case numbers them 1..n)
@@ -221,25 +242,56 @@ def _add_lesions(
     lung_index = np.flatnonzero(lungs.ravel())
     placed: list[Lesion] = []
     sides_used: set[int] = set()
-    for kind in kinds:
-        if kind == "pleural effusion":
-            free = [s for s in (1, 2) if s not in sides_used]
-            if not free:
-                continue
-            side = int(rng.choice(free))
-            les = _place_effusion(rng, lungs=lungs, labels=labels, spacing=spacing, side=side)
-            if les is not None:
-                sides_used.add(side)
-        else:
-            les = _place_nodule(
-                rng, kind, lungs=lungs, labels=labels, spacing=spacing, lung_index=lung_index
-            )
+    wall_side = 0  # the side of a mass set against the pleura
+    # an effusion for such a mass, if the case has none (drawn only with wall_masses)
+    extra = (
+        wall_masses > 0
+        and "mass" in kinds
+        and "pleural effusion" not in kinds
+        and rng.random() < WALL_MASS_EFFUSION
+    )
+
+    def add(les: Lesion | None) -> None:
         if les is None:
-            continue
+            return
         placed.append(les)
         region = labels[les.box]
         region[les.mask] = first + len(placed)
         composite(hu, les)
+
+    def effusion(side: int) -> Lesion | None:
+        les = _place_effusion(rng, lungs=lungs, labels=labels, spacing=spacing, side=side)
+        if les is not None:
+            sides_used.add(side)
+        return les
+
+    for kind in kinds:
+        if kind == "pleural effusion":
+            free = [s for s in (1, 2) if s not in sides_used]
+            if wall_masses > 0 and wall_side in free:
+                add(effusion(wall_side))  # beside the mass against the pleura
+            elif free:
+                add(effusion(int(rng.choice(free))))
+            continue
+        depth = None
+        if kind == "mass" and wall_masses > 0 and rng.random() < wall_masses:
+            depth = ndi.distance_transform_edt(lungs > 0, sampling=spacing).ravel()[lung_index]
+        les = _place_nodule(
+            rng,
+            kind,
+            lungs=lungs,
+            labels=labels,
+            spacing=spacing,
+            lung_index=lung_index,
+            depth=depth,
+        )
+        if les is not None and depth is not None:
+            centre = np.argwhere(les.mask).mean(0).round().astype(int)
+            at = tuple(int(b.start + c) for b, c in zip(les.box, centre, strict=True))
+            wall_side = int(lungs[at]) or wall_side
+        add(les)
+    if extra and wall_side and wall_side not in sides_used:
+        add(effusion(wall_side))
     return labels, placed
 
 
@@ -325,6 +377,7 @@ def generate_case(
     style: str = "default",
     background: CTVolume | None = None,
     known: tuple[np.ndarray, Sequence[Finding]] | None = None,
+    wall_masses: float = 0.0,
 ) -> SynthCase:
     """Generate one synthetic chest CT case with lesions, masks, findings and a reference report.
 
@@ -353,6 +406,10 @@ def generate_case(
     known
         With ``background``: the lesions it already has, kept as ground truth (see
         :func:`insert_lesions`).
+    wall_masses
+        Probability that a mass is set against the pleura, with an effusion on its side (a lung
+        cancer and its effusion; see :func:`insert_lesions`). 0 (default) draws every case as
+        earlier versions did.
 
     Returns
     -------
@@ -360,14 +417,16 @@ def generate_case(
     """
     rng = np.random.default_rng(seed)
     if background is not None:
-        case = insert_lesions(background, rng=rng, known=known)
+        case = insert_lesions(background, rng=rng, known=known, wall_masses=wall_masses)
         case.meta.update({"seed": int(seed), "style": "real background"})
         return case
     if style not in STYLES:
         raise ValueError(f"unknown synthetic style {style!r}; expected one of {', '.join(STYLES)}")
     ph = build_phantom(rng, style=style, shape=shape, spacing=spacing, matrix=matrix)
     kinds = _plan(rng)
-    labels, lesions = _add_lesions(rng, ph.hu, lungs=ph.lungs, spacing=ph.spacing_zyx, kinds=kinds)
+    labels, lesions = _add_lesions(
+        rng, ph.hu, lungs=ph.lungs, spacing=ph.spacing_zyx, kinds=kinds, wall_masses=wall_masses
+    )
     an = ph.anatomy
     arr = scanner(
         ph.hu,
@@ -409,6 +468,7 @@ def insert_lesions(
     noise_sd: float = 12.0,
     psf_mm: float = 0.7,
     known: tuple[np.ndarray, Sequence[Finding]] | None = None,
+    wall_masses: float = 0.0,
 ) -> SynthCase:
     """Insert synthetic lesions into the lung parenchyma of a real CT.
 
@@ -429,6 +489,10 @@ def insert_lesions(
         finding whose ``label`` is ``n``) and their findings (a corrected case, or a CT with a
         lesion segmentation). They stay ground truth, untouched; the inserted lesions keep
         clear of them.
+    wall_masses
+        Probability that a mass is set against the pleura (its centre :data:`WALL_DEPTH` radii
+        deep in the lung, cut where the lung ends); an effusion then goes to its side, and is
+        added there with probability :data:`WALL_MASS_EFFUSION` when the case has none.
 
     Returns
     -------
@@ -450,7 +514,13 @@ def insert_lesions(
             f"the CT {bg.shape}"
         )
     labels, lesions = _add_lesions(
-        rng, hu, lungs=lungs, spacing=spacing, kinds=kinds, known=known_labels
+        rng,
+        hu,
+        lungs=lungs,
+        spacing=spacing,
+        kinds=kinds,
+        known=known_labels,
+        wall_masses=wall_masses,
     )
     first = 0 if known_labels is None else int(known_labels.max())
     if lesions:
@@ -533,6 +603,7 @@ def _write_one(
     real_fraction: float,
     spacing: float | tuple[float, ...] | None = None,
     matrix: int | None = None,
+    wall_masses: float = 0.0,
 ) -> Path:
     """Generate and write case ``i`` of a dataset (depends only on its arguments)."""
     s = case_seed(seed, i)
@@ -548,6 +619,7 @@ def _write_one(
         style=style,
         background=bg,
         known=known,
+        wall_masses=wall_masses,
     )
     fmt = case.meta.get("image_format", "nifti")
     if fmt not in formats:
@@ -581,6 +653,7 @@ def write_dataset(
     workers: int = 1,
     spacing: float | tuple[float, ...] | None = None,
     matrix: int | None = None,
+    wall_masses: float = 0.0,
 ) -> list[Path]:
     """Write ``cases`` synthetic case folders ``case_0000`` ... under ``out_dir``.
 
@@ -591,7 +664,8 @@ def write_dataset(
     of case folders, such as an export, stands for all its cases, each at its newest version).
     Each case depends only on ``seed`` and its index, so ``workers`` processes write the same
     cases as one. ``shape``, ``spacing`` and ``matrix`` choose the grid as in
-    :func:`generate_case` (default: clinical 0.6-1.0 mm pixels on a 512 x 512 matrix).
+    :func:`generate_case` (default: clinical 0.6-1.0 mm pixels on a 512 x 512 matrix);
+    ``wall_masses`` sets masses against the pleura, beside an effusion (:func:`generate_case`).
 
     Returns
     -------
@@ -617,6 +691,7 @@ def write_dataset(
         real_fraction,
         spacing,
         matrix,
+        wall_masses,
     )
     paths: list[Path | None] = [None] * cases
     if workers <= 1 or cases <= 1:
