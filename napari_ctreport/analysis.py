@@ -977,10 +977,12 @@ def _findings_from_detections(
             else None
         )
         if whole is not None:
-            # a piece, against the wall, of a lung mass: the whole of it, named by its size
+            # a piece, against the wall, of a lung mass: the whole of it, named by its size (the
+            # lexicon's size rule, as above)
             mask, contact = whole
-            d = float(axial_diameters(mask[tight_box(mask)], spacing_zyx=volume.spacing_zyx)[0])
-            f = measure(mask, "mass" if d > MASS_THRESHOLD_MM else "solid nodule")
+            f = measure(mask, "mass")
+            if f.diameter_mm <= MASS_THRESHOLD_MM:
+                f.kind = "solid nodule"
         if PLAUSIBILITY_RULES and contact < MIN_LUNG_CONTACT:
             continue  # not in the lung: not a nodule or lung mass
         if PLAUSIBILITY_RULES and f.kind == "mass" and _chest_wall(mask, volume, lungs):
