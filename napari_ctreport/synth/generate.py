@@ -578,10 +578,10 @@ def _background(path: str) -> tuple[CTVolume, tuple[np.ndarray, list[Finding]] |
     """A real CT background, read once per process: a CT (no lesion known), or a case folder
     (a corrected export, a CT with a lesion segmentation), whose non-rejected findings and
     label map come with it as the lesions it already has."""
-    from ..io.case import read_case
+    from ..io.case import CASE_JSON, read_case
     from ..io.ct import load_ct
 
-    if not (Path(path) / "case.json").is_file():
+    if not (Path(path) / CASE_JSON).is_file():
         return load_ct(path), None
     case = read_case(path)
     volume = case.load_volume()
