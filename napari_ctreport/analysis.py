@@ -608,7 +608,45 @@ def _whole_lesion(
     contact = lung_contact(grown, volume=volume)
     if contact < MASS_MIN_LUNG_CONTACT:
         return None
+    if WHOLE_CUT_NECKS:
+        grown = _cut_necks(grown, mask, volume)
     return grown, contact
+
+
+#: Soft tissue the growth of a piece (:func:`_whole_lesion`) reached through a narrow neck, such
+#: as the heart's border beside a mass against the anterior chest wall, is not part of the ball:
+#: slice by slice, an opening by a disk of :data:`WHOLE_NECK_FRACTION` times the ball's own
+#: in-plane radius (the largest distance from the grown region's edge to a voxel of the piece)
+#: cuts off what hangs on through a neck narrower than that disk; the ball itself, as wide as
+#: twice its radius, passes the opening. Applied after the tests above (what is reported does
+#: not change, only its measurement). realchest case_0009, a 30.9 mm mass: measured 43.2 mm
+#: without the cut, 30.7 mm with it. Set to False to switch it off.
+WHOLE_CUT_NECKS = True
+WHOLE_NECK_FRACTION = 0.5
+
+
+def _cut_necks(grown: np.ndarray, piece: np.ndarray, volume: CTVolume) -> np.ndarray:
+    """``grown`` less what hangs on to the ball around ``piece`` through a neck (see
+    :data:`WHOLE_CUT_NECKS`); ``piece`` itself is always kept."""
+    from scipy import ndimage as ndi
+
+    box = _mask_box(grown, volume, 2.0)
+    if box is None:
+        return grown
+    g = grown[box]
+    p = piece[box]
+    sy, sx = (float(v) for v in volume.spacing_zyx[1:])
+    # in-plane distance to the edge: z neighbours count as far away
+    inside = ndi.distance_transform_edt(g, sampling=(1e6, sy, sx))
+    r = WHOLE_NECK_FRACTION * float(inside[p].max()) if p.any() else 0.0
+    if r <= PLEURAL_MASS_SHEET_MM:
+        return grown  # the growth's own opening already cut necks this narrow
+    ry, rx = int(np.ceil(r / sy)), int(np.ceil(r / sx))
+    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
+    disk = (((yy * sy) / r) ** 2 + ((xx * sx) / r) ** 2 <= 1.0)[None]
+    out = np.zeros(grown.shape, dtype=bool)
+    out[box] = _touching(ndi.binary_opening(g, structure=disk), p) | p
+    return out
 
 
 def _denser_than_fluid(mask: np.ndarray, volume: CTVolume) -> np.ndarray:
