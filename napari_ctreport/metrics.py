@@ -27,7 +27,9 @@ Report
     into words and punctuation (no Java tokenizer). CIDEr-D uses document frequencies of the
     reference corpus, so it is 0 for a single case or identical references, and up to 10 for
     identical texts over a varied corpus. Clinical consistency is
-    :func:`~napari_ctreport.report.parse.clinical_consistency` averaged over cases.
+    :func:`~napari_ctreport.report.parse.clinical_consistency` averaged over cases: strictly
+    (sizes within 0.6 mm of the ground truth's, so a report whose nodule was measured 1 mm
+    longer than the annotation fails), and with sizes within :data:`CONSISTENCY_SIZE_TOL_REL`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ from .report.parse import clinical_consistency
 from .report.writer import Report
 
 FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+#: Relative size tolerance of ``clinical_consistency_15pct`` in :func:`evaluate`: the project's
+#: median size-error target (15 %).
+CONSISTENCY_SIZE_TOL_REL = 0.15
 
 Scans = Sequence[Sequence[Finding]]
 
@@ -331,8 +337,10 @@ def evaluate(
         ``n_scans``, ``n_gt``, ``froc`` ({rate: sensitivity}), ``cpm``, ``sens_1fp_nodules_6mm``,
         ``ap_iou0.1``, ``ap_iou0.25``, ``precision``, ``recall``, ``f1``, ``size_error_median``,
         ``bleu4``, ``rouge_l``, ``cider``, ``clinical_consistency`` (predicted report against the
-        ground-truth findings, mean over cases) and ``grounding`` (predicted report against the
-        predicted findings, mean over cases).
+        ground-truth findings, mean over cases; sizes within 0.6 mm), ``clinical_consistency_15pct``
+        (the same with sizes within :data:`CONSISTENCY_SIZE_TOL_REL` of the ground truth's, as
+        the size-error target allows) and ``grounding`` (predicted report against the predicted
+        findings, mean over cases).
     """
     if len(pred_cases) != len(gt_cases):
         raise ValueError(
@@ -361,6 +369,18 @@ def evaluate(
             np.mean(
                 [
                     clinical_consistency(_text(p[1]), g[0])
+                    for p, g in zip(pred_cases, gt_cases, strict=True)
+                ]
+            )
+        )
+        if pred_cases
+        else math.nan
+    )
+    out["clinical_consistency_15pct"] = (
+        float(
+            np.mean(
+                [
+                    clinical_consistency(_text(p[1]), g[0], size_tol_rel=CONSISTENCY_SIZE_TOL_REL)
                     for p, g in zip(pred_cases, gt_cases, strict=True)
                 ]
             )

@@ -203,6 +203,7 @@ def test_evaluate_and_table() -> None:
         "sens_1fp_nodules_6mm",
         "rouge_l",
         "clinical_consistency",
+        "clinical_consistency_15pct",
         "grounding",
     ):
         assert res[key] == pytest.approx(1.0), key
@@ -219,6 +220,7 @@ def test_evaluate_and_table() -> None:
     assert res2["cpm"] == 1.0
     assert res2["f1"] < 0.5
     assert res2["clinical_consistency"] < 1.0
+    assert res2["clinical_consistency_15pct"] < 1.0  # the side is wrong at any size tolerance
     assert res2["grounding"] == 1.0
     table = format_table(res)
     lines = table.splitlines()

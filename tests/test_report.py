@@ -190,6 +190,27 @@ def test_tampered_report_is_inconsistent() -> None:
     assert clinical_consistency(r, [make("solid nodule", 4.0, side="left")]) < 0.5
 
 
+def test_consistency_with_a_relative_size_tolerance() -> None:
+    """Against ground truth measured on another mask, sizes may be allowed to differ by a share
+    of the truth's (the size-error target): 8.0 mm stated for 7.2 is 11 % off and agrees at
+    15 %, 9.2 mm (28 % off) does not; side, zone and kind are checked as strictly as ever."""
+    fs = [
+        make("solid nodule", 7.2, side="right", zone="upper"),
+        make("mass", 42, 30, side="left", fid="F2"),
+    ]
+    text = write_report(fs).findings
+    close = text.replace("7.2 mm", "8.0 mm").replace("42 x 30", "46 x 28")
+    assert clinical_consistency(close, fs) < 1.0
+    assert clinical_consistency(close, fs, size_tol_rel=0.15) == 1.0
+    for wrong in (
+        text.replace("7.2 mm", "9.2 mm"),
+        text.replace("42 x 30", "52 x 30"),
+        text.replace("right upper", "left upper"),
+        text.replace("solid nodule", "ground-glass nodule"),
+    ):
+        assert clinical_consistency(wrong, fs, size_tol_rel=0.15) < 1.0
+
+
 # --- parser -------------------------------------------------------------------------------
 
 
