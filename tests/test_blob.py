@@ -186,3 +186,40 @@ def test_wall_candidates_find_a_nodule_on_the_pleura_not_the_wall_or_a_free_ball
     assert wall_candidates(flat, spacing_zyx=SPACING, lungs=flat_lungs) == []
     assert wall_candidates(ct, spacing_zyx=SPACING, lungs=np.zeros_like(lungs)) == []
     assert wall_bump_mask(flat, spacing_zyx=SPACING, centre_index=on_wall, radius_mm=5.0) is None
+
+
+def test_a_bump_found_twice_is_one_nodule_on_the_pleura(monkeypatch):
+    """The wall search met a bump lying on a nodule an earlier bump had found (measured on the
+    CT, with no mask component of the network's): it crashed the analysis on a smoothed real CT
+    (TypeError in ``_wall_nodules``). The second bump is the same nodule."""
+    import napari_ctreport.model.inference as inference
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.model.blob import wall_candidates
+    from napari_ctreport.report.lexicon import KINDS
+
+    ct, lungs = _wall_chest()
+    on_wall = (20, 50, 66)
+    _put_ball(ct, on_wall, 4.5)
+    lungs = lungs & (ct < -500)
+    bumps = [
+        b
+        for b in wall_candidates(ct, spacing_zyx=SPACING, lungs=lungs)
+        if np.linalg.norm((b.centre - on_wall) * SPACING) <= 4.0
+    ]
+    assert len(bumps) == 1
+    monkeypatch.setattr(inference, "wall_candidates", lambda *a, **k: bumps * 2)
+    volume = CTVolume(array=ct, spacing_zyx=SPACING, origin_lps=(0.0, 0.0, 0.0))
+    config = {"spacing_zyx": [2.0, 1.5, 1.5], "hu_clip": [-1100.0, 500.0], "patch_zyx": [8, 8, 8]}
+    prep = inference.prepare(volume, config, crop=False)
+    cells = [(s + 3) // 4 for s in prep.array.shape]
+    heat = np.full((len(KINDS), *cells), 0.5, dtype=np.float32)  # the network saw something
+
+    def comp_voxels(cid):  # as detect's: a mask component's voxel count, by its id
+        return int(cid) * 0
+
+    out = inference._wall_nodules(volume, prep, lungs, [], {"heat": heat}, comp_voxels, 10.0, None)
+    assert len(out) == 1
+    slices, mask = out[0]["ct_mask"]
+    full = np.zeros(ct.shape, dtype=bool)
+    full[slices] = mask
+    assert full[on_wall]

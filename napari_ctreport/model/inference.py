@@ -699,10 +699,10 @@ def _wall_nodules(
             # keeps it (on fine grids it measured closer)
             bump_mm3 = float(mask.sum()) * float(np.prod(sp_ct))
             for d in on:
+                if d.get("ct_mask") is not None:
+                    continue  # measured on the CT already (a nodule an earlier bump found)
                 own = 0.0 if d["seed"] is not None else comp_voxels(d["comp"])
-                if d.get("ct_mask") is None and own * float(np.prod(prep.spacing)) < (
-                    WALL_MIN_OWN_MASK * bump_mm3
-                ):
+                if own * float(np.prod(prep.spacing)) < WALL_MIN_OWN_MASK * bump_mm3:
                     d["ct_mask"] = res
             continue
         if any(np.linalg.norm((c - bump.centre) * sp_ct) < nms_mm for _, c in lesions):
