@@ -483,6 +483,30 @@ def test_chest_wall_fat_and_muscle_is_not_an_effusion_or_mass(kind, where, repor
     assert [f.kind for f in got] == ([kind] if reported else [])
 
 
+@pytest.mark.parametrize(("inside", "reported"), [("fluid", True), ("aerated lung", False)])
+def test_an_effusion_over_aerated_lung_is_not_fluid(inside, reported):
+    """On a real CT resampled to 1 mm pixels the network drew a 54 mm right "effusion" over the
+    aerated lung (-601 HU on average). Fluid averages about 0-20 HU (the five validation sets'
+    effusions: -54 to +39 HU with the lung's blurred edge): the same mask over fluid is reported,
+    over lung it is not (:data:`EFFUSION_MIN_MEAN_HU`)."""
+    from napari_ctreport.analysis import EFFUSION_MIN_MEAN_HU, _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+
+    arr, lungs, (zz, yy, xx, rr) = _lung_disk(40.0)
+    region = (zz >= 5) & (zz < 35) & (yy > 50) & (rr > 22) & (rr <= 36)  # a posterior crescent
+    if inside == "fluid":  # fluid pushing the lung's edge forward
+        lungs[region] = 0
+        arr[region] = 10.0
+    arr[lungs > 0] = -850.0
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    mean = float(arr[region].mean())
+    assert (mean >= EFFUSION_MIN_MEAN_HU) == reported
+    got, _, _ = _findings_from_detections(
+        [_fake_detection("pleural effusion", region)], vol, lungs, None
+    )
+    assert [f.kind for f in got] == (["pleural effusion"] if reported else [])
+
+
 def _lung_disk(soft_hu: float):
     """A 1 mm phantom: a lung 60 mm across (labels; HU set by the caller) in tissue of
     ``soft_hu``, with its index grids and in-plane distance from the lung's axis."""
