@@ -874,6 +874,8 @@ def _findings_from_detections(
         ):
             continue  # mostly inside a higher-scored nodule or mass: that lesion, not fluid
         full = det.full_mask(volume.shape)
+        if PLAUSIBILITY_RULES and _chest_wall(full, volume, lungs):
+            continue  # chest wall fat and muscle on its own (merged, it would pass with the rest)
         side = finding_from_mask(full, volume=volume, id="E", kind=det.kind, lungs=lungs).side
         if side in groups:
             groups[side]["mask"] |= full

@@ -434,6 +434,7 @@ def test_tiny_effusion_is_not_reported():
     small[10:12, 40:45, 50:55] = True  # 50 voxels of 1 mm^3 = 0.05 ml
     big = np.zeros(arr.shape, dtype=bool)
     big[5:35, 5:55, 2:10] = True  # 12 ml
+    arr[small | big] = 10.0  # fluid
     vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
     assert big.sum() / 1000 >= MIN_EFFUSION_ML > small.sum() / 1000
     got, _, _ = _findings_from_detections(
@@ -505,6 +506,40 @@ def test_an_effusion_over_aerated_lung_is_not_fluid(inside, reported):
         [_fake_detection("pleural effusion", region)], vol, lungs, None
     )
     assert [f.kind for f in got] == (["pleural effusion"] if reported else [])
+
+
+def test_chest_wall_beside_an_effusion_is_not_merged_into_it():
+    """On a real CT (pyradiomics' lung2, smoothed) the network gave a detection of chest wall fat
+    and muscle beside the sternum on the same side as a fluid detection: merged, the two passed
+    the chest wall test together and the wall was reported as a 40 mm effusion. Each effusion
+    detection is tested on its own before the side's detections merge."""
+    from napari_ctreport.analysis import _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+
+    arr = np.full((40, 80, 160), 40.0, dtype=np.float32)  # soft tissue; x < 80: the right
+    lungs = np.zeros(arr.shape, dtype=np.uint8)
+    lungs[:, 10:70, 10:40] = 1
+    arr[lungs > 0] = -850.0
+    fluid = np.zeros(arr.shape, dtype=bool)
+    fluid[5:35, 20:60, 30:46] = True  # pushing the lung's edge back from x = 40 to 30
+    fluid[5:35, 14:20, 20:46] = True
+    fluid[5:35, 60:66, 20:46] = True
+    arr[fluid] = 10.0
+    lungs[fluid] = 0
+    wall = np.zeros(arr.shape, dtype=bool)
+    wall[5:35, 20:60, 48:72] = True  # behind it: 2 mm from the fluid, 24 mm deep
+    arr[wall] = 45.0  # muscle ...
+    arr[wall & (np.indices(arr.shape)[2] // 4 % 5 < 3)] = -100.0  # ... in bands of fat
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    dets = [
+        _fake_detection("pleural effusion", fluid, score=0.8),
+        _fake_detection("pleural effusion", wall, score=0.2),
+    ]
+    got, _, labels = _findings_from_detections(dets, vol, lungs, None)
+    assert [f.kind for f in got] == ["pleural effusion"]
+    reported = labels == got[0].label
+    assert (reported & wall).sum() <= 0.05 * wall.sum()  # (where fat and muscle blur into fluid)
+    assert (reported & fluid).sum() >= 0.9 * fluid.sum()
 
 
 def _lung_disk(soft_hu: float):
