@@ -223,3 +223,38 @@ def test_a_bump_found_twice_is_one_nodule_on_the_pleura(monkeypatch):
     full = np.zeros(ct.shape, dtype=bool)
     full[slices] = mask
     assert full[on_wall]
+
+
+@pytest.mark.parametrize("drawn", ["ball", "sliver"])
+def test_a_sliver_off_the_wall_is_not_a_nodule_on_the_pleura(monkeypatch, drawn):
+    """Where the lung's surface curves round a vertebral body, the opening takes a sliver about
+    2 mm thick off the wall; on a real CT (5 mm slices) it was reported as a 9-10 mm "nodule". A
+    nodule on the pleura is a ball: its mask must hold a disk of
+    ``WALL_MIN_INSCRIBED_MM`` on some slice."""
+    import napari_ctreport.model.inference as inference
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.model.blob import wall_candidates
+    from napari_ctreport.report.lexicon import KINDS
+
+    ct, lungs = _wall_chest()
+    on_wall = (20, 50, 66)
+    _put_ball(ct, on_wall, 4.5)
+    lungs = lungs & (ct < -500)
+    bumps = [
+        b
+        for b in wall_candidates(ct, spacing_zyx=SPACING, lungs=lungs)
+        if np.linalg.norm((b.centre - on_wall) * SPACING) <= 4.0
+    ]
+    assert len(bumps) == 1
+    if drawn == "sliver":  # what comes off the wall there: 9 mm long, 2.1 mm (3 voxels) thick
+        sliver = np.ones((2, 13, 3), dtype=bool)
+        box = (slice(19, 21), slice(44, 57), slice(67, 70))
+        monkeypatch.setattr(inference, "wall_bump_mask", lambda *a, **k: (box, sliver))
+        assert inference._inscribed_mm(sliver, SPACING[1:]) < inference.WALL_MIN_INSCRIBED_MM
+    volume = CTVolume(array=ct, spacing_zyx=SPACING, origin_lps=(0.0, 0.0, 0.0))
+    config = {"spacing_zyx": [2.0, 1.5, 1.5], "hu_clip": [-1100.0, 500.0], "patch_zyx": [8, 8, 8]}
+    prep = inference.prepare(volume, config, crop=False)
+    cells = [(s + 3) // 4 for s in prep.array.shape]
+    heat = np.full((len(KINDS), *cells), 0.5, dtype=np.float32)
+    out = inference._wall_nodules(volume, prep, lungs, [], {"heat": heat}, int, 10.0, None)
+    assert len(out) == (1 if drawn == "ball" else 0)

@@ -614,6 +614,11 @@ WALL_MIN_RATIO = 0.4
 #: ... and the network's heat for a nodule or mass within two cells reaches this (it saw
 #: something there, though it may have called the spot an effusion or drawn a poor mask).
 WALL_MIN_HEAT = 0.15
+#: ... and its mask on the CT grid holds, on some slice, a disk of at least this radius (mm): a
+#: nodule is a ball, not a sheet. On pyradiomics' lung2 (5 mm slices) resampled or cropped, the
+#: opening took a sliver 2 mm thick off the side of a vertebral body, reported as a 9-10 mm
+#: "nodule" (in-plane inscribed radius 0.9-1.0 mm); the true nodules found this way hold 4-7 mm.
+WALL_MIN_INSCRIBED_MM = 1.5
 #: The bump's mask on the CT grid may span at most this many core radii plus this margin (mm);
 #: beyond that the opening took off a larger structure there (a nodule over about 18 mm, which
 #: the network's own mask serves better).
@@ -627,6 +632,18 @@ WALL_MIN_OWN_MASK = 0.2
 #: The kind a nodule found on the pleura is reported as (the density rules may call it
 #: calcified or ground glass).
 WALL_KIND = KINDS.index("solid nodule")
+
+
+def _inscribed_mm(mask: np.ndarray, spacing_yx: Sequence[float]) -> float:
+    """Radius (mm) of the largest disk inside ``mask`` on any of its slices (in-plane distance
+    to the nearest voxel outside it, the box's edge counting as outside)."""
+    from scipy import ndimage
+
+    best = 0.0
+    for z in np.nonzero(mask.any(axis=(1, 2)))[0]:
+        edt = ndimage.distance_transform_edt(np.pad(mask[z], 1), sampling=spacing_yx)
+        best = max(best, float(edt.max()))
+    return best
 
 
 def _wall_nodules(
@@ -683,6 +700,8 @@ def _wall_nodules(
         span = (np.array([s.stop - s.start for s in slices]) * sp_ct).max()
         if span > WALL_MAX_SPAN_RADII * bump.radius_mm + WALL_SPAN_MARGIN_MM:
             continue  # what came off the wall there is more than the bump (a larger structure)
+        if _inscribed_mm(mask, sp_ct[1:]) < WALL_MIN_INSCRIBED_MM:
+            continue  # a sliver off the wall's curve, not a ball
         lo = np.array([s.start for s in slices]) - 3.0 / sp_ct
         hi = np.array([s.stop for s in slices]) + 3.0 / sp_ct
         lesions = [
