@@ -837,8 +837,8 @@ def _findings_from_detections(
     nodule or mass detection overlapping an effusion, or lying more than 10 mm from both lungs, is
     dropped.
     With :data:`PLAUSIBILITY_RULES`, an effusion under :data:`MIN_EFFUSION_ML` or averaging under
-    :data:`EFFUSION_MIN_MEAN_HU` (aerated lung), an effusion or
-    mass of chest wall fat and muscle (:func:`_chest_wall`), a nodule or mass with less than
+    :data:`EFFUSION_MIN_MEAN_HU` (aerated lung), an effusion (each of its detections tested on its
+    own, then merged) or mass of chest wall fat and muscle (:func:`_chest_wall`), a nodule or mass with less than
     :data:`MIN_LUNG_CONTACT` aerated lung around it (unless it is a piece of a convex lung mass
     against the wall, then reported whole: :data:`WHOLE_FROM_PIECE`), a nodule under
     :data:`MIN_NODULE_MM`, a mass with under :data:`MASS_MIN_LUNG_CONTACT` aerated lung around
