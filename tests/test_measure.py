@@ -143,6 +143,32 @@ def test_real_abdominal_ct_lung_bases(shared_data) -> None:
     assert xs[0] < mid < xs[1]  # the patient's right lung at lower LPS x
 
 
+@pytest.mark.parametrize("fallback", [True, False])
+def test_lungs_cut_open_by_the_field_of_view(monkeypatch, fallback) -> None:
+    """A field of view that cuts into the lungs (a large patient, a tight reconstruction circle)
+    joins them to the air outside the body. Their parenchyma, denser than that air, is still
+    found (``LUNGS_CUT_BY_FOV``); without it no lung at all is found."""
+    from napari_ctreport.report import anatomy
+
+    monkeypatch.setattr(anatomy, "LUNGS_CUT_BY_FOV", fallback)
+    vol = phantom()
+    native = segment_lungs(vol)
+    nz, ny, nx = vol.shape
+    arr = vol.array.copy()
+    yy, xx = np.mgrid[:ny, :nx]
+    fov = (yy - ny / 2) ** 2 + (xx - nx / 2) ** 2 <= 40**2  # the lungs reach 45 voxels out
+    arr[:, ~fov] = -1024  # outside the reconstruction circle
+    assert ((native > 0) & ~fov[None]).any()  # it cuts both lungs open
+    lungs = segment_lungs(CTVolume(arr, vol.spacing_zyx, vol.origin_lps))
+    if not fallback:
+        assert not lungs.any()
+        return
+    for label in (1, 2):
+        inside = (native == label) & fov[None]
+        assert ((lungs == label) & inside).sum() >= 0.8 * inside.sum()
+        assert ((lungs == label) & ~(native == label)).sum() <= 0.05 * inside.sum()
+
+
 def test_no_lungs() -> None:
     arr = np.full((20, 40, 40), 40, np.int16)
     vol = CTVolume(arr, (2.0, 2.0, 2.0), (0, 0, 0))

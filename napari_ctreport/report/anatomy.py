@@ -29,6 +29,11 @@ LEFT_LUNG = 2
 AIR_HU = -400.0
 #: Median HU below which a border-touching air region is outside air, not lung.
 OUTSIDE_AIR_HU = -960.0
+#: When no lung lies apart from the air outside the body, look for lung parenchyma within that
+#: air (:func:`_lung_density_air`): a field of view that cuts the lungs open joins them to it.
+#: pyradiomics' lung1 reconstructed 8.5 mm inside its field of view lost both lungs (its lower
+#: lungs reach the edge), and with them every lung-based rule. Set to False to switch it off.
+LUNGS_CUT_BY_FOV = True
 #: Smallest air region (ml) that can be a lung.
 MIN_LUNG_ML = 30.0
 #: Median HU below which an air region inside the body is gas (stomach, bowel, trachea), not
@@ -49,6 +54,27 @@ def _strides(volume: CTVolume) -> tuple[int, int, int]:
 def _small(volume: CTVolume, strides: tuple[int, int, int]) -> np.ndarray:
     sz, sy, sx = strides
     return np.asarray(volume.array[::sz, ::sy, ::sx], dtype=np.float32)
+
+
+def _lung_candidates(
+    small: np.ndarray, inner: np.ndarray, voxel_ml: float
+) -> tuple[np.ndarray, list[int]]:
+    """Labels of ``inner`` air and the ids of its (at most two) largest regions that can be
+    lungs: at least :data:`MIN_LUNG_ML`, and not pure gas (median at least :data:`GAS_HU`)."""
+    lab, m = ndi.label(inner)
+    sizes = np.bincount(lab.ravel())[1:] * voxel_ml if m else np.zeros(0)
+    big_ids = [int(i) + 1 for i in np.argsort(sizes)[::-1] if sizes[i] >= MIN_LUNG_ML]
+    medians = np.atleast_1d(ndi.median(small, lab, big_ids)) if big_ids else []
+    return lab, [i for i, med in zip(big_ids, medians, strict=True) if med >= GAS_HU][:2]
+
+
+def _lung_density_air(small: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """The part of the outside air denser than air (lightly smoothed, at least
+    :data:`OUTSIDE_AIR_HU`): lung parenchyma the field of view has cut open, opened in-plane so
+    that the rim where the skin meets the air does not join it."""
+    smooth = ndi.uniform_filter(small, size=(1, 3, 3))
+    part = outside & (smooth >= OUTSIDE_AIR_HU) & (small < AIR_HU)
+    return ndi.binary_opening(part, structure=np.ones((1, 3, 3), dtype=bool))
 
 
 def _outside_air(small: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -195,13 +221,12 @@ def segment_lungs(volume: CTVolume) -> np.ndarray:
     labels, outside, n = _outside_air(small)
     out_small = np.zeros(small.shape, dtype=np.uint8)
     if n:
-        inner = (labels > 0) & ~outside
-        lab, m = ndi.label(inner)
         voxel_ml = float(np.prod(np.asarray(volume.spacing_zyx) * np.asarray(strides))) / 1000.0
-        sizes = np.bincount(lab.ravel())[1:] * voxel_ml if m else np.zeros(0)
-        big_ids = [int(i) + 1 for i in np.argsort(sizes)[::-1] if sizes[i] >= MIN_LUNG_ML]
-        medians = np.atleast_1d(ndi.median(small, lab, big_ids)) if big_ids else []
-        cands = [i for i, med in zip(big_ids, medians, strict=True) if med >= GAS_HU][:2]
+        lab, cands = _lung_candidates(small, (labels > 0) & ~outside, voxel_ml)
+        if not cands and LUNGS_CUT_BY_FOV and outside.any():
+            # no lung apart from the air outside the body: where the field of view cuts the
+            # lungs open they join that air; their parenchyma is denser than it
+            lab, cands = _lung_candidates(small, _lung_density_air(small, outside), voxel_ml)
         if cands:
             mid, truncated = _body_midline_small(small, outside)
             big = lab == cands[0]
