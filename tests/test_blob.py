@@ -188,10 +188,11 @@ def test_wall_candidates_find_a_nodule_on_the_pleura_not_the_wall_or_a_free_ball
     assert wall_bump_mask(flat, spacing_zyx=SPACING, centre_index=on_wall, radius_mm=5.0) is None
 
 
-def test_a_bump_found_twice_is_one_nodule_on_the_pleura(monkeypatch):
-    """The wall search met a bump lying on a nodule an earlier bump had found (measured on the
-    CT, with no mask component of the network's): it crashed the analysis on a smoothed real CT
-    (TypeError in ``_wall_nodules``). The second bump is the same nodule."""
+def _one_bump_on_the_wall(monkeypatch):
+    """A 9 mm ball on the wall of :func:`_wall_chest`, the one pleural bump the search finds there
+    (``wall_candidates`` patched in ``inference`` to return it twice, when asked): the ball's
+    centre, the CT's shape, and a call of ``inference._wall_nodules`` on that CT, its model grid
+    and a heatmap in which the network saw something everywhere."""
     import napari_ctreport.model.inference as inference
     from napari_ctreport.io.volume import CTVolume
     from napari_ctreport.model.blob import wall_candidates
@@ -207,20 +208,30 @@ def test_a_bump_found_twice_is_one_nodule_on_the_pleura(monkeypatch):
         if np.linalg.norm((b.centre - on_wall) * SPACING) <= 4.0
     ]
     assert len(bumps) == 1
-    monkeypatch.setattr(inference, "wall_candidates", lambda *a, **k: bumps * 2)
     volume = CTVolume(array=ct, spacing_zyx=SPACING, origin_lps=(0.0, 0.0, 0.0))
     config = {"spacing_zyx": [2.0, 1.5, 1.5], "hu_clip": [-1100.0, 500.0], "patch_zyx": [8, 8, 8]}
     prep = inference.prepare(volume, config, crop=False)
     cells = [(s + 3) // 4 for s in prep.array.shape]
-    heat = np.full((len(KINDS), *cells), 0.5, dtype=np.float32)  # the network saw something
+    heat = np.full((len(KINDS), *cells), 0.5, dtype=np.float32)
 
-    def comp_voxels(cid):  # as detect's: a mask component's voxel count, by its id
-        return int(cid) * 0
+    def run(*, twice: bool = False):
+        if twice:
+            monkeypatch.setattr(inference, "wall_candidates", lambda *a, **k: bumps * 2)
+        # comp_voxels as detect's (a mask component's voxel count by its id): None is a TypeError
+        return inference._wall_nodules(volume, prep, lungs, [], {"heat": heat}, int, 10.0, None)
 
-    out = inference._wall_nodules(volume, prep, lungs, [], {"heat": heat}, comp_voxels, 10.0, None)
+    return on_wall, ct.shape, run
+
+
+def test_a_bump_found_twice_is_one_nodule_on_the_pleura(monkeypatch):
+    """The wall search met a bump lying on a nodule an earlier bump had found (measured on the
+    CT, with no mask component of the network's): it crashed the analysis on a smoothed real CT
+    (TypeError in ``_wall_nodules``). The second bump is the same nodule."""
+    on_wall, shape, run = _one_bump_on_the_wall(monkeypatch)
+    out = run(twice=True)
     assert len(out) == 1
     slices, mask = out[0]["ct_mask"]
-    full = np.zeros(ct.shape, dtype=bool)
+    full = np.zeros(shape, dtype=bool)
     full[slices] = mask
     assert full[on_wall]
 
@@ -232,29 +243,11 @@ def test_a_sliver_off_the_wall_is_not_a_nodule_on_the_pleura(monkeypatch, drawn)
     nodule on the pleura is a ball: its mask must hold a disk of
     ``WALL_MIN_INSCRIBED_MM`` on some slice."""
     import napari_ctreport.model.inference as inference
-    from napari_ctreport.io.volume import CTVolume
-    from napari_ctreport.model.blob import wall_candidates
-    from napari_ctreport.report.lexicon import KINDS
 
-    ct, lungs = _wall_chest()
-    on_wall = (20, 50, 66)
-    _put_ball(ct, on_wall, 4.5)
-    lungs = lungs & (ct < -500)
-    bumps = [
-        b
-        for b in wall_candidates(ct, spacing_zyx=SPACING, lungs=lungs)
-        if np.linalg.norm((b.centre - on_wall) * SPACING) <= 4.0
-    ]
-    assert len(bumps) == 1
+    _, _, run = _one_bump_on_the_wall(monkeypatch)
     if drawn == "sliver":  # what comes off the wall there: 9 mm long, 2.1 mm (3 voxels) thick
         sliver = np.ones((2, 13, 3), dtype=bool)
         box = (slice(19, 21), slice(44, 57), slice(67, 70))
         monkeypatch.setattr(inference, "wall_bump_mask", lambda *a, **k: (box, sliver))
         assert inference._inscribed_mm(sliver, SPACING[1:]) < inference.WALL_MIN_INSCRIBED_MM
-    volume = CTVolume(array=ct, spacing_zyx=SPACING, origin_lps=(0.0, 0.0, 0.0))
-    config = {"spacing_zyx": [2.0, 1.5, 1.5], "hu_clip": [-1100.0, 500.0], "patch_zyx": [8, 8, 8]}
-    prep = inference.prepare(volume, config, crop=False)
-    cells = [(s + 3) // 4 for s in prep.array.shape]
-    heat = np.full((len(KINDS), *cells), 0.5, dtype=np.float32)
-    out = inference._wall_nodules(volume, prep, lungs, [], {"heat": heat}, int, 10.0, None)
-    assert len(out) == (1 if drawn == "ball" else 0)
+    assert len(run()) == (1 if drawn == "ball" else 0)
