@@ -51,8 +51,17 @@ if [ "$(cat .venv/.ctreport-setup 2>/dev/null || true)" != "$stamp_now" ]; then
   esac
   if [ -n "${CTREPORT_TORCH:-}" ]; then read -r -a TORCH_PAIR <<<"$CTREPORT_TORCH"; fi
   if ! $VPY -c 'import torch, torchvision' >/dev/null 2>&1; then
+    # PyPI's x86_64 torch is a CUDA build: about 5.5 GB installed, plus its wheels while pip
+    # unpacks them. Say so up front rather than fail half-way with "No space left on device".
+    need_gb=1; case "${TORCH_PAIR[0]}" in torch==2.14*) need_gb=8 ;; esac
+    free_gb=$(( $(df -Pk .venv | awk 'NR==2 {print $4}') / 1048576 ))
+    if [ "$free_gb" -lt "$need_gb" ] && [ -z "${CTREPORT_SKIP_DISK_CHECK:-}" ]; then
+      echo "setup.sh: ${TORCH_PAIR[*]} needs about $need_gb GB free on the disk of $(pwd)/.venv;" \
+           "only $free_gb GB is free. Free some space (or set CTREPORT_SKIP_DISK_CHECK=1 to try anyway)." >&2
+      exit 1
+    fi
     say "installing ${TORCH_PAIR[*]}"
-    $VPY -m pip install -q "${TORCH_PAIR[@]}"
+    $VPY -m pip install -q --no-cache-dir "${TORCH_PAIR[@]}"
   fi
   say "installing napari-ctreport and its dependencies (PyQt6 as the Qt binding)"
   $VPY -m pip install -q -e ".[testing,qt]"
