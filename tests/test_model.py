@@ -15,6 +15,7 @@ from napari_ctreport.model.inference import (
     check_cancel,
     greedy_decode,
     pick_device,
+    shifted_grid_inference,
     sliding_window_inference,
     window_starts,
 )
@@ -170,6 +171,57 @@ def test_sliding_window_equals_full_volume_for_conv_predictor():
         ref = predictor(torch.from_numpy(arr)[None, None])
     np.testing.assert_allclose(out["full"], ref["full"][0].numpy(), atol=1e-5)
     np.testing.assert_allclose(out["coarse"], ref["coarse"][0].numpy(), atol=1e-5)
+
+
+def test_shifted_grid_passes_line_up_with_the_plain_pass():
+    """A shift-equivariant predictor gives the plain pass back exactly (no off-by-one in the
+    un-shift); a window-dependent one is combined by max / mean, and an output whose stride the
+    shift does not divide is the plain pass's."""
+    arr = np.random.default_rng(1).normal(size=(32, 48, 56)).astype(np.float32)
+    kw = dict(patch=(16, 32, 32), overlap=0.25, batch_size=2)
+
+    def equivariant(x):
+        return {"full": x * 3, "coarse": torch.nn.functional.avg_pool3d(x, 4)}
+
+    plain = sliding_window_inference(arr, equivariant, **kw)
+    both = shifted_grid_inference(
+        arr, equivariant, shifts=[4, 8], pad_value=-1.0, max_outputs=("coarse",), **kw
+    )
+    for name in plain:
+        np.testing.assert_allclose(both[name], plain[name], atol=1e-5)
+
+    ramp = torch.linspace(0.0, 1.0, 32)  # weights that depend on where a voxel sits in its window
+
+    def windowed(x):
+        y = x * ramp
+        return {
+            "heat": torch.nn.functional.avg_pool3d(y, 4),
+            "mask": y,
+            "tokens": torch.nn.functional.avg_pool3d(y, 8),
+        }
+
+    plain = sliding_window_inference(arr, windowed, **kw)
+    padded = np.full((40, 56, 64), -1.0, np.float32)
+    padded[4:36, 4:52, 4:60] = arr
+    moved = sliding_window_inference(padded, windowed, **kw)
+    out = shifted_grid_inference(
+        arr, windowed, shifts=[4], pad_value=-1.0, max_outputs=("heat",), **kw
+    )
+    np.testing.assert_allclose(
+        out["heat"], np.maximum(plain["heat"], moved["heat"][:, 1:9, 1:13, 1:15]), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        out["mask"], (plain["mask"] + moved["mask"][:, 4:36, 4:52, 4:60]) / 2, atol=1e-6
+    )
+    np.testing.assert_array_equal(out["tokens"], plain["tokens"])
+    assert not np.allclose(out["mask"], plain["mask"]) and (out["heat"] > plain["heat"]).any()
+    only_heat = shifted_grid_inference(
+        arr, windowed, shifts=[4], pad_value=-1.0, max_outputs=("heat",), combine=("heat",), **kw
+    )
+    np.testing.assert_array_equal(only_heat["mask"], plain["mask"])
+    np.testing.assert_array_equal(only_heat["heat"], out["heat"])
+    with pytest.raises(ValueError, match="positive"):
+        shifted_grid_inference(arr, windowed, shifts=[0], pad_value=-1.0, **kw)
 
 
 def test_cancel_raises_between_windows_and_progress_is_monotone():
