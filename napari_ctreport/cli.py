@@ -253,6 +253,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         version=args.model_version,
         threads=args.threads,
         max_minutes=args.max_minutes,
+        rotate_deg=args.rotate_deg,
     )
     sys.stdout.write(f"model written to {out} (model card: {out / 'MODEL_CARD.md'})\n")
     return 0
@@ -450,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--max-minutes", type=float, help="stop after this much wall time")
+    p.add_argument(
+        "--rotate-deg",
+        type=float,
+        default=0.0,
+        help="turn half the training patches in the axial plane by up to this many degrees",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

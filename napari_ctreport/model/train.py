@@ -3,8 +3,8 @@
 Each case (``io.case.read_case``) is put on the model grid once (cropped, resampled, HU scaled,
 labels by nearest neighbour) and cached in memory. Training patches are centred on a lesion with
 probability ``lesion_prob`` and drawn at random otherwise; augmentations are intensity scale and
-shift, noise and isotropic zoom (no flips: a left-right flip would change the side of every
-finding). Losses: CenterNet focal loss on the heatmaps, L1 on log-sizes and offsets at the
+shift, noise, isotropic zoom and, when asked for (``rotate_deg``), a turn in the axial plane
+(no flips: a left-right flip would change the side of every finding). Losses: CenterNet focal loss on the heatmaps, L1 on log-sizes and offsets at the
 centres, BCE + Dice on the lesion mask, cross-entropy on the kind from the finding's
 cross-attention plus a KL term pulling its attention onto the finding's mask, and the report
 decoder's language-model loss on the case's own sentence for that finding (corrected text in
@@ -199,12 +199,19 @@ def sample_patch(
     augment: bool,
     pad_value: float,
     negative_prob: float = 0.5,
+    rotate_deg: float = 0.0,
 ) -> dict[str, Any]:
     """One training patch: image, mask target and the findings whose centres lie inside.
 
     With probability ``lesion_prob`` the patch is centred (with jitter) on a finding; otherwise,
     when the case has findings rejected on review, with probability ``negative_prob`` on one of
     those (a hard negative: background in every target), else anywhere in the volume.
+    With ``augment`` and ``rotate_deg`` > 0, half the patches are turned in the axial plane by an
+    angle drawn from [-rotate_deg, rotate_deg] (a patient lying turned on the table); the
+    image is sampled from a region large enough that no corner is padding, the labels by nearest
+    neighbour, finding centres are turned with it and their in-plane extents are those of the
+    turned ellipse. With ``rotate_deg`` = 0 no random number is drawn for it (the same patches
+    as before for a seed).
     """
     zoom = (
         float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
@@ -212,6 +219,11 @@ def sample_patch(
         else 1.0
     )
     src = np.maximum(np.round(patch * zoom).astype(int), 8)
+    angle = (
+        float(rng.uniform(-rotate_deg, rotate_deg))
+        if augment and rotate_deg > 0 and rng.random() < 0.5
+        else 0.0
+    )
     valid = np.asarray(case.valid)
     anchor = None
     if case.targets and rng.random() < lesion_prob:
@@ -224,6 +236,8 @@ def sample_patch(
         centre = rng.uniform(0, 1, 3) * valid
     lo = np.round(centre - src / 2.0).astype(int)
     lo = np.clip(lo, -src // 4, np.maximum(valid - src + src // 4, -src // 4))
+    if angle:
+        return _turned_patch(case, patch, src, lo, angle, rng, augment=augment, pad=pad_value)
     img = _crop(case.image, lo, src, np.float16(pad_value)).astype(np.float32)
     lab = _crop(case.labels, lo, src, 0)
     if zoom != 1.0:
@@ -243,6 +257,10 @@ def sample_patch(
         c = (t.centre - lo) * scale
         if np.all(c >= 0) and np.all(c < patch):
             inside.append((t, c, t.size * scale))
+    return _patch_dict(img, lab, inside, lo, src, rng, augment)
+
+
+def _patch_dict(img, lab, inside, lo, src, rng, augment: bool) -> dict[str, Any]:
     if augment:
         img = img * rng.uniform(0.95, 1.05) + rng.uniform(-0.03, 0.03)
         img = img + rng.normal(0, rng.uniform(0.0, 0.03), img.shape).astype(np.float32)
@@ -253,6 +271,59 @@ def sample_patch(
         "origin": lo,  # model-grid index of the patch corner, before zoom
         "extent": src,  # model-grid extent of the patch, before zoom
     }
+
+
+def _turned_patch(
+    case: _CaseData,
+    patch: np.ndarray,
+    src: np.ndarray,
+    lo: np.ndarray,
+    angle_deg: float,
+    rng: np.random.Generator,
+    *,
+    augment: bool,
+    pad: float,
+) -> dict[str, Any]:
+    """:func:`sample_patch`'s patch at ``lo`` + ``src``, turned by ``angle_deg`` in (y, x)."""
+    th = np.deg2rad(angle_deg)
+    c, s = abs(np.cos(th)), abs(np.sin(th))
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    centre = lo + src / 2.0
+    big = src.copy()
+    big[1] = int(np.ceil(c * src[1] + s * src[2])) + 2
+    big[2] = int(np.ceil(s * src[1] + c * src[2])) + 2
+    blo = np.floor(centre - big / 2.0).astype(int)
+    img = torch.from_numpy(_crop(case.image, blo, big, np.float16(pad)).astype(np.float32))
+    lab = torch.from_numpy(_crop(case.labels, blo, big, 0).astype(np.float32))
+    # output voxel o (patch index) <- offset d = o / scale - src / 2 from the centre, turned
+    scale = patch / src
+    axes = [
+        (np.arange(int(n)) + 0.5) / sc - h for n, sc, h in zip(patch, scale, src / 2.0, strict=True)
+    ]
+    dz, dy, dx = np.meshgrid(*axes, indexing="ij")
+    sy = rot[0, 0] * dy + rot[0, 1] * dx
+    sx = rot[1, 0] * dy + rot[1, 1] * dx
+    src_idx = [centre[0] - blo[0] + dz, centre[1] - blo[1] + sy, centre[2] - blo[2] + sx]
+    norm = [2.0 * i / n - 1.0 for i, n in zip(src_idx, big, strict=True)]  # align_corners=False
+    grid = torch.from_numpy(np.stack([norm[2], norm[1], norm[0]], -1).astype(np.float32))[None]
+    out_img = F.grid_sample(
+        img[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False
+    )[0, 0].numpy()
+    out_lab = (
+        F.grid_sample(lab[None, None], grid, mode="nearest", align_corners=False)[0, 0]
+        .numpy()
+        .astype(case.labels.dtype)
+    )
+    inside = []
+    for t in case.targets:
+        q = t.centre - centre
+        d = np.array([q[0], *(rot.T @ q[1:])])
+        o = (d + src / 2.0) * scale
+        if np.all(o >= 0) and np.all(o < patch):
+            ey = np.hypot(c * t.size[1], s * t.size[2])
+            ex = np.hypot(s * t.size[1], c * t.size[2])
+            inside.append((t, o, np.array([t.size[0], ey, ex]) * scale))
+    return _patch_dict(out_img, out_lab, inside, lo, src, rng, augment)
 
 
 def _gaussian_heat(shape: Sequence[int], centre: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -407,6 +478,7 @@ def train(
     patch_zyx: Sequence[int] = (32, 64, 64),
     lr: float = 2e-3,
     lesion_prob: float = 0.7,
+    rotate_deg: float = 0.0,
     name: str | None = None,
     version: str | None = None,
     threads: int | None = None,
@@ -430,6 +502,9 @@ def train(
         ``progress(fraction, message)`` after every step.
     val_fraction
         Share of the cases held out (by a seeded shuffle) for the per-epoch validation loss.
+    rotate_deg
+        Turn half the training patches in the axial plane by up to this many degrees
+        (:func:`sample_patch`); 0 (the default) turns none.
     max_minutes
         Stop after this much wall time (the model of the last finished step is written).
     name, version
@@ -541,6 +616,7 @@ def train(
                     rng,
                     lesion_prob=lesion_prob,
                     augment=True,
+                    rotate_deg=rotate_deg,
                     pad_value=pad_value,
                 )
                 for j in picks
@@ -590,6 +666,7 @@ def train(
         "epochs": len(history),
         "steps": step,
         "seed": seed,
+        "rotate_deg": rotate_deg,
         "init": str(init) if init is not None else None,
         "init_model": init_info,
         "minutes": round((time.time() - t_start) / 60.0, 1),
@@ -625,7 +702,7 @@ def model_card(
         else "- started from: random initialisation",
         f"- data folders: {', '.join(training['data_dirs'])}",
         f"- seed {training['seed']}; {training['epochs']} epoch(s), {training['steps']} steps, "
-        f"{training['minutes']} min",
+        f"{training['minutes']} min; axial turns up to {training.get('rotate_deg', 0.0):g} degrees",
         f"- {training['n_train_cases']} training case(s), {training['n_val_cases']} held out for the "
         "validation loss",
         "",
