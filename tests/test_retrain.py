@@ -156,7 +156,7 @@ def test_hard_negative_patches_centre_on_rejected_findings(export_dir):
 
 @pytest.fixture(scope="module")
 def new_model(export_dir, tmp_path_factory) -> tuple[Path, str]:
-    """`ctreport train --data EXPORT_DIR --init default --out NEW`, one epoch."""
+    """`ctreport train --data EXPORT_DIR --init default --out NEW`, one epoch, patches turned."""
     import contextlib
     import io
 
@@ -182,6 +182,8 @@ def new_model(export_dir, tmp_path_factory) -> tuple[Path, str]:
                 "cpu",
                 "--seed",
                 "3",
+                "--rotate-deg",
+                "12",
             ]
         )
     assert rc == 0
@@ -206,11 +208,12 @@ def test_finetune_one_epoch_reload_and_analyse(export_dir, new_model):
     assert moved
     training = loaded.config["training"]
     assert training["init_model"]["sha256"] == base.sha256
+    assert training["rotate_deg"] == 12.0
     ids = sorted(read_case(p).case_id for p in iter_cases(export_dir))
     assert sorted(c["case_id"] for c in training["train_cases"]) == ids
     card = (new / "MODEL_CARD.md").read_text()
     assert all(i in card for i in ids) and "radiologist corrected" in card
-    assert "sha256 " + base.sha256 in card
+    assert "sha256 " + base.sha256 in card and "axial turns up to 12 degrees" in card
     assert json.loads((new / "training_log.json").read_text())[0]["epoch"] == 1
     # no identifier of the input reached the model folder
     for f in new.rglob("*"):
