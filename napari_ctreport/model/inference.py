@@ -464,16 +464,19 @@ def _component_mask_ct(
     return tuple(slice(int(a), int(b)) for a, b in zip(lo2, hi2, strict=True)), m
 
 
-#: Score factor of a heatmap peak with no mask component (``seed_score_factor`` in a model's
-#: config overrides it): such a peak is reported only when its heat is at least the score
-#: threshold divided by this. On the validation sets, peaks without mask support were 85-90 %
-#: false positives at heat 0.1-0.3 and about half at 0.4 and above.
 #: Extra passes of the network over the CT moved by these many voxels (model grid) along every
 #: axis (:func:`shifted_grid_inference`); a model's config may set its own ``grid_shifts``.
+#: Off: measured in docs/MODEL_CARD.md (session 17), a second pass added false findings on
+#: real anatomy as often as it recovered a lesion.
 GRID_SHIFTS: tuple[int, ...] = ()
 #: Outputs combined over the passes by their maximum: a centre peak seen on any grid is a
 #: candidate (then tested like any peak); the masks, sizes and offsets are averaged.
 GRID_MAX_OUTPUTS = ("heat",)
+
+#: Score factor of a heatmap peak with no mask component (``seed_score_factor`` in a model's
+#: config overrides it): such a peak is reported only when its heat is at least the score
+#: threshold divided by this. On the validation sets, peaks without mask support were 85-90 %
+#: false positives at heat 0.1-0.3 and about half at 0.4 and above.
 SEED_SCORE_FACTOR = 0.25
 
 

@@ -3,13 +3,14 @@
 Each case (``io.case.read_case``) is put on the model grid once (cropped, resampled, HU scaled,
 labels by nearest neighbour) and cached in memory. Training patches are centred on a lesion with
 probability ``lesion_prob`` and drawn at random otherwise; augmentations are intensity scale and
-shift, noise, isotropic zoom and, when asked for (``rotate_deg``), a turn in the axial plane
-(no flips: a left-right flip would change the side of every finding). Losses: CenterNet focal loss on the heatmaps, L1 on log-sizes and offsets at the
-centres, BCE + Dice on the lesion mask, cross-entropy on the kind from the finding's
-cross-attention plus a KL term pulling its attention onto the finding's mask, and the report
-decoder's language-model loss on the case's own sentence for that finding (corrected text in
-corrected cases) or the writer's varied phrasings. Findings with status ``"rejected"`` are
-negatives: no heatmap target and background in the mask target.
+shift, noise, isotropic zoom and, when asked for (``rotate_deg``), a turn in the axial plane (no
+flips: a left-right flip would change the side of every finding). Losses: CenterNet focal loss
+on the heatmaps, L1 on log-sizes and offsets at the centres, BCE + Dice on the lesion mask,
+cross-entropy on the kind from the finding's cross-attention plus a KL term pulling its attention
+onto the finding's mask, and the report decoder's language-model loss on the case's own
+sentence for that finding (corrected text in corrected cases) or the writer's varied phrasings.
+Findings with status ``"rejected"`` are negatives: no heatmap target and background in the mask
+target.
 """
 
 from __future__ import annotations
