@@ -88,6 +88,7 @@ class Prepared:
     crop_lo: np.ndarray  # (3,) CT index of model voxel 0
     step: np.ndarray  # (3,) CT voxels per model voxel
     spacing: np.ndarray  # (3,) model spacing mm
+    pad_value: float = -1.0  # input value of the padding (the clip's lowest HU, scaled)
 
     def model_to_ct(self, idx: np.ndarray) -> np.ndarray:
         """Model-grid (z, y, x) indices -> CT (z, y, x) indices."""
@@ -163,6 +164,7 @@ def prepare(volume: CTVolume, config: dict[str, Any], *, crop: bool = True) -> P
         crop_lo=lo.astype(float),
         step=step,
         spacing=step * spacing,
+        pad_value=pad_val,
     )
 
 
@@ -911,7 +913,7 @@ def detect(
         prep.array,
         predictor,
         shifts=[int(s) for s in cfg.get("grid_shifts", GRID_SHIFTS)],
-        pad_value=float(scale_hu(np.float32(cfg["hu_clip"][0]), cfg["hu_clip"])),
+        pad_value=prep.pad_value,
         max_outputs=GRID_MAX_OUTPUTS,
         combine=("heat", "size", "offset", "mask"),
         patch=infer_patch(cfg),
