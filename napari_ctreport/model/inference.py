@@ -912,7 +912,7 @@ def detect(
     maps = shifted_grid_inference(
         prep.array,
         predictor,
-        shifts=[int(s) for s in cfg.get("grid_shifts", GRID_SHIFTS)],
+        shifts=cfg.get("grid_shifts", GRID_SHIFTS),
         pad_value=prep.pad_value,
         max_outputs=GRID_MAX_OUTPUTS,
         combine=("heat", "size", "offset", "mask"),
