@@ -271,3 +271,26 @@ def test_dock_loads_the_new_model(sample_dock, qtbot, new_model, tmp_path, monke
     info = dock.result.session.model_info
     assert info["name"] == "ctreport-default-ft"
     assert info["sha256"] == from_pretrained(new).sha256
+
+
+def test_model_card_says_whether_patches_were_turned() -> None:
+    """A model trained without turning must not read "axial turns up to 0 degrees"."""
+    from napari_ctreport.model.train import model_card
+
+    training = {
+        "init_model": None,
+        "data_dirs": ["/data/exports"],
+        "seed": 3,
+        "epochs": 1,
+        "steps": 10,
+        "minutes": 0.5,
+        "n_train_cases": 0,
+        "n_val_cases": 0,
+        "train_cases": [],
+        "val_cases": [],
+    }
+    flat = model_card(name="m", version="1", training={**training, "rotate_deg": 0.0}, history=[])
+    assert "patches not turned" in flat and "turns up to" not in flat
+    assert "random initialisation" in flat
+    turned = model_card(name="m", version="1", training={**training, "rotate_deg": 7.5}, history=[])
+    assert "axial turns up to 7.5 degrees" in turned

@@ -687,6 +687,13 @@ def train(
 MODEL_CARD = "MODEL_CARD.md"
 
 
+def _turns_text(rotate_deg: float) -> str:
+    """How the training patches were turned, in words for the model card."""
+    if not rotate_deg:
+        return "patches not turned"
+    return f"axial turns up to {rotate_deg:g} degrees"
+
+
 def model_card(
     *, name: str, version: str, training: dict[str, Any], history: Sequence[dict[str, float]]
 ) -> str:
@@ -703,7 +710,7 @@ def model_card(
         else "- started from: random initialisation",
         f"- data folders: {', '.join(training['data_dirs'])}",
         f"- seed {training['seed']}; {training['epochs']} epoch(s), {training['steps']} steps, "
-        f"{training['minutes']} min; axial turns up to {training.get('rotate_deg', 0.0):g} degrees",
+        f"{training['minutes']} min; {_turns_text(training.get('rotate_deg', 0.0))}",
         f"- {training['n_train_cases']} training case(s), {training['n_val_cases']} held out for the "
         "validation loss",
         "",
