@@ -109,3 +109,41 @@ def test_a_real_lung_cancer_beside_an_effusion_on_its_side_is_still_found(real_l
     assert _inside(mass.center_lps_mm, truth.bbox_lps_mm)
     assert 0.7 * truth.diameter_mm <= mass.diameter_mm <= 1.15 * truth.diameter_mm
     assert "mass" in a.report.findings and "effusion" in a.report.findings
+
+
+def test_a_real_nodule_moved_against_the_pleura_is_found(real_lesions, tmp_path):
+    """lung1's real nodule (lobulated, 5 mm slices) moved against lung2's pleura (case 1 of the
+    model card's realtx set): the rolling-ball search finds the bump, but its blob is weaker and
+    flatter (strength 95, curvature ratio 0.33) than the generator's smooth nodules on the wall;
+    with the session-19 limits (80, 0.3) it is reported, measured within 15 % (missed at 100, 0.4)."""
+    from napari_ctreport.io.case import read_case, write_case
+    from napari_ctreport.metrics import hits
+    from napari_ctreport.report.labelled import case_from_labels
+    from napari_ctreport.synth.transplant import write_transplant_dataset
+
+    folders = []
+    for name, kind in (("lung1", "solid nodule"), ("lung2", "mass")):
+        case, volume, labels = case_from_labels(
+            real_lesions / f"{name}_image.nrrd",
+            real_lesions / f"{name}_label.nrrd",
+            kinds=kind,
+            case_id=name,
+        )
+        folders.append(write_case(case, tmp_path / name, volume=volume, labels=labels))
+    (folder,) = write_transplant_dataset(
+        tmp_path / "realtx",
+        sources=folders[:1],
+        backgrounds=folders,
+        cases=40,
+        seed=4242,
+        indices=[1],
+    )
+    case = read_case(folder)
+    assert case.provenance["generator"]["place"] == "pleura"
+    moved = case.findings[-1]
+    a = analyze(case.load_volume(), device="cpu")
+    found = [f for f in a.findings if hits(f, moved)]
+    assert found, [(f.kind, f.diameter_mm) for f in a.findings]
+    assert abs(found[0].diameter_mm - moved.diameter_mm) <= 0.15 * moved.diameter_mm
+    # nothing else but the background's own cancer
+    assert all(any(hits(f, g) for g in case.findings) for f in a.findings)

@@ -102,6 +102,11 @@ def test_transplant_cases_follow_from_the_seed(folders) -> None:
     a = write_transplant_dataset(tmp / "a", **kw)
     b = write_transplant_dataset(tmp / "b", **kw)
     assert a and [p.name for p in a] == [p.name for p in b]
+    # one case made again alone is the same case
+    (c,) = write_transplant_dataset(tmp / "c", **kw, indices=[int(a[-1].name[-4:])])
+    np.testing.assert_array_equal(
+        read_case(c).load_volume().array, read_case(a[-1]).load_volume().array
+    )
     for pa, pb in zip(a, b, strict=True):
         ca, cb = read_case(pa), read_case(pb)
         np.testing.assert_array_equal(ca.load_volume().array, cb.load_volume().array)

@@ -197,6 +197,7 @@ def write_transplant_dataset(
     seed: int,
     scale: tuple[float, float] = (0.4, 1.0),
     pleura_fraction: float = 0.5,
+    indices: Sequence[int] | None = None,
 ) -> list[Path]:
     """Write ``cases`` case folders, each one real lesion moved into a real lung.
 
@@ -214,6 +215,9 @@ def write_transplant_dataset(
         Range of the size factor applied to the source lesion.
     pleura_fraction
         Share of the lesions set against the pleura; the rest go into the parenchyma.
+    indices
+        Write only these of the ``cases`` (each case depends only on ``seed`` and its index, so
+        one case of a set can be made again alone).
 
     Returns
     -------
@@ -230,8 +234,8 @@ def write_transplant_dataset(
     bgs = [str(b) for b in backgrounds]
     lungs_of: dict[str, np.ndarray] = {}
     written: list[Path] = []
-    for i in range(cases):
-        rng = np.random.default_rng([int(seed), i])
+    for i in range(cases) if indices is None else sorted(set(indices)):
+        rng = np.random.default_rng([int(seed), int(i)])
         bg_path = bgs[int(rng.integers(len(bgs)))]
         volume, known = _background(bg_path)
         if bg_path not in lungs_of:
