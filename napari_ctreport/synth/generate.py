@@ -318,12 +318,7 @@ def _findings(
         mask = labels == i
         kind = les.kind
         if kind != "pleural effusion":
-            # the measured longest axial diameter decides nodule (<= 30 mm) versus mass
-            d = _measure_diameter(mask[objs[i - 1]], volume)
-            if kind == "mass" and d <= 30.0:
-                kind = "solid nodule"
-            elif kind != "mass" and d > 30.0:
-                kind = "mass"
+            kind = kind_by_size(kind, _measure_diameter(mask[objs[i - 1]], volume))
         out.append(
             finding_from_mask(
                 mask,
@@ -338,6 +333,20 @@ def _findings(
             )
         )
     return out
+
+
+#: Longest axial diameter (mm) above which a lung lesion is a mass, at or below it a nodule.
+MASS_MIN_MM = 30.0
+
+
+def kind_by_size(kind: str, diameter_mm: float) -> str:
+    """``kind`` as the measured size makes it: a nodule over :data:`MASS_MIN_MM` is a mass, a
+    "mass" not over it a solid nodule (effusions are not passed here)."""
+    if kind == "mass" and diameter_mm <= MASS_MIN_MM:
+        return "solid nodule"
+    if kind != "mass" and diameter_mm > MASS_MIN_MM:
+        return "mass"
+    return kind
 
 
 def _measure_diameter(mask: np.ndarray, volume: CTVolume) -> float:

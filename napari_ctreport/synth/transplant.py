@@ -27,7 +27,7 @@ from .._version import __version__
 from ..io.case import Case, read_case, write_case
 from ..io.volume import CTVolume
 from ..report.anatomy import segment_lungs
-from ..report.measure import finding_from_mask
+from ..report.measure import finding_from_mask, tight_box
 from ..report.writer import write_report
 
 #: Name written into the provenance of every case.
@@ -43,8 +43,6 @@ PLEURA_DEPTH_RADII = (0.6, 0.9)
 KEEP_CLEAR_MM = 20.0
 #: Blur (mm) of the lesion's edge as it is blended into the background.
 EDGE_BLUR_MM = 0.7
-#: Longest axial diameter (mm) above which a moved lesion is a mass, as in the generator.
-MASS_MM = 30.0
 #: Margin (voxels in-plane, slices) kept around a lesion when it is cut out.
 CUT_MARGIN = (1, 4, 4)
 
@@ -86,15 +84,13 @@ def lesion_sources(case_folders: Sequence[str | os.PathLike[str]]) -> list[Lesio
             if f.status == "rejected" or not f.label or f.kind == "pleural effusion":
                 continue
             mask = labels == f.label
-            if not mask.any():
+            tight = tight_box(mask)
+            if tight is None:
                 continue
-            idx = np.nonzero(mask)
-            lo = [max(0, int(i.min()) - m) for i, m in zip(idx, CUT_MARGIN, strict=True)]
-            hi = [
-                min(n, int(i.max()) + 1 + m)
-                for i, m, n in zip(idx, CUT_MARGIN, mask.shape, strict=True)
-            ]
-            box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+            box = tuple(
+                slice(max(0, t.start - m), min(n, t.stop + m))
+                for t, m, n in zip(tight, CUT_MARGIN, mask.shape, strict=True)
+            )
             out.append(
                 LesionSource(
                     hu=np.asarray(volume.array[box], dtype=np.float32),
@@ -224,7 +220,7 @@ def write_transplant_dataset(
     list of Path
         The case folders written (a case whose lung had no room for its lesion is skipped).
     """
-    from .generate import _background  # the real-background reader the generator uses
+    from .generate import _background, _measure_diameter, kind_by_size  # as the generator does
 
     srcs = lesion_sources(sources)
     if not srcs:
@@ -266,9 +262,7 @@ def write_transplant_dataset(
         label = int(known_labels.max()) + 1
         labels = known_labels.astype(np.uint16, copy=True)
         labels[mask] = label
-        moved = finding_from_mask(mask, volume=new_vol, id="T", kind="solid nodule", lungs=lungs)
-        kind = src.kind if src.kind != "mass" else "solid nodule"
-        kind = "mass" if moved.diameter_mm > MASS_MM else kind
+        kind = kind_by_size(src.kind, _measure_diameter(mask[tight_box(mask)], new_vol))
         findings = [replace(f, id=f"F{n}") for n, f in enumerate(known_findings, start=1)]
         f = finding_from_mask(
             mask, volume=new_vol, id=f"F{len(findings) + 1}", kind=kind, lungs=lungs, label=label
