@@ -124,3 +124,27 @@ def test_no_source_lesion_is_a_clear_error(folders) -> None:
     )
     with pytest.raises(ValueError, match="no nodule or mass"):
         write_transplant_dataset(tmp / "ds_none", sources=[none], backgrounds=[bg], cases=1, seed=0)
+
+
+def test_an_augmented_training_set_turns_and_stretches_the_lesion(folders) -> None:
+    tmp, src, _, bg, _ = folders
+    kw = dict(sources=[src], backgrounds=[bg], cases=4, seed=11, scale=(1.0, 1.0))
+    plain = write_transplant_dataset(tmp / "plain", **kw)
+    turned = write_transplant_dataset(tmp / "turned", **kw, augment=True)
+    assert plain and turned
+    (s,) = lesion_sources([src])
+    shapes = []
+    for folder in turned:
+        assert validate_case(folder) == []
+        case = read_case(folder)
+        assert case.provenance["generator"]["augmented"] is True
+        moved = case.findings[-1]
+        region = case.load_labels(case.load_volume()) == moved.label
+        # still the same lesion: its size within the stretch, its voxel count about the same
+        assert moved.diameter_mm == pytest.approx(s.diameter_mm, rel=0.35)
+        assert region.sum() == pytest.approx(s.mask.sum(), rel=0.6)
+        shapes.append(tuple(int(n) for n in np.ptp(np.nonzero(region), axis=1)))
+    # not one shape copied: the extents differ between cases
+    assert len(set(shapes)) > 1
+    for folder in plain:
+        assert read_case(folder).provenance["generator"]["augmented"] is False

@@ -8,8 +8,10 @@ against the pleura (part of it sunk into the chest wall, as a juxtapleural nodul
 it is that background's own. The ground truth is the moved lesion plus the background's own
 labelled lesions.
 
-This makes test cases, not training data: a model evaluated on them must not have been trained
-on the source lesions. No napari or Qt here.
+Test sets keep each lesion as it is (resized and mirrored only): a model evaluated on them must
+not have been trained on their source lesions. Training sets (``augment=True``) also turn, flip
+and stretch each lesion, so that one real tumour gives many shapes; keep their sources apart from
+those of the test sets. No napari or Qt here.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ KEEP_CLEAR_MM = 20.0
 EDGE_BLUR_MM = 0.7
 #: Margin (voxels in-plane, slices) kept around a lesion when it is cut out.
 CUT_MARGIN = (1, 4, 4)
+#: With ``augment``, each axis of a moved lesion is stretched by a factor within 1 +- this.
+AUGMENT_STRETCH = 0.15
 
 
 @dataclass
@@ -104,6 +108,34 @@ def lesion_sources(case_folders: Sequence[str | os.PathLike[str]]) -> list[Lesio
     return out
 
 
+def background_distances(
+    *, lungs: np.ndarray, avoid: np.ndarray | None, spacing_zyx: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Distances (mm) a placement needs, computed once per background.
+
+    Parameters
+    ----------
+    lungs
+        The background's lungs (non-zero inside).
+    avoid
+        Mask of its own lesions, or ``None``.
+    spacing_zyx
+        Voxel size (mm).
+
+    Returns
+    -------
+    tuple
+        ``(depth, clearance)``: each voxel's distance inside the lungs, and its distance from
+        ``avoid`` (``None`` when there is nothing to avoid).
+    """
+    sp = np.asarray(spacing_zyx, dtype=float)
+    depth = ndi.distance_transform_edt(np.asarray(lungs) > 0, sampling=sp)
+    clearance = None
+    if avoid is not None and np.any(avoid):
+        clearance = ndi.distance_transform_edt(~np.asarray(avoid, bool), sampling=sp)
+    return depth, clearance
+
+
 def transplant_lesion(
     *,
     source: LesionSource,
@@ -113,6 +145,9 @@ def transplant_lesion(
     scale: float,
     place: str,
     avoid: np.ndarray | None = None,
+    augment: bool = False,
+    depth: np.ndarray | None = None,
+    clearance: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Set ``source``, resized by ``scale``, into a lung of ``background``.
 
@@ -133,6 +168,13 @@ def transplant_lesion(
         ``"parenchyma"`` or ``"pleura"`` (:data:`PLACES`).
     avoid
         Mask of the background's own lesions; the moved one keeps :data:`KEEP_CLEAR_MM` from them.
+    augment
+        Also turn the lesion by a random angle in the axial plane, flip it head-to-foot at
+        random and stretch each axis by up to :data:`AUGMENT_STRETCH` (for training sets made
+        from few sources; off for test sets, whose draws stay as they were).
+    depth, clearance
+        The background's precomputed distance (mm) inside its lungs and from ``avoid``
+        (:func:`background_distances`); computed here when not given.
 
     Returns
     -------
@@ -144,25 +186,32 @@ def transplant_lesion(
         raise ValueError(f"place must be one of {PLACES}, not {place!r}")
     sp = np.asarray(background.spacing_zyx, dtype=float)
     zoom = np.asarray(source.spacing_zyx, dtype=float) / sp * float(scale)
+    if augment:
+        zoom = zoom * rng.uniform(1.0 - AUGMENT_STRETCH, 1.0 + AUGMENT_STRETCH, size=3)
     hu = ndi.zoom(source.hu, zoom, order=1, mode="nearest")
     weight = ndi.zoom(source.mask.astype(np.float32), zoom, order=1, mode="nearest")
     if rng.random() < 0.5:
         hu, weight = hu[:, :, ::-1], weight[:, :, ::-1]
+    if augment:
+        angle = float(rng.uniform(0.0, 360.0))
+        air = float(np.min(source.hu))
+        hu = ndi.rotate(hu, angle, axes=(1, 2), order=1, mode="constant", cval=air)
+        weight = ndi.rotate(weight, angle, axes=(1, 2), order=1, mode="constant", cval=0.0)
+        if rng.random() < 0.5:
+            hu, weight = hu[::-1], weight[::-1]
     mask = weight > 0.5
     if mask.sum() < 4:
         return None
     idx = np.nonzero(mask)
     radius = 0.5 * max(float(np.ptp(idx[a]) + 1) * sp[a] for a in (1, 2))
-    inside = np.asarray(lungs) > 0
-    depth = ndi.distance_transform_edt(inside, sampling=sp)
+    if depth is None or (avoid is not None and clearance is None):
+        depth, clearance = background_distances(lungs=lungs, avoid=avoid, spacing_zyx=sp)
     if place == "parenchyma":
         ok = depth > radius + PARENCHYMA_CLEARANCE_MM
     else:
         ok = (depth > PLEURA_DEPTH_RADII[0] * radius) & (depth < PLEURA_DEPTH_RADII[1] * radius)
-    if avoid is not None and np.any(avoid):
-        ok &= ndi.distance_transform_edt(~np.asarray(avoid, bool), sampling=sp) > (
-            radius + KEEP_CLEAR_MM
-        )
+    if clearance is not None:
+        ok &= clearance > radius + KEEP_CLEAR_MM
     shape = np.array(mask.shape)
     lo_ok, hi_ok = shape // 2, np.array(background.shape) - (shape - shape // 2)
     cand = np.argwhere(ok)
@@ -194,6 +243,7 @@ def write_transplant_dataset(
     scale: tuple[float, float] = (0.4, 1.0),
     pleura_fraction: float = 0.5,
     indices: Sequence[int] | None = None,
+    augment: bool = False,
 ) -> list[Path]:
     """Write ``cases`` case folders, each one real lesion moved into a real lung.
 
@@ -214,6 +264,8 @@ def write_transplant_dataset(
     indices
         Write only these of the ``cases`` (each case depends only on ``seed`` and its index, so
         one case of a set can be made again alone).
+    augment
+        Turn, flip and stretch each moved lesion (:func:`transplant_lesion`); for training sets.
 
     Returns
     -------
@@ -229,6 +281,7 @@ def write_transplant_dataset(
     out.mkdir(parents=True, exist_ok=True)
     bgs = [str(b) for b in backgrounds]
     lungs_of: dict[str, np.ndarray] = {}
+    distances_of: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     written: list[Path] = []
     for i in range(cases) if indices is None else sorted(set(indices)):
         rng = np.random.default_rng([int(seed), int(i)])
@@ -242,6 +295,11 @@ def write_transplant_dataset(
         place = PLACES[1] if rng.random() < pleura_fraction else PLACES[0]
         known_labels = known[0] if known is not None else np.zeros(volume.shape, np.uint16)
         known_findings = list(known[1]) if known is not None else []
+        if bg_path not in distances_of:
+            distances_of[bg_path] = background_distances(
+                lungs=lungs, avoid=known_labels > 0, spacing_zyx=volume.spacing_zyx
+            )
+        depth, clearance = distances_of[bg_path]
         res = transplant_lesion(
             source=src,
             background=volume,
@@ -250,6 +308,9 @@ def write_transplant_dataset(
             scale=factor,
             place=place,
             avoid=known_labels > 0,
+            augment=augment,
+            depth=depth,
+            clearance=clearance,
         )
         if res is None:
             continue
@@ -286,6 +347,7 @@ def write_transplant_dataset(
                     "lesion": src.name,
                     "scale": round(factor, 3),
                     "place": place,
+                    "augmented": bool(augment),
                 },
                 "reviewer": None,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
