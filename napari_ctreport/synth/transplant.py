@@ -173,8 +173,9 @@ def transplant_lesion(
         random and stretch each axis by up to :data:`AUGMENT_STRETCH` (for training sets made
         from few sources; off for test sets, whose draws stay as they were).
     depth, clearance
-        The background's precomputed distance (mm) inside its lungs and from ``avoid``
-        (:func:`background_distances`); computed here when not given.
+        The background's precomputed distances (mm) inside its lungs and from ``avoid``, as
+        :func:`background_distances` gives them (``clearance`` ``None``: nothing to avoid);
+        both are computed here when ``depth`` is not given.
 
     Returns
     -------
@@ -204,7 +205,7 @@ def transplant_lesion(
         return None
     idx = np.nonzero(mask)
     radius = 0.5 * max(float(np.ptp(idx[a]) + 1) * sp[a] for a in (1, 2))
-    if depth is None or (avoid is not None and clearance is None):
+    if depth is None:
         depth, clearance = background_distances(lungs=lungs, avoid=avoid, spacing_zyx=sp)
     if place == "parenchyma":
         ok = depth > radius + PARENCHYMA_CLEARANCE_MM
@@ -280,26 +281,25 @@ def write_transplant_dataset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     bgs = [str(b) for b in backgrounds]
-    lungs_of: dict[str, np.ndarray] = {}
-    distances_of: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+    # each background is read, segmented and measured once; every case copies what it changes
+    prepared: dict[str, tuple] = {}
     written: list[Path] = []
     for i in range(cases) if indices is None else sorted(set(indices)):
         rng = np.random.default_rng([int(seed), int(i)])
         bg_path = bgs[int(rng.integers(len(bgs)))]
-        volume, known = _background(bg_path)
-        if bg_path not in lungs_of:
-            lungs_of[bg_path] = segment_lungs(volume)
-        lungs = lungs_of[bg_path]
+        if bg_path not in prepared:
+            volume, known = _background(bg_path)
+            lungs = segment_lungs(volume)
+            known_labels = known[0] if known is not None else np.zeros(volume.shape, np.uint16)
+            known_findings = list(known[1]) if known is not None else []
+            depth, clearance = background_distances(
+                lungs=lungs, avoid=known_labels > 0, spacing_zyx=volume.spacing_zyx
+            )
+            prepared[bg_path] = (volume, lungs, known_labels, known_findings, depth, clearance)
+        volume, lungs, known_labels, known_findings, depth, clearance = prepared[bg_path]
         src = srcs[int(rng.integers(len(srcs)))]
         factor = float(rng.uniform(*scale))
         place = PLACES[1] if rng.random() < pleura_fraction else PLACES[0]
-        known_labels = known[0] if known is not None else np.zeros(volume.shape, np.uint16)
-        known_findings = list(known[1]) if known is not None else []
-        if bg_path not in distances_of:
-            distances_of[bg_path] = background_distances(
-                lungs=lungs, avoid=known_labels > 0, spacing_zyx=volume.spacing_zyx
-            )
-        depth, clearance = distances_of[bg_path]
         res = transplant_lesion(
             source=src,
             background=volume,
@@ -307,7 +307,6 @@ def write_transplant_dataset(
             rng=rng,
             scale=factor,
             place=place,
-            avoid=known_labels > 0,
             augment=augment,
             depth=depth,
             clearance=clearance,
