@@ -427,6 +427,54 @@ def test_a_case_folder_background_keeps_its_own_lesions(tmp_path) -> None:
             assert not (region & (src.labels > 0)).any()
 
 
+def test_a_dataset_segments_each_background_once(tmp_path, monkeypatch) -> None:
+    """A dataset inserting into the same real CT again and again reads and segments it once
+    (per process), and each case is the one a freshly segmented background gives; the cached
+    lung labels are not changed by the cases drawn from them."""
+    from napari_ctreport.synth import generate
+
+    _, src = _case_with_nodule()
+    bg = write_case(src.to_case("bg"), tmp_path / "bg", volume=src.volume, labels=src.labels)
+    real = generate.segment_lungs
+    calls: list[tuple[int, ...]] = []
+
+    def counted(volume):
+        calls.append(volume.shape)
+        return real(volume)
+
+    monkeypatch.setattr(generate, "segment_lungs", counted)
+    generate._background.cache_clear()
+    try:
+        out = write_dataset(
+            tmp_path / "ds",
+            cases=3,
+            seed=21,
+            real_backgrounds=[bg],
+            real_fraction=1.0,
+            formats=("nifti",),
+        )
+        assert len(calls) == 1
+        volume, known, lungs = generate._background(str(bg))
+        before = lungs.copy()
+        seed = generate.case_seed(21, 2)
+        cached = generate_case(seed=seed, background=volume, known=known, background_lungs=lungs)
+        fresh = generate_case(seed=seed, background=volume, known=known)
+        assert len(calls) == 2  # the fresh one segmented again
+        np.testing.assert_array_equal(lungs, before)
+        np.testing.assert_array_equal(cached.volume.array, fresh.volume.array)
+        np.testing.assert_array_equal(cached.labels, fresh.labels)
+        assert [f.to_dict() for f in cached.findings] == [f.to_dict() for f in fresh.findings]
+        written = read_case(out[2]).findings
+        assert [f.kind for f in written] == [f.kind for f in fresh.findings]
+        assert [f.diameter_mm for f in written] == pytest.approx(
+            [f.diameter_mm for f in fresh.findings], abs=0.06
+        )
+        with pytest.raises(ValueError, match="lung labels"):
+            insert_lesions(volume, rng=np.random.default_rng(0), lungs=lungs[:-1])
+    finally:
+        generate._background.cache_clear()
+
+
 def test_an_export_folder_as_background_stands_for_its_newest_cases(tmp_path) -> None:
     """A folder of exported cases as a background: each case at its newest version (a
     re-export supersedes the first), so the corrections count, not the draft."""

@@ -387,6 +387,7 @@ def generate_case(
     background: CTVolume | None = None,
     known: tuple[np.ndarray, Sequence[Finding]] | None = None,
     wall_masses: float = 0.0,
+    background_lungs: np.ndarray | None = None,
 ) -> SynthCase:
     """Generate one synthetic chest CT case with lesions, masks, findings and a reference report.
 
@@ -419,6 +420,8 @@ def generate_case(
         Probability that a mass is set against the pleura, with an effusion on its side (a lung
         cancer and its effusion; see :func:`insert_lesions`). 0 (default) draws every case as
         earlier versions did.
+    background_lungs
+        With ``background``: its lung labels, if already segmented (see :func:`insert_lesions`).
 
     Returns
     -------
@@ -426,7 +429,9 @@ def generate_case(
     """
     rng = np.random.default_rng(seed)
     if background is not None:
-        case = insert_lesions(background, rng=rng, known=known, wall_masses=wall_masses)
+        case = insert_lesions(
+            background, rng=rng, known=known, wall_masses=wall_masses, lungs=background_lungs
+        )
         case.meta.update({"seed": int(seed), "style": "real background"})
         return case
     if style not in STYLES:
@@ -478,6 +483,7 @@ def insert_lesions(
     psf_mm: float = 0.7,
     known: tuple[np.ndarray, Sequence[Finding]] | None = None,
     wall_masses: float = 0.0,
+    lungs: np.ndarray | None = None,
 ) -> SynthCase:
     """Insert synthetic lesions into the lung parenchyma of a real CT.
 
@@ -502,12 +508,21 @@ def insert_lesions(
         Probability that a mass is set against the pleura (its centre :data:`WALL_DEPTH` radii
         deep in the lung, cut where the lung ends); an effusion then goes to its side, and is
         added there with probability :data:`WALL_MASS_EFFUSION` when the case has none.
+    lungs
+        The background's lung labels (:func:`~napari_ctreport.report.anatomy.segment_lungs` of
+        it, on its grid; not modified), when the caller has them already: a dataset inserts
+        into the same few CTs many times. ``None`` (default) segments them here.
 
     Returns
     -------
     SynthCase
     """
-    lungs = segment_lungs(background)
+    if lungs is None:
+        lungs = segment_lungs(background)
+    elif lungs.shape != background.shape:
+        raise ValueError(
+            f"insert_lesions: the lung labels are {lungs.shape}, the CT {background.shape}"
+        )
     if not lungs.any():
         where = background.metadata.get("source_path") or "the background CT"
         raise BackgroundError(f"{where}: no lung found to insert lesions into")
@@ -583,22 +598,28 @@ def _backgrounds(paths: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=4)
-def _background(path: str) -> tuple[CTVolume, tuple[np.ndarray, list[Finding]] | None]:
-    """A real CT background, read once per process: a CT (no lesion known), or a case folder
-    (a corrected export, a CT with a lesion segmentation), whose non-rejected findings and
-    label map come with it as the lesions it already has."""
+def _background(
+    path: str,
+) -> tuple[CTVolume, tuple[np.ndarray, list[Finding]] | None, np.ndarray]:
+    """A real CT background, read and segmented once per process: a CT (no lesion known), or a
+    case folder (a corrected export, a CT with a lesion segmentation), whose non-rejected
+    findings and label map come with it as the lesions it already has; then its lung labels
+    (:func:`~napari_ctreport.report.anatomy.segment_lungs`). Callers must not modify them."""
     from ..io.case import CASE_JSON, read_case
     from ..io.ct import load_ct
 
+    known = None
     if not (Path(path) / CASE_JSON).is_file():
-        return load_ct(path), None
-    case = read_case(path)
-    volume = case.load_volume()
-    volume.metadata.setdefault("source_path", str(path))
-    labels = case.load_labels(volume)
-    findings = [f for f in case.findings if f.status != "rejected"]
-    keep = np.isin(labels, [f.label for f in findings if f.label])
-    return volume, (np.where(keep, labels, 0), findings)
+        volume = load_ct(path)
+    else:
+        case = read_case(path)
+        volume = case.load_volume()
+        volume.metadata.setdefault("source_path", str(path))
+        labels = case.load_labels(volume)
+        findings = [f for f in case.findings if f.status != "rejected"]
+        keep = np.isin(labels, [f.label for f in findings if f.label])
+        known = (np.where(keep, labels, 0), findings)
+    return volume, known, segment_lungs(volume)
 
 
 def _write_one(
@@ -617,9 +638,11 @@ def _write_one(
     """Generate and write case ``i`` of a dataset (depends only on its arguments)."""
     s = case_seed(seed, i)
     pick = np.random.default_rng([int(seed), i, 7])
-    bg = known = None
+    bg = known = bg_lungs = None
     if real_backgrounds and pick.random() < real_fraction:
-        bg, known = _background(real_backgrounds[int(pick.integers(len(real_backgrounds)))])
+        bg, known, bg_lungs = _background(
+            real_backgrounds[int(pick.integers(len(real_backgrounds)))]
+        )
     case = generate_case(
         seed=s,
         shape=shape,
@@ -629,6 +652,7 @@ def _write_one(
         background=bg,
         known=known,
         wall_masses=wall_masses,
+        background_lungs=bg_lungs,
     )
     fmt = case.meta.get("image_format", "nifti")
     if fmt not in formats:

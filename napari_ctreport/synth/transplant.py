@@ -28,7 +28,6 @@ from scipy import ndimage as ndi
 from .._version import __version__
 from ..io.case import Case, read_case, write_case
 from ..io.volume import CTVolume
-from ..report.anatomy import segment_lungs
 from ..report.measure import finding_from_mask, tight_box
 from ..report.writer import write_report
 
@@ -288,8 +287,7 @@ def write_transplant_dataset(
         rng = np.random.default_rng([int(seed), int(i)])
         bg_path = bgs[int(rng.integers(len(bgs)))]
         if bg_path not in prepared:
-            volume, known = _background(bg_path)
-            lungs = segment_lungs(volume)
+            volume, known, lungs = _background(bg_path)
             known_labels = known[0] if known is not None else np.zeros(volume.shape, np.uint16)
             known_findings = list(known[1]) if known is not None else []
             depth, clearance = background_distances(
