@@ -193,3 +193,20 @@ def test_schema_file_is_valid_json_schema() -> None:
     import jsonschema
 
     jsonschema.Draft202012Validator.check_schema(case_mod.load_schema())
+
+
+def test_a_new_case_s_provenance_says_who_made_it_and_when() -> None:
+    """``new_provenance``, which the synthetic generator, the transplant and the label import
+    share: their source and generator, no model or reviewer yet, an empty edit log, and the
+    creation time in UTC."""
+    from datetime import datetime, timedelta, timezone
+
+    from napari_ctreport.io.case import new_provenance
+
+    gen = {"name": "x", "version": "1"}
+    prov = new_provenance(source="imported labels", generator=gen)
+    assert prov["source"] == "imported labels" and prov["generator"] == gen
+    assert prov["model"] is None and prov["reviewer"] is None and prov["edit_log"] == []
+    made = datetime.fromisoformat(prov["created"])
+    assert made.utcoffset() == timedelta(0)
+    assert abs(datetime.now(timezone.utc) - made) < timedelta(minutes=1)

@@ -19,6 +19,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,33 @@ class Case:
         from .write import read_labels
 
         return read_labels(self.labels_path, like=volume)
+
+
+def new_provenance(*, source: str, generator: dict[str, Any]) -> dict[str, Any]:
+    """The provenance of a case made here rather than reviewed: ``source`` (``"synthetic"``,
+    ``"imported labels"``), the ``generator`` that made it (its name, version and arguments),
+    no model, no reviewer, an empty edit log and the time now (UTC).
+
+    Parameters
+    ----------
+    source
+        Where the case came from.
+    generator
+        What made it, as written into ``case.json``.
+
+    Returns
+    -------
+    dict
+        The ``provenance`` of a :class:`Case`.
+    """
+    return {
+        "source": source,
+        "model": None,
+        "generator": generator,
+        "reviewer": None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "edit_log": [],
+    }
 
 
 def _jsonable(obj: Any) -> Any:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from .._version import __version__
-from ..io.case import Case, CaseFormatError
+from ..io.case import Case, CaseFormatError, new_provenance
 from ..io.volume import CTVolume
 from .findings import Finding
 from .lexicon import KINDS
@@ -108,20 +107,16 @@ def case_from_labels(
         case_id=case_id or name or "case",
         findings=findings,
         report=report.to_dict(),
-        provenance={
-            "source": "imported labels",
-            "model": None,
-            "generator": {
+        provenance=new_provenance(
+            source="imported labels",
+            generator={
                 "name": "ctreport import",
                 "version": __version__,
                 "image": str(image),
                 "labels": str(labels),
                 "split_components": bool(split_components),
             },
-            "reviewer": None,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "edit_log": [],
-        },
+        ),
     )
     return case, volume, label_map
 

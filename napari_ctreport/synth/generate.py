@@ -13,7 +13,6 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._version import __version__
-from ..io.case import Case, write_case
+from ..io.case import Case, new_provenance, write_case
 from ..io.volume import CTVolume
 from ..report.anatomy import segment_lungs
 from ..report.findings import Finding
@@ -62,14 +61,7 @@ class SynthCase:
             case_id=case_id,
             findings=list(self.findings),
             report=self.report.to_dict(),
-            provenance={
-                "source": "synthetic",
-                "model": None,
-                "generator": gen,
-                "reviewer": None,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "edit_log": [],
-            },
+            provenance=new_provenance(source="synthetic", generator=gen),
         )
 
 

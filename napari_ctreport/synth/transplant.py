@@ -19,14 +19,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from .._version import __version__
-from ..io.case import Case, read_case, write_case
+from ..io.case import Case, new_provenance, read_case, write_case
 from ..io.volume import CTVolume
 from ..report.measure import finding_from_mask, tight_box
 from ..report.writer import write_report
@@ -332,10 +331,9 @@ def write_transplant_dataset(
             case_id=case_id,
             findings=findings,
             report=write_report(findings).to_dict(),
-            provenance={
-                "source": "synthetic",
-                "model": None,
-                "generator": {
+            provenance=new_provenance(
+                source="synthetic",
+                generator={
                     "name": TRANSPLANT_NAME,
                     "version": __version__,
                     "dataset_seed": int(seed),
@@ -346,10 +344,7 @@ def write_transplant_dataset(
                     "place": place,
                     "augmented": bool(augment),
                 },
-                "reviewer": None,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "edit_log": [],
-            },
+            ),
         )
         written.append(write_case(rec, out / case_id, volume=new_vol, labels=labels))
     return written
