@@ -428,6 +428,18 @@ def _ground_glass(region: np.ndarray, volume: CTVolume) -> bool:
     return _mean_hu(region, volume) > REFINE_HU["part-solid nodule"]  # False when empty
 
 
+def _faint_strength(ct_mask: bool) -> float:
+    """The blob strength under which a low-scored solid nodule is "faint": a nodule found on the
+    pleura (its mask drawn on the CT) passed the wall's own, lower blob test
+    (:data:`~napari_ctreport.model.inference.WALL_MIN_STRENGTH`: a ball half set into the wall
+    scores lower than a free one) and is held to that, not to :data:`SOLID_MIN_BLOB_STRENGTH`."""
+    if not ct_mask:
+        return SOLID_MIN_BLOB_STRENGTH
+    from .model import inference
+
+    return min(SOLID_MIN_BLOB_STRENGTH, float(inference.WALL_MIN_STRENGTH))
+
+
 def _not_a_lung_lesion(
     f: Finding, volume: CTVolume, *, contact: float, ct_mask: bool
 ) -> str | None:
@@ -436,8 +448,10 @@ def _not_a_lung_lesion(
     (:func:`lung_contact`), or ``None`` to keep it.
 
     ``"mediastinum"`` for a mass: less aerated lung around it than
-    :data:`MASS_MIN_LUNG_CONTACT`. ``"faint"``: a solid or calcified nodule scored under :data:`FAINT_MAX_SCORE` that shows no
-    solid blob (strength under :data:`SOLID_MIN_BLOB_STRENGTH`). ``"vessel"``: a solid or
+    :data:`MASS_MIN_LUNG_CONTACT`. ``"faint"``: a solid or calcified nodule scored under
+    :data:`FAINT_MAX_SCORE` that shows no solid blob (strength under
+    :data:`SOLID_MIN_BLOB_STRENGTH`, or the wall's own test for a nodule on the pleura:
+    :func:`_faint_strength`). ``"vessel"``: a solid or
     calcified nodule that is a tube running on into solid tissue (:data:`VESSEL_MAX_RATIO`,
     :data:`VESSEL_MIN_SHELL`; not for a mask drawn on the CT). ``"mediastinum"``: any nodule with
     little aerated lung around its mask and solid tissue around its centre
@@ -454,7 +468,7 @@ def _not_a_lung_lesion(
         return "mediastinum"
     if f.kind not in ("solid nodule", "calcified nodule"):
         return None
-    if f.score < FAINT_MAX_SCORE and m.strength < SOLID_MIN_BLOB_STRENGTH:
+    if f.score < FAINT_MAX_SCORE and m.strength < _faint_strength(ct_mask):
         return "faint"
     if not ct_mask and m.ratio < VESSEL_MAX_RATIO and m.shell_solid > VESSEL_MIN_SHELL:
         return "vessel"

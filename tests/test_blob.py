@@ -251,3 +251,68 @@ def test_a_sliver_off_the_wall_is_not_a_nodule_on_the_pleura(monkeypatch, drawn)
         monkeypatch.setattr(inference, "wall_bump_mask", lambda *a, **k: (box, sliver))
         assert inference._inscribed_mm(sliver, SPACING[1:]) < inference.WALL_MIN_INSCRIBED_MM
     assert len(run()) == (1 if drawn == "ball" else 0)
+
+
+def _thick_slice_ball(radius_mm: float, z_offset_mm: float, wall_gap_mm: float | None = None):
+    """A solid ball (30 HU) in aerated lung on 5 mm slices of 0.7 mm pixels, each voxel the
+    average over its volume (the slice's partial volume), centred ``z_offset_mm`` off a slice
+    centre; with ``wall_gap_mm``, a solid slab (the chest wall) ends that far from its side."""
+    sp = np.array([5.0, 0.7, 0.7])
+    n = np.ceil((radius_mm + 16.0) / sp).astype(int)
+    shape = 2 * n + 1
+    sub = 5  # subsamples per voxel and axis
+    axes = [((np.arange(shape[a] * sub) + 0.5) / sub - shape[a] / 2) * sp[a] for a in range(3)]
+    z, y, x = np.meshgrid(axes[0] - z_offset_mm, axes[1], axes[2], indexing="ij", sparse=True)
+    solid = (z**2 + y**2 + x**2 <= radius_mm**2).astype(np.float32)
+    if wall_gap_mm is not None:
+        solid = np.maximum(solid, (x < -radius_mm - wall_gap_mm).astype(np.float32))
+    frac = solid.reshape(shape[0], sub, shape[1], sub, shape[2], sub).mean(axis=(1, 3, 5))
+    return (-850.0 + 880.0 * frac).astype(np.float32), (shape - 1) / 2.0, tuple(sp)
+
+
+def test_a_small_nodule_between_two_thick_slices_has_half_its_blob_strength() -> None:
+    """On 5 mm slices a 9 mm solid nodule's blob strength depends on where the slices fall: 242
+    centred on a slice, about half that centred between two (the slices take its middle in
+    halves), under the detector's BLOB_MIN_STRENGTH; isolated all the same. (Session 21 measured a
+    lower bar for such balls at peaks the network is surer of: it found one more moved real
+    nodule and added false ones on the phantoms; not kept.)"""
+    from napari_ctreport.model import inference
+
+    centred, c0, sp = _thick_slice_ball(4.5, 0.0)
+    on_slice = blob_measure(centred, spacing_zyx=sp, centre_index=c0)
+    ct, c, sp = _thick_slice_ball(4.5, 2.5)
+    between = blob_measure(ct, spacing_zyx=sp, centre_index=c)
+    assert on_slice.strength >= inference.BLOB_MIN_STRENGTH
+    assert 0.35 * on_slice.strength <= between.strength <= 0.65 * on_slice.strength
+    assert between.strength < inference.BLOB_MIN_STRENGTH
+    assert between.shell_solid <= inference.BLOB_MAX_SHELL_SOLID  # isolated all the same
+
+
+def test_a_nodule_found_on_the_pleura_is_held_to_the_wall_s_blob_test() -> None:
+    """A low-scored solid nodule with a blob weaker than SOLID_MIN_BLOB_STRENGTH is "faint" and
+    not reported, unless it was found on the pleura (its mask drawn on the CT): that one passed
+    the wall's own test (WALL_MIN_STRENGTH; a ball against the wall scores lower) and is held to
+    it. Here a 9 mm nodule between two 5 mm slices, 1 mm from the chest wall."""
+    from napari_ctreport import analysis
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.model import inference
+    from napari_ctreport.report.measure import finding_from_mask
+
+    ct, c, sp = _thick_slice_ball(4.5, 2.5, wall_gap_mm=1.0)
+    vol = CTVolume(array=ct, spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
+    m = blob_measure(ct, spacing_zyx=sp, centre_index=c)
+    assert inference.WALL_MIN_STRENGTH <= m.strength < analysis.SOLID_MIN_BLOB_STRENGTH
+    ball = np.zeros(ct.shape, dtype=bool)
+    ball[tuple(np.round(c).astype(int))] = True
+    ball = (ct > -400.0) & _ball_around(ball, sp, 4.5)
+    f = finding_from_mask(ball, volume=vol, id="F1", kind="solid nodule", score=0.2)
+    assert f.score < analysis.FAINT_MAX_SCORE
+    assert analysis._not_a_lung_lesion(f, vol, contact=0.8, ct_mask=False) == "faint"
+    assert analysis._not_a_lung_lesion(f, vol, contact=0.8, ct_mask=True) is None
+
+
+def _ball_around(seed: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
+    """The voxels within ``radius_mm`` of ``seed``'s voxels."""
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(~seed, sampling=spacing) <= radius_mm

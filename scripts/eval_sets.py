@@ -1,0 +1,159 @@
+"""The model's evaluation sets, made again from their seeds, and one table over all of them.
+
+    .venv/bin/python scripts/eval_sets.py make DEST            # write the sets (skips those present)
+    .venv/bin/python scripts/eval_sets.py run DEST [--model M] [--jobs 2] [--sets val realtx ...]
+
+The sets are the ones docs/MODEL_CARD.md reports (none was trained on):
+
+* ``lung1case``, ``lung2case``: pyradiomics' two real lung cancers as case folders
+  (``scripts/fetch_real_lesions.sh`` fetches the CTs and labels into ``.cache/real_lesions``);
+* ``val``, ``val_alt``: synthetic phantoms, the default and the held-out style;
+* ``realbg``, ``realbg2``: synthetic lesions in the two lesion-free real CTs of ``../shared``;
+* ``realchest``: synthetic lesions in the two real chest CTs, whose real cancers stay ground truth;
+* ``realtx``, ``realtx2``: ``lung1``'s nodule / ``lung2``'s cancer, resized and moved to other
+  places of the two real chest CTs (``synth.transplant``).
+
+Each set depends only on its seed and the generator's code, so a new machine gets the same cases
+(the ``created`` time in ``case.json`` aside). ``run`` evaluates each set in its own process
+(``--jobs`` at a time, one torch thread each) and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = ROOT.parent / "shared" / "data" / "real" / "totalsegmentator"
+LESIONS = ROOT / ".cache" / "real_lesions"
+SETS = ("val", "val_alt", "realbg", "realbg2", "realchest", "realtx", "realtx2")
+COLUMNS = (
+    ("cases", "n_cases", "{:d}"),
+    ("GT", "n_gt", "{:d}"),
+    ("CPM", "cpm", "{:.3f}"),
+    ("sens@1FP >=6mm", "sens_1fp_nodules_6mm", "{:.3f}"),
+    ("precision", "precision", "{:.3f}"),
+    ("recall", "recall", "{:.3f}"),
+    ("F1", "f1", "{:.3f}"),
+    ("size err", "size_error_median", "{:.3f}"),
+    ("BLEU-4", "bleu4", "{:.3f}"),
+    ("ROUGE-L", "rouge_l", "{:.3f}"),
+    ("consistency", "clinical_consistency", "{:.3f}"),
+    ("s/case", "mean_total_s", "{:.1f}"),
+)
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _import_real(dest: Path) -> None:
+    """``lung1case`` and ``lung2case``: the real cancers as case folders (``ctreport import``)."""
+    for name, kind in (("lung1", "solid nodule"), ("lung2", "mass")):
+        out = dest / f"{name}case"
+        if out.exists():
+            continue
+        image, labels = LESIONS / f"{name}_image.nrrd", LESIONS / f"{name}_label.nrrd"
+        if not image.is_file():
+            sys.exit(f"{image} is missing: run scripts/fetch_real_lesions.sh first")
+        cli = [sys.executable, "-m", "napari_ctreport.cli", "import", str(image), str(labels)]
+        cli += ["--out", str(out), "--kind", kind, "--case-id", name]
+        subprocess.run(cli, check=True, cwd=ROOT)
+
+
+def make(dest: Path, *, workers: int) -> None:
+    """Write every set under ``dest`` that is not there yet."""
+    from napari_ctreport.synth import write_dataset
+    from napari_ctreport.synth.transplant import write_transplant_dataset
+
+    dest.mkdir(parents=True, exist_ok=True)
+    _import_real(dest)
+    lesion_free = [REAL / "pulmonary_report" / "ct_cropped.nii.gz", REAL / "example_ct.nii.gz"]
+    chests = [dest / "lung1case", dest / "lung2case"]
+    plans = {
+        "val": lambda out: write_dataset(out, cases=30, seed=900000, workers=workers),
+        "val_alt": lambda out: write_dataset(
+            out, cases=15, seed=910000, style="alt", workers=workers
+        ),
+        "realbg": lambda out: write_dataset(
+            out, cases=6, seed=990000, real_backgrounds=lesion_free, real_fraction=1.0
+        ),
+        "realbg2": lambda out: write_dataset(
+            out, cases=24, seed=995000, real_backgrounds=lesion_free, real_fraction=1.0
+        ),
+        "realchest": lambda out: write_dataset(
+            out, cases=20, seed=997000, real_backgrounds=chests, real_fraction=1.0
+        ),
+        "realtx": lambda out: write_transplant_dataset(
+            out, sources=[chests[0]], backgrounds=chests, cases=40, seed=4242
+        ),
+        "realtx2": lambda out: write_transplant_dataset(
+            out, sources=[chests[1]], backgrounds=chests, cases=20, seed=4343, scale=(0.25, 0.6)
+        ),
+    }
+    for name, plan in plans.items():
+        out = dest / name
+        if out.exists():
+            _say(f"{name}: present, kept")
+            continue
+        t0 = time.time()
+        plan(out)
+        _say(f"{name}: written in {time.time() - t0:.0f} s")
+
+
+def _evaluate(folder: str, model: str | None) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from napari_ctreport.analysis import evaluate_model
+
+    res = evaluate_model(folder, model=model, device="cpu")
+    return {k: v for k, v in res.items() if not isinstance(v, (dict, list))}
+
+
+def run(dest: Path, *, sets: list[str], model: str | None, jobs: int) -> str:
+    """Evaluate ``model`` on each set under ``dest``; the Markdown table."""
+    missing = [s for s in sets if not (dest / s).is_dir()]
+    if missing:
+        sys.exit(f"missing under {dest}: {', '.join(missing)} (run `make` first)")
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {s: pool.submit(_evaluate, str(dest / s), model) for s in sets}
+        results = {s: f.result() for s, f in futures.items()}
+    head = "| set | " + " | ".join(c[0] for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for s in sets:
+        r = results[s]
+        cells = []
+        for _, key, fmt in COLUMNS:
+            v = r.get(key)
+            cells.append("n/a" if v is None or v != v else fmt.format(v))
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make", help="write the evaluation sets")
+    m.add_argument("dest", type=Path)
+    m.add_argument("--workers", type=int, default=2)
+    r = sub.add_parser("run", help="evaluate a model on the sets; print a table")
+    r.add_argument("dest", type=Path)
+    r.add_argument("--model", default=None, help="model folder or name (default: shipped)")
+    r.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    r.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    a = p.parse_args()
+    if a.cmd == "make":
+        make(a.dest, workers=a.workers)
+    else:
+        _say(run(a.dest, sets=a.sets, model=a.model, jobs=a.jobs))
+
+
+if __name__ == "__main__":
+    main()
