@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -55,6 +54,8 @@ def _say(text: str) -> None:
 
 def _import_real(dest: Path) -> None:
     """``lung1case`` and ``lung2case``: the real cancers as case folders (``ctreport import``)."""
+    from napari_ctreport import cli
+
     for name, kind in (("lung1", "solid nodule"), ("lung2", "mass")):
         out = dest / f"{name}case"
         if out.exists():
@@ -62,9 +63,9 @@ def _import_real(dest: Path) -> None:
         image, labels = LESIONS / f"{name}_image.nrrd", LESIONS / f"{name}_label.nrrd"
         if not image.is_file():
             sys.exit(f"{image} is missing: run scripts/fetch_real_lesions.sh first")
-        cli = [sys.executable, "-m", "napari_ctreport.cli", "import", str(image), str(labels)]
-        cli += ["--out", str(out), "--kind", kind, "--case-id", name]
-        subprocess.run(cli, check=True, cwd=ROOT)
+        args = ["import", str(image), str(labels), "--out", str(out), "--kind", kind]
+        if cli.main([*args, "--case-id", name]) != 0:
+            sys.exit(f"ctreport import of {image} failed")
 
 
 def make(dest: Path, *, workers: int) -> None:

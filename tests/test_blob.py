@@ -296,23 +296,15 @@ def test_a_nodule_found_on_the_pleura_is_held_to_the_wall_s_blob_test() -> None:
     from napari_ctreport import analysis
     from napari_ctreport.io.volume import CTVolume
     from napari_ctreport.model import inference
+    from napari_ctreport.model.blob import _distance_mm
     from napari_ctreport.report.measure import finding_from_mask
 
     ct, c, sp = _thick_slice_ball(4.5, 2.5, wall_gap_mm=1.0)
     vol = CTVolume(array=ct, spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
     m = blob_measure(ct, spacing_zyx=sp, centre_index=c)
     assert inference.WALL_MIN_STRENGTH <= m.strength < analysis.SOLID_MIN_BLOB_STRENGTH
-    ball = np.zeros(ct.shape, dtype=bool)
-    ball[tuple(np.round(c).astype(int))] = True
-    ball = (ct > -400.0) & _ball_around(ball, sp, 4.5)
+    ball = (ct > -400.0) & (_distance_mm(ct.shape, c, np.asarray(sp)) <= 4.5)
     f = finding_from_mask(ball, volume=vol, id="F1", kind="solid nodule", score=0.2)
     assert f.score < analysis.FAINT_MAX_SCORE
     assert analysis._not_a_lung_lesion(f, vol, contact=0.8, ct_mask=False) == "faint"
     assert analysis._not_a_lung_lesion(f, vol, contact=0.8, ct_mask=True) is None
-
-
-def _ball_around(seed: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
-    """The voxels within ``radius_mm`` of ``seed``'s voxels."""
-    from scipy import ndimage
-
-    return ndimage.distance_transform_edt(~seed, sampling=spacing) <= radius_mm
