@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/eval_sets.py make DEST            # write the sets (skips those present)
     .venv/bin/python scripts/eval_sets.py run DEST [--model M] [--jobs 2] [--sets val realtx ...]
+    .venv/bin/python scripts/eval_sets.py variants [--model M] [--jobs 2]   # acquisition variants
 
 The sets are the ones docs/MODEL_CARD.md reports (none was trained on):
 
@@ -16,6 +17,12 @@ The sets are the ones docs/MODEL_CARD.md reports (none was trained on):
 Each set depends only on its seed and the generator's code, so a new machine gets the same cases
 (the ``created`` time in ``case.json`` aside). ``run`` evaluates each set in its own process
 (``--jobs`` at a time, one torch thread each) and prints a Markdown table.
+
+``variants`` analyses ``lung1`` and ``lung2`` as acquired and in 11 variants of the acquisition
+(in-plane pixels 0.5 / 0.8 / 1.0 mm, slices 1.25 / 2.5 mm, a soft and a sharp kernel, turned
+6 and 12 degrees either way in the axial plane) and prints each one's findings: whether one of
+them hits the real cancer with its kind, and how many others there are. It shows how much the
+findings depend on the grid and on the patient's pose.
 """
 
 from __future__ import annotations
@@ -138,6 +145,100 @@ def run(dest: Path, *, sets: list[str], model: str | None, jobs: int) -> str:
     return "\n".join(lines)
 
 
+#: Acquisition variants of a real CT (``variants``): name -> (in-plane pixel mm, slice mm,
+#: in-plane Gaussian sigma in pixels (negative: unsharp mask), axial turn in degrees).
+VARIANTS: dict[str, tuple[float | None, float | None, float, float]] = {
+    "as acquired": (None, None, 0.0, 0.0),
+    "pixels 0.5 mm": (0.5, None, 0.0, 0.0),
+    "pixels 0.8 mm": (0.8, None, 0.0, 0.0),
+    "pixels 1.0 mm": (1.0, None, 0.0, 0.0),
+    "slices 1.25 mm": (None, 1.25, 0.0, 0.0),
+    "slices 2.5 mm": (None, 2.5, 0.0, 0.0),
+    "soft kernel": (None, None, 1.0, 0.0),
+    "sharp kernel": (None, None, -1.0, 0.0),
+    "turned +6": (None, None, 0.0, 6.0),
+    "turned -6": (None, None, 0.0, -6.0),
+    "turned +12": (None, None, 0.0, 12.0),
+    "turned -12": (None, None, 0.0, -12.0),
+}
+
+
+def _variant(image, labels, how):
+    """``image`` and ``labels`` (CTVolumes) acquired another way (:data:`VARIANTS`)."""
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    from napari_ctreport.io.volume import CTVolume
+
+    px, sz, sigma, turn = how
+    sp = np.asarray(image.spacing_zyx, dtype=float)
+    new = sp.copy()
+    arr = image.array.astype(np.float32)
+    lab = labels.array > 0
+    if px or sz:
+        new[1:] = px or new[1:]
+        new[0] = sz or new[0]
+        arr = ndi.zoom(arr, sp / new, order=1)
+        lab = ndi.zoom(lab.astype(np.float32), sp / new, order=1) >= 0.5
+    if sigma > 0:
+        arr = ndi.gaussian_filter(arr, (0, sigma, sigma))
+    elif sigma < 0:
+        arr = np.clip(
+            arr + 0.8 * (arr - ndi.gaussian_filter(arr, (0, -sigma, -sigma))), -1024, 3071
+        )
+    if turn:
+        arr = ndi.rotate(arr, turn, axes=(1, 2), reshape=False, order=1, cval=-1024)
+        lab = ndi.rotate(lab.astype(np.float32), turn, axes=(1, 2), reshape=False, order=1) >= 0.5
+
+    def vol(a):
+        return CTVolume(
+            array=a, spacing_zyx=tuple(float(v) for v in new), origin_lps=image.origin_lps
+        )
+
+    return vol(np.rint(arr).astype(np.int16)), vol(lab.astype(np.uint8))
+
+
+def _analyse_variant(name: str, kind: str, variant: str, model: str | None) -> str:
+    import torch
+
+    torch.set_num_threads(1)
+    from napari_ctreport.analysis import analyze
+    from napari_ctreport.io.ct import load_ct
+    from napari_ctreport.metrics import hits
+    from napari_ctreport.report.measure import finding_from_mask
+
+    image = load_ct(LESIONS / f"{name}_image.nrrd")
+    labels = load_ct(LESIONS / f"{name}_label.nrrd")
+    image, labels = _variant(image, labels, VARIANTS[variant])
+    truth = finding_from_mask(labels.array > 0, volume=labels, id="T", kind=kind)
+    a = analyze(image, model=model, device="cpu")
+    hit = [f for f in a.findings if hits(f, truth)]
+    if any(f.kind == kind for f in hit):
+        found = "yes"
+    else:
+        found = f"**as {hit[0].kind}**" if hit else "**no**"
+    false = len(a.findings) - len(hit)
+    listed = "; ".join(f"{f.kind} {f.diameter_mm:.1f} mm {f.side}" for f in a.findings) or "none"
+    return f"| {name} | {variant} | {truth.diameter_mm:.1f} | {found} | {false} | {listed} |"
+
+
+def variants(*, model: str | None, jobs: int) -> str:
+    """Findings on ``lung1`` and ``lung2`` in each acquisition variant; the Markdown table."""
+    cases = (("lung1", "solid nodule"), ("lung2", "mass"))
+    for name, _ in cases:
+        if not (LESIONS / f"{name}_image.nrrd").is_file():
+            sys.exit(f"{LESIONS / name}_image.nrrd is missing: run scripts/fetch_real_lesions.sh")
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        rows = [
+            pool.submit(_analyse_variant, name, kind, v, model)
+            for name, kind in cases
+            for v in VARIANTS
+        ]
+        lines = [f.result() for f in rows]
+    head = "| CT | acquisition | truth mm | found | others | findings |\n|---|---|---|---|---|---|"
+    return "\n".join([head, *lines])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -149,9 +250,14 @@ def main() -> None:
     r.add_argument("--model", default=None, help="model folder or name (default: shipped)")
     r.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     r.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    v = sub.add_parser("variants", help="findings on the real cancers acquired other ways")
+    v.add_argument("--model", default=None, help="model folder or name (default: shipped)")
+    v.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     a = p.parse_args()
     if a.cmd == "make":
         make(a.dest, workers=a.workers)
+    elif a.cmd == "variants":
+        _say(variants(model=a.model, jobs=a.jobs))
     else:
         _say(run(a.dest, sets=a.sets, model=a.model, jobs=a.jobs))
 
