@@ -217,9 +217,9 @@ def _analyse_variant(name: str, kind: str, variant: str, model: str | None) -> s
         found = "yes"
     else:
         found = f"**as {hit[0].kind}**" if hit else "**no**"
-    false = len(a.findings) - len(hit)
+    others = len(a.findings) - len(hit)
     listed = "; ".join(f"{f.kind} {f.diameter_mm:.1f} mm {f.side}" for f in a.findings) or "none"
-    return f"| {name} | {variant} | {truth.diameter_mm:.1f} | {found} | {false} | {listed} |"
+    return f"| {name} | {variant} | {truth.diameter_mm:.1f} | {found} | {others} | {listed} |"
 
 
 def variants(*, model: str | None, jobs: int) -> str:
