@@ -37,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "data" / "real" / "totalsegmentator"
 LESIONS = ROOT / ".cache" / "real_lesions"
+#: pyradiomics' two real lung cancers in ``LESIONS`` and the kind each is labelled as.
+REAL_CANCERS = (("lung1", "solid nodule"), ("lung2", "mass"))
 SETS = ("val", "val_alt", "realbg", "realbg2", "realchest", "realtx", "realtx2")
 COLUMNS = (
     ("cases", "n_cases", "{:d}"),
@@ -59,17 +61,23 @@ def _say(text: str) -> None:
     sys.stdout.flush()
 
 
+def _cancer_files(name: str) -> tuple[Path, Path]:
+    """The CT and label map of the real cancer ``name``; exits when they were not fetched."""
+    image, labels = LESIONS / f"{name}_image.nrrd", LESIONS / f"{name}_label.nrrd"
+    if not image.is_file():
+        sys.exit(f"{image} is missing: run scripts/fetch_real_lesions.sh first")
+    return image, labels
+
+
 def _import_real(dest: Path) -> None:
     """``lung1case`` and ``lung2case``: the real cancers as case folders (``ctreport import``)."""
     from napari_ctreport import cli
 
-    for name, kind in (("lung1", "solid nodule"), ("lung2", "mass")):
+    for name, kind in REAL_CANCERS:
         out = dest / f"{name}case"
         if out.exists():
             continue
-        image, labels = LESIONS / f"{name}_image.nrrd", LESIONS / f"{name}_label.nrrd"
-        if not image.is_file():
-            sys.exit(f"{image} is missing: run scripts/fetch_real_lesions.sh first")
+        image, labels = _cancer_files(name)
         args = ["import", str(image), str(labels), "--out", str(out), "--kind", kind]
         if cli.main([*args, "--case-id", name]) != 0:
             sys.exit(f"ctreport import of {image} failed")
@@ -207,8 +215,7 @@ def _analyse_variant(name: str, kind: str, variant: str, model: str | None) -> s
     from napari_ctreport.metrics import hits
     from napari_ctreport.report.measure import finding_from_mask
 
-    image = load_ct(LESIONS / f"{name}_image.nrrd")
-    labels = load_ct(LESIONS / f"{name}_label.nrrd")
+    image, labels = (load_ct(p) for p in _cancer_files(name))
     image, labels = _variant(image, labels, VARIANTS[variant])
     truth = finding_from_mask(labels.array > 0, volume=labels, id="T", kind=kind)
     a = analyze(image, model=model, device="cpu")
@@ -224,14 +231,12 @@ def _analyse_variant(name: str, kind: str, variant: str, model: str | None) -> s
 
 def variants(*, model: str | None, jobs: int) -> str:
     """Findings on ``lung1`` and ``lung2`` in each acquisition variant; the Markdown table."""
-    cases = (("lung1", "solid nodule"), ("lung2", "mass"))
-    for name, _ in cases:
-        if not (LESIONS / f"{name}_image.nrrd").is_file():
-            sys.exit(f"{LESIONS / name}_image.nrrd is missing: run scripts/fetch_real_lesions.sh")
+    for name, _ in REAL_CANCERS:
+        _cancer_files(name)  # before any work
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         rows = [
             pool.submit(_analyse_variant, name, kind, v, model)
-            for name, kind in cases
+            for name, kind in REAL_CANCERS
             for v in VARIANTS
         ]
         lines = [f.result() for f in rows]
