@@ -77,7 +77,8 @@ FAINT_MAX_SCORE = 0.3
 #: ratio at its centre (flattest over steepest curvature, :class:`~napari_ctreport.model.blob.
 #: BlobMeasure`; 1 for a ball, near 0 for a tube) is under :data:`VESSEL_MAX_RATIO` *and* whose
 #: surrounding shell is more than :data:`VESSEL_MIN_SHELL` solid (the tissue runs on: a vessel
-#: trunk, the hilum) is a vessel and is not reported, whatever its score. Measured on four
+#: trunk, the hilum) is a vessel and is not reported (unless scored :data:`VESSEL_MAX_SCORE` or
+#: more). Measured on four
 #: validation sets (two phantom styles, two of synthetic lesions in real CT): the 44 true solid
 #: and calcified nodules found all had a ratio of 0.54 or more where the shell was over 0.1
 #: (nodules on the pleura: 0.54-0.77 with shells of 0.13-0.50); 11 of 20 false ones, hilar
@@ -86,6 +87,14 @@ FAINT_MAX_SCORE = 0.3
 #: drawn on the CT (a nodule on the pleura, which passed its own shape tests) is not tested.
 VESSEL_MAX_RATIO = 0.5
 VESSEL_MIN_SHELL = 0.1
+#: ... unless the network scored it at least this: on real CT a real nodule can be less round at
+#: its centre than the synthetic ones the rule was measured on (``lung1``'s nodule on 5 mm slices,
+#: moved to realtx case_0006: ratio 0.39, shell 0.18, score 0.46, dropped as a vessel). Session 24
+#: audited every drop of the rule on the seven evaluation sets: the 5 false nodules it dropped
+#: scored 0.23-0.35, the 2 true ones 0.23 and 0.46; with this exemption realtx gained that
+#: nodule and every other set was unchanged. Seven drops are few: the level is set between them
+#: (with the older network 1.1.0, hilar vessels on val scored up to 0.48).
+VESSEL_MAX_SCORE = 0.4
 #: A lung nodule lies in aerated lung, or against the pleura with about half its border in lung.
 #: A nodule with less than :data:`ENCLOSED_MAX_CONTACT` aerated lung in the 3 mm shell around its
 #: mask (:func:`lung_contact`) *and* more than :data:`ENCLOSED_MIN_SHELL` solid tissue on the
@@ -452,9 +461,10 @@ def _not_a_lung_lesion(
     :data:`FAINT_MAX_SCORE` that shows no solid blob (strength under
     :data:`SOLID_MIN_BLOB_STRENGTH`, or the wall's own test for a nodule on the pleura:
     :func:`_faint_strength`). ``"vessel"``: a solid or
-    calcified nodule that is a tube running on into solid tissue (:data:`VESSEL_MAX_RATIO`,
-    :data:`VESSEL_MIN_SHELL`; not for a mask drawn on the CT). ``"mediastinum"``: any nodule with
-    little aerated lung around its mask and solid tissue around its centre
+    calcified nodule scored under :data:`VESSEL_MAX_SCORE` that is a tube running on into solid
+    tissue (:data:`VESSEL_MAX_RATIO`, :data:`VESSEL_MIN_SHELL`; not for a mask drawn on the
+    CT). ``"mediastinum"``: any nodule with little aerated lung around its mask and solid tissue
+    around its centre
     (:data:`ENCLOSED_MAX_CONTACT`, :data:`ENCLOSED_MIN_SHELL`)."""
     if f.kind == "mass":
         return "mediastinum" if contact < MASS_MIN_LUNG_CONTACT else None
@@ -470,7 +480,12 @@ def _not_a_lung_lesion(
         return None
     if f.score < FAINT_MAX_SCORE and m.strength < _faint_strength(ct_mask):
         return "faint"
-    if not ct_mask and m.ratio < VESSEL_MAX_RATIO and m.shell_solid > VESSEL_MIN_SHELL:
+    if (
+        not ct_mask
+        and f.score < VESSEL_MAX_SCORE
+        and m.ratio < VESSEL_MAX_RATIO
+        and m.shell_solid > VESSEL_MIN_SHELL
+    ):
         return "vessel"
     return None
 
