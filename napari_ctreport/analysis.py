@@ -338,6 +338,12 @@ class Analysis:
         ``load``, ``model``, ``report``, ``total`` seconds.
     sentence_sources
         Finding id -> ``"decoder"`` or ``"writer"`` (fallback after a failed grounding check).
+    dropped
+        The network's nodule and mass candidates that were measured and then not reported, each
+        with ``attributes["dropped_by"]`` naming the rule (``"outside the lung"``, ``"chest
+        wall"``, ``"speck"``, ``"mediastinum"``, ``"faint"``, ``"vessel"``, ``"same lesion"``) and
+        ``attributes["lung_contact"]``; for auditing the rules (``scripts/eval_sets.py drops``).
+        Not part of the JSON.
     """
 
     volume_info: dict[str, Any]
@@ -350,6 +356,7 @@ class Analysis:
     device: str
     timings_s: dict[str, float]
     sentence_sources: dict[str, str] = field(default_factory=dict)
+    dropped: list[Finding] = field(default_factory=list, repr=False, compare=False)
     #: The CT that was analysed (canonical LPS grid), for export and display.
     volume: CTVolume | None = field(default=None, repr=False, compare=False)
 
@@ -857,7 +864,7 @@ def _shared_voxels(a: Any, b: Any) -> int:
 
 
 def _findings_from_detections(
-    detections, volume: CTVolume, lungs, cancel
+    detections, volume: CTVolume, lungs, cancel, dropped: list[Finding] | None = None
 ) -> tuple[list[Finding], list, np.ndarray]:
     """Measure detections into findings.
 
@@ -884,6 +891,8 @@ def _findings_from_detections(
     a voxel belongs to the highest-scored finding covering it (a finding left with no voxel of its
     own lies wholly inside a higher-scored one and is dropped as the same lesion, and so is a mass
     grown from effusion detections with less than half of its voxels its own).
+    A nodule or mass measured and then dropped by a rule is appended to ``dropped`` (when given),
+    its ``attributes["dropped_by"]`` naming the rule (:attr:`Analysis.dropped`).
     """
     from .model.inference import check_cancel
     from .report.measure import axial_diameters, finding_from_mask
@@ -1064,22 +1073,30 @@ def _findings_from_detections(
             f = measure(mask, "mass")
             if f.diameter_mm <= MASS_THRESHOLD_MM:
                 f.kind = "solid nodule"
+        why = None
         if PLAUSIBILITY_RULES and contact < MIN_LUNG_CONTACT:
-            continue  # not in the lung: not a nodule or lung mass
-        if PLAUSIBILITY_RULES and f.kind == "mass" and _chest_wall(mask, volume, lungs):
-            continue  # chest wall fat and muscle
-        if PLAUSIBILITY_RULES and f.kind.endswith("nodule") and f.diameter_mm < MIN_NODULE_MM:
-            continue  # a speck: under the size a nodule is reported at
-        if PLAUSIBILITY_RULES and _not_a_lung_lesion(
-            f, volume, contact=contact, ct_mask=bool(det.extra.get("ct_mask"))
-        ):
+            why = "outside the lung"  # not a nodule or lung mass
+        elif PLAUSIBILITY_RULES and f.kind == "mass" and _chest_wall(mask, volume, lungs):
+            why = "chest wall"  # fat and muscle
+        elif PLAUSIBILITY_RULES and f.kind.endswith("nodule") and f.diameter_mm < MIN_NODULE_MM:
+            why = "speck"  # under the size a nodule is reported at
+        elif PLAUSIBILITY_RULES:
             # no solid blob where the network is unsure, a vessel, or the mediastinum
+            why = _not_a_lung_lesion(
+                f, volume, contact=contact, ct_mask=bool(det.extra.get("ct_mask"))
+            )
+        own = mask & (labels == 0) if why is None else None
+        if own is not None and not own.any():
+            why = "same lesion"  # wholly inside a higher-scored finding's region
+        elif own is not None and any(det is m for m, _ in masses) and own.sum() < 0.5 * mask.sum():
+            why = "same lesion"  # a mass grown from the network's "fluid" a finding already has
+        if why is not None:
+            if dropped is not None:
+                f.id = f"D{len(dropped) + 1}"
+                f.attributes["dropped_by"] = why
+                f.attributes["lung_contact"] = round(float(contact), 3)
+                dropped.append(f)
             continue
-        own = mask & (labels == 0)
-        if not own.any():
-            continue  # wholly inside a higher-scored finding's region: the same lesion
-        if any(det is m for m, _ in masses) and own.sum() < 0.5 * mask.sum():
-            continue  # a mass grown from the network's "fluid" that a finding already has
         labels[own] = n
         findings.append(f)
         kept.append(det)
@@ -1166,7 +1183,8 @@ def analyze(
 
     t2 = time.perf_counter()
     report_progress(0.82, "measuring findings")
-    findings, kept, labels = _findings_from_detections(detections, volume, lungs, cancel)
+    dropped: list[Finding] = []
+    findings, kept, labels = _findings_from_detections(detections, volume, lungs, cancel, dropped)
     report_progress(0.88, "writing report")
     sentences = generate_sentences(loaded, kept, findings)
     base = write_report(findings)
@@ -1224,6 +1242,7 @@ def analyze(
             "total": time.perf_counter() - t0,
         },
         sentence_sources=sources,
+        dropped=dropped,
         volume=volume,
     )
 

@@ -3,6 +3,7 @@
     .venv/bin/python scripts/eval_sets.py make DEST            # write the sets (skips those present)
     .venv/bin/python scripts/eval_sets.py run DEST [--model M] [--jobs 2] [--sets val realtx ...]
     .venv/bin/python scripts/eval_sets.py variants [--model M] [--jobs 2]   # acquisition variants
+    .venv/bin/python scripts/eval_sets.py drops DEST [--model M] [--jobs 2] [--sets ...]  # rule audit
 
 The sets are the ones docs/MODEL_CARD.md reports (none was trained on):
 
@@ -23,6 +24,12 @@ Each set depends only on its seed and the generator's code, so a new machine get
 6 and 12 degrees either way in the axial plane) and prints each one's findings: whether one of
 them hits the real cancer with its kind, and how many others there are. It shows how much the
 findings depend on the grid and on the patient's pose.
+
+``drops`` audits the plausibility rules: every nodule or mass candidate the analysis measured and
+then did not report (``Analysis.dropped``), by the rule that dropped it, counted as false (it hits
+no lesion), as a lesion found anyway (by another finding), or as a lesion lost, with the network's
+scores; then each lost lesion. Run it again after training a new network: the rules' levels were
+measured on the shipped one's scores.
 """
 
 from __future__ import annotations
@@ -244,6 +251,71 @@ def variants(*, model: str | None, jobs: int) -> str:
     return "\n".join([head, *lines])
 
 
+def _audit_set(folder: str, model: str | None) -> list[dict]:
+    """Each rule drop on the cases under ``folder``: rule, score, and what it hit."""
+    import torch
+
+    torch.set_num_threads(1)
+    from napari_ctreport.analysis import analyze
+    from napari_ctreport.io.case import iter_cases, read_case
+    from napari_ctreport.metrics import hits
+
+    rows = []
+    for path in iter_cases(Path(folder)):
+        case = read_case(path)
+        gts = [g for g in case.findings if g.status != "rejected"]
+        a = analyze(case.load_volume(), model=model, device="cpu")
+        found = {g.id for g in gts if any(hits(f, g) for f in a.findings)}
+        for f in a.dropped:
+            hit = [g for g in gts if hits(f, g)]
+            lost = [g for g in hit if g.id not in found]
+            rows.append(
+                {
+                    "rule": f.attributes["dropped_by"],
+                    "score": f.score,
+                    "case": f"{Path(folder).name}/{path.name}",
+                    "what": f"{f.kind} {f.diameter_mm:.1f} mm",
+                    "hit": bool(hit),
+                    "lost": [f"{g.id} {g.kind} {g.diameter_mm:.1f} mm" for g in lost],
+                }
+            )
+    return rows
+
+
+def _scores(rows: list[dict]) -> str:
+    if not rows:
+        return "0"
+    lo, hi = min(r["score"] for r in rows), max(r["score"] for r in rows)
+    return f"{len(rows)} ({lo:.2f}-{hi:.2f})"
+
+
+def drops(dest: Path, *, sets: list[str], model: str | None, jobs: int) -> str:
+    """The rule audit of ``model`` on each set under ``dest`` (see the module docstring)."""
+    missing = [s for s in sets if not (dest / s).is_dir()]
+    if missing:
+        sys.exit(f"missing under {dest}: {', '.join(missing)} (run `make` first)")
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_audit_set, str(dest / s), model) for s in sets]
+        rows = [r for f in futures for r in f.result()]
+    lines = [
+        "| rule | false (scores) | lesion found anyway | lesion lost (scores) |",
+        "|---|---|---|---|",
+    ]
+    for rule in sorted({r["rule"] for r in rows}):
+        mine = [r for r in rows if r["rule"] == rule]
+        false = [r for r in mine if not r["hit"]]
+        lost = [r for r in mine if r["lost"]]
+        anyway = [r for r in mine if r["hit"] and not r["lost"]]
+        lines.append(f"| {rule} | {_scores(false)} | {_scores(anyway)} | {_scores(lost)} |")
+    lines += ["", "Lesions lost:"] + [
+        f"- {r['case']}: {', '.join(r['lost'])}; dropped as {r['rule']}: {r['what']}, "
+        f"score {r['score']:.2f}"
+        for r in rows
+        if r["lost"]
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -258,11 +330,18 @@ def main() -> None:
     v = sub.add_parser("variants", help="findings on the real cancers acquired other ways")
     v.add_argument("--model", default=None, help="model folder or name (default: shipped)")
     v.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    d = sub.add_parser("drops", help="audit the plausibility rules: what each one dropped")
+    d.add_argument("dest", type=Path)
+    d.add_argument("--model", default=None, help="model folder or name (default: shipped)")
+    d.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    d.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     a = p.parse_args()
     if a.cmd == "make":
         make(a.dest, workers=a.workers)
     elif a.cmd == "variants":
         _say(variants(model=a.model, jobs=a.jobs))
+    elif a.cmd == "drops":
+        _say(drops(a.dest, sets=a.sets, model=a.model, jobs=a.jobs))
     else:
         _say(run(a.dest, sets=a.sets, model=a.model, jobs=a.jobs))
 

@@ -247,21 +247,21 @@ def test_a_nodule_must_touch_aerated_lung(where, kind, reported):
 
 
 @pytest.mark.parametrize(
-    ("lesion", "score", "reported"),
+    ("lesion", "score", "dropped_by"),
     [
-        ("ball", 0.2, True),  # a solid ball: a strong blob on the CT
-        ("vessel", 0.2, False),  # a vessel the network is unsure about: no blob
+        ("ball", 0.2, None),  # a solid ball: a strong blob on the CT
+        ("vessel", 0.2, "faint"),  # a vessel the network is unsure about: no blob
         # ... which the network is surer of: a tube running on (the vessel rule) is not either
-        ("vessel", 0.35, False),
+        ("vessel", 0.35, "vessel"),
         # ... unless the network is sure of it (a real nodule less round than the phantoms')
-        ("vessel", 0.5, True),
+        ("vessel", 0.5, None),
     ],
 )
-def test_a_low_scored_solid_nodule_needs_a_solid_blob(lesion, score, reported):
+def test_a_low_scored_solid_nodule_needs_a_solid_blob(lesion, score, dropped_by):
     """A solid nodule scored under FAINT_MAX_SCORE where the CT shows no solid blob (a hilar
     vessel, a vessel junction) is not reported; one scored higher is not reported when the CT
     shows a tube (test_a_vessel_running_into_the_hilum_is_not_a_nodule), unless it is scored
-    VESSEL_MAX_SCORE or more."""
+    VESSEL_MAX_SCORE or more. A dropped candidate is kept, measured, with the rule's name."""
     from napari_ctreport import analysis
     from napari_ctreport.io.volume import CTVolume
 
@@ -275,8 +275,12 @@ def test_a_low_scored_solid_nodule_needs_a_solid_blob(lesion, score, reported):
         arr[(zz - 20) ** 2 + (xx - 40) ** 2 <= 3**2] = 40.0  # a 6 mm vessel along y
     vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
     det = _fake_detection("solid nodule", ball, score=score)
-    got, _, _ = analysis._findings_from_detections([det], vol, None, None)
-    assert [f.kind for f in got] == (["solid nodule"] if reported else [])
+    dropped: list = []
+    got, _, _ = analysis._findings_from_detections([det], vol, None, None, dropped)
+    assert [f.kind for f in got] == (["solid nodule"] if dropped_by is None else [])
+    assert [f.attributes["dropped_by"] for f in dropped] == ([dropped_by] if dropped_by else [])
+    if dropped:
+        assert dropped[0].score == score and dropped[0].diameter_mm > 5.0
 
 
 @pytest.mark.parametrize(
