@@ -342,8 +342,10 @@ class Analysis:
         The network's nodule and mass candidates that were measured and then not reported, each
         with ``attributes["dropped_by"]`` naming the rule (``"outside the lung"``, ``"chest
         wall"``, ``"speck"``, ``"mediastinum"``, ``"faint"``, ``"vessel"``, ``"same lesion"``) and
-        ``attributes["lung_contact"]``; for auditing the rules (``scripts/eval_sets.py drops``).
-        Not part of the JSON.
+        ``attributes["lung_contact"]``; ids ``"D1"``, ``"D2"``, ..., label 0 (no region in
+        :attr:`labels`). The review dock lists them as "Set aside" (the reader can add one as a
+        finding); ``scripts/eval_sets.py drops`` audits the rules with them. Not part of the
+        JSON.
     """
 
     volume_info: dict[str, Any]
@@ -1092,7 +1094,7 @@ def _findings_from_detections(
             why = "same lesion"  # a mass grown from the network's "fluid" a finding already has
         if why is not None:
             if dropped is not None:
-                f.id = f"D{len(dropped) + 1}"
+                f.id, f.label = f"D{len(dropped) + 1}", 0  # no region in the label map
                 f.attributes["dropped_by"] = why
                 f.attributes["lung_contact"] = round(float(contact), 3)
                 dropped.append(f)

@@ -122,6 +122,30 @@ def test_finds_the_large_nodule_and_draws_it(result, case):
     assert att.weights.ndim == 3 and att.weights.max() == pytest.approx(1.0)
 
 
+def test_rule_drops_are_kept_aside_not_reported(result):
+    """A whole run keeps what its rules dropped (``Analysis.dropped``, for the dock's "Set aside"
+    list and ``scripts/eval_sets.py drops``): measured candidates with the rule's name, none of
+    them a reported finding, none in the report or the JSON. (This case: a 9 mm right "nodule"
+    the network scored 0.38, dropped as a vessel.)"""
+    from napari_ctreport.analysis import VESSEL_MAX_SCORE
+
+    a, _ = result
+    rules = {"outside the lung", "chest wall", "speck", "mediastinum", "faint", "vessel"}
+    rules |= {"same lesion"}
+    assert a.dropped, "this case has a candidate its rules drop"
+    assert [d.id for d in a.dropped] == [f"D{i + 1}" for i in range(len(a.dropped))]
+    for d in a.dropped:
+        assert d.attributes["dropped_by"] in rules
+        assert 0.0 <= d.attributes["lung_contact"] <= 1.0
+        assert d.kind != "pleural effusion" and d.diameter_mm > 0
+        assert d.label == 0  # no region of its own in the label map
+        if d.attributes["dropped_by"] == "vessel":
+            assert d.score < VESSEL_MAX_SCORE
+        assert all(d.center_lps_mm != f.center_lps_mm for f in a.findings)
+    assert not any(d.id in (s.finding_id or "") for d in a.dropped for s in a.report.sentences)
+    assert "dropped" not in a.to_json_dict() and "set_aside" not in a.to_json_dict()
+
+
 def test_progress_is_monotone_and_complete(result):
     _, seen = result
     assert seen and seen == sorted(seen)

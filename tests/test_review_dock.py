@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -275,10 +276,12 @@ def test_cancel_stops_the_run(sample_dock, qtbot, test_model, autosave):
     assert worker is not None and dock.run_button.isEnabled()
 
 
-def _instant_analysis(monkeypatch, viewer) -> list:
+def _instant_analysis(monkeypatch, viewer, set_aside: tuple[str, ...] = ()) -> list:
     """Make the dock's runs instant: ``run_analysis`` answers the sample's ground truth (the
     findings and masks of its lesion layer, an attention map over them) in the shape of a model
-    run. The dock around it (worker thread, dialogs, layers, session) is the real one."""
+    run. The dock around it (worker thread, dialogs, layers, session) is the real one. The
+    findings with ids in ``set_aside`` come as candidates a rule dropped (``Analysis.dropped``:
+    ids D1, ..., "vessel", score 0.23), without their masks."""
     from napari_ctreport._napari import review_dock
     from napari_ctreport.analysis import Analysis
     from napari_ctreport.report.findings import Finding
@@ -294,6 +297,15 @@ def _instant_analysis(monkeypatch, viewer) -> list:
             for d in gt.metadata["ctreport"]["findings"]
         ]
         labels = np.asarray(gt.data, dtype=np.uint16).copy()
+        dropped = []
+        for f in [f for f in findings if f.id in set_aside]:
+            labels[labels == f.label] = 0
+            d = Finding.from_dict(
+                {**f.to_dict(), "id": f"D{len(dropped) + 1}", "score": 0.23, "label": 0}
+            )
+            d.attributes["dropped_by"] = "vessel"
+            dropped.append(d)
+        findings = [f for f in findings if f.id not in set_aside]
         if progress is not None:
             progress(1.0, "done")
         analysis = Analysis(
@@ -306,6 +318,7 @@ def _instant_analysis(monkeypatch, viewer) -> list:
             model_info={"name": "ground truth", "version": f"run {len(calls)}", "sha256": ""},
             device="cpu",
             timings_s={"total": 0.0},
+            dropped=dropped,
         )
         return analysis, None
 
@@ -600,3 +613,55 @@ def test_box_layer_follows_edits_in_place(sample_dock, qtbot, autosave, monkeypa
     assert set(layer.features["text_color"]) == {LABEL_LIGHT}
     matches_session_text = layer.text.color  # the text colours come from that feature
     assert matches_session_text.feature == "text_color"
+
+
+def test_a_set_aside_candidate_is_shown_and_added(
+    sample_dock, qtbot, autosave, monkeypatch, tmp_path
+):
+    """A nodule a rule dropped is listed under "Set aside", not reported; picking it goes to
+    its slice and outlines its box in a grey layer of its own (drawing stays on the boxes
+    layer); "Add as finding" makes it an added finding, selected, and empties the list."""
+    from napari_ctreport._napari.layers import finding_box_index
+
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer, set_aside=("F2",))  # the 23 mm solid nodule
+    _run_and_wait(qtbot, dock)
+    r, s = dock.result, dock.result.session
+    panel = dock.set_aside_panel
+    n0 = len(s.findings)
+    assert [c.id for c in s.set_aside] == ["D1"] and panel.ids == ["D1"]
+    assert panel.title.text() == "Set aside (1)" and panel.add_button.isEnabled()
+    c = s.set_aside[0]
+    assert c.kind == "solid nodule"
+    assert panel.combo.currentText().startswith(f"D1  {c.diameter_mm:.1f} mm {c.kind}, ")
+    assert panel.combo.currentText().endswith(": vessel (0.23)")
+    assert f"{c.diameter_mm:.1f}" not in dock.report_editor.findings_edit.toPlainText()
+    active = viewer.layers.selection.active
+
+    panel.pick("D1")
+    assert r.set_aside is not None and r.set_aside in viewer.layers
+    assert viewer.layers.selection.active is active
+    lo, hi = finding_box_index(c, r.volume)
+    zs = sorted(int(v[0, 0]) for v in r.set_aside.data)
+    assert zs and zs[0] >= lo[0] and zs[-1] <= hi[0]
+    z_idx = (viewer.dims.point[0] - r.volume.translate_zyx[0]) / r.volume.spacing_zyx[0]
+    assert zs[0] <= round(z_idx) <= zs[-1]
+    assert "vessel" in dock.status.text()
+    viewer.screenshot(str(tmp_path / "set_aside.png"), canvas_only=False)
+    if os.environ.get("CTREPORT_SHOTS"):
+        viewer.screenshot(
+            os.path.join(os.environ["CTREPORT_SHOTS"], "set_aside.png"), canvas_only=False
+        )
+
+    qtbot.mouseClick(panel.add_button, _left())
+    assert len(s.findings) == n0 + 1 and s.set_aside == []
+    added = s.findings[-1]
+    assert added.status == "added" and added.attributes["set_aside_id"] == "D1"
+    assert added.kind == c.kind and added.side == c.side
+    assert dock.selected == added.id and dock.table.rowCount() == n0 + 1
+    assert added.id in set(r.boxes.features["finding_id"])
+    assert np.array_equal(r.masks.data, s.labels) and (s.labels == added.label).any()
+    assert s.sentences[added.id] in dock.report_editor.findings_edit.toPlainText()
+    assert len(r.set_aside.data) == 0
+    assert panel.ids == [] and not panel.add_button.isEnabled()
+    assert panel.title.text() == "Set aside (0)"

@@ -94,6 +94,23 @@ def test_move_box_moves_mask_and_remeasures(session):
     assert 0 < session.mask(f.id).sum() < n_before
 
 
+def test_an_in_plane_move_keeps_every_voxel_of_the_mask(session):
+    """A finding's box as drawn (its LPS box, rounded to 0.01 mm, back on the grid) holds every
+    slice of its mask, and moving it in-plane keeps the whole mask (it used to lose the slices
+    and columns whose box corner had rounded a hair inwards)."""
+    from napari_ctreport._napari.layers import box_rectangles, finding_box_index
+
+    for f in session.findings:
+        mask = session.mask(f.id)
+        n, zs = int(mask.sum()), set(np.argwhere(mask)[:, 0])
+        lo, hi = finding_box_index(f, session.volume)
+        rects = box_rectangles(lo, hi, session.volume.shape)
+        assert {int(r[0, 0]) for r in rects} == zs
+        session.move_box(f.id, lo + (0, 2, -2), hi + (0, 2, -2))
+        assert int(session.mask(f.id).sum()) == n
+        assert {int(r[0, 0]) for r in rects} == set(np.argwhere(session.mask(f.id))[:, 0])
+
+
 def test_add_box_makes_added_finding_with_sentence(session):
     vol = session.volume
     # a box around a bright (soft tissue) spot that no finding owns
@@ -104,6 +121,79 @@ def test_add_box_makes_added_finding_with_sentence(session):
     assert (session.labels == f.label).sum() > 0
     assert f.diameter_mm > 0
     assert session.sentences[f.id] in session.report().findings
+
+
+def test_a_rectangle_drawn_on_a_slice_adds_the_lesion_on_that_slice(case, tmp_path):
+    """Index coordinates are napari's (voxel i spans [i - 0.5, i + 0.5]): a rectangle drawn
+    around a nodule's voxels on its slice gets those voxels, not the next slice's (7.9 mm
+    slices here; the old half-voxel shift put a small box one slice further)."""
+    from napari_ctreport._napari.session import ReviewSession
+
+    truth = case.findings[2]
+    labels = case.labels.copy()
+    labels[labels == truth.label] = 0
+    a = _analysis(case)
+    a.findings, a.labels = case.findings[:2], labels
+    a.report = write_report(a.findings)
+    session = ReviewSession.from_analysis(a, case.volume, autosave_root=tmp_path)
+    idx = np.argwhere(case.labels == truth.label)
+    (z,) = set(idx[:, 0])
+    lo_yx = idx[:, 1:].min(axis=0) - 1.5  # one voxel of margin around the labelled voxels
+    hi_yx = idx[:, 1:].max(axis=0) + 1.5
+    f = session.add_rectangle(int(z), lo_yx, hi_yx)
+    got = np.argwhere(session.mask(f.id))
+    assert set(got[:, 0]) == {z}
+    win = case.volume.array[z, int(lo_yx[0] + 0.5) : int(hi_yx[0] + 0.5), int(lo_yx[1] + 0.5) :]
+    dense = np.argwhere(win[:, : int(hi_yx[1] - lo_yx[1])] >= -650)
+    assert len(got) == len(dense) >= len(idx)  # the nodule's dense voxels in the rectangle
+    assert np.linalg.norm(np.subtract(f.center_lps_mm, truth.center_lps_mm)) < 0.1
+
+
+def test_a_set_aside_candidate_can_be_added_back_and_survives_a_restart(case, tmp_path):
+    """A nodule a rule set aside (``Analysis.dropped``) is listed, autosaved, and added back as
+    a finding measured on the CT; the candidate then leaves the list."""
+    from napari_ctreport._napari.session import ReviewSession
+    from napari_ctreport.report.findings import Finding
+
+    truth = case.findings[2]  # the 8.4 mm solid nodule
+    assert truth.kind == "solid nodule"
+    cand = Finding.from_dict({**truth.to_dict(), "id": "D1", "score": 0.23})
+    cand.attributes["dropped_by"] = "vessel"
+    labels = case.labels.copy()
+    labels[labels == truth.label] = 0  # not among the findings: no label of its own
+    a = _analysis(case)
+    a.findings, a.labels, a.dropped = case.findings[:2], labels, [cand]
+    a.report = write_report(a.findings)
+    session = ReviewSession.from_analysis(a, case.volume, autosave_root=tmp_path)
+    assert [c.id for c in session.set_aside] == ["D1"]
+    assert all(f.id != "D1" for f in session.findings)
+    assert len(session.report().sentences) == len(a.report.sentences)  # not reported
+    back = ReviewSession.restore(case.volume, root=tmp_path)
+    assert [c.to_dict() for c in back.set_aside] == [cand.to_dict()]
+    with pytest.raises(KeyError):
+        back.add_set_aside("D9")
+
+    f = back.add_set_aside("D1")
+    assert f.id == "F3" and f.kind == "solid nodule" and f.status == "added"
+    assert f.side == truth.side == "left"
+    assert f.attributes["set_aside_id"] == "D1" and f.attributes["dropped_by"] == "vessel"
+    assert f.attributes["model_score"] == 0.23
+    # measured afresh on the CT: where the nodule is, about its size
+    assert np.linalg.norm(np.subtract(f.center_lps_mm, truth.center_lps_mm)) < 1.5
+    assert f.diameter_mm == pytest.approx(truth.diameter_mm, rel=0.25)
+    mask = back.mask(f.id)
+    truth_mask = case.labels == truth.label
+    assert (mask & truth_mask).sum() > 0.7 * truth_mask.sum()
+    assert back.set_aside == [] and back.sentences[f.id] in back.report().findings
+    assert back.edit_log[-1].action == "add" and back.edit_log[-1].before["id"] == "D1"
+    again = ReviewSession.restore(case.volume, root=tmp_path)
+    assert again.set_aside == [] and again.finding("F3").attributes["set_aside_id"] == "D1"
+    # a candidate whose box holds no free voxel stays in the list
+    back.set_aside = [cand]
+    back.labels[back.mask(f.id) | (back.labels == 0)] = 99
+    with pytest.raises(ValueError):
+        back.add_set_aside("D1")
+    assert [c.id for c in back.set_aside] == ["D1"]
 
 
 def test_paint_remeasures(session):

@@ -105,10 +105,28 @@ def finding_box_index(finding: Any, volume: CTVolume) -> tuple[np.ndarray, np.nd
     return np.minimum(a, b), np.maximum(a, b)
 
 
+#: How far (in voxels) a box's corner may lie outside a voxel centre for the voxel to count as
+#: inside the box: boxes that went through LPS mm rounded to 0.01 mm land up to 0.025 voxel off
+#: the half-voxel (at 0.2 mm spacing), and a drawn rectangle's edge is not that precise.
+BOX_TOLERANCE_VOXELS = 0.05
+
+
+def voxel_range(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(start, stop)`` per axis of the voxels whose centres lie inside a box (``stop``
+    exclusive; possibly empty). ``lo``, ``hi``: index coordinates of the box's outer corners,
+    voxel ``i`` spanning ``[i - 0.5, i + 0.5]`` (napari's convention, and
+    :func:`finding_box_index`'s); see :data:`BOX_TOLERANCE_VOXELS`."""
+    start = np.ceil(np.asarray(lo, dtype=float) - BOX_TOLERANCE_VOXELS).astype(int)
+    stop = np.floor(np.asarray(hi, dtype=float) + BOX_TOLERANCE_VOXELS).astype(int) + 1
+    return start, stop
+
+
 def box_rectangles(lo: np.ndarray, hi: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
-    """One axial rectangle ``(4, 3)`` (CT index z, y, x) per slice whose centre the box spans."""
-    z0 = max(0, int(np.ceil(lo[0] + 0.5 - 1e-6)))
-    z1 = min(int(shape[0]) - 1, int(np.floor(hi[0] - 0.5 + 1e-6)))
+    """One axial rectangle ``(4, 3)`` (CT index z, y, x) per slice whose centre the box spans
+    (:func:`voxel_range`; the nearest slice when it spans none)."""
+    start, stop = voxel_range(lo, hi)
+    z0 = max(0, int(start[0]))
+    z1 = min(int(shape[0]) - 1, int(stop[0]) - 1)
     if z1 < z0:
         z0 = z1 = int(np.clip(np.round((lo[0] + hi[0]) / 2.0), 0, shape[0] - 1))
     y0, x0, y1, x1 = float(lo[1]), float(lo[2]), float(hi[1]), float(hi[2])

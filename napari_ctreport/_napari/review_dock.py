@@ -63,6 +63,7 @@ from .session import (
     run_analysis,
     study_key,
 )
+from .set_aside import SET_ASIDE_COLOR, SetAsidePanel, candidate_text
 
 if TYPE_CHECKING:
     import napari
@@ -103,6 +104,8 @@ class RunResult:
     boxes: Any = None
     attention: Any = None
     masks: Any = None
+    #: Shapes layer outlining the set-aside candidate last shown (``None`` until one is).
+    set_aside: Any = None
     suffix: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -262,6 +265,9 @@ class ReviewDock(QWidget):
         for b in (self.prev_button, self.next_button, self.accept_button, self.reject_button):
             buttons.addWidget(b)
         buttons.addWidget(self.regen_button)
+        self.set_aside_panel = SetAsidePanel()
+        self.set_aside_panel.show_requested.connect(self.show_set_aside)
+        self.set_aside_panel.add_requested.connect(self.add_set_aside)
         self.attention_selected = QCheckBox("Attention of the selected finding only")
         self.attention_selected.toggled.connect(lambda _: self._show_attention())
 
@@ -288,6 +294,7 @@ class ReviewDock(QWidget):
         layout.addWidget(run_box)
         layout.addWidget(self.table, 2)
         layout.addLayout(buttons)
+        layout.addWidget(self.set_aside_panel)
         layout.addWidget(self.attention_selected)
         layout.addWidget(self.report_editor, 3)
         layout.addLayout(export_row)
@@ -333,6 +340,8 @@ class ReviewDock(QWidget):
             w.setEnabled(on)
         if self.export_button is not None:
             self.export_button.setEnabled(on)
+        if not on:
+            self.set_aside_panel.set_candidates([])
 
     # -- hooks (replace in tests) ---------------------------------------------------------
     def ask_replace_or_keep(self) -> str | None:
@@ -654,7 +663,7 @@ class ReviewDock(QWidget):
         if self.result is r:
             r.session.on_change = None
             self.result = None
-        for layer in (r.boxes, r.attention, r.masks):
+        for layer in (r.boxes, r.attention, r.masks, r.set_aside):
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
                 yield f"removed {layer.name!r}"
@@ -687,6 +696,9 @@ class ReviewDock(QWidget):
         )
         if reuse is not None:
             self.results.remove(reuse)
+            if reuse.set_aside is not None and reuse.set_aside in layers:
+                layers.remove(reuse.set_aside)
+                yield "removed the old set-aside layer"
         if old_attention is not None:
             if prepared["attention"] is None:
                 layers.remove(old_attention)
@@ -775,18 +787,87 @@ class ReviewDock(QWidget):
             self.table.blockSignals(True)
             self.table.select_finding(finding_id)
             self.table.blockSignals(False)
-        x, y, z = f.center_lps_mm
-        lo, hi = finding_box_index(f, r.volume)
-        zi = int(np.clip(np.round((lo[0] + hi[0]) / 2.0), 0, r.volume.shape[0] - 1))
-        z_world = r.volume.translate_zyx[0] + zi * r.volume.spacing_zyx[0]
+        zi = self._go_to(f, r.volume)
+        self._select_box(finding_id, zi)
+        self.report_editor.highlight(finding_id)
+        self._show_attention()
+
+    def _go_to(self, f, volume: CTVolume) -> int:
+        """Show the axial slice through the middle of a finding's box, centred on it; returns
+        that slice's index."""
+        x, y, _ = f.center_lps_mm
+        lo, hi = finding_box_index(f, volume)
+        zi = int(np.clip(np.round((lo[0] + hi[0]) / 2.0), 0, volume.shape[0] - 1))
+        z_world = volume.translate_zyx[0] + zi * volume.spacing_zyx[0]
         self.viewer.dims.set_point(0, z_world)
         # napari >= 0.9 keeps the camera on the scene; older releases on the viewer.
         scene = getattr(self.viewer, "scene", None)
         camera = scene.camera if scene is not None else self.viewer.camera
         camera.center = (z_world, y, x)
-        self._select_box(finding_id, zi)
-        self.report_editor.highlight(finding_id)
-        self._show_attention()
+        return zi
+
+    # -- set-aside candidates -------------------------------------------------------------
+    def show_set_aside(self, candidate_id: str) -> None:
+        """Go to a candidate a rule set aside and outline its box in grey (its own layer)."""
+        r = self.result
+        if r is None:
+            return
+        try:
+            c = r.session.set_aside_candidate(candidate_id)
+        except KeyError:
+            return
+        lo, hi = finding_box_index(c, r.volume)
+        label = f"{c.id} set aside: {c.attributes.get('dropped_by', '?')}"
+        self._outline_set_aside(r, box_rectangles(lo, hi, r.volume.shape), label)
+        self._go_to(c, r.volume)
+        self.status.setText(f"Set aside: {candidate_text(c)}")
+
+    def _outline_set_aside(self, r: RunResult, rects: list[np.ndarray], label: str = "") -> None:
+        layer = r.set_aside if r.set_aside in self.viewer.layers else None
+        if layer is None:
+            if not rects:
+                return
+            active = self.viewer.layers.selection.active
+            layer = r.set_aside = self.viewer.add_shapes(
+                None,
+                ndim=3,
+                name=f"{r.ct_name} set aside{r.suffix}",
+                scale=r.volume.spacing_zyx,
+                translate=r.volume.translate_zyx,
+                metadata={META_KEY: {"role": "set aside"}},
+                features={"label": np.empty(0, dtype=object)},
+                text={
+                    "string": "{label}",
+                    "color": SET_ASIDE_COLOR,
+                    "size": 10,
+                    "anchor": "upper_left",
+                    "translation": [0, -3, 0],
+                },
+            )
+            if active is not None:  # drawing a missed finding stays on the boxes layer
+                self.viewer.layers.selection.active = active
+        if len(layer.data):
+            layer.selected_data = set(range(len(layer.data)))
+            layer.remove_selected()
+        if rects:
+            layer.feature_defaults = {"label": label}
+            layer.add_rectangles(
+                rects, edge_color=SET_ASIDE_COLOR, face_color="transparent", edge_width=2
+            )
+
+    def add_set_aside(self, candidate_id: str) -> None:
+        """Add a set-aside candidate as a finding (measured on the CT) and select it."""
+        r = self.result
+        if r is None:
+            return
+        try:
+            f = r.session.add_set_aside(candidate_id)
+        except (KeyError, ValueError) as e:
+            self.status.setText(f"Could not add {candidate_id}: {e}")
+            return
+        self._outline_set_aside(r, [])
+        self.status.setText(f"Added set-aside {candidate_id} as {f.id}.")
+        self.select_finding(f.id)
 
     def _select_box(self, finding_id: str, z_index: int) -> None:
         boxes = self.result.boxes if self.result else None
@@ -910,11 +991,8 @@ class ReviewDock(QWidget):
         if r is None:
             return
         z, y0, x0, y1, x1 = rectangle_extent(vertices)
-        sp = r.volume.spacing_zyx
-        half_mm = ((y1 - y0) * sp[1] + (x1 - x0) * sp[2]) / 4.0
-        half_z = max(0.5, half_mm / sp[0])
         try:
-            f = r.session.add_box((z - half_z + 0.5, y0, x0), (z + half_z - 0.5 + 1.0, y1, x1))
+            f = r.session.add_rectangle(z, (y0, x0), (y1, x1))
         except ValueError as e:
             self.status.setText(str(e))
             self._redraw_boxes()
@@ -953,6 +1031,9 @@ class ReviewDock(QWidget):
             return
         s = r.session
         self.table.set_findings(s.findings, selected=self.selected)
+        self.set_aside_panel.set_candidates(s.set_aside)
+        if r.set_aside is not None and self.set_aside_panel.current_id() is None:
+            self._outline_set_aside(r, [])
         self.report_editor.show_report(s.findings_lines(), s.impression_lines(), s.diff())
         if boxes:
             self._redraw_boxes()

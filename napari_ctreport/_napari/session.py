@@ -45,6 +45,7 @@ from ..io.volume import CTVolume
 from ..report.findings import Finding
 from ..report.lexicon import KINDS, SIDES, ZONES
 from ..report.writer import Report, Sentence, describe_finding, write_report
+from .layers import voxel_range
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,11 @@ class ReviewSession:
         (uint8-quantised) so that a restored review shows it again.
     attention_per_finding
         Finding id -> :class:`~napari_ctreport.analysis.FindingAttention` (autosaved as float16).
+    set_aside
+        Candidates the model proposed, measured and then set aside by a plausibility rule
+        (:attr:`~napari_ctreport.analysis.Analysis.dropped`: ids ``"D1"``, ``"D2"``, ...,
+        ``attributes["dropped_by"]`` naming the rule), not in the report. The reader can look
+        at them and add one as a finding (:meth:`add_set_aside`); it then leaves this list.
     """
 
     volume: CTVolume
@@ -292,6 +298,7 @@ class ReviewSession:
     on_change: Callable[[str, str | None], None] | None = None
     attention: np.ndarray | None = None
     attention_per_finding: dict[str, Any] = field(default_factory=dict)
+    set_aside: list[Finding] = field(default_factory=list)
     _attention_dirty: bool = False
     _seq: int = 0
     _labels_seq_saved: int = -1
@@ -331,6 +338,9 @@ class ReviewSession:
             lungs=lungs,
             attention=getattr(analysis, "attention", None),
             attention_per_finding=dict(getattr(analysis, "attention_per_finding", None) or {}),
+            set_aside=[
+                Finding.from_dict(f.to_dict()) for f in (getattr(analysis, "dropped", None) or [])
+            ],
         )
         session._attention_dirty = session.attention is not None or bool(
             session.attention_per_finding
@@ -491,6 +501,36 @@ class ReviewSession:
         ellipsoid inscribed in the box (the ellipsoid itself when the box holds no such voxel);
         status ``"added"``, score 1.
         """
+        return self._add_region(lo_index_zyx, hi_index_zyx, kind=kind)
+
+    def add_rectangle(
+        self,
+        z_index: int,
+        lo_yx: Sequence[float],
+        hi_yx: Sequence[float],
+        *,
+        kind: str = "solid nodule",
+    ) -> Finding:
+        """Add a finding from a rectangle the reader drew on axial slice ``z_index`` (index
+        coordinates of its outer corners): the box is as deep in mm as the rectangle is wide
+        (the mean of its two sides), centred on that slice, and at least that slice
+        (:meth:`add_box`)."""
+        lo_yx = np.asarray(lo_yx, dtype=float)
+        hi_yx = np.asarray(hi_yx, dtype=float)
+        sp = np.asarray(self.volume.spacing_zyx, dtype=float)
+        half_mm = float(np.mean(np.abs(hi_yx - lo_yx) * sp[1:])) / 2.0
+        half_z = max(0.5, half_mm / sp[0])
+        return self.add_box((z_index - half_z, *lo_yx), (z_index + half_z, *hi_yx), kind=kind)
+
+    def _add_region(
+        self,
+        lo_index_zyx: Sequence[float],
+        hi_index_zyx: Sequence[float],
+        *,
+        kind: str,
+        attributes: dict[str, Any] | None = None,
+        before: Any = None,
+    ) -> Finding:
         from ..report.measure import finding_from_mask
 
         shape = np.asarray(self.labels.shape)
@@ -510,12 +550,56 @@ class ReviewSession:
             label=label,
             status="added",
         )
+        f.attributes.update(attributes or {})
         self.labels[region] = label
         self._labels_dirty = True
         self.findings.append(f)
         self.sentences[f.id] = describe_finding(f)
-        self._log("add", f.id, None, f.to_dict())
+        self._log("add", f.id, before, f.to_dict())
         return f
+
+    def set_aside_candidate(self, candidate_id: str) -> Finding:
+        """The set-aside candidate with id ``candidate_id`` (``KeyError`` if none)."""
+        for c in self.set_aside:
+            if c.id == candidate_id:
+                return c
+        raise KeyError(candidate_id)
+
+    def add_set_aside(self, candidate_id: str) -> Finding:
+        """Add a candidate a rule set aside (:attr:`set_aside`) as a finding.
+
+        It is added as a box the reader drew over the candidate's box would be (:meth:`add_box`,
+        with the candidate's kind): measured afresh on the CT, status ``"added"``; its
+        ``attributes`` keep where it came from (``set_aside_id``, ``dropped_by``, the network's
+        ``model_score``). The candidate leaves :attr:`set_aside`; the edit log records the add
+        with the candidate as ``before``.
+
+        Raises
+        ------
+        KeyError
+            When no set-aside candidate has this id.
+        ValueError
+            When the candidate's box holds no free voxel (it lies on other findings).
+        """
+        c = self.set_aside_candidate(candidate_id)
+        a, b = (self.volume.lps_to_index(np.asarray(p, dtype=float)) for p in c.bbox_lps_mm)
+        kept = self.set_aside
+        self.set_aside = [s for s in kept if s.id != candidate_id]  # before the add is saved
+        try:
+            return self._add_region(
+                np.minimum(a, b),
+                np.maximum(a, b),
+                kind=c.kind,
+                attributes={
+                    "set_aside_id": c.id,
+                    "dropped_by": c.attributes.get("dropped_by"),
+                    "model_score": round(c.score, 3),
+                },
+                before=c.to_dict(),
+            )
+        except ValueError:
+            self.set_aside = kept
+            raise
 
     # -- report text ---------------------------------------------------------------------
     def set_sentence(self, finding_id: str, text: str) -> None:
@@ -616,7 +700,7 @@ class ReviewSession:
 
         box = _box_slices(lo, hi)
         sub_shape = tuple(s.stop - s.start for s in box)
-        c = (lo + hi) / 2.0 - np.array([s.start for s in box]) - 0.5
+        c = (lo + hi) / 2.0 - np.array([s.start for s in box])
         r = np.maximum((hi - lo) / 2.0, 0.5)
         zz, yy, xx = np.ogrid[: sub_shape[0], : sub_shape[1], : sub_shape[2]]
         ell = ((zz - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 + ((xx - c[2]) / r[2]) ** 2
@@ -702,6 +786,7 @@ class ReviewSession:
             "draft_findings": self.draft_findings,
             "report": self.report().to_dict(),
             "edit_log": [r.to_dict() for r in self.edit_log],
+            "set_aside": [f.to_dict() for f in self.set_aside],
         }
 
     def save(self) -> Path | None:
@@ -798,6 +883,7 @@ class ReviewSession:
             edit_log=[EditRecord(**r) for r in d.get("edit_log", [])],
             model_info=dict(d.get("model", {})),
             draft_findings=list(d.get("draft_findings", [])),
+            set_aside=[Finding.from_dict(f) for f in d.get("set_aside", [])],
             autosave_root=(folder.parent if run == 1 else folder.parent.parent)
             if root is None
             else Path(root),
@@ -857,9 +943,9 @@ def _clip_box(
 
 
 def _box_slices(lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, slice]:
-    """Voxels whose centres lie inside the box (at least one per axis)."""
-    start = np.ceil(lo + 0.5 - 1e-6).astype(int)
-    stop = np.floor(hi + 0.5 + 1e-6).astype(int)
+    """Voxels whose centres lie inside the box, at least one per axis
+    (:func:`~napari_ctreport._napari.layers.voxel_range`)."""
+    start, stop = voxel_range(lo, hi)
     stop = np.maximum(stop, start + 1)
     return tuple(slice(int(s), int(e)) for s, e in zip(start, stop, strict=True))  # type: ignore[return-value]
 
