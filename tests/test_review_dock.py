@@ -665,3 +665,42 @@ def test_a_set_aside_candidate_is_shown_and_added(
     assert len(r.set_aside.data) == 0
     assert panel.ids == [] and not panel.add_button.isEnabled()
     assert panel.title.text() == "Set aside (0)"
+
+
+def test_set_aside_panel_lists_the_surest_first_and_keeps_the_pick(qtbot):
+    from napari_ctreport._napari.set_aside import SetAsidePanel
+    from napari_ctreport.report.findings import Finding
+
+    def cand(i: int, score: float, rule: str) -> Finding:
+        c = Finding(
+            id=f"D{i}",
+            kind="solid nodule",
+            side="right",
+            zone="lower",
+            center_lps_mm=(0, 0, 0),
+            bbox_lps_mm=((-4, -4, -4), (4, 4, 4)),
+            diameter_mm=8.0 + i,
+            score=score,
+        )
+        c.attributes.update(dropped_by=rule, lung_contact=0.3)
+        return c
+
+    panel = SetAsidePanel()
+    qtbot.addWidget(panel)
+    assert panel.ids == [] and panel.combo.currentText() == "none"
+    assert not panel.add_button.isEnabled()
+    a, b, c = cand(1, 0.12, "faint"), cand(2, 0.38, "mediastinum"), cand(3, 0.23, "vessel")
+    panel.set_candidates([a, b, c])
+    assert panel.ids == ["D2", "D3", "D1"] and panel.title.text() == "Set aside (3)"
+    assert panel.combo.itemText(0) == "D2  10.0 mm solid nodule, right lower: mediastinum (0.38)"
+    assert "taken for mediastinum" in panel.combo.itemData(0, 3)
+    shown, added = [], []
+    panel.show_requested.connect(shown.append)
+    panel.add_requested.connect(added.append)
+    panel.pick("D3")
+    panel.add_button.click()
+    assert shown == ["D3"] and added == ["D3"]
+    panel.set_candidates([a, c])  # D2 added elsewhere: the pick stays on D3
+    assert panel.ids == ["D3", "D1"] and panel.current_id() == "D3"
+    panel.set_candidates([])
+    assert panel.current_id() is None and not panel.show_button.isEnabled()

@@ -84,14 +84,14 @@ class SetAsidePanel(QWidget):
         self.set_candidates([])
 
     def set_candidates(self, candidates: Sequence[Finding]) -> None:
-        """Show these candidates (largest first); keep the current one picked if it is still
-        there."""
+        """Show these candidates, the network's surest first; keep the current one picked if it
+        is still there."""
         current = self.current_id()
-        ordered = sorted(candidates, key=lambda c: (-c.diameter_mm, c.id))
+        ordered = sorted(candidates, key=lambda c: (-c.score, c.id))
         ids = [c.id for c in ordered]
         texts = [candidate_text(c) for c in ordered]
         have = [self.combo.itemText(i) for i in range(self.combo.count())]
-        if ids != self.ids or (texts != have and ids):
+        if (texts or ["none"]) != have:
             self.combo.blockSignals(True)
             self.combo.clear()
             for i, c in enumerate(ordered):
@@ -102,7 +102,7 @@ class SetAsidePanel(QWidget):
             if current in ids:
                 self.combo.setCurrentIndex(ids.index(current))
             self.combo.blockSignals(False)
-            self.ids = ids
+        self.ids = ids
         self.title.setText(f"Set aside ({len(ids)})")
         for w in (self.combo, self.show_button, self.add_button):
             w.setEnabled(bool(ids))
