@@ -72,6 +72,11 @@ FAT_HU = (-150.0, -50.0)
 #: 95, both scored 0.40 or more); 20 of 35 false ones, mostly hilar vessels and vessel junctions
 #: next to the mediastinum, had under 100 and a score under 0.3.
 SOLID_MIN_BLOB_STRENGTH = 100.0
+#: Half-width (mm) of the CT patch the rules' blob measure is taken on: three of the largest
+#: Hessian scale (``model.blob.BLOB_SIGMAS_MM``, 6 mm), so that at that scale the Gaussian
+#: derivatives at the centre do not reach the patch's (reflected) border and the shell of
+#: :attr:`~napari_ctreport.model.blob.BlobMeasure.shell_solid` (16.6 mm) lies inside it.
+RULE_BLOB_PATCH_MM = 18.0
 FAINT_MAX_SCORE = 0.3
 #: A solid (or calcified) nodule is round at its own scale; a vessel is a tube. One whose blob
 #: ratio at its centre (flattest over steepest curvature, :class:`~napari_ctreport.model.blob.
@@ -344,8 +349,8 @@ class Analysis:
         wall"``, ``"speck"``, ``"mediastinum"``, ``"faint"``, ``"vessel"``, ``"same lesion"``) and
         ``attributes["lung_contact"]``; ids ``"D1"``, ``"D2"``, ..., label 0 (no region in
         :attr:`labels`). The review dock lists them as "Set aside" (the reader can add one as a
-        finding); ``scripts/eval_sets.py drops`` audits the rules with them. Not part of the
-        JSON.
+        finding); ``scripts/eval_sets.py drops`` audits the rules with them. In the JSON as
+        ``set_aside``, apart from ``findings``.
     """
 
     volume_info: dict[str, Any]
@@ -363,17 +368,20 @@ class Analysis:
     volume: CTVolume | None = field(default=None, repr=False, compare=False)
 
     def to_json_dict(self, *, input_path: str | Path | None = None) -> dict[str, Any]:
-        """The ``ctreport.analysis/1`` JSON object (see ``docs/interfaces.md``)."""
+        """The ``ctreport.analysis/1`` JSON object (see ``docs/interfaces.md``), with one field
+        added to it: ``set_aside``, the :attr:`dropped` candidates (the keys of a finding plus
+        ``dropped_by``), which are not findings and not in the report."""
         info = self.volume_info
         path = input_path if input_path is not None else info.get("path", "")
         keys = (
             "id", "kind", "side", "zone", "center_lps_mm", "bbox_lps_mm", "diameter_mm",
             "short_axis_mm", "volume_ml", "mean_hu", "score",
         )  # fmt: skip
-        findings = []
-        for f in self.findings:
-            d = f.to_dict()
-            findings.append({k: d[k] for k in keys})
+        findings = [{k: f.to_dict()[k] for k in keys} for f in self.findings]
+        set_aside = [
+            {**{k: f.to_dict()[k] for k in keys}, "dropped_by": f.attributes.get("dropped_by")}
+            for f in self.dropped
+        ]
         return {
             "schema": SCHEMA,
             "input": {
@@ -387,6 +395,7 @@ class Analysis:
             "device": self.device,
             "findings": findings,
             "report": {"findings": self.report.findings, "impression": self.report.impression},
+            "set_aside": set_aside,
             "timings_s": {k: round(float(v), 3) for k, v in self.timings_s.items()},
         }
 
@@ -482,7 +491,12 @@ def _not_a_lung_lesion(
     from .model.blob import blob_measure
 
     centre = volume.lps_to_index(np.asarray(f.center_lps_mm, dtype=float))
-    m = blob_measure(volume.array, spacing_zyx=volume.spacing_zyx, centre_index=centre)
+    m = blob_measure(
+        volume.array,
+        spacing_zyx=volume.spacing_zyx,
+        centre_index=centre,
+        patch_mm=RULE_BLOB_PATCH_MM,
+    )
     if contact < ENCLOSED_MAX_CONTACT and m.shell_solid > ENCLOSED_MIN_SHELL:
         return "mediastinum"
     if f.kind not in ("solid nodule", "calcified nodule"):
