@@ -674,3 +674,30 @@ def test_every_effusion_peak_along_one_mask_component_is_kept(monkeypatch, fluid
     assert sum(mine) == 1  # one ball's part only
     own = balls[mine.index(1)]
     assert (masks[1] & own).sum() >= 0.5 * own.sum()
+
+
+def test_separable_resampling_equals_map_coordinates():
+    """The component masks are resampled to the CT grid one axis at a time; the values are
+    scipy's ``map_coordinates`` on the full coordinate grid (``mode="constant"``), inside,
+    outside and on the edges of the array."""
+    from scipy import ndimage
+
+    from napari_ctreport.model.inference import _resample_separable
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        shape = rng.integers(1, 9, size=3)
+        a = rng.random(shape).astype(np.float32)
+        axes = [
+            np.sort(
+                np.concatenate(
+                    [rng.uniform(-2.5, n + 1.5, size=rng.integers(1, 10)), np.arange(-1, n + 1)]
+                )
+            ).astype(np.float32)
+            for n in shape
+        ]
+        coords = np.stack(np.meshgrid(*axes, indexing="ij"))
+        for order in (0, 1):
+            want = ndimage.map_coordinates(a, coords, order=order, mode="constant", cval=0.0)
+            got = _resample_separable(a, axes, order=order)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
