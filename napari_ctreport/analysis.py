@@ -377,10 +377,14 @@ class Analysis:
             "id", "kind", "side", "zone", "center_lps_mm", "bbox_lps_mm", "diameter_mm",
             "short_axis_mm", "volume_ml", "mean_hu", "score",
         )  # fmt: skip
-        findings = [{k: f.to_dict()[k] for k in keys} for f in self.findings]
+
+        def entry(f: Finding) -> dict[str, Any]:
+            d = f.to_dict()
+            return {k: d[k] for k in keys}
+
+        findings = [entry(f) for f in self.findings]
         set_aside = [
-            {**{k: f.to_dict()[k] for k in keys}, "dropped_by": f.attributes.get("dropped_by")}
-            for f in self.dropped
+            {**entry(f), "dropped_by": f.attributes.get("dropped_by")} for f in self.dropped
         ]
         return {
             "schema": SCHEMA,

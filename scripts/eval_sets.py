@@ -140,11 +140,16 @@ def _evaluate(folder: str, model: str | None) -> dict:
     return {k: v for k, v in res.items() if not isinstance(v, (dict, list))}
 
 
-def run(dest: Path, *, sets: list[str], model: str | None, jobs: int) -> str:
-    """Evaluate ``model`` on each set under ``dest``; the Markdown table."""
+def _check_sets(dest: Path, sets: list[str]) -> None:
+    """Exit naming the sets that are not under ``dest``."""
     missing = [s for s in sets if not (dest / s).is_dir()]
     if missing:
         sys.exit(f"missing under {dest}: {', '.join(missing)} (run `make` first)")
+
+
+def run(dest: Path, *, sets: list[str], model: str | None, jobs: int) -> str:
+    """Evaluate ``model`` on each set under ``dest``; the Markdown table."""
+    _check_sets(dest, sets)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = {s: pool.submit(_evaluate, str(dest / s), model) for s in sets}
         results = {s: f.result() for s, f in futures.items()}
@@ -291,9 +296,7 @@ def _scores(rows: list[dict]) -> str:
 
 def drops(dest: Path, *, sets: list[str], model: str | None, jobs: int) -> str:
     """The rule audit of ``model`` on each set under ``dest`` (see the module docstring)."""
-    missing = [s for s in sets if not (dest / s).is_dir()]
-    if missing:
-        sys.exit(f"missing under {dest}: {', '.join(missing)} (run `make` first)")
+    _check_sets(dest, sets)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(_audit_set, str(dest / s), model) for s in sets]
         rows = [r for f in futures for r in f.result()]

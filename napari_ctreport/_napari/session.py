@@ -45,7 +45,7 @@ from ..io.volume import CTVolume
 from ..report.findings import Finding
 from ..report.lexicon import KINDS, SIDES, ZONES
 from ..report.writer import Report, Sentence, describe_finding, write_report
-from .layers import voxel_range
+from .layers import finding_box_index, voxel_range
 
 log = logging.getLogger(__name__)
 
@@ -582,13 +582,13 @@ class ReviewSession:
             When the candidate's box holds no free voxel (it lies on other findings).
         """
         c = self.set_aside_candidate(candidate_id)
-        a, b = (self.volume.lps_to_index(np.asarray(p, dtype=float)) for p in c.bbox_lps_mm)
+        lo, hi = finding_box_index(c, self.volume)
         kept = self.set_aside
         self.set_aside = [s for s in kept if s.id != candidate_id]  # before the add is saved
         try:
             return self._add_region(
-                np.minimum(a, b),
-                np.maximum(a, b),
+                lo,
+                hi,
                 kind=c.kind,
                 attributes={
                     "set_aside_id": c.id,
