@@ -128,13 +128,10 @@ def _chest_cases(real_lesions, tmp_path):
     return folders
 
 
-def test_a_real_nodule_moved_against_the_pleura_is_found(real_lesions, tmp_path):
-    """lung1's real nodule (lobulated, 5 mm slices) moved against lung2's pleura (case 1 of the
-    model card's realtx set): the rolling-ball search finds the bump, but its blob is weaker and
-    flatter (strength 95, curvature ratio 0.33) than the generator's smooth nodules on the wall;
-    with the session-19 limits (80, 0.3) it is reported, measured within 15 % (missed at 100, 0.4)."""
+def _realtx_case(real_lesions, tmp_path, index):
+    """Case ``index`` of the model card's realtx set (lung1's nodule moved and resized in the two
+    real chest CTs; ``scripts/eval_sets.py make``'s seed), made alone."""
     from napari_ctreport.io.case import read_case
-    from napari_ctreport.metrics import hits
     from napari_ctreport.synth.transplant import write_transplant_dataset
 
     folders = _chest_cases(real_lesions, tmp_path)
@@ -144,9 +141,19 @@ def test_a_real_nodule_moved_against_the_pleura_is_found(real_lesions, tmp_path)
         backgrounds=folders,
         cases=40,
         seed=4242,
-        indices=[1],
+        indices=[index],
     )
-    case = read_case(folder)
+    return read_case(folder)
+
+
+def test_a_real_nodule_moved_against_the_pleura_is_found(real_lesions, tmp_path):
+    """lung1's real nodule (lobulated, 5 mm slices) moved against lung2's pleura (case 1 of the
+    model card's realtx set): the rolling-ball search finds the bump, but its blob is weaker and
+    flatter (strength 95, curvature ratio 0.33) than the generator's smooth nodules on the wall;
+    with the session-19 limits (80, 0.3) it is reported, measured within 15 % (missed at 100, 0.4)."""
+    from napari_ctreport.metrics import hits
+
+    case = _realtx_case(real_lesions, tmp_path, 1)
     assert case.provenance["generator"]["place"] == "pleura"
     moved = case.findings[-1]
     a = analyze(case.load_volume(), device="cpu")
@@ -185,4 +192,22 @@ def test_a_large_real_cancer_moved_into_the_lung_is_not_taken_for_a_vessel(real_
     assert any(hits(f, moved) for f in a.findings), [
         (d.kind, d.diameter_mm, d.attributes["dropped_by"]) for d in a.dropped
     ]
+    assert all(any(hits(f, g) for g in case.findings) for f in a.findings)
+
+
+def test_a_real_nodule_moved_into_thick_slice_lung_is_found_on_the_ct(real_lesions, tmp_path):
+    """lung1's real nodule shrunk to 10 mm and moved into aerated lung on 5 mm slices (case 39 of
+    the model card's realtx set). The network has no heat there (0.01). The CT's own candidates
+    find it since session 26: its eroded core is one slice deep, which no longer reads as a flat
+    vessel piece, and its blob (strength 129 at a 3 mm scale, isolated) passes the broad scale's
+    bar (BLOB_MIN_STRENGTH_BROAD; a real nodule is less dense than a phantom's)."""
+    from napari_ctreport.metrics import hits
+
+    case = _realtx_case(real_lesions, tmp_path, 39)
+    moved = case.findings[-1]
+    assert 9.0 <= moved.diameter_mm <= 11.5
+    a = analyze(case.load_volume(), device="cpu")
+    found = [f for f in a.findings if hits(f, moved)]
+    assert found, [(f.kind, f.diameter_mm) for f in a.findings]
+    assert found[0].kind == "solid nodule"
     assert all(any(hits(f, g) for g in case.findings) for f in a.findings)

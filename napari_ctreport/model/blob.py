@@ -243,12 +243,18 @@ def _compact_cores(cores: np.ndarray, ssp: np.ndarray):
             continue
         elong = 1.0
         if len(pts) >= 4:
-            ev = np.linalg.eigvalsh(np.cov((pts * ssp).T) + np.eye(3) * 0.25)
+            # each grid voxel spans ssp: its own spread (ssp**2 / 12, at least 0.25 mm**2) keeps
+            # a core one thick slice deep from looking flat (on 5 mm slices a nodule's core is
+            # often one slice)
+            spread = np.maximum(ssp**2 / 12.0, 0.25)
+            ev = np.linalg.eigvalsh(np.cov((pts * ssp).T) + np.diag(spread))
             elong = math.sqrt(ev[2] / ev[0])
             if elong > CANDIDATE_MAX_ELONGATION:
                 continue
         centre = pts.mean(0)
-        radius = float(np.sqrt((((pts - centre) * ssp) ** 2).sum(1)).max()) + CANDIDATE_ERODE_MM
+        # a core one thick slice deep reaches half that slice along z, not 0
+        reach = max(float(np.sqrt((((pts - centre) * ssp) ** 2).sum(1)).max()), 0.5 * ssp.max())
+        radius = reach + CANDIDATE_ERODE_MM
         yield pts, centre, float(elong), radius
 
 
