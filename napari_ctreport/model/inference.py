@@ -595,7 +595,8 @@ SUBSOLID_KINDS = (KINDS.index("ground-glass nodule"), KINDS.index("part-solid no
 #: config overrides it.
 CT_CANDIDATES = True
 #: A nodule found on the CT alone scores the score threshold times its blob strength over
-#: :data:`BLOB_MIN_STRENGTH` (so it is reported, and ranks by how clear it is), at most this.
+#: :data:`BLOB_MIN_STRENGTH`, at least the threshold (so it is reported, also when it passed
+#: :data:`BLOB_MIN_STRENGTH_BROAD`, and ranks by how clear it is), at most this.
 CT_CANDIDATE_MAX_SCORE = 0.3
 #: A candidate whose blob strength at the two scales nearest its size is under this share of
 #: :data:`BLOB_MIN_STRENGTH` is not tested further.
