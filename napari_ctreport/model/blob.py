@@ -228,7 +228,8 @@ def _compact_cores(cores: np.ndarray, ssp: np.ndarray):
     ``cores`` that could be a nodule's: at most :data:`CANDIDATE_MAX_CORE_MM` long, of two voxels
     or more (a one-voxel core is a vessel just thicker than the erosion, or a 4 mm speck) and at
     most :data:`CANDIDATE_MAX_ELONGATION` (longest over shortest principal axis; a vessel segment
-    is more). ``radius_mm`` is the ball the core suggests: its reach from its centre plus
+    is more). ``radius_mm`` is the ball the core suggests: its reach from its centre (at least
+    half the coarsest grid step, for a core one thick slice deep) plus
     :data:`CANDIDATE_ERODE_MM`."""
     from scipy import ndimage
 

@@ -599,7 +599,7 @@ CT_CANDIDATES = True
 #: :data:`BLOB_MIN_STRENGTH_BROAD`, and ranks by how clear it is), at most this.
 CT_CANDIDATE_MAX_SCORE = 0.3
 #: A candidate whose blob strength at the two scales nearest its size is under this share of
-#: :data:`BLOB_MIN_STRENGTH` is not tested further.
+#: the bar at its scale (:func:`_min_strength`) is not tested further.
 CT_CANDIDATE_QUICK = 0.7
 #: The kind a CT candidate is reported as: what the CT shows is a solid ball (the analysis then
 #: calls it calcified when it holds calcium). On the validation sets the heatmap's strongest
@@ -639,9 +639,8 @@ def _ct_blob(
     reach = BLOB_MAX_EXTENT_RADII * m.sigma_mm * math.sqrt(3.0) + BLOB_EXTENT_MARGIN_MM
     apart = m.extent_mm <= reach
     isolated = apart or m.shell_solid <= BLOB_MAX_SHELL_SOLID
-    ok = m.strength >= _min_strength(m, broad=broad and apart) and m.ratio >= BLOB_MIN_RATIO
-    ok = ok and isolated
-    return m if ok else None
+    strong = m.strength >= _min_strength(m, broad=broad and apart)
+    return m if strong and m.ratio >= BLOB_MIN_RATIO and isolated else None
 
 
 def _ct_subsolid(
@@ -1028,12 +1027,12 @@ def detect(
             else:
                 check_cancel(cancel)  # a Hessian per peak: keep Cancel responsive
                 solid = _ct_blob(volume, prep, centre, broad=k not in SUBSOLID_KINDS)
-                subsolid = None
+                subsolid = False
                 if solid is None or solid.strength < BLOB_MIN_STRENGTH:
                     # a ball only the broad bar let through may be a ground-glass one with a
                     # small solid part: measured as solid it would be a speck
-                    subsolid = subsolid_check and _ct_subsolid(volume, prep, centre, lungs)
-                if not solid and not subsolid:
+                    subsolid = subsolid_check and bool(_ct_subsolid(volume, prep, centre, lungs))
+                if solid is None and not subsolid:
                     no_blob.append(centre)
                     continue
                 if subsolid:
