@@ -232,8 +232,34 @@ REFINE_HU = {
     "part-solid nodule": -750.0,
     "ground-glass nodule": -750.0,
 }
-#: How far (mm) the refined mask may extend beyond the network's mask.
+#: How far (mm) the refined mask may extend beyond the network's mask in one step.
 REFINE_GROW_MM = 2.0
+#: How far (mm) the refinement may reach beyond the network's mask at most, in steps of
+#: :data:`REFINE_GROW_MM` taken while the lesion goes on beyond the step before (see
+#: :func:`refine_mask`). On a real nodule moved into real lungs, whose edge is less dense than a
+#: drawn one's, the network's mask can be half the nodule's width (a 15.4 mm nodule drawn 6.7 mm
+#: wide, measured 10.2 mm).
+REFINE_MAX_GROW_MM = 8.0
+#: The kinds followed further: a solid nodule's edge against aerated lung is sharp. Ground glass
+#: (-750 HU) runs on into the partial volume of vessels and dependent lung, and a mass into the
+#: collapsed lung or fluid beside it.
+REFINE_FURTHER_KINDS = frozenset({"solid nodule"})
+#: The refinement steps on only when at least this share of the voxels just outside the one-step
+#: mask (within the lungs) is still as dense as the lesion: the lesion goes on beyond it all
+#: round, not only where a vessel leaves it ...
+REFINE_CUT_START = 0.3
+#: ... and takes the first further step where at most this share is: the lesion's own edge,
+#: crossed only by vessels. A lesion that does not end within :data:`REFINE_MAX_GROW_MM` (one
+#: merging with collapsed lung or a vessel tree) keeps its one-step mask.
+REFINE_CUT_END = 0.1
+#: What further steps add is opened in-plane by a disc of this share of the lesion's radius
+#: (that of a disc of its largest section's area), at least :data:`REFINE_OPEN_MM`: a vessel or
+#: a bronchial wall the lesion touches, narrower than the lesion's radius, is cut off ...
+REFINE_OPEN_SHARE = 0.5
+REFINE_OPEN_MM = 1.5
+#: ... which needs pixels of at most this size (mm); on coarser grids a step of
+#: :data:`REFINE_GROW_MM` is under a pixel and the lesion is refined one step only.
+REFINE_FURTHER_MAX_PIXEL_MM = 1.0
 #: Kinds whose boundary is drawn at half maximum: half-way between the lesion's own peak
 #: attenuation and the aerated lung around it, when that is denser than :data:`REFINE_HU`. A
 #: small calcified nodule is blurred by the scanner into a wide halo denser than -500 HU; its
@@ -248,7 +274,9 @@ REFINE_MIN_KEEP = 0.05
 LUNG_HU = -850.0
 
 
-def refine_mask(mask: np.ndarray, *, volume: CTVolume, kind: str) -> np.ndarray:
+def refine_mask(
+    mask: np.ndarray, *, volume: CTVolume, kind: str, lungs: np.ndarray | None = None
+) -> np.ndarray:
     """Sharpen a lesion mask from the model grid on the CT grid by its attenuation.
 
     The network's mask comes from a 1.5-2 mm grid, too coarse to measure a 6 mm nodule. Within
@@ -256,29 +284,119 @@ def refine_mask(mask: np.ndarray, *, volume: CTVolume, kind: str) -> np.ndarray:
     (:data:`REFINE_HU`, or for :data:`REFINE_HALF_MAX` kinds the half maximum between the lesion
     and the lung around it where that is higher; after light in-plane smoothing against noise)
     that connect to the mask form the refined mask: the lesion's own boundary, as semi-automatic
-    nodule measurement tools draw it. Effusions, unknown kinds and refinements that keep under :data:`REFINE_MIN_KEEP` of
-    the mask (a mask over aerated lung) keep the network's mask.
+    nodule measurement tools draw it. Effusions, unknown kinds and refinements that keep under
+    :data:`REFINE_MIN_KEEP` of the mask (a mask over aerated lung) keep the network's mask.
+
+    With ``lungs`` (labelled by lung, as :func:`~napari_ctreport.report.anatomy.segment_lungs`
+    gives them), a lesion of :data:`REFINE_FURTHER_KINDS` the network drew too small is followed
+    further: when the lesion goes on all round beyond the one-step mask
+    (:data:`REFINE_CUT_START`), the reach grows by :data:`REFINE_GROW_MM` at a time, up to
+    :data:`REFINE_MAX_GROW_MM`, inside the lungs (whose holes, the nodules in them, are filled;
+    not into the chest wall, the mediastinum or the liver), and the first reach at which the
+    lesion ends (:data:`REFINE_CUT_END`) draws it, less the vessels and bronchial walls an
+    in-plane opening (:data:`REFINE_OPEN_SHARE`) cuts off; a lesion that does not end there, or
+    that reaches the edge of the scan, keeps the one-step mask, and so does every lesion on
+    pixels over :data:`REFINE_FURTHER_MAX_PIXEL_MM`.
     """
     from scipy import ndimage as ndi
 
     thr = REFINE_HU.get(kind)
     if thr is None:
         return mask
-    box = _mask_box(mask, volume, REFINE_GROW_MM + 1.0)
+    further = (
+        kind in REFINE_FURTHER_KINDS
+        and max(volume.spacing_zyx[1:]) <= REFINE_FURTHER_MAX_PIXEL_MM
+        and lungs is not None
+        and bool(lungs.any())
+    )
+    reach = REFINE_MAX_GROW_MM if further else REFINE_GROW_MM
+    box = _mask_box(mask, volume, reach + 1.0)
     if box is None:
         return mask
     sp = np.asarray(volume.spacing_zyx, dtype=float)
     m = mask[box]
     hu = ndi.gaussian_filter(np.asarray(volume.array[box], dtype=np.float32), (0.0, 0.7, 0.7))
-    near = ndi.distance_transform_edt(~m, sampling=sp) <= REFINE_GROW_MM
+    dist = ndi.distance_transform_edt(~m, sampling=sp)
     if kind in REFINE_HALF_MAX and m.any():
         thr = max(thr, _half_max(hu, m))
-    refined = _touching(near & (hu > thr), m)
+    dense = hu > thr
+    refined = _touching((dist <= REFINE_GROW_MM) & dense, m)
     if refined.sum() < REFINE_MIN_KEEP * m.sum():
         return mask
+    if further:
+        counted = (dist <= REFINE_GROW_MM) | (lungs[box] > 0)
+        edge = _at_volume_edge(box, volume.shape)
+        refined = _grow_further(refined, m, dense & counted, counted, dist, edge, sp)
     out = mask.copy()
     out[box] = refined
     return out
+
+
+def _grow_further(
+    refined: np.ndarray,
+    seed: np.ndarray,
+    inside: np.ndarray,
+    counted: np.ndarray,
+    dist: np.ndarray,
+    edge: np.ndarray,
+    spacing_zyx: np.ndarray,
+) -> np.ndarray:
+    """:func:`refine_mask`'s further steps: ``refined`` (reached within :data:`REFINE_GROW_MM`
+    of ``seed``) replaced by the part of ``inside`` (dense voxels within the lungs) that
+    connects to ``seed`` within the first further reach (``dist``: mm from ``seed``) at which the
+    lesion ends (:data:`REFINE_CUT_END`) away from the scan's ``edge``, when it went on beyond
+    the first step (:data:`REFINE_CUT_START`), less what an in-plane opening cuts off
+    (:data:`REFINE_OPEN_SHARE`); else ``refined`` as it is."""
+    if _cut(refined, inside, counted) < REFINE_CUT_START:
+        return refined
+    # in-plane only, on the slices the first step reached (the long axis is measured in-plane;
+    # a vessel leaving the lesion head-to-foot is not followed)
+    inside = inside & refined.any(axis=(1, 2))[:, None, None]
+    grow = REFINE_GROW_MM
+    while grow + REFINE_GROW_MM <= REFINE_MAX_GROW_MM + 1e-6:
+        grow += REFINE_GROW_MM
+        wider = _touching(inside & (dist <= grow), seed)
+        if _cut(wider, inside, counted) <= REFINE_CUT_END:
+            if (wider & edge).any():
+                return refined
+            return refined | _touching(_opened_in_plane(wider, spacing_zyx), refined)
+    return refined
+
+
+def _opened_in_plane(region: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
+    """``region`` opened slice by slice by a disc of :data:`REFINE_OPEN_SHARE` of its radius."""
+    from scipy import ndimage as ndi
+
+    area = float(region.sum(axis=(1, 2)).max()) * float(spacing_zyx[1] * spacing_zyx[2])
+    radius = max(REFINE_OPEN_MM, REFINE_OPEN_SHARE * float(np.sqrt(area / np.pi)))
+    ry, rx = (radius / float(s) for s in spacing_zyx[1:])
+    yy, xx = np.ogrid[-int(ry) : int(ry) + 1, -int(rx) : int(rx) + 1]
+    disc = ((yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0)[None]
+    return ndi.binary_opening(region, structure=disc)
+
+
+def _at_volume_edge(box: tuple[slice, ...], shape: Sequence[int]) -> np.ndarray:
+    """The voxels of ``box`` on a face of the volume (``shape``): beyond them nothing is seen."""
+    out = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
+    for axis, (b, n) in enumerate(zip(box, shape, strict=True)):
+        index = [slice(None)] * len(box)
+        if b.start == 0:
+            index[axis] = slice(0, 1)
+            out[tuple(index)] = True
+        if b.stop == n:
+            index[axis] = slice(-1, None)
+            out[tuple(index)] = True
+    return out
+
+
+def _cut(region: np.ndarray, dense: np.ndarray, counted: np.ndarray) -> float:
+    """The share of the voxels just outside ``region`` in its slices (in-plane face neighbours,
+    those in ``counted``) that are ``dense``: where a region grown to a limit was cut off by it."""
+    from scipy import ndimage as ndi
+
+    cross = ndi.generate_binary_structure(2, 1)[None]
+    shell = ndi.binary_dilation(region, structure=cross) & ~region & counted
+    return float(dense[shell].mean()) if shell.any() else 0.0
 
 
 def _touching(region: np.ndarray, seed: np.ndarray) -> np.ndarray:
@@ -1000,7 +1118,9 @@ def _findings_from_detections(
         refine = MASK_REFINEMENT and not det.extra.get("ct_mask")
         if mask is None:
             coarse = det.full_mask(volume.shape)
-            mask = refine_mask(coarse, volume=volume, kind=det.kind) if refine else coarse
+            mask = (
+                refine_mask(coarse, volume=volume, lungs=lungs, kind=det.kind) if refine else coarse
+            )
         f = measure(mask, det.kind)
         # the lexicon's size rule: a solid lesion over 30 mm is a mass, a "mass" under it a nodule
         if f.kind == "mass" and f.diameter_mm <= MASS_THRESHOLD_MM:
@@ -1019,14 +1139,14 @@ def _findings_from_detections(
             # dense as a solid one is measured, and then tested, as a solid nodule (a solid part
             # in a wide ground-glass halo is found part-solid again below)
             if refine:
-                mask = refine_mask(coarse, volume=volume, kind="solid nodule")
+                mask = refine_mask(coarse, volume=volume, lungs=lungs, kind="solid nodule")
             f = measure(mask, "solid nodule")
         if PLAUSIBILITY_RULES and f.kind in ("solid nodule", "mass"):
             if min(f.mean_hu, _mean_hu(_drawn(mask, coarse), volume)) < SOLID_MIN_HU:
                 # ground glass, measured at the subsolid boundary (where that is still less
                 # dense than soft tissue: else the solid reading stands)
                 glass = (
-                    refine_mask(coarse, volume=volume, kind="ground-glass nodule")
+                    refine_mask(coarse, volume=volume, lungs=lungs, kind="ground-glass nodule")
                     if refine
                     else mask
                 )
@@ -1038,7 +1158,7 @@ def _findings_from_detections(
                 if not calcified and refine:
                     # a solid part in a wide ground-glass halo is a part-solid nodule, measured
                     # whole (at the subsolid boundary)
-                    wide = refine_mask(coarse, volume=volume, kind="part-solid nodule")
+                    wide = refine_mask(coarse, volume=volume, lungs=lungs, kind="part-solid nodule")
                     long_axis = axial_diameters(
                         wide[tight_box(wide)], spacing_zyx=volume.spacing_zyx
                     )[0]
@@ -1049,7 +1169,11 @@ def _findings_from_detections(
                         f = measure(mask, "part-solid nodule")
         elif PLAUSIBILITY_RULES and f.kind in ("part-solid nodule", "ground-glass nodule"):
             # its dense part, as a solid lesion's boundary (-500 HU) draws it
-            solid = refine_mask(coarse, volume=volume, kind="solid nodule") if refine else coarse
+            solid = (
+                refine_mask(coarse, volume=volume, lungs=lungs, kind="solid nodule")
+                if refine
+                else coarse
+            )
             calcified = _calcium(_drawn(solid, coarse), volume)
         elif (
             PLAUSIBILITY_RULES
@@ -1069,7 +1193,7 @@ def _findings_from_detections(
             f.kind = "calcified nodule"
             if refine:
                 # calcium is measured at half maximum (REFINE_HALF_MAX), not at -500 / -750 HU
-                mask = refine_mask(coarse, volume=volume, kind=f.kind)
+                mask = refine_mask(coarse, volume=volume, lungs=lungs, kind=f.kind)
                 f = measure(mask, f.kind)
         # aerated lung around a nodule or mass (for the plausibility rules)
         fluid = beside[id(det)]["mask"] if id(det) in beside else None

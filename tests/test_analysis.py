@@ -695,6 +695,108 @@ def test_refine_mask_finds_the_lesion_boundary():
     assert np.array_equal(refine_mask(ball, volume=vol, kind="pleural effusion"), ball)
 
 
+def _lung_phantom(sp=(2.5, 0.7, 0.7), shape=(24, 100, 100)):
+    """A slab of aerated lung (-850 HU) with chest wall (40 HU) at ``x < 12``."""
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    wall = xx < 12
+    arr = np.where(wall, 40.0, -850.0)
+    return arr, wall, (zz, yy, xx)
+
+
+def _lungs_of(arr):
+    """The aerated lung of ``arr`` (labelled 1) with its holes filled slice by slice, as
+    :func:`~napari_ctreport.report.anatomy.segment_lungs` gives the lungs."""
+    from scipy import ndimage as ndi
+
+    air = arr < -500
+    return np.stack([ndi.binary_fill_holes(a) for a in air]).astype(np.uint8)
+
+
+def test_refine_mask_follows_a_nodule_the_network_drew_half_as_wide():
+    """A 16 mm solid nodule whose network mask is 5 mm wide (as real nodules moved into real
+    lungs are drawn): one 2 mm step measures it 9 mm; with the lungs given, the refinement
+    steps on while the nodule goes on all round, to the reach where it ends (6 mm, not the first
+    further step's 4 mm), and measures it within 10 %."""
+    from scipy import ndimage as ndi
+
+    from napari_ctreport.analysis import refine_mask
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.measure import measure_mask
+
+    sp = (2.5, 0.7, 0.7)
+    arr, wall, (zz, yy, xx) = _lung_phantom(sp)
+    dist = np.sqrt(((zz - 12) * sp[0]) ** 2 + ((yy - 50) * sp[1]) ** 2 + ((xx - 55) * sp[2]) ** 2)
+    arr = np.where(dist <= 8.0, 30.0, arr)
+    arr = ndi.gaussian_filter(arr, (0.0, 1.0, 1.0)) + np.random.default_rng(2).normal(
+        0, 20, arr.shape
+    )
+    vol = CTVolume(array=arr.astype(np.float32), spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
+    lungs = _lungs_of(arr)
+    truth = measure_mask(dist <= 8.0, volume=vol)["diameter_mm"]
+    coarse = dist <= 2.5
+    one_step = measure_mask(refine_mask(coarse, volume=vol, kind="solid nodule"), volume=vol)
+    assert one_step["diameter_mm"] < 0.7 * truth
+    grown = refine_mask(coarse, volume=vol, kind="solid nodule", lungs=lungs)
+    d = measure_mask(grown, volume=vol)["diameter_mm"]
+    assert abs(d - truth) <= 0.1 * truth, (d, truth)
+    assert not (grown & wall).any()
+    # ground glass and masses are refined one step only (REFINE_FURTHER_KINDS)
+    for kind in ("ground-glass nodule", "mass"):
+        assert np.array_equal(
+            refine_mask(coarse, volume=vol, kind=kind, lungs=lungs),
+            refine_mask(coarse, volume=vol, kind=kind),
+        )
+    # and so is every lesion on pixels over REFINE_FURTHER_MAX_PIXEL_MM (a 2 mm step is under one)
+    sp = (2.5, 1.5, 1.5)
+    arr, wall, (zz, yy, xx) = _lung_phantom(sp, shape=(24, 50, 50))
+    dist = np.sqrt(((zz - 12) * sp[0]) ** 2 + ((yy - 25) * sp[1]) ** 2 + ((xx - 30) * sp[2]) ** 2)
+    arr = ndi.gaussian_filter(np.where(dist <= 8.0, 30.0, arr), (0.0, 0.5, 0.5))
+    vol = CTVolume(array=arr.astype(np.float32), spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
+    coarse = dist <= 2.5
+    assert np.array_equal(
+        refine_mask(coarse, volume=vol, kind="solid nodule", lungs=_lungs_of(arr)),
+        refine_mask(coarse, volume=vol, kind="solid nodule"),
+    )
+
+
+def test_refine_mask_does_not_follow_a_vessel_or_the_chest_wall():
+    """The refinement steps on only where a nodule goes on all round: a 6 mm nodule the network
+    drew whole keeps its one-step mask although a 4 mm vessel runs through it (the vessel goes
+    on beyond the step, the nodule does not), and a 12 mm nodule against the chest wall drawn
+    5 mm wide is followed beyond the first step only inside the lungs, whose filled holes hold
+    a nodule where lung surrounds it, not where it touches the wall."""
+    from napari_ctreport.analysis import REFINE_GROW_MM, refine_mask
+    from napari_ctreport.io.volume import CTVolume
+
+    sp = (2.5, 0.7, 0.7)
+    arr, wall, (zz, yy, xx) = _lung_phantom(sp)
+    nodule = np.sqrt(((zz - 12) * sp[0]) ** 2 + ((yy - 50) * sp[1]) ** 2 + ((xx - 60) * sp[2]) ** 2)
+    vessel = np.sqrt(((zz - 12) * sp[0]) ** 2 + ((yy - 50) * sp[1]) ** 2) <= 2.0
+    arr_v = np.where((nodule <= 3.0) | (vessel & (xx >= 35) & (xx < 85)), 40.0, arr)
+    vol = CTVolume(array=arr_v.astype(np.float32), spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
+    lungs = _lungs_of(arr_v)
+    coarse = nodule <= 3.5
+    assert np.array_equal(
+        refine_mask(coarse, volume=vol, kind="solid nodule", lungs=lungs),
+        refine_mask(coarse, volume=vol, kind="solid nodule"),
+    )
+    # a 12 mm nodule against the wall (its centre 4 mm inside the lung), drawn 5 mm wide
+    ball = np.sqrt(((zz - 12) * sp[0]) ** 2 + ((yy - 50) * sp[1]) ** 2 + ((xx - 18) * sp[2]) ** 2)
+    arr_w = np.where(ball <= 6.0, 40.0, arr)
+    vol = CTVolume(array=arr_w.astype(np.float32), spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
+    lungs = _lungs_of(arr_w)
+    coarse = (ball <= 2.5) & ~wall
+    grown = refine_mask(coarse, volume=vol, kind="solid nodule", lungs=lungs)
+    from scipy import ndimage as ndi
+
+    from_coarse = ndi.distance_transform_edt(~coarse, sampling=sp)
+    assert not (grown & wall & (from_coarse > REFINE_GROW_MM)).any()
+    # beyond the first step only where it is a hole in the lungs (where it touches the wall it
+    # is not one)
+    one_step = refine_mask(coarse, volume=vol, kind="solid nodule")
+    assert not (grown & ~one_step & (lungs == 0)).any()
+
+
 def test_refine_mask_measures_a_blurred_calcified_nodule_at_half_maximum():
     """A 3.5 mm calcified nodule blurred by the scanner has a halo denser than -500 HU outside
     it; the half-maximum boundary measures the nodule, not the halo, even though the nodule is a

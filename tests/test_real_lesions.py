@@ -211,3 +211,24 @@ def test_a_real_nodule_moved_into_thick_slice_lung_is_found_on_the_ct(real_lesio
     assert found, [(f.kind, f.diameter_mm) for f in a.findings]
     assert found[0].kind == "solid nodule"
     assert all(any(hits(f, g) for g in case.findings) for f in a.findings)
+
+
+def test_a_real_nodule_the_network_draws_half_as_wide_is_measured_whole(real_lesions, tmp_path):
+    """lung1's nodule resized to 15.4 mm and moved to another place of lung1's CT (case 4 of the model
+    card's realtx set). The network finds it but draws it 6.7 mm wide; refined one 2 mm step
+    beyond that it measured 10.2 mm (-34 %). Followed on while it widens all round
+    (:data:`~napari_ctreport.analysis.REFINE_MAX_GROW_MM`) it is measured within 15 %."""
+    from napari_ctreport.metrics import hits
+
+    case = _realtx_case(real_lesions, tmp_path, 4)
+    moved = case.findings[-1]
+    assert 14.5 <= moved.diameter_mm <= 16.5
+    a = analyze(case.load_volume(), device="cpu")
+    found = [f for f in a.findings if hits(f, moved)]
+    assert found, [(f.kind, f.diameter_mm) for f in a.findings]
+    assert found[0].kind == "solid nodule"
+    assert abs(found[0].diameter_mm - moved.diameter_mm) <= 0.15 * moved.diameter_mm
+    # the background's own nodule keeps its size (16.3 mm against 16.5)
+    own = [f for f in a.findings if hits(f, case.findings[0])]
+    assert own and abs(own[0].diameter_mm - case.findings[0].diameter_mm) <= 0.05 * 16.5
+    assert all(any(hits(f, g) for g in case.findings) for f in a.findings)
