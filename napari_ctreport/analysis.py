@@ -256,6 +256,7 @@ REFINE_CUT_END = 0.1
 #: (that of a disc of its largest section's area), at least :data:`REFINE_OPEN_MM`: a vessel or
 #: a bronchial wall the lesion touches, narrower than the lesion's radius, is cut off ...
 REFINE_OPEN_SHARE = 0.5
+#: The opening's smallest radius (mm).
 REFINE_OPEN_MM = 1.5
 #: ... which needs pixels of at most this size (mm); on coarser grids a step of
 #: :data:`REFINE_GROW_MM` is under a pixel and the lesion is refined one step only.
@@ -303,11 +304,12 @@ def refine_mask(
     thr = REFINE_HU.get(kind)
     if thr is None:
         return mask
+    # (lungs with no voxel in the box change nothing: no dense voxel is then counted beyond the
+    # first step, so the lesion does not go on)
     further = (
         kind in REFINE_FURTHER_KINDS
         and max(volume.spacing_zyx[1:]) <= REFINE_FURTHER_MAX_PIXEL_MM
         and lungs is not None
-        and bool(lungs.any())
     )
     reach = REFINE_MAX_GROW_MM if further else REFINE_GROW_MM
     box = _mask_box(mask, volume, reach + 1.0)
@@ -325,8 +327,9 @@ def refine_mask(
         return mask
     if further:
         counted = (dist <= REFINE_GROW_MM) | (lungs[box] > 0)
-        edge = _at_volume_edge(box, volume.shape)
-        refined = _grow_further(refined, m, dense & counted, counted, dist, edge, sp)
+        refined = _grow_further(
+            refined, m, dense & counted, counted, dist, sp, box=box, shape=volume.shape
+        )
     out = mask.copy()
     out[box] = refined
     return out
@@ -338,15 +341,17 @@ def _grow_further(
     inside: np.ndarray,
     counted: np.ndarray,
     dist: np.ndarray,
-    edge: np.ndarray,
     spacing_zyx: np.ndarray,
+    *,
+    box: tuple[slice, ...],
+    shape: Sequence[int],
 ) -> np.ndarray:
     """:func:`refine_mask`'s further steps: ``refined`` (reached within :data:`REFINE_GROW_MM`
     of ``seed``) replaced by the part of ``inside`` (dense voxels within the lungs) that
     connects to ``seed`` within the first further reach (``dist``: mm from ``seed``) at which the
-    lesion ends (:data:`REFINE_CUT_END`) away from the scan's ``edge``, when it went on beyond
-    the first step (:data:`REFINE_CUT_START`), less what an in-plane opening cuts off
-    (:data:`REFINE_OPEN_SHARE`); else ``refined`` as it is."""
+    lesion ends (:data:`REFINE_CUT_END`) away from the volume's faces (``box`` in ``shape``),
+    when it went on beyond the first step (:data:`REFINE_CUT_START`), less what an in-plane
+    opening cuts off (:data:`REFINE_OPEN_SHARE`); else ``refined`` as it is."""
     if _cut(refined, inside, counted) < REFINE_CUT_START:
         return refined
     # in-plane only, on the slices the first step reached (the long axis is measured in-plane;
@@ -357,7 +362,7 @@ def _grow_further(
         grow += REFINE_GROW_MM
         wider = _touching(inside & (dist <= grow), seed)
         if _cut(wider, inside, counted) <= REFINE_CUT_END:
-            if (wider & edge).any():
+            if _touches_volume_edge(wider, box, shape):
                 return refined
             return refined | _touching(_opened_in_plane(wider, spacing_zyx), refined)
     return refined
@@ -369,24 +374,27 @@ def _opened_in_plane(region: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
 
     area = float(region.sum(axis=(1, 2)).max()) * float(spacing_zyx[1] * spacing_zyx[2])
     radius = max(REFINE_OPEN_MM, REFINE_OPEN_SHARE * float(np.sqrt(area / np.pi)))
-    ry, rx = (radius / float(s) for s in spacing_zyx[1:])
-    yy, xx = np.ogrid[-int(ry) : int(ry) + 1, -int(rx) : int(rx) + 1]
-    disc = ((yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0)[None]
-    return ndi.binary_opening(region, structure=disc)
+    return ndi.binary_opening(region, structure=_disk_in_plane(radius, spacing_zyx))
 
 
-def _at_volume_edge(box: tuple[slice, ...], shape: Sequence[int]) -> np.ndarray:
-    """The voxels of ``box`` on a face of the volume (``shape``): beyond them nothing is seen."""
-    out = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
+def _disk_in_plane(radius_mm: float, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """A disc of ``radius_mm`` in the axial plane on the grid of ``spacing_zyx``, as a
+    ``(1, h, w)`` structuring element (for openings slice by slice)."""
+    r = radius_mm / np.asarray(spacing_zyx[1:], dtype=float)
+    ry, rx = np.ceil(r).astype(int)
+    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
+    return ((yy / r[0]) ** 2 + (xx / r[1]) ** 2 <= 1.0)[None]
+
+
+def _touches_volume_edge(region: np.ndarray, box: tuple[slice, ...], shape: Sequence[int]) -> bool:
+    """Whether ``region`` (on ``box``) reaches a face of the volume (``shape``), beyond which
+    nothing is seen."""
     for axis, (b, n) in enumerate(zip(box, shape, strict=True)):
-        index = [slice(None)] * len(box)
-        if b.start == 0:
-            index[axis] = slice(0, 1)
-            out[tuple(index)] = True
-        if b.stop == n:
-            index[axis] = slice(-1, None)
-            out[tuple(index)] = True
-    return out
+        if (b.start == 0 and region.take(0, axis=axis).any()) or (
+            b.stop == n and region.take(-1, axis=axis).any()
+        ):
+            return True
+    return False
 
 
 def _cut(region: np.ndarray, dense: np.ndarray, counted: np.ndarray) -> float:
@@ -747,10 +755,7 @@ def _grown_soft_tissue(
     tissue = near & _lung_hulls(lungs, box, each=each) & (hu > min_hu) & (hu < SOFT_TISSUE_HU[1])
     # the pleura and the chest wall's inner layer run on from the mass as thin sheets: an opening
     # by a disk of PLEURAL_MASS_SHEET_MM, slice by slice, cuts them off
-    r = PLEURAL_MASS_SHEET_MM / np.asarray(volume.spacing_zyx[1:], dtype=float)
-    ry, rx = np.ceil(r).astype(int)
-    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
-    disk = ((yy / r[0]) ** 2 + (xx / r[1]) ** 2 <= 1.0)[None]
+    disk = _disk_in_plane(PLEURAL_MASS_SHEET_MM, volume.spacing_zyx)
     out = np.zeros(mask.shape, dtype=bool)
     out[box] = _touching(ndi.binary_opening(tissue, structure=disk), m)
     return out
