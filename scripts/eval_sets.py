@@ -19,11 +19,12 @@ Each set depends only on its seed and the generator's code, so a new machine get
 (the ``created`` time in ``case.json`` aside). ``run`` evaluates each set in its own process
 (``--jobs`` at a time, one torch thread each) and prints a Markdown table.
 
-``variants`` analyses ``lung1`` and ``lung2`` as acquired and in 11 variants of the acquisition
+``variants`` analyses ``lung1`` and ``lung2`` as acquired and in 13 variants of the acquisition
 (in-plane pixels 0.5 / 0.8 / 1.0 mm, slices 1.25 / 2.5 mm, a soft and a sharp kernel, turned
-6 and 12 degrees either way in the axial plane) and prints each one's findings: whether one of
-them hits the real cancer with its kind, and how many others there are. It shows how much the
-findings depend on the grid and on the patient's pose.
+6 and 12 degrees either way in the axial plane, and two low-dose scans: 40 HU of noise added, and
+60 HU on 1.25 mm slices) and prints each one's findings: whether one of them hits the real cancer
+with its kind, and how many others there are. It shows how much the findings depend on the grid,
+the dose and the patient's pose.
 
 ``drops`` audits the plausibility rules: every nodule or mass candidate the analysis measured and
 then did not report (``Analysis.dropped``), by the rule that dropped it, counted as false (it hits
@@ -166,21 +167,27 @@ def run(dest: Path, *, sets: list[str], model: str | None, jobs: int) -> str:
 
 
 #: Acquisition variants of a real CT (``variants``): name -> (in-plane pixel mm, slice mm,
-#: in-plane Gaussian sigma in pixels (negative: unsharp mask), axial turn in degrees).
-VARIANTS: dict[str, tuple[float | None, float | None, float, float]] = {
-    "as acquired": (None, None, 0.0, 0.0),
-    "pixels 0.5 mm": (0.5, None, 0.0, 0.0),
-    "pixels 0.8 mm": (0.8, None, 0.0, 0.0),
-    "pixels 1.0 mm": (1.0, None, 0.0, 0.0),
-    "slices 1.25 mm": (None, 1.25, 0.0, 0.0),
-    "slices 2.5 mm": (None, 2.5, 0.0, 0.0),
-    "soft kernel": (None, None, 1.0, 0.0),
-    "sharp kernel": (None, None, -1.0, 0.0),
-    "turned +6": (None, None, 0.0, 6.0),
-    "turned -6": (None, None, 0.0, -6.0),
-    "turned +12": (None, None, 0.0, 12.0),
-    "turned -12": (None, None, 0.0, -12.0),
+#: in-plane Gaussian sigma in pixels (negative: unsharp mask), axial turn in degrees, added
+#: noise in HU (standard deviation; grain correlated in-plane, as a low-dose scan's)).
+VARIANTS: dict[str, tuple[float | None, float | None, float, float, float]] = {
+    "as acquired": (None, None, 0.0, 0.0, 0.0),
+    "pixels 0.5 mm": (0.5, None, 0.0, 0.0, 0.0),
+    "pixels 0.8 mm": (0.8, None, 0.0, 0.0, 0.0),
+    "pixels 1.0 mm": (1.0, None, 0.0, 0.0, 0.0),
+    "slices 1.25 mm": (None, 1.25, 0.0, 0.0, 0.0),
+    "slices 2.5 mm": (None, 2.5, 0.0, 0.0, 0.0),
+    "soft kernel": (None, None, 1.0, 0.0, 0.0),
+    "sharp kernel": (None, None, -1.0, 0.0, 0.0),
+    "turned +6": (None, None, 0.0, 6.0, 0.0),
+    "turned -6": (None, None, 0.0, -6.0, 0.0),
+    "turned +12": (None, None, 0.0, 12.0, 0.0),
+    "turned -12": (None, None, 0.0, -12.0, 0.0),
+    "low dose (+40 HU noise)": (None, None, 0.0, 0.0, 40.0),
+    "thin low dose (1.25 mm, +60 HU)": (None, 1.25, 0.0, 0.0, 60.0),
 }
+
+#: Seed of the noise of the low-dose :data:`VARIANTS` (the same noise on every run).
+NOISE_SEED = 7
 
 
 def _variant(image, labels, how):
@@ -190,7 +197,7 @@ def _variant(image, labels, how):
 
     from napari_ctreport.io.volume import CTVolume
 
-    px, sz, sigma, turn = how
+    px, sz, sigma, turn, noise = how
     sp = np.asarray(image.spacing_zyx, dtype=float)
     new = sp.copy()
     arr = image.array.astype(np.float32)
@@ -209,6 +216,10 @@ def _variant(image, labels, how):
     if turn:
         arr = ndi.rotate(arr, turn, axes=(1, 2), reshape=False, order=1, cval=-1024)
         lab = ndi.rotate(lab.astype(np.float32), turn, axes=(1, 2), reshape=False, order=1) >= 0.5
+    if noise:
+        grain = np.random.default_rng(NOISE_SEED).standard_normal(arr.shape).astype(np.float32)
+        grain = ndi.gaussian_filter(grain, (0, 0.7, 0.7))
+        arr = np.clip(arr + grain * (noise / grain.std()), -1024, 3071)
 
     def vol(a):
         return CTVolume(
