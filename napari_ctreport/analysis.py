@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .io.volume import CTVolume
+from .report.anatomy import locate
 from .report.findings import Finding
 from .report.guidelines import MASS_THRESHOLD_MM
 from .report.lexicon import KINDS
@@ -720,12 +721,17 @@ def _hull_air(mask: np.ndarray, volume: CTVolume) -> float:
     """Share of aerated (< -500 HU) voxels outside ``mask`` within its convex hull, slice by
     slice (slices with under 10 voxels of it skipped; 1.0 when none is left): near 0 for a
     convex ball, higher for a crescent wrapped around the lung."""
-    from skimage.morphology import convex_hull_image
-
     box = _mask_box(mask, volume, 0.0)
     if box is None:
         return 1.0
-    m = mask[box]
+    return _hull_air_in(mask[box], volume, box)
+
+
+def _hull_air_in(m: np.ndarray, volume: CTVolume, box: tuple[slice, ...]) -> float:
+    """:func:`_hull_air` of a mask given as its part ``m`` on ``box`` (the mask is empty outside
+    it): the full-size mask need not be built."""
+    from skimage.morphology import convex_hull_image
+
     air = np.asarray(volume.array[box]) < -500
     hull_n = hull_air = 0
     for z in range(m.shape[0]):
@@ -787,7 +793,7 @@ def _whole_lesion(
     if lungs is None or not lungs.any():
         return None
     grown = _grown_soft_tissue(mask, volume, lungs, min_hu=SOFT_TISSUE_HU[0]) | mask
-    if grown.sum() > WHOLE_MAX_GROWTH * mask.sum():
+    if np.count_nonzero(grown) > WHOLE_MAX_GROWTH * np.count_nonzero(mask):
         return None  # a speck of a larger structure
     if _hull_air(grown, volume) >= PLEURAL_MASS_MAX_HULL_AIR:
         return None
@@ -849,6 +855,27 @@ def _denser_than_fluid(mask: np.ndarray, volume: CTVolume) -> np.ndarray:
     return out
 
 
+def _side_of(det: Any, volume: CTVolume, lungs: np.ndarray | None) -> str:
+    """The side :func:`~napari_ctreport.report.measure.finding_from_mask` gives the detection
+    ``det``'s mask (by its centroid), from the mask on its own box: measuring the whole-volume
+    mask of each effusion piece only for its side took a second on a thin-slice CT."""
+    idx = np.argwhere(det.mask)
+    if not idx.size:
+        raise ValueError("cannot measure an empty mask")
+    idx += np.array([s.start for s in det.mask_slices])
+    centre = tuple(float(v) for v in volume.index_to_lps(idx.mean(axis=0)))
+    return locate(centre, volume=volume, lungs=lungs)[0]
+
+
+def _unlabelled(mask: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``mask & (labels == 0)``, computed on ``mask``'s box."""
+    out = np.zeros(mask.shape, dtype=bool)
+    box = tight_box(mask)
+    if box is not None:
+        out[box] = mask[box] & (labels[box] == 0)
+    return out
+
+
 def _masses_beside_fluid(
     group: dict, volume: CTVolume, lungs: np.ndarray | None, voxel_ml: float
 ) -> list[tuple[Any, np.ndarray]]:
@@ -874,30 +901,36 @@ def _masses_beside_fluid(
         ):
             i += 1  # not denser than fluid (tested on the detection's box: quick)
             continue
-        own = det.full_mask(volume.shape) & ~taken
-        if _hull_air(own, volume) >= PLEURAL_MASS_MAX_HULL_AIR:
+        # (the shape test on the detection's box: the full-size mask only for a ball)
+        if _hull_air_in(crop, volume, det.mask_slices) >= PLEURAL_MASS_MAX_HULL_AIR:
             i += 1
             continue
+        own = np.zeros(volume.shape, dtype=bool)
+        own[det.mask_slices] = crop
+        # (whole-volume masks are combined on the members' boxes or in place: on a thin-slice
+        # CT each whole-volume temporary costs a tenth of a second)
         rest = np.zeros(volume.shape, dtype=bool)
         for j, other in enumerate(members):
             if j != i:
-                rest[other.mask_slices] |= other.mask
-        rest &= ~own & ~taken
-        if rest.sum() * voxel_ml < MIN_EFFUSION_ML:
+                sl = other.mask_slices
+                rest[sl] |= other.mask & ~own[sl] & ~taken[sl]
+        if np.count_nonzero(rest) * voxel_ml < MIN_EFFUSION_ML:
             i += 1
             continue
         # the rest's fluid, less what is denser than fluid (the network's effusion mask can take
         # in part of the mass)
-        fluid = _grow_effusion(rest, volume, lungs) & ~_denser_than_fluid(rest, volume)
-        grown = (
-            _grown_soft_tissue(
-                own, volume, lungs, min_hu=SOFT_TISSUE_HU[0], each=PLEURAL_MASS_OWN_LUNG
-            )
-            | own
-        ) & ~fluid
+        fluid = _grow_effusion(rest, volume, lungs)
+        if fluid is rest:
+            fluid = rest.copy()
+        np.greater(fluid, _denser_than_fluid(rest, volume), out=fluid)  # less the denser
+        grown = _grown_soft_tissue(
+            own, volume, lungs, min_hu=SOFT_TISSUE_HU[0], each=PLEURAL_MASS_OWN_LUNG
+        )
+        grown |= own
+        np.greater(grown, fluid, out=grown)  # grown & ~fluid
         del members[i]
         taken |= grown
-        group["mask"] = rest & ~taken
+        group["mask"] = np.greater(rest, taken)  # rest & ~taken
         if group["det"] is det:
             group["det"] = members[0]
         out.append((det, grown))
@@ -1057,7 +1090,7 @@ def _findings_from_detections(
         full = det.full_mask(volume.shape)
         if PLAUSIBILITY_RULES and _chest_wall(full, volume, lungs):
             continue  # chest wall fat and muscle on its own (merged, it would pass with the rest)
-        side = finding_from_mask(full, volume=volume, id="E", kind=det.kind, lungs=lungs).side
+        side = _side_of(det, volume, lungs)
         if side in groups:
             groups[side]["mask"] |= full
             groups[side]["members"].append(det)
@@ -1067,7 +1100,11 @@ def _findings_from_detections(
     beside: dict[int, dict] = {}  # id of a mass split off an effusion -> that effusion's group
     if PLAUSIBILITY_RULES:  # an effusion of a few ml is below what CT reports
         voxel_ml = float(np.prod(volume.spacing_zyx)) / 1000.0
-        groups = {k: g for k, g in groups.items() if g["mask"].sum() * voxel_ml >= MIN_EFFUSION_ML}
+        groups = {
+            k: g
+            for k, g in groups.items()
+            if np.count_nonzero(g["mask"]) * voxel_ml >= MIN_EFFUSION_ML
+        }
         # ... and fluid is not fat: an "effusion" of chest wall fat and muscle is dropped
         groups = {k: g for k, g in groups.items() if not _chest_wall(g["mask"], volume, lungs)}
         # ... nor aerated lung (and with no fluid there, no mass beside it to split off below)
@@ -1234,10 +1271,14 @@ def _findings_from_detections(
             why = _not_a_lung_lesion(
                 f, volume, contact=contact, ct_mask=bool(det.extra.get("ct_mask"))
             )
-        own = mask & (labels == 0) if why is None else None
+        own = _unlabelled(mask, labels) if why is None else None
         if own is not None and not own.any():
             why = "same lesion"  # wholly inside a higher-scored finding's region
-        elif own is not None and any(det is m for m, _ in masses) and own.sum() < 0.5 * mask.sum():
+        elif (
+            own is not None
+            and any(det is m for m, _ in masses)
+            and np.count_nonzero(own) < 0.5 * np.count_nonzero(mask)
+        ):
             why = "same lesion"  # a mass grown from the network's "fluid" a finding already has
         if why is not None:
             if dropped is not None:

@@ -1013,3 +1013,23 @@ def test_the_lungs_hull_is_computed_on_the_box_alone():
         np.testing.assert_array_equal(_hull_in_box(img, box), ref)
         checked += int(img.any())
     assert checked > 100
+
+
+def test_hull_air_on_a_box_is_the_whole_volume_value() -> None:
+    """:func:`analysis._hull_air_in` on a detection's own box (as the masses beside an effusion
+    are tested) gives :func:`analysis._hull_air` of the whole-volume mask: a crescent around
+    aerated lung and a ball."""
+    from napari_ctreport.analysis import _hull_air, _hull_air_in
+    from napari_ctreport.io.volume import CTVolume
+
+    zz, yy, xx = np.mgrid[:12, :60, :60]
+    hu = np.full((12, 60, 60), -850, dtype=np.int16)
+    r = np.hypot(yy - 30, xx - 30)
+    crescent = (r > 18) & (r < 24) & (xx < 34) & (zz > 1) & (zz < 10)
+    ball = ((zz - 6) * 2.0) ** 2 + (yy - 20) ** 2 + (xx - 44) ** 2 <= 36
+    hu[crescent | ball] = 10
+    vol = CTVolume(hu, (2.0, 0.8, 0.8), (0.0, 0.0, 0.0))
+    for mask in (crescent, ball):
+        box = (slice(0, 12), slice(3, 58), slice(2, 59))  # wider than the mask, as a detection's
+        assert _hull_air_in(mask[box], vol, box) == pytest.approx(_hull_air(mask, vol))
+    assert _hull_air(crescent, vol) > 0.3 > _hull_air(ball, vol)

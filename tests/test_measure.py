@@ -240,3 +240,32 @@ def test_lungs_on_real_chest_crop() -> None:
     assert vol.array[right | left].mean() < -600
     # the vertebral bodies lie on the midline (dense bone, posterior, within 2.5 cm)
     assert abs(mid - 14.0) < 25.0
+
+
+def test_fast_box_and_lung_extent_match_their_plain_definitions() -> None:
+    """The quick forms used on thin-slice CTs give what the plain whole-volume forms give: the
+    tight box (other axes only over the first axis' range), a lung's cranio-caudal extent found
+    from either end in chunks, and a label's presence looked for in the middle slice first."""
+    from napari_ctreport.report.anatomy import _holds, _slices_holding
+    from napari_ctreport.report.measure import tight_box
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        shape = (int(rng.integers(1, 50)), int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+        labels = np.zeros(shape, dtype=np.uint8)
+        for _ in range(int(rng.integers(0, 4))):
+            labels[tuple(int(rng.integers(0, n)) for n in shape)] = int(rng.integers(1, 3))
+        for value in (1, 2):
+            mask = labels == value
+            pts = np.argwhere(mask)
+            box = tight_box(mask)
+            plain = np.flatnonzero(mask.any(axis=(1, 2)))
+            got = np.flatnonzero(_slices_holding(labels, value, chunk=int(rng.integers(1, 20))))
+            assert _holds(labels, value) == bool(pts.size)
+            if not pts.size:
+                assert box is None and not got.size
+                continue
+            assert box == tuple(
+                slice(int(lo), int(hi) + 1) for lo, hi in zip(pts.min(0), pts.max(0), strict=True)
+            )
+            assert (got[0], got[-1]) == (plain[0], plain[-1])

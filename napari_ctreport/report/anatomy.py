@@ -279,6 +279,39 @@ def _z_range(volume: CTVolume, mask_z: np.ndarray) -> tuple[float, float]:
     return float(z0), float(z1)
 
 
+def _slices_holding(labels: np.ndarray, value: int, *, chunk: int = 16) -> np.ndarray:
+    """Per slice (axis 0), whether it holds ``value``, exact at the first and the last slice
+    that does (all :func:`_z_range` reads) and True between them: the slices are looked at in
+    chunks from either end inwards, so a lung's extent costs the slices outside it, not a
+    whole-volume comparison per finding."""
+    n = labels.shape[0]
+    out = np.zeros(n, dtype=bool)
+    first = last = None
+    for lo in range(0, n, chunk):
+        hit = np.flatnonzero((labels[lo : lo + chunk] == value).any(axis=(1, 2)))
+        if hit.size:
+            first = lo + int(hit[0])
+            break
+    if first is None:
+        return out
+    for hi in range(n, first, -chunk):
+        lo = max(first, hi - chunk)
+        hit = np.flatnonzero((labels[lo:hi] == value).any(axis=(1, 2)))
+        if hit.size:
+            last = lo + int(hit[-1])
+            break
+    out[first : (last if last is not None else first) + 1] = True
+    return out
+
+
+def _holds(labels: np.ndarray, value: int) -> bool:
+    """Whether ``labels`` holds ``value`` anywhere; its middle slice, where a lung nearly always
+    is, is looked at first (a whole-volume comparison per finding was a second of a thin-slice
+    CT's analysis)."""
+    middle = labels[labels.shape[0] // 2]
+    return bool((middle == value).any()) or bool((labels == value).any())
+
+
 def locate(
     center_lps_mm: tuple[float, float, float] | np.ndarray,
     *,
@@ -311,7 +344,7 @@ def locate(
     if lungs is not None and lungs.shape != volume.shape:
         raise ValueError(f"lung mask shape {lungs.shape} differs from volume shape {volume.shape}")
     present = (
-        [] if lungs is None else [lab for lab in (RIGHT_LUNG, LEFT_LUNG) if (lungs == lab).any()]
+        [] if lungs is None else [lab for lab in (RIGHT_LUNG, LEFT_LUNG) if _holds(lungs, lab)]
     )
     if present:
         assert lungs is not None
@@ -332,7 +365,7 @@ def locate(
                     best = (d, lab)
             label = best[1]
         side = "right" if label == RIGHT_LUNG else "left"
-        lo, hi = _z_range(volume, (lungs == label).any(axis=(1, 2)))
+        lo, hi = _z_range(volume, _slices_holding(lungs, label))
         return side, _zone(float(p[2]), lo, hi)
     mid = body_midline_x(volume, lungs=lungs) if midline_x is None else float(midline_x)
     dx = float(p[0]) - mid

@@ -90,10 +90,11 @@ def tight_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """The smallest index box holding every voxel of ``mask`` (``None`` if it is empty).
 
     Found from the mask's projections on the axes, which on a full-size CT is many times faster
-    than listing its voxels."""
-    box = []
+    than listing its voxels; the other axes' projections only over the first axis' range."""
+    box: list[slice] = []
     for ax in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        sub = mask[box[0]] if box else mask
+        hit = np.flatnonzero(sub.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
         if not hit.size:
             return None
         box.append(slice(int(hit[0]), int(hit[-1]) + 1))
