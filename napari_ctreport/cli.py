@@ -8,6 +8,7 @@ Exit status: 0 success, 2 bad input (one line on stderr naming the file and the 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -235,14 +236,27 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 # -- train / evaluate / bench ---------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from .model.train import train
+    from .model.train import GeneratedCases, train
 
     for d in args.data:
         if not Path(d).is_dir():
             raise BadInput(f"{d}: not a folder of case folders")
+    if not args.data and args.synthetic <= 0:
+        raise BadInput("train needs --data (folders of cases) or --synthetic N")
+    generated = None
+    if args.synthetic > 0:
+        from .synth.generate import GENERATOR_NAME, training_case
+
+        generated = GeneratedCases(
+            count=args.synthetic,
+            make=functools.partial(training_case, seed=args.synthetic_seed),
+            about={"generator": GENERATOR_NAME, "dataset seed": args.synthetic_seed},
+        )
     progress = _Progress("train")
     out = train(
         data_dirs=args.data,
+        generated=generated,
+        workers=args.workers,
         out_dir=args.out,
         init=args.init,
         epochs=args.epochs,
@@ -438,7 +452,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train or fine-tune a model from case folders")
     p.add_argument(
-        "--data", required=True, action="append", type=Path, help="folder of cases (repeatable)"
+        "--data", action="append", type=Path, default=[], help="folder of cases (repeatable)"
+    )
+    p.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        help="also train on this many synthetic cases generated in memory (no files)",
+    )
+    p.add_argument(
+        "--synthetic-seed",
+        type=int,
+        default=0,
+        help="dataset seed of the synthetic cases (case i as 'ctreport synth' writes it)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes that load or generate the cases"
     )
     p.add_argument("--out", required=True, type=Path, help="output model folder")
     p.add_argument("--init", help="model folder to fine-tune, or 'default'")

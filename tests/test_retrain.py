@@ -294,3 +294,85 @@ def test_model_card_says_whether_patches_were_turned() -> None:
     assert "random initialisation" in flat
     turned = model_card(name="m", version="1", training={**training, "rotate_deg": 7.5}, history=[])
     assert "axial turns up to 7.5 degrees" in turned
+
+
+GEN_SEED = 424242
+GEN_SHAPE = (48, 96, 96)
+
+
+def test_a_case_made_in_memory_is_the_written_case_on_the_model_grid(tmp_path):
+    """``synth.generate.training_case(i)`` (no file) gives the trainer what the case folder
+    ``write_dataset`` writes as ``case_i`` gives it, up to the NIfTI header's float32 spacing."""
+    import functools
+
+    from napari_ctreport.model.registry import from_pretrained
+    from napari_ctreport.model.train import _load_source, load_case_data
+    from napari_ctreport.synth import write_dataset
+    from napari_ctreport.synth.generate import training_case
+
+    cfg = dict(from_pretrained(None).config)
+    folders = write_dataset(
+        tmp_path, cases=2, seed=GEN_SEED, shape=GEN_SHAPE, formats=("nifti",), real_fraction=0.0
+    )
+    make = functools.partial(training_case, seed=GEN_SEED, shape=GEN_SHAPE)
+    n_targets = 0
+    for i, folder in enumerate(folders):
+        mem, why = _load_source(i, cfg, 5, make)
+        assert mem is not None, why
+        disk = load_case_data(folder, cfg, seed=5)
+        assert mem.name == f"generated:case_{i:04d}"
+        assert mem.image.shape == disk.image.shape and mem.valid == disk.valid
+        assert np.abs(mem.image.astype(float) - disk.image.astype(float)).max() < 1e-2
+        assert np.mean(mem.labels != disk.labels) < 1e-3
+        assert [(t.kind, t.side, t.zone, t.label) for t in mem.targets] == [
+            (t.kind, t.side, t.zone, t.label) for t in disk.targets
+        ]
+        for a, b in zip(mem.targets, disk.targets, strict=True):
+            assert np.allclose(a.centre, b.centre, atol=0.5)
+            assert a.sentences == b.sentences
+        assert mem.info["case_id"] == disk.info["case_id"] == f"case_{i:04d}"
+        n_targets += len(mem.targets)
+    assert n_targets  # the comparison covered findings
+
+
+def test_train_on_cases_made_in_memory_in_two_processes(tmp_path):
+    """``train(generated=...)`` with no case folder: the cases are generated in two worker
+    processes, the model trains and loads, and its config and card say where the cases came
+    from. The CLI trains on ``--synthetic`` cases alone (a clinical-grid case), and refuses a
+    ``train`` given neither ``--data`` nor ``--synthetic``."""
+    import functools
+
+    from napari_ctreport.cli import main
+    from napari_ctreport.model.train import GeneratedCases, train
+    from napari_ctreport.synth.generate import training_case
+
+    generated = GeneratedCases(
+        count=3,
+        make=functools.partial(training_case, seed=GEN_SEED, shape=GEN_SHAPE),
+        about={"dataset seed": GEN_SEED},
+    )
+    out = train(
+        data_dirs=[],
+        generated=generated,
+        out_dir=tmp_path / "m",
+        init="default",
+        epochs=1,
+        device="cpu",
+        seed=1,
+        batch_size=2,
+        patches_per_case=2,
+        threads=1,
+        workers=2,
+    )
+    loaded = from_pretrained(out)
+    training = loaded.config["training"]
+    assert training["generated"] == {"cases": 3, "dataset seed": GEN_SEED}
+    ids = [c["case_id"] for c in training["train_cases"] + training["val_cases"]]
+    assert sorted(ids) == ["case_0000", "case_0001", "case_0002"]
+    assert "3 case(s) made in memory (dataset seed 424242)" in (out / "MODEL_CARD.md").read_text()
+    assert main(["train", "--out", str(tmp_path / "x"), "--device", "cpu"]) == 2
+    cli = tmp_path / "cli"
+    args = ["train", "--synthetic", "1", "--synthetic-seed", "7", "--out", str(cli)]
+    args += ["--init", "default", "--epochs", "1", "--device", "cpu", "--threads", "1"]
+    assert main(args) == 0
+    assert from_pretrained(cli).config["training"]["generated"]["dataset seed"] == 7

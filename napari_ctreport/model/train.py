@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io.volume import CTVolume
 from ..report.findings import Finding
 from ..report.lexicon import KINDS, SIDES, ZONES, kind_id
 from .inference import pick_device, prepare
@@ -94,11 +95,46 @@ def load_case_data(
 ) -> _CaseData:
     """Read one case folder and put it on the model grid."""
     from ..io.case import read_case
-    from .text import template
 
     case = read_case(folder)
     vol = case.load_volume()
-    labels = case.load_labels(vol)
+    return case_data(
+        case, vol, case.load_labels(vol), config, name=str(folder), seed=seed, n_variants=n_variants
+    )
+
+
+@dataclass(frozen=True)
+class GeneratedCases:
+    """Training cases made in memory rather than read from case folders: ``make(i)`` gives case
+    ``i``'s record (findings, report, provenance), CT and label map, for ``i`` in
+    ``range(count)``. ``make`` must be picklable (a module-level function or a
+    ``functools.partial`` of one) when cases load in several processes. ``about`` goes into the
+    model's config and card (where the cases came from).
+
+    For the synthetic generator's cases, ``make =
+    functools.partial(napari_ctreport.synth.generate.training_case, seed=S)``: case ``i`` is
+    the one ``write_dataset(dir, cases=..., seed=S, real_fraction=0)`` would write, and no file
+    is written or read (a machine without SimpleITK can train on it)."""
+
+    count: int
+    make: Callable[[int], tuple[Any, CTVolume, np.ndarray]]
+    about: dict[str, Any] = field(default_factory=dict)
+
+
+def case_data(
+    case: Any,
+    vol: CTVolume,
+    labels: np.ndarray,
+    config: dict[str, Any],
+    *,
+    name: str,
+    seed: int = 0,
+    n_variants: int = 4,
+) -> _CaseData:
+    """A case (its record: findings, report, provenance; its CT and label map) on the model
+    grid."""
+    from .text import template
+
     prep = prepare(vol, config)
     # nearest-neighbour labels on the model grid (separable index maps)
     shape = prep.valid_shape
@@ -149,7 +185,7 @@ def load_case_data(
             )
         )
     return _CaseData(
-        name=str(folder),
+        name=name,
         image=prep.array.astype(np.float16),
         labels=out_lab if out_lab.max() > 255 else out_lab.astype(np.uint8),
         valid=prep.valid_shape,
@@ -454,6 +490,24 @@ def finding_losses(
 
 
 # ------------------------------------------------------------------------------------- training
+def _load_source(
+    src: Path | int, config: dict[str, Any], seed: int, make: Callable | None
+) -> tuple[_CaseData | None, str]:
+    """One training case from a case folder, or (an ``int``) the generated case of that index
+    (:class:`GeneratedCases`); ``(None, why)`` for a case that cannot be read."""
+    try:
+        if isinstance(src, int):
+            assert make is not None
+            record, vol, labels = make(src)
+            name = f"generated:{record.case_id}"
+            data = case_data(record, vol, labels, config, name=name, seed=seed)
+        else:
+            data = load_case_data(src, config, seed=seed)
+    except Exception as exc:  # noqa: BLE001 - a broken case must not stop training
+        return None, f"{src}: {exc}"
+    return data, ""
+
+
 def _case_folders(data_dirs: Sequence[Path]) -> list[Path]:
     from ..io.case import iter_cases
 
@@ -484,6 +538,8 @@ def train(
     version: str | None = None,
     threads: int | None = None,
     max_minutes: float | None = None,
+    generated: GeneratedCases | None = None,
+    workers: int = 1,
 ) -> Path:
     """Train (or fine-tune from ``init``) a model on case folders and write the model folder.
 
@@ -508,6 +564,11 @@ def train(
         (:func:`sample_patch`); 0 (the default) turns none.
     max_minutes
         Stop after this much wall time (the model of the last finished step is written).
+    generated
+        Cases made in memory (:class:`GeneratedCases`), trained on beside the folders' (and
+        held out for validation by the same seeded shuffle).
+    workers
+        Processes that load (or generate) the cases; the cases and the model do not depend on it.
     name, version
         Identity written into the model (and every result it produces). Defaults: a new model is
         ``ctreport-model`` 1.0.0; a fine-tuned one is ``<init name>-ft`` with version
@@ -533,7 +594,8 @@ def train(
     rng = np.random.default_rng(seed)
     dev = pick_device(device)
     out_dir = Path(out_dir)
-    folders = _case_folders([Path(d) for d in data_dirs])
+    folders: list[Path | int] = [*_case_folders([Path(d) for d in data_dirs])]
+    folders += list(range(generated.count if generated is not None else 0))
     if not folders:
         raise ValueError(f"no case folders under {', '.join(str(d) for d in data_dirs)}")
     order = rng.permutation(len(folders))
@@ -558,15 +620,28 @@ def train(
     name = name or "ctreport-model"
     version = version or "1.0.0"
     cfg["patch_zyx"] = [int(p) for p in patch_zyx]
-    cases: list[_CaseData] = []
-    for i, f in enumerate(train_f + val_f):
-        try:
-            cases.append(load_case_data(f, cfg, seed=seed + i))
-        except Exception as exc:  # noqa: BLE001 - a broken case must not stop training
-            log.warning("skipping case %s: %s", f, exc)
-            cases.append(None)  # type: ignore[arg-type]
-        if progress:
-            progress(0.05 * (i + 1) / len(folders), f"loaded case {i + 1}/{len(folders)}")
+    cases: list[_CaseData | None] = []
+    sources = train_f + val_f
+    make = generated.make if generated is not None else None
+    args = [(f, cfg, seed + i, make) for i, f in enumerate(sources)]
+    if workers > 1 and len(sources) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(max_workers=int(workers))
+        loaded_cases = pool.map(_load_source, *zip(*args, strict=True))
+    else:
+        pool = None
+        loaded_cases = (_load_source(*a) for a in args)
+    try:
+        for i, (data, why) in enumerate(loaded_cases):
+            if data is None:
+                log.warning("skipping case %s", why)
+            cases.append(data)
+            if progress:
+                progress(0.05 * (i + 1) / len(folders), f"loaded case {i + 1}/{len(folders)}")
+    finally:
+        if pool is not None:
+            pool.shutdown()
     train_c = [c for c in cases[: len(train_f)] if c is not None]
     val_c = [c for c in cases[len(train_f) :] if c is not None]
     if not train_c:
@@ -662,6 +737,9 @@ def train(
     net.eval()
     training = {
         "data_dirs": [str(d) for d in data_dirs],
+        "generated": (
+            {"cases": generated.count, **generated.about} if generated is not None else None
+        ),
         "n_train_cases": len(train_c),
         "n_val_cases": len(val_c),
         "epochs": len(history),
@@ -694,6 +772,14 @@ def _turns_text(rotate_deg: float) -> str:
     return f"axial turns up to {rotate_deg:g} degrees"
 
 
+def _generated_lines(generated: dict[str, Any] | None) -> list[str]:
+    """The model card's line on the cases made in memory (:class:`GeneratedCases`), if any."""
+    if not generated:
+        return []
+    about = ", ".join(f"{k} {v}" for k, v in generated.items() if k != "cases")
+    return [f"- {generated['cases']} case(s) made in memory" + (f" ({about})" if about else "")]
+
+
 def model_card(
     *, name: str, version: str, training: dict[str, Any], history: Sequence[dict[str, float]]
 ) -> str:
@@ -708,7 +794,8 @@ def model_card(
         f"- started from: {init['name']} {init['version']} (sha256 {init['sha256']})"
         if init
         else "- started from: random initialisation",
-        f"- data folders: {', '.join(training['data_dirs'])}",
+        f"- data folders: {', '.join(training['data_dirs']) or 'none'}",
+        *_generated_lines(training.get("generated")),
         f"- seed {training['seed']}; {training['epochs']} epoch(s), {training['steps']} steps, "
         f"{training['minutes']} min; {_turns_text(training.get('rotate_deg', 0.0))}",
         f"- {training['n_train_cases']} training case(s), {training['n_val_cases']} held out for the "

@@ -614,20 +614,22 @@ def _background(
     return volume, known, segment_lungs(volume)
 
 
-def _write_one(
-    out: Path,
+def dataset_case(
     i: int,
+    *,
     seed: int,
-    formats: tuple[str, ...],
-    real_backgrounds: tuple[str, ...],
-    style: str,
-    shape: tuple[int, int, int] | None,
-    real_fraction: float,
+    real_backgrounds: Sequence[str] = (),
+    style: str = "default",
+    shape: tuple[int, int, int] | None = None,
+    real_fraction: float = 0.25,
     spacing: float | tuple[float, ...] | None = None,
     matrix: int | None = None,
     wall_masses: float = 0.0,
-) -> Path:
-    """Generate and write case ``i`` of a dataset (depends only on its arguments)."""
+) -> tuple[SynthCase, Case]:
+    """Case ``i`` of the dataset :func:`write_dataset` writes with these arguments, in memory:
+    the generated case and its case-folder record (``case_NNNN``). It depends only on its
+    arguments, so a trainer can take the cases straight from here, as the folders would hold
+    them (``real_backgrounds`` as :func:`write_dataset` expands them)."""
     s = case_seed(seed, i)
     pick = np.random.default_rng([int(seed), i, 7])
     bg = known = bg_lungs = None
@@ -646,17 +648,54 @@ def _write_one(
         wall_masses=wall_masses,
         background_lungs=bg_lungs,
     )
+    rec = case.to_case(f"case_{i:04d}")
+    rec.provenance["generator"]["dataset_seed"] = int(seed)
+    rec.provenance["generator"]["index"] = i
+    return case, rec
+
+
+def training_case(
+    i: int, *, seed: int, shape: tuple[int, int, int] | None = None
+) -> tuple[Case, CTVolume, np.ndarray]:
+    """Case ``i`` of ``write_dataset(dir, cases=..., seed=seed, shape=shape, real_fraction=0)``
+    as a trainer takes it, in memory: its record, CT and label map (see
+    :class:`napari_ctreport.model.train.GeneratedCases`)."""
+    case, rec = dataset_case(i, seed=seed, shape=shape, real_fraction=0.0)
+    return rec, case.volume, case.labels
+
+
+def _write_one(
+    out: Path,
+    i: int,
+    seed: int,
+    formats: tuple[str, ...],
+    real_backgrounds: tuple[str, ...],
+    style: str,
+    shape: tuple[int, int, int] | None,
+    real_fraction: float,
+    spacing: float | tuple[float, ...] | None = None,
+    matrix: int | None = None,
+    wall_masses: float = 0.0,
+) -> Path:
+    """Generate and write case ``i`` of a dataset (depends only on its arguments)."""
+    case, rec = dataset_case(
+        i,
+        seed=seed,
+        real_backgrounds=real_backgrounds,
+        style=style,
+        shape=shape,
+        real_fraction=real_fraction,
+        spacing=spacing,
+        matrix=matrix,
+        wall_masses=wall_masses,
+    )
     fmt = case.meta.get("image_format", "nifti")
     if fmt not in formats:
         fmt = formats[i % len(formats)]
     case.meta["image_format"] = fmt
-    case_id = f"case_{i:04d}"
-    rec = case.to_case(case_id)
-    rec.provenance["generator"]["dataset_seed"] = int(seed)
-    rec.provenance["generator"]["index"] = i
     return write_case(
         rec,
-        out / case_id,
+        out / rec.case_id,
         volume=case.volume,
         labels=case.labels,
         orientation=case.meta.get("orientation", "LPS"),
