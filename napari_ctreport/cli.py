@@ -268,6 +268,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_minutes=args.max_minutes,
         rotate_deg=args.rotate_deg,
+        **{
+            k: v
+            for k, v in (
+                ("batch_size", args.batch_size),
+                ("patches_per_case", args.patches_per_case),
+                ("lr", args.lr),
+            )
+            if v is not None
+        },
     )
     sys.stdout.write(f"model written to {out} (model card: {out / 'MODEL_CARD.md'})\n")
     return 0
@@ -469,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, default=1, help="processes that load or generate the cases"
     )
+    p.add_argument("--batch-size", type=int, help="patches per step (default 8)")
+    p.add_argument(
+        "--patches-per-case", type=int, help="patches drawn per case and epoch (default 8)"
+    )
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
     p.add_argument("--out", required=True, type=Path, help="output model folder")
     p.add_argument("--init", help="model folder to fine-tune, or 'default'")
     p.add_argument("--epochs", type=int, default=10)

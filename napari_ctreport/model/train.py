@@ -625,9 +625,13 @@ def train(
     make = generated.make if generated is not None else None
     args = [(f, cfg, seed + i, make) for i, f in enumerate(sources)]
     if workers > 1 and len(sources) > 1:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        pool = ProcessPoolExecutor(max_workers=int(workers))
+        # spawned, not forked: a fork of a process whose torch threads are running can hang
+        pool = ProcessPoolExecutor(
+            max_workers=int(workers), mp_context=multiprocessing.get_context("spawn")
+        )
         loaded_cases = pool.map(_load_source, *zip(*args, strict=True))
     else:
         pool = None

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Fine-tune the shipped network on the lent GPU machine in one call of the device tool:
+#
+#     run(command="bash scripts/gpu_train.sh", timeout_s=560)
+#
+# That machine's image has torch, timm, transformers, scikit-image, scipy and safetensors but not
+# SimpleITK or pydicom (and nothing can be installed from the network there), so the training
+# cases are generated in memory (`ctreport train --synthetic`, no file written or read) by
+# WORKERS processes. The model folder comes back under $OUT (the device tool's folder; here
+# OUT defaults to /tmp/ctreport_gpu_out). Evaluate it here afterwards, mixed back into the
+# shipped model as 1.2.0 was (docs/MODEL_CARD.md, "Training on a lent GPU").
+#
+# Environment: N cases (600), SEED dataset seed (5000; the evaluation sets use 900000 and up),
+# MINUTES of training wall time, loading included (6), WORKERS (14), DEVICE (cuda), INIT
+# (default), LR (3e-4), BATCH (32), ROTATE degrees (12), VERSION (1.3.0-rc).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/ctreport_gpu_out}
+MODEL=$(mktemp -d)/model
+python3 -c "import torch, timm, transformers; print('torch', torch.__version__, \
+'cuda', torch.cuda.is_available(), 'timm', timm.__version__, 'transformers', transformers.__version__)"
+python3 -m napari_ctreport.cli train --synthetic "${N:-600}" --synthetic-seed "${SEED:-5000}" \
+    --workers "${WORKERS:-14}" --init "${INIT:-default}" --epochs 10000 \
+    --max-minutes "${MINUTES:-6}" --device "${DEVICE:-cuda}" --lr "${LR:-3e-4}" \
+    --batch-size "${BATCH:-32}" --rotate-deg "${ROTATE:-12}" --seed 28 \
+    --name ctreport-default --model-version "${VERSION:-1.3.0-rc}" --out "$MODEL"
+mkdir -p "$OUT"
+# at most 8 files come back from the device tool: the model folder without its checkpoints
+cp "$MODEL"/config.json "$MODEL"/model.safetensors "$MODEL"/tokenizer.json \
+    "$MODEL"/tokenizer_config.json "$MODEL"/training_log.json "$MODEL"/MODEL_CARD.md "$OUT"/
+ls -l "$OUT"
