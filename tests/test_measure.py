@@ -269,3 +269,29 @@ def test_fast_box_and_lung_extent_match_their_plain_definitions() -> None:
                 slice(int(lo), int(hi) + 1) for lo, hi in zip(pts.min(0), pts.max(0), strict=True)
             )
             assert (got[0], got[-1]) == (plain[0], plain[-1])
+
+
+def test_a_pieces_side_from_its_box_is_the_measured_findings_side() -> None:
+    """``analysis._side_of`` (an effusion piece's side from its mask on its own box) gives the
+    side ``finding_from_mask`` gives the whole-volume mask, for pieces all over the phantom."""
+    from types import SimpleNamespace
+
+    from napari_ctreport.analysis import _side_of
+
+    vol = phantom()
+    lungs = segment_lungs(vol)
+    rng = np.random.default_rng(5)
+    nz, ny, nx = vol.shape
+    sides = set()
+    for _ in range(12):
+        lo = [int(rng.integers(0, n - 4)) for n in (nz, ny, nx)]
+        hi = [min(n, a + int(rng.integers(4, 12))) for a, n in zip(lo, (nz, ny, nx), strict=True)]
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        piece = rng.random(tuple(b - a for a, b in zip(lo, hi, strict=True))) < 0.4
+        piece[tuple(s // 2 for s in piece.shape)] = True
+        full = np.zeros(vol.shape, dtype=bool)
+        full[box] = piece
+        want = finding_from_mask(full, volume=vol, id="E", kind="pleural effusion", lungs=lungs)
+        assert _side_of(SimpleNamespace(mask=piece, mask_slices=box), vol, lungs) == want.side
+        sides.add(want.side)
+    assert sides == {"left", "right"}
