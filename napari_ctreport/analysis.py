@@ -920,8 +920,6 @@ def _masses_beside_fluid(
         # the rest's fluid, less what is denser than fluid (the network's effusion mask can take
         # in part of the mass)
         fluid = _grow_effusion(rest, volume, lungs)
-        if fluid is rest:
-            fluid = rest.copy()
         np.greater(fluid, _denser_than_fluid(rest, volume), out=fluid)  # less the denser
         grown = _grown_soft_tissue(
             own, volume, lungs, min_hu=SOFT_TISSUE_HU[0], each=PLEURAL_MASS_OWN_LUNG
@@ -939,14 +937,15 @@ def _masses_beside_fluid(
 
 def _grow_effusion(mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None) -> np.ndarray:
     """An effusion's mask grown through the fluid beside the lungs that connects to it (see
-    :data:`EFFUSION_GROW_MM`); the mask itself without lungs."""
+    :data:`EFFUSION_GROW_MM`), as a new array (callers change it in place); a copy of the mask
+    itself without lungs."""
     from scipy import ndimage as ndi
 
     if lungs is None or not lungs.any():
-        return mask
+        return mask.copy()
     box = _mask_box(mask, volume, EFFUSION_GROW_MM + 1.0)
     if box is None:
-        return mask
+        return mask.copy()
     sp = volume.spacing_zyx
     m = mask[box]
     lung = lungs[box] > 0

@@ -281,9 +281,9 @@ def _z_range(volume: CTVolume, mask_z: np.ndarray) -> tuple[float, float]:
 
 def _slices_holding(labels: np.ndarray, value: int, *, chunk: int = 16) -> np.ndarray:
     """Per slice (axis 0), whether it holds ``value``, exact at the first and the last slice
-    that does (all :func:`_z_range` reads) and True between them: the slices are looked at in
-    chunks from either end inwards, so a lung's extent costs the slices outside it, not a
-    whole-volume comparison per finding."""
+    that does (all :func:`_z_range` reads) and True between them, all False when none does: the
+    slices are looked at in chunks from either end inwards, so a lung's presence and extent
+    cost the slices outside it, not whole-volume comparisons per finding."""
     n = labels.shape[0]
     out = np.zeros(n, dtype=bool)
     first = last = None
@@ -302,14 +302,6 @@ def _slices_holding(labels: np.ndarray, value: int, *, chunk: int = 16) -> np.nd
             break
     out[first : (last if last is not None else first) + 1] = True
     return out
-
-
-def _holds(labels: np.ndarray, value: int) -> bool:
-    """Whether ``labels`` holds ``value`` anywhere; its middle slice, where a lung nearly always
-    is, is looked at first (a whole-volume comparison per finding was a second of a thin-slice
-    CT's analysis)."""
-    middle = labels[labels.shape[0] // 2]
-    return bool((middle == value).any()) or bool((labels == value).any())
 
 
 def locate(
@@ -343,9 +335,13 @@ def locate(
     p = np.asarray(center_lps_mm, dtype=float)
     if lungs is not None and lungs.shape != volume.shape:
         raise ValueError(f"lung mask shape {lungs.shape} differs from volume shape {volume.shape}")
-    present = (
-        [] if lungs is None else [lab for lab in (RIGHT_LUNG, LEFT_LUNG) if _holds(lungs, lab)]
+    # each lung's cranio-caudal extent (empty for a lung not there)
+    extent = (
+        {}
+        if lungs is None
+        else {lab: _slices_holding(lungs, lab) for lab in (RIGHT_LUNG, LEFT_LUNG)}
     )
+    present = [lab for lab, z in extent.items() if z.any()]
     if present:
         assert lungs is not None
         idx = np.round(volume.lps_to_index(p)).astype(int)
@@ -365,7 +361,7 @@ def locate(
                     best = (d, lab)
             label = best[1]
         side = "right" if label == RIGHT_LUNG else "left"
-        lo, hi = _z_range(volume, _slices_holding(lungs, label))
+        lo, hi = _z_range(volume, extent[label])
         return side, _zone(float(p[2]), lo, hi)
     mid = body_midline_x(volume, lungs=lungs) if midline_x is None else float(midline_x)
     dx = float(p[0]) - mid
