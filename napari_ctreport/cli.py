@@ -243,14 +243,41 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise BadInput(f"{d}: not a folder of case folders")
     if not args.data and args.synthetic <= 0:
         raise BadInput("train needs --data (folders of cases) or --synthetic N")
+    if not 0.0 <= args.synthetic_real_fraction <= 1.0:
+        raise BadInput(
+            f"--synthetic-real-fraction: {args.synthetic_real_fraction} is not in [0, 1]"
+        )
+    for bg in args.synthetic_background:
+        if not bg.exists():
+            raise BadInput(f"{bg}: --synthetic-background: no such file or folder")
+        if bg.suffix == ".npz":  # checked here: a broken one would only skip cases later
+            from .synth.generate import BackgroundError, read_background
+
+            try:
+                read_background(bg)
+            except BackgroundError as err:
+                raise BadInput(f"--synthetic-background {err}") from err
     generated = None
     if args.synthetic > 0:
         from .synth.generate import GENERATOR_NAME, training_case
 
+        about: dict[str, object] = {
+            "generator": GENERATOR_NAME,
+            "dataset seed": args.synthetic_seed,
+        }
+        fraction = args.synthetic_real_fraction if args.synthetic_background else 0.0
+        if fraction > 0:
+            about["real backgrounds"] = [str(b) for b in args.synthetic_background]
+            about["real fraction"] = fraction
         generated = GeneratedCases(
             count=args.synthetic,
-            make=functools.partial(training_case, seed=args.synthetic_seed),
-            about={"generator": GENERATOR_NAME, "dataset seed": args.synthetic_seed},
+            make=functools.partial(
+                training_case,
+                seed=args.synthetic_seed,
+                real_backgrounds=tuple(str(b) for b in args.synthetic_background),
+                real_fraction=fraction,
+            ),
+            about=about,
         )
     progress = _Progress("train")
     out = train(
@@ -474,6 +501,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="dataset seed of the synthetic cases (case i as 'ctreport synth' writes it)",
+    )
+    p.add_argument(
+        "--synthetic-background",
+        action="append",
+        type=Path,
+        default=[],
+        help="a real CT to insert some of the --synthetic cases' lesions into (repeatable); a"
+        " background saved as .npz (synth.save_background) needs no CT reader",
+    )
+    p.add_argument(
+        "--synthetic-real-fraction",
+        type=float,
+        default=0.25,
+        help="share of the --synthetic cases drawn on a --synthetic-background (default 0.25)",
     )
     p.add_argument(
         "--workers", type=int, default=1, help="processes that load or generate the cases"

@@ -10,6 +10,15 @@
 # OUT defaults to /tmp/ctreport_gpu_out). Evaluate it here afterwards, mixed back into the
 # shipped model as 1.2.0 was (docs/MODEL_CARD.md, "Training on a lent GPU").
 #
+# Real backgrounds: REAL_FRACTION (0.15, as for the shipped model's training sets) of the cases
+# are lesions inserted into the lesion-free real CTs saved beforehand, on this machine, by
+# `scripts/save_backgrounds.py` (NumPy files in .cache/backgrounds, which travel with carry):
+#
+#     .venv/bin/python scripts/save_backgrounds.py
+#     run(command="bash scripts/gpu_train.sh", carry=[".cache/backgrounds"], timeout_s=560)
+#
+# Without them (BACKGROUNDS empty or no such files) every case is a phantom.
+#
 # Environment: N cases (600); SEED, the dataset seed (20000: no earlier training set used it,
 # and the evaluation sets use 900000 and up); MINUTES of training wall time, loading included
 # (6); WORKERS (14); DEVICE (cuda); INIT (default); LR (3e-4); BATCH (32); ROTATE degrees (12);
@@ -19,9 +28,15 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/ctreport_gpu_out}
 MODEL=$(mktemp -d)/model
+BG=()
+for f in ${BACKGROUNDS-.cache/backgrounds/*.npz}; do
+    if [ -f "$f" ]; then BG+=(--synthetic-background "$f"); fi
+done
+echo "real backgrounds: $(( ${#BG[@]} / 2 )) (fraction ${REAL_FRACTION:-0.15})"
 python3 -c "import torch, timm, transformers; print('torch', torch.__version__, \
 'cuda', torch.cuda.is_available(), 'timm', timm.__version__, 'transformers', transformers.__version__)"
 python3 -m napari_ctreport.cli train --synthetic "${N:-600}" --synthetic-seed "${SEED:-20000}" \
+    ${BG[@]+"${BG[@]}"} --synthetic-real-fraction "${REAL_FRACTION:-0.15}" \
     --workers "${WORKERS:-14}" --init "${INIT:-default}" --epochs 10000 \
     --max-minutes "${MINUTES:-6}" --device "${DEVICE:-cuda}" --lr "${LR:-3e-4}" \
     --batch-size "${BATCH:-32}" --rotate-deg "${ROTATE:-12}" --seed 28 \

@@ -376,3 +376,68 @@ def test_train_on_cases_made_in_memory_in_two_processes(tmp_path):
     args += ["--init", "default", "--epochs", "1", "--device", "cpu", "--threads", "1"]
     assert main(args) == 0
     assert from_pretrained(cli).config["training"]["generated"]["dataset seed"] == 7
+
+
+def test_a_saved_background_gives_the_same_cases_without_a_ct_reader(tmp_path, shared_data):
+    """A real CT saved by ``synth.save_background`` (NumPy only) gives the very cases its
+    NIfTI gives, and ``training_case`` makes them in a process where SimpleITK and pydicom
+    cannot be imported (a lent GPU's image). ``ctreport train`` trains on such cases and says so
+    in the model's config and card. A broken saved background is refused, naming the file, by
+    the reader and by ``ctreport train``; a case folder cannot be saved as one."""
+    import subprocess
+    import sys
+
+    from napari_ctreport.cli import main
+    from napari_ctreport.synth import read_background, save_background, write_dataset
+    from napari_ctreport.synth.generate import BackgroundError, dataset_case
+
+    nifti = shared_data / "real" / "totalsegmentator" / "example_ct_sm.nii.gz"
+    saved = save_background(nifti, tmp_path / "bg" / "example_ct_sm")
+    assert saved.suffix == ".npz" and saved.is_file()
+    back = read_background(saved)
+    assert back.metadata["source_path"].endswith("example_ct_sm.nii.gz")
+    kinds = []
+    for i in range(3):
+        a, rec_a = dataset_case(i, seed=GEN_SEED, real_backgrounds=[str(nifti)], real_fraction=1)
+        b, rec_b = dataset_case(i, seed=GEN_SEED, real_backgrounds=[str(saved)], real_fraction=1)
+        assert a.meta["style"] == "real background"
+        assert np.array_equal(a.volume.array, b.volume.array)
+        assert a.volume.spacing_zyx == b.volume.spacing_zyx
+        assert np.array_equal(a.labels, b.labels)
+        assert [f.to_dict() for f in rec_a.findings] == [f.to_dict() for f in rec_b.findings]
+        assert rec_a.report == rec_b.report
+        kinds += [f.kind for f in rec_a.findings]
+    assert kinds  # lesions were inserted
+    blocked = (
+        "import sys\n"
+        "for m in ('SimpleITK', 'pydicom', 'highdicom', 'napari', 'qtpy'):\n"
+        "    sys.modules[m] = None\n"
+        "from napari_ctreport.synth.generate import training_case\n"
+        f"rec, vol, lab = training_case(1, seed={GEN_SEED}, real_backgrounds=[{str(saved)!r}],"
+        " real_fraction=1.0)\n"
+        "print(*vol.shape, len(rec.findings), int(lab.max()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", blocked], capture_output=True, text=True, check=True, timeout=300
+    ).stdout.split()
+    assert [int(v) for v in out[:3]] == [30, 101, 122] and int(out[3]) >= 1 and int(out[4]) >= 1
+    cli = tmp_path / "cli"
+    args = ["train", "--synthetic", "1", "--synthetic-seed", "7", "--out", str(cli)]
+    args += ["--synthetic-background", str(saved), "--synthetic-real-fraction", "1"]
+    args += ["--init", "default", "--epochs", "1", "--device", "cpu", "--threads", "1"]
+    assert main(args) == 0
+    generated = from_pretrained(cli).config["training"]["generated"]
+    assert generated["real backgrounds"] == [str(saved)] and generated["real fraction"] == 1.0
+    assert "real fraction 1.0" in (cli / "MODEL_CARD.md").read_text()
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(BackgroundError, match="broken.npz"):
+        read_background(broken)
+    args = ["train", "--synthetic", "1", "--synthetic-background", str(broken)]
+    assert main([*args, "--out", str(tmp_path / "m"), "--device", "cpu"]) == 2
+    assert not (tmp_path / "m").exists()
+    case_dir = write_dataset(
+        tmp_path / "cases", cases=1, seed=GEN_SEED, shape=GEN_SHAPE, formats=("nifti",)
+    )[0]
+    with pytest.raises(BackgroundError, match="case folder"):
+        save_background(case_dir, tmp_path / "x")

@@ -10,6 +10,8 @@ from .generate import (
     case_seed,
     generate_case,
     insert_lesions,
+    read_background,
+    save_background,
     write_dataset,
 )
 from .phantom import STYLES
@@ -22,5 +24,7 @@ __all__ = [
     "case_seed",
     "generate_case",
     "insert_lesions",
+    "read_background",
+    "save_background",
     "write_dataset",
 ]

@@ -589,6 +589,81 @@ def _backgrounds(paths: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: Suffix of a real CT background saved by :func:`save_background`.
+PACKED_SUFFIX = ".npz"
+
+
+def save_background(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Save a real CT as a background that NumPy alone reads back (:func:`read_background`).
+
+    A machine without SimpleITK or pydicom (a lent GPU's image) can then insert lesions into
+    it: :func:`dataset_case` and :func:`training_case` take the saved file wherever they take
+    a CT. The CT is saved as :func:`~napari_ctreport.io.ct.load_ct` reads it (HU, on its
+    canonical LPS grid), with its spacing, origin and source path, compressed.
+
+    Parameters
+    ----------
+    source
+        A CT that :func:`~napari_ctreport.io.ct.load_ct` reads (not a case folder: a CT with
+        known lesions needs its labels too, which this does not save).
+    out
+        The file to write; ``.npz`` is appended when it has another suffix.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    from ..io.case import CASE_JSON
+    from ..io.ct import load_ct
+
+    if (Path(source) / CASE_JSON).is_file():
+        raise BackgroundError(
+            f"{source}: a case folder; only a CT without known lesions can be saved as a background"
+        )
+    volume = load_ct(source)
+    out = Path(out)
+    if out.suffix != PACKED_SUFFIX:
+        out = out.with_name(out.name + PACKED_SUFFIX)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out,
+        array=np.asarray(volume.array, dtype=np.int16),
+        spacing_zyx=np.asarray(volume.spacing_zyx, dtype=np.float64),
+        origin_lps=np.asarray(volume.origin_lps, dtype=np.float64),
+        source_path=np.array(str(volume.metadata.get("source_path") or source)),
+    )
+    return out
+
+
+def read_background(path: str | os.PathLike[str]) -> CTVolume:
+    """A background CT saved by :func:`save_background` (NumPy only).
+
+    Raises
+    ------
+    BackgroundError
+        Naming the file, when it is not such a background.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            array = np.asarray(z["array"])
+            spacing = tuple(float(v) for v in z["spacing_zyx"])
+            origin = tuple(float(v) for v in z["origin_lps"])
+            source = str(z["source_path"])
+    except (OSError, ValueError, KeyError) as err:
+        raise BackgroundError(f"{path}: not a saved background CT ({err})") from err
+    if array.ndim != 3 or array.dtype != np.int16 or len(spacing) != 3 or len(origin) != 3:
+        raise BackgroundError(
+            f"{path}: not a saved background CT (an int16 volume with 3 spacings and an origin)"
+        )
+    return CTVolume(
+        array=array,
+        spacing_zyx=spacing,
+        origin_lps=origin,
+        metadata={"source_path": source, "saved_as": str(path)},
+    )
+
+
 @functools.lru_cache(maxsize=4)
 def _background(
     path: str,
@@ -598,10 +673,13 @@ def _background(
     findings and label map come with it as the lesions it already has; then its lung labels
     (:func:`~napari_ctreport.report.anatomy.segment_lungs`). Callers must not modify them."""
     from ..io.case import CASE_JSON, read_case
-    from ..io.ct import load_ct
 
     known = None
-    if not (Path(path) / CASE_JSON).is_file():
+    if str(path).endswith(PACKED_SUFFIX):
+        volume = read_background(path)
+    elif not (Path(path) / CASE_JSON).is_file():
+        from ..io.ct import load_ct
+
         volume = load_ct(path)
     else:
         case = read_case(path)
@@ -655,12 +733,25 @@ def dataset_case(
 
 
 def training_case(
-    i: int, *, seed: int, shape: tuple[int, int, int] | None = None
+    i: int,
+    *,
+    seed: int,
+    shape: tuple[int, int, int] | None = None,
+    real_backgrounds: Sequence[str | os.PathLike[str]] = (),
+    real_fraction: float = 0.0,
 ) -> tuple[Case, CTVolume, np.ndarray]:
-    """Case ``i`` of ``write_dataset(dir, cases=..., seed=seed, shape=shape, real_fraction=0)``
-    as a trainer takes it, in memory: its record, CT and label map (see
-    :class:`napari_ctreport.model.train.GeneratedCases`)."""
-    case, rec = dataset_case(i, seed=seed, shape=shape, real_fraction=0.0)
+    """Case ``i`` of ``write_dataset(dir, cases=..., seed=seed, shape=shape,
+    real_backgrounds=real_backgrounds, real_fraction=real_fraction)`` as a trainer takes it, in
+    memory: its record, CT and label map (see
+    :class:`napari_ctreport.model.train.GeneratedCases`). Backgrounds saved by
+    :func:`save_background` need no CT reader."""
+    case, rec = dataset_case(
+        i,
+        seed=seed,
+        shape=shape,
+        real_backgrounds=_backgrounds(real_backgrounds) if real_fraction > 0 else (),
+        real_fraction=real_fraction,
+    )
     return rec, case.volume, case.labels
 
 
