@@ -130,6 +130,14 @@ MASS_MIN_LUNG_CONTACT = 0.25
 #: against the posterior chest wall (pyradiomics' ``lung2``), which the network had taken for an
 #: effusion, 0.001.
 PLEURAL_MASS_MAX_HULL_AIR = 0.1
+#: ... or less than this, when the "effusion" is soft tissue rather than fluid: the median
+#: attenuation of its mask at least :data:`MASS_IN_EFFUSION_MIN_HU`, the bar of a mass beside
+#: fluid (fluid is 0-20 HU, a lung cancer 35-50 HU before contrast). On the seven evaluation sets
+#: the 11 effusions that the shape test kept as fluid had medians of -17 to 16 HU and hull air of
+#: 0.23-0.57; pyradiomics' lung2 on 2.5 mm slices, whose cancer the network took for fluid, has a
+#: median of 43 HU and 0.116 (its mask's middle slices curve along the pleura below the cancer),
+#: and was reported as a 72.5 mm effusion (session 29).
+PLEURAL_MASS_DENSE_MAX_HULL_AIR = 0.2
 #: How far (mm) such a mass is grown on the CT from the network's mask, through soft tissue
 #: (:data:`SOFT_TISSUE_HU`) inside the lungs' convex hull (the chest cavity), to measure it whole:
 #: the network's mask of a mass it took for fluid covers only part of it.
@@ -703,14 +711,19 @@ def _pleural_mass(
     it lies in the chest cavity (neither fluid around the lung nor a lung mass: not reported).
 
     The effusion mask's convex hull, slice by slice, holds under :data:`PLEURAL_MASS_MAX_HULL_AIR`
-    aerated lung (< -500 HU) outside the mask: a convex ball, not a crescent around the lung. The
+    aerated lung (< -500 HU) outside the mask (under :data:`PLEURAL_MASS_DENSE_MAX_HULL_AIR` when
+    the mask is denser than fluid): a convex ball, not a crescent around the lung. The
     mass is then the soft tissue (:data:`SOFT_TISSUE_HU`, lightly smoothed) inside the lungs'
     convex hull that connects to the mask within :data:`PLEURAL_MASS_GROW_MM` of it, less the
     thin sheets (:data:`PLEURAL_MASS_SHEET_MM`) of pleura and chest wall that run on from it.
     """
     if lungs is None or not lungs.any():
         return None
-    if _hull_air(mask, volume) >= PLEURAL_MASS_MAX_HULL_AIR:
+    air = _hull_air(mask, volume)
+    if air >= PLEURAL_MASS_MAX_HULL_AIR and not (
+        air < PLEURAL_MASS_DENSE_MAX_HULL_AIR
+        and np.median(volume.array[mask]) >= MASS_IN_EFFUSION_MIN_HU
+    ):
         return None
     return _grown_soft_tissue(
         mask, volume, lungs, min_hu=SOFT_TISSUE_HU[0], each=PLEURAL_MASS_OWN_LUNG

@@ -1033,3 +1033,31 @@ def test_hull_air_on_a_box_is_the_whole_volume_value() -> None:
         box = (slice(0, 12), slice(3, 58), slice(2, 59))  # wider than the mask, as a detection's
         assert _hull_air_in(mask[box], vol, box) == pytest.approx(_hull_air(mask, vol))
     assert _hull_air(crescent, vol) > 0.3 > _hull_air(ball, vol)
+
+
+def test_a_notched_ball_is_a_mass_only_when_denser_than_fluid() -> None:
+    """:func:`analysis._pleural_mass` on an "effusion" that is a ball with a notch of aerated
+    lung cut into it (hull air between the fluid bar, 0.1, and the soft-tissue bar, 0.2): at
+    fluid attenuation (10 HU) it stays fluid; at a lung cancer's (45 HU) it is a mass. A deeper
+    notch (hull air over 0.2) stays fluid at either attenuation."""
+    from napari_ctreport import analysis
+    from napari_ctreport.io.volume import CTVolume
+
+    zz, yy, xx = np.mgrid[:12, :60, :60]
+    ball = ((zz - 6) * 2.0) ** 2 + (yy - 30) ** 2 + (xx - 30) ** 2 <= 100
+    lungs = np.ones(ball.shape, dtype=np.uint8)
+    lungs[:, :, :2] = lungs[:, :, -2:] = 0
+    for notch, dense_is_mass in ((2, True), (4, False)):
+        mask = ball & ~((np.abs(yy - 30) < notch) & (xx < 30))
+        for fill in (10, 45):
+            hu = np.full(ball.shape, -850, dtype=np.int16)
+            hu[mask] = fill
+            vol = CTVolume(hu, (2.0, 0.8, 0.8), (0.0, 0.0, 0.0))
+            air = analysis._hull_air(mask, vol)
+            assert analysis.PLEURAL_MASS_MAX_HULL_AIR <= air
+            assert (air < analysis.PLEURAL_MASS_DENSE_MAX_HULL_AIR) == dense_is_mass
+            grown = analysis._pleural_mass(mask, vol, lungs)
+            if fill >= analysis.MASS_IN_EFFUSION_MIN_HU and dense_is_mass:
+                assert grown is not None and grown.any()
+            else:
+                assert grown is None

@@ -104,6 +104,23 @@ def test_a_real_lung_cancer_on_a_low_dose_scan_is_found_alone(
     assert abs(f.diameter_mm - truth.diameter_mm) <= 0.15 * truth.diameter_mm
 
 
+def test_a_real_cancer_taken_for_fluid_on_thinner_slices_is_reported_as_a_mass(real_lesions):
+    """lung2 on 2.5 mm slices: the network again takes its cancer against the posterior chest
+    wall for fluid, and its mask curves along the pleura on the middle slices (hull air 0.116,
+    over the 0.1 a fluid-density "effusion" must stay under). Its median attenuation is that of
+    soft tissue (43 HU), so it is reported as a mass, measured within 15 %, not as a 72.5 mm
+    effusion."""
+    volume, truth = _truth(real_lesions, "lung2")
+    thin = _low_dose(volume, noise_hu=0.0, slice_mm=2.5)
+    a = analyze(thin, device="cpu")
+    assert [(f.kind, f.side) for f in a.findings] == [("mass", "left")], [
+        (f.kind, f.side, round(f.diameter_mm, 1)) for f in a.findings
+    ]
+    f = a.findings[0]
+    assert _inside(f.center_lps_mm, truth.bbox_lps_mm)
+    assert abs(f.diameter_mm - truth.diameter_mm) <= 0.15 * truth.diameter_mm
+
+
 def test_evaluate_on_the_imported_real_cancers(real_lesions, tmp_path, capsys):
     """``ctreport import`` turns each CT and its tumour label into a case folder, and
     ``ctreport evaluate`` scores the model on them: both found, nothing else reported."""
