@@ -492,7 +492,7 @@ def _component_mask_ct(
 
 #: Extra passes of the network over the CT moved by these many voxels (model grid) along every
 #: axis (:func:`shifted_grid_inference`); a model's config may set its own ``grid_shifts``.
-#: Off: measured in docs/MODEL_CARD.md (session 17), a second pass added false findings on
+#: Off: measured in docs/model_history.md (session 17), a second pass added false findings on
 #: real anatomy as often as it recovered a lesion.
 GRID_SHIFTS: tuple[int, ...] = ()
 #: Outputs combined over the passes by their maximum: a centre peak seen on any grid is a
