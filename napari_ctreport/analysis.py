@@ -201,6 +201,10 @@ GROUND_GLASS_HALO = 1.4
 #: (nodules are 3-30 mm; the smallest true one found on the validation sets measured 4.5 mm, and
 #: a 1.0 mm "ground-glass nodule" on val was a false one).
 MIN_NODULE_MM = 3.0
+#: A nodule whose mask comes within this distance (mm) of a mass reported before it (a higher
+#: score) is part of that mass: its margin, or a vessel running into it, not a second lesion
+#: (dropped as "same lesion"). 0 switches it off.
+NODULE_ON_MASS_MM = 2.0
 #: Set to False to switch the rules above off (used to measure their effect).
 PLAUSIBILITY_RULES = True
 
@@ -1157,6 +1161,7 @@ def _findings_from_detections(
     findings: list[Finding] = []
     kept = []
     labels = np.zeros(volume.shape, dtype=np.uint16)
+    mass_labels: set[int] = set()  # the label values of the masses reported so far
     for det, mask in items:
         n = len(findings) + 1
 
@@ -1292,6 +1297,13 @@ def _findings_from_detections(
             and np.count_nonzero(own) < 0.5 * np.count_nonzero(mask)
         ):
             why = "same lesion"  # a mass grown from the network's "fluid" a finding already has
+        elif (
+            own is not None
+            and NODULE_ON_MASS_MM > 0
+            and f.kind.endswith("nodule")
+            and _touches(mask, labels, mass_labels, volume, NODULE_ON_MASS_MM)
+        ):
+            why = "same lesion"  # on a reported mass's edge: its margin or a vessel into it
         if why is not None:
             if dropped is not None:
                 f.id, f.label = f"D{len(dropped) + 1}", 0  # no region in the label map
@@ -1300,9 +1312,27 @@ def _findings_from_detections(
                 dropped.append(f)
             continue
         labels[own] = n
+        if f.kind == "mass":
+            mass_labels.add(n)
         findings.append(f)
         kept.append(det)
     return findings, kept, labels
+
+
+def _touches(
+    mask: np.ndarray, labels: np.ndarray, which: set[int], volume: CTVolume, mm: float
+) -> bool:
+    """Whether ``mask`` lies within ``mm`` of a region of ``labels`` whose value is in
+    ``which``."""
+    from scipy import ndimage as ndi
+
+    if not which:
+        return False
+    box = _mask_box(mask, volume, mm)
+    if box is None:
+        return False
+    near = ndi.distance_transform_edt(~mask[box], sampling=volume.spacing_zyx) <= mm
+    return bool(np.isin(labels[box][near], list(which)).any())
 
 
 def analyze(

@@ -417,26 +417,34 @@ def test_a_speck_is_not_a_nodule(radius, reported):
 def test_a_finding_inside_a_higher_scored_one_is_dropped():
     """Every reported finding owns voxels of the label map (export checks it): a detection wholly
     inside a higher-scored finding's region is the same lesion and is not reported again; one
-    partly inside keeps the rest."""
+    partly inside a nodule keeps the rest. A nodule partly inside (or within 2 mm of) a mass is
+    that mass's margin and is set aside as the same lesion."""
     from napari_ctreport.analysis import _findings_from_detections
     from napari_ctreport.io.volume import CTVolume
 
-    arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
     zz, yy, xx = np.mgrid[:40, :80, :80]
-    big = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 <= 17**2
-    inner = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 45) ** 2 <= 4**2
-    edge = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 57) ** 2 <= 4**2
-    arr[big | edge] = 40.0
-    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
-    dets = [
-        _fake_detection("mass", big, score=0.8),
-        _fake_detection("solid nodule", inner, score=0.5),
-        _fake_detection("solid nodule", edge, score=0.4),
-    ]
-    got, _, labels = _findings_from_detections(dets, vol, None, None)
-    assert [f.kind for f in got] == ["mass", "solid nodule"]
-    assert all((labels == f.label).any() for f in got)
-    assert got[1].center_lps_mm[0] > 50  # the nodule on the edge, not the one inside
+    for kind, radius, edge_x in (("solid nodule", 12, 53), ("mass", 17, 57)):
+        arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
+        big = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 <= radius**2
+        inner = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 45) ** 2 <= 4**2
+        edge = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - edge_x) ** 2 <= 4**2
+        arr[big | edge] = 40.0
+        vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+        dets = [
+            _fake_detection(kind, big, score=0.8),
+            _fake_detection("solid nodule", inner, score=0.5),
+            _fake_detection("solid nodule", edge, score=0.4),
+        ]
+        dropped: list = []
+        got, _, labels = _findings_from_detections(dets, vol, None, None, dropped)
+        assert all((labels == f.label).any() for f in got)
+        if kind == "mass":
+            assert [f.kind for f in got] == ["mass"]
+            (on_edge,) = [d for d in dropped if d.center_lps_mm[0] > 50]
+            assert on_edge.attributes["dropped_by"] == "same lesion"
+        else:
+            assert [f.kind for f in got] == ["solid nodule", "solid nodule"]
+            assert got[1].center_lps_mm[0] > 50  # the nodule on the edge, not the one inside
 
 
 def test_contrast_vessel_on_real_ct_is_not_a_nodule(shared_data):
@@ -1061,3 +1069,28 @@ def test_a_notched_ball_is_a_mass_only_when_denser_than_fluid() -> None:
                 assert grown is not None and grown.any()
             else:
                 assert grown is None
+
+
+def test_a_nodule_is_on_a_mass_only_within_the_distance() -> None:
+    """:func:`analysis._touches`: a nodule mask one voxel (0.8 mm) from a mass's region is on
+    it, one 10 mm away or beside a region that is no mass is not (thick slices: 5 mm apart in z
+    is not within 2 mm)."""
+    from napari_ctreport.analysis import _touches
+    from napari_ctreport.io.volume import CTVolume
+
+    shape = (10, 80, 80)
+    vol = CTVolume(np.zeros(shape, dtype=np.int16), (5.0, 0.8, 0.8), (0.0, 0.0, 0.0))
+    labels = np.zeros(shape, dtype=np.uint16)
+    labels[3:7, 20:50, 20:50] = 1  # the mass
+    labels[3:7, 60:70, 5:15] = 2  # another nodule
+    nodule = np.zeros(shape, dtype=bool)
+    nodule[4:6, 51:56, 30:35] = True  # one voxel (0.8 mm) past the mass's edge
+    assert _touches(nodule, labels, {1}, vol, 2.0)
+    assert not _touches(nodule, labels, {2}, vol, 2.0)
+    assert not _touches(nodule, labels, set(), vol, 2.0)
+    far = np.roll(nodule, 12, axis=1)  # 13 voxels (10.4 mm) past the edge
+    assert not _touches(far, labels, {1}, vol, 2.0)
+    above = np.zeros(shape, dtype=bool)
+    above[7, 30:35, 30:35] = True  # the slice above the mass: 5 mm
+    assert not _touches(above, labels, {1}, vol, 2.0)
+    assert _touches(above, labels, {1}, vol, 5.0)

@@ -121,6 +121,34 @@ def test_a_real_cancer_taken_for_fluid_on_thinner_slices_is_reported_as_a_mass(r
     assert abs(f.diameter_mm - truth.diameter_mm) <= 0.15 * truth.diameter_mm
 
 
+def test_a_vessel_on_a_real_cancers_edge_is_not_a_second_nodule(real_lesions):
+    """lung2 with the patient turned 6 degrees: the vessel running into the cancer's upper edge
+    (mean -301 HU, scored 0.12) was reported as a 10.5 mm ground-glass nodule beside the 49 mm
+    mass. A nodule within 2 mm of a mass reported before it is that mass's margin: it is set
+    aside as the same lesion, and the cancer alone is reported."""
+    from scipy import ndimage as ndi
+
+    from napari_ctreport.io.volume import CTVolume
+
+    volume, truth = _truth(real_lesions, "lung2")
+    arr = ndi.rotate(
+        volume.array.astype(np.float32), 6.0, axes=(1, 2), reshape=False, order=1, cval=-1024
+    )
+    turned = CTVolume(
+        array=np.rint(arr).astype(np.int16),
+        spacing_zyx=volume.spacing_zyx,
+        origin_lps=volume.origin_lps,
+    )
+    a = analyze(turned, device="cpu")
+    assert [(f.kind, f.side) for f in a.findings] == [("mass", "left")], [
+        (f.kind, f.side, round(f.diameter_mm, 1)) for f in a.findings
+    ]
+    assert any(
+        d.kind == "ground-glass nodule" and d.attributes["dropped_by"] == "same lesion"
+        for d in a.dropped
+    )
+
+
 def test_evaluate_on_the_imported_real_cancers(real_lesions, tmp_path, capsys):
     """``ctreport import`` turns each CT and its tumour label into a case folder, and
     ``ctreport evaluate`` scores the model on them: both found, nothing else reported."""
