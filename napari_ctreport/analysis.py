@@ -1161,7 +1161,6 @@ def _findings_from_detections(
     findings: list[Finding] = []
     kept = []
     labels = np.zeros(volume.shape, dtype=np.uint16)
-    mass_labels: set[int] = set()  # the label values of the masses reported so far
     for det, mask in items:
         n = len(findings) + 1
 
@@ -1301,7 +1300,13 @@ def _findings_from_detections(
             own is not None
             and NODULE_ON_MASS_MM > 0
             and f.kind.endswith("nodule")
-            and _touches(mask, labels, mass_labels, volume, NODULE_ON_MASS_MM)
+            and _touches(
+                mask,
+                labels,
+                {g.label for g in findings if g.kind == "mass"},
+                volume,
+                NODULE_ON_MASS_MM,
+            )
         ):
             why = "same lesion"  # on a reported mass's edge: its margin or a vessel into it
         if why is not None:
@@ -1312,8 +1317,6 @@ def _findings_from_detections(
                 dropped.append(f)
             continue
         labels[own] = n
-        if f.kind == "mass":
-            mass_labels.add(n)
         findings.append(f)
         kept.append(det)
     return findings, kept, labels

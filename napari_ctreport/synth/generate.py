@@ -589,6 +589,13 @@ def _backgrounds(paths: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=8)
+def _backgrounds_once(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`_backgrounds`, expanded once per process: :func:`training_case` runs once per
+    case, and a folder of exports would be walked again for each."""
+    return _backgrounds(paths)
+
+
 #: Suffix of a real CT background saved by :func:`save_background`.
 PACKED_SUFFIX = ".npz"
 
@@ -749,7 +756,9 @@ def training_case(
         i,
         seed=seed,
         shape=shape,
-        real_backgrounds=_backgrounds(real_backgrounds) if real_fraction > 0 else (),
+        real_backgrounds=(
+            _backgrounds_once(tuple(str(b) for b in real_backgrounds)) if real_fraction > 0 else ()
+        ),
         real_fraction=real_fraction,
     )
     return rec, case.volume, case.labels
