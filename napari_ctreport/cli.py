@@ -284,6 +284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_dirs=args.data,
         generated=generated,
         workers=args.workers,
+        patch_workers=args.patch_workers,
         out_dir=args.out,
         init=args.init,
         epochs=args.epochs,
@@ -518,6 +519,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers", type=int, default=1, help="processes that load or generate the cases"
+    )
+    p.add_argument(
+        "--patch-workers",
+        type=int,
+        default=0,
+        help="processes that cut the training patches ahead of each step (default 0: the"
+        " training process cuts them; the model does not depend on it)",
     )
     p.add_argument("--batch-size", type=int, help="patches per step (default 8)")
     p.add_argument(

@@ -21,8 +21,9 @@
 #
 # Environment: N cases (600); SEED, the dataset seed (20000: no earlier training set used it,
 # and the evaluation sets use 900000 and up); MINUTES of training wall time, loading included
-# (6); WORKERS (14); DEVICE (cuda); INIT (default); LR (3e-4); BATCH (32); ROTATE degrees (12);
-# VERSION (1.3.0-rc).
+# (6); WORKERS (14), the processes that make the cases; PATCH_WORKERS (12), those that cut
+# the training patches while the GPU steps; DEVICE (cuda); INIT (default); LR (3e-4); BATCH
+# (32); ROTATE degrees (12); VERSION (1.3.0-rc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -37,7 +38,8 @@ python3 -c "import torch, timm, transformers; print('torch', torch.__version__, 
 'cuda', torch.cuda.is_available(), 'timm', timm.__version__, 'transformers', transformers.__version__)"
 python3 -m napari_ctreport.cli train --synthetic "${N:-600}" --synthetic-seed "${SEED:-20000}" \
     ${BG[@]+"${BG[@]}"} --synthetic-real-fraction "${REAL_FRACTION:-0.15}" \
-    --workers "${WORKERS:-14}" --init "${INIT:-default}" --epochs 10000 \
+    --workers "${WORKERS:-14}" --patch-workers "${PATCH_WORKERS:-12}" \
+    --init "${INIT:-default}" --epochs 10000 \
     --max-minutes "${MINUTES:-6}" --device "${DEVICE:-cuda}" --lr "${LR:-3e-4}" \
     --batch-size "${BATCH:-32}" --rotate-deg "${ROTATE:-12}" --seed 28 \
     --name ctreport-default --model-version "${VERSION:-1.3.0-rc}" --out "$MODEL"
@@ -46,3 +48,8 @@ mkdir -p "$OUT"
 cp "$MODEL"/config.json "$MODEL"/model.safetensors "$MODEL"/tokenizer.json \
     "$MODEL"/tokenizer_config.json "$MODEL"/training_log.json "$MODEL"/MODEL_CARD.md "$OUT"/
 ls -l "$OUT"
+# steps done, and the share of the training time the GPU waited for patches (more PATCH_WORKERS
+# if it is large)
+python3 -c "import json, sys; t = json.load(open(sys.argv[1]))['training']; \
+print('steps', t['steps'], 'patch workers', t['patch_workers'], 'waited', t['patch_wait_share'])" \
+    "$OUT"/config.json

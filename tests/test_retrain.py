@@ -441,3 +441,66 @@ def test_a_saved_background_gives_the_same_cases_without_a_ct_reader(tmp_path, s
     )[0]
     with pytest.raises(BackgroundError, match="case folder"):
         save_background(case_dir, tmp_path / "x")
+
+
+def test_patches_cut_in_worker_processes_train_the_same_model(export_dir, tmp_path):
+    """``train(patch_workers=2)``: the patches are cut in two forked processes ahead of each
+    step, after this process's torch has run its threads, and the trained weights are the
+    same bytes as with the patches cut between steps here (step ``i``'s patches come from a
+    generator seeded by ``(seed, i)``). The batches themselves are equal array for array, in
+    step order, and the model's config says how many workers cut them and how much of the
+    training time went on waiting for them."""
+    from napari_ctreport.model.train import (
+        _iter_batches,
+        _PatchBatches,
+        load_case_data,
+        train,
+    )
+
+    torch.ones(256, 256) @ torch.ones(256, 256)  # the parent's torch has worked before the fork
+    cfg = from_pretrained(None).config
+    cases = [load_case_data(c, cfg) for c in iter_cases(export_dir)]
+    source = _PatchBatches(
+        cases,
+        np.array([32, 64, 64]),
+        seed=4,
+        steps=5,
+        batch_size=3,
+        lesion_prob=0.7,
+        rotate_deg=12.0,
+        pad_value=-1.0,
+    )
+    here = list(_iter_batches(source, 0))
+    forked = list(_iter_batches(source, 2))
+    assert len(here) == len(forked) == 5
+    for (picks_a, a), (picks_b, b) in zip(here, forked, strict=True):
+        assert picks_a == picks_b
+        for sa, sb in zip(a, b, strict=True):
+            assert np.array_equal(sa["image"], sb["image"])
+            assert np.array_equal(sa["labels"], sb["labels"])
+            assert [t.label for t, _, _ in sa["findings"]] == [
+                t.label for t, _, _ in sb["findings"]
+            ]
+    assert len({h[1][0]["image"].tobytes() for h in here}) == 5  # five different batches
+
+    shas = []
+    for workers in (0, 2):
+        out = train(
+            data_dirs=[export_dir],
+            out_dir=tmp_path / f"w{workers}",
+            init="default",
+            epochs=1,
+            device="cpu",
+            seed=2,
+            batch_size=2,
+            patches_per_case=2,
+            threads=1,
+            rotate_deg=12.0,
+            patch_workers=workers,
+        )
+        training = from_pretrained(out).config["training"]
+        assert training["patch_workers"] == workers
+        assert 0.0 <= training["patch_wait_share"] <= 1.0
+        shas.append(file_sha256(out / "model.safetensors"))
+    assert shas[0] == shas[1]
+    assert shas[0] != file_sha256(DEFAULT_MODEL_DIR / "model.safetensors")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -508,6 +508,97 @@ def _load_source(
     return data, ""
 
 
+class _PatchBatches:
+    """Training step ``i``'s batch: the cases picked and their patches (:func:`sample_patch`),
+    all drawn from a generator seeded by ``(seed, i)``, so a batch is the same whichever
+    process cuts it and in whatever order the processes finish."""
+
+    def __init__(
+        self,
+        cases: Sequence[_CaseData],
+        patch: np.ndarray,
+        *,
+        seed: int,
+        steps: int,
+        batch_size: int,
+        lesion_prob: float,
+        rotate_deg: float,
+        pad_value: float,
+    ) -> None:
+        self.cases = cases
+        self.patch = patch
+        self.seed = int(seed)
+        self.steps = int(steps)
+        self.batch_size = int(batch_size)
+        self.lesion_prob = lesion_prob
+        self.rotate_deg = rotate_deg
+        self.pad_value = pad_value
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> tuple[list[int], list[dict[str, Any]]]:
+        rng = np.random.default_rng([self.seed, int(step)])
+        picks = [int(j) for j in rng.integers(len(self.cases), size=self.batch_size)]
+        samples = [
+            sample_patch(
+                self.cases[j],
+                self.patch,
+                rng,
+                lesion_prob=self.lesion_prob,
+                augment=True,
+                rotate_deg=self.rotate_deg,
+                pad_value=self.pad_value,
+            )
+            for j in picks
+        ]
+        return picks, samples
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
+def _iter_batches(
+    source: _PatchBatches, workers: int
+) -> Generator[tuple[list[int], list[dict[str, Any]]], None, None]:
+    """``source``'s batches in step order, cut in ``workers`` processes ahead of the training
+    step (a ``torch`` ``DataLoader``), or here when ``workers`` is 0.
+
+    The workers are forked where the platform can (Linux): they share the cases' arrays with
+    this process instead of each receiving a copy, and they only cut patches on the CPU (one
+    thread each, as the ``DataLoader`` sets), never touching the GPU. The patches come back as
+    pickled NumPy arrays through a pipe, not through shared memory, which a container may keep
+    small. Closing the generator stops the workers."""
+    if workers < 1:
+        for i in range(len(source)):
+            yield source[i]
+        return
+    import multiprocessing
+
+    from torch.utils.data import DataLoader
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    it = iter(
+        DataLoader(
+            source,  # type: ignore[arg-type]
+            batch_size=None,
+            shuffle=False,
+            num_workers=int(workers),
+            collate_fn=_as_is,
+            multiprocessing_context=multiprocessing.get_context(method),
+            prefetch_factor=4,
+            # its own generator for the workers' seeds: drawing them from torch's global one
+            # would change the training step's random numbers (dropout) with the worker count
+            generator=torch.Generator().manual_seed(source.seed),
+        )
+    )
+    try:
+        yield from it
+    finally:
+        del it  # the DataLoader's iterator shuts its workers down when it goes
+
+
 def _case_folders(data_dirs: Sequence[Path]) -> list[Path]:
     from ..io.case import iter_cases
 
@@ -540,6 +631,7 @@ def train(
     max_minutes: float | None = None,
     generated: GeneratedCases | None = None,
     workers: int = 1,
+    patch_workers: int = 0,
 ) -> Path:
     """Train (or fine-tune from ``init``) a model on case folders and write the model folder.
 
@@ -569,6 +661,12 @@ def train(
         held out for validation by the same seeded shuffle).
     workers
         Processes that load (or generate) the cases; the cases and the model do not depend on it.
+    patch_workers
+        Processes that cut the training patches ahead of the step (0: this process cuts them
+        between steps). Step ``i``'s patches are drawn from a generator seeded by
+        ``(seed, i)``, so the model does not depend on it either. On a GPU the patches, not the
+        step, are what limit the pace without them; ``config.json["training"]["patch_wait_share"]``
+        says what share of the training time went on waiting for patches.
     name, version
         Identity written into the model (and every result it produces). Defaults: a new model is
         ``ctreport-model`` 1.0.0; a fine-tuned one is ``<init name>-ft`` with version
@@ -685,59 +783,64 @@ def train(
     history: list[dict[str, float]] = []
     step = 0
     stop = False
-    for epoch in range(epochs):
-        sums: dict[str, float] = {}
-        for _ in range(steps_per_epoch):
-            picks = rng.integers(len(train_c), size=batch_size)
-            samples = [
-                sample_patch(
-                    train_c[j],
-                    patch,
-                    rng,
-                    lesion_prob=lesion_prob,
-                    augment=True,
-                    rotate_deg=rotate_deg,
-                    pad_value=pad_value,
+    source = _PatchBatches(
+        train_c,
+        patch,
+        seed=seed,
+        steps=total,
+        batch_size=batch_size,
+        lesion_prob=lesion_prob,
+        rotate_deg=rotate_deg,
+        pad_value=pad_value,
+    )
+    batches = _iter_batches(source, patch_workers)
+    waited = 0.0  # seconds the training step waited for its patches
+    try:
+        for epoch in range(epochs):
+            sums: dict[str, float] = {}
+            for _ in range(steps_per_epoch):
+                t_wait = time.perf_counter()
+                picks, samples = next(batches)
+                waited += time.perf_counter() - t_wait
+                losses = _step_losses(
+                    net, samples, [train_c[j].spacing for j in picks], tokenizer, rng, max_len, dev
                 )
-                for j in picks
-            ]
-            losses = _step_losses(
-                net, samples, [train_c[j].spacing for j in picks], tokenizer, rng, max_len, dev
+                loss = sum(losses.values())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+                for g in opt.param_groups:
+                    g["lr"] = lr * lr_at(step)
+                opt.step()
+                step += 1
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                if progress:
+                    progress(
+                        0.05 + 0.95 * step / total,
+                        f"epoch {epoch + 1}/{epochs} step {step}/{total} loss {float(loss.detach()):.3f}",
+                    )
+                if budget_s is not None and time.time() - t_train > budget_s:
+                    stop = True
+                    break
+            n_done = max(1, step - epoch * steps_per_epoch)
+            row = {f"train_{k}": v / n_done for k, v in sums.items()}
+            row["epoch"] = epoch + 1
+            if val_c:
+                row.update(_validate(net, val_c, patch, tokenizer, max_len, dev, seed))
+            history.append(row)
+            log.info("epoch %d: %s", epoch + 1, row)
+            save_pretrained(
+                net,
+                tokenizer,
+                out_dir / "checkpoints" / f"epoch_{epoch + 1:03d}",
+                name=name,
+                version=version,
             )
-            loss = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            for g in opt.param_groups:
-                g["lr"] = lr * lr_at(step)
-            opt.step()
-            step += 1
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            if progress:
-                progress(
-                    0.05 + 0.95 * step / total,
-                    f"epoch {epoch + 1}/{epochs} step {step}/{total} loss {float(loss.detach()):.3f}",
-                )
-            if budget_s is not None and time.time() - t_train > budget_s:
-                stop = True
+            if stop:
                 break
-        n_done = max(1, step - epoch * steps_per_epoch)
-        row = {f"train_{k}": v / n_done for k, v in sums.items()}
-        row["epoch"] = epoch + 1
-        if val_c:
-            row.update(_validate(net, val_c, patch, tokenizer, max_len, dev, seed))
-        history.append(row)
-        log.info("epoch %d: %s", epoch + 1, row)
-        save_pretrained(
-            net,
-            tokenizer,
-            out_dir / "checkpoints" / f"epoch_{epoch + 1:03d}",
-            name=name,
-            version=version,
-        )
-        if stop:
-            break
+    finally:
+        batches.close()  # stops the patch workers
     net.eval()
     training = {
         "data_dirs": [str(d) for d in data_dirs],
@@ -753,6 +856,8 @@ def train(
         "init": str(init) if init is not None else None,
         "init_model": init_info,
         "minutes": round((time.time() - t_start) / 60.0, 1),
+        "patch_workers": int(patch_workers),
+        "patch_wait_share": round(waited / max(time.time() - t_train, 1e-9), 3),
         "train_cases": [c.info for c in train_c],
         "val_cases": [c.info for c in val_c],
     }
