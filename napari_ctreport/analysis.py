@@ -850,9 +850,7 @@ def _cut_necks(grown: np.ndarray, piece: np.ndarray, volume: CTVolume) -> np.nda
     r = WHOLE_NECK_FRACTION * float(inside[p].max()) if p.any() else 0.0
     if r <= PLEURAL_MASS_SHEET_MM:
         return grown  # the growth's own opening already cut necks this narrow
-    ry, rx = int(np.ceil(r / sy)), int(np.ceil(r / sx))
-    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
-    disk = (((yy * sy) / r) ** 2 + ((xx * sx) / r) ** 2 <= 1.0)[None]
+    disk = _disk_in_plane(r, volume.spacing_zyx)
     out = np.zeros(grown.shape, dtype=bool)
     out[box] = _touching(ndi.binary_opening(g, structure=disk), p) | p
     return out

@@ -196,6 +196,7 @@ def _variant(image, labels, how):
     from scipy import ndimage as ndi
 
     from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.synth.acquisition import add_low_dose_noise
 
     px, sz, sigma, turn, noise = how
     sp = np.asarray(image.spacing_zyx, dtype=float)
@@ -217,9 +218,7 @@ def _variant(image, labels, how):
         arr = ndi.rotate(arr, turn, axes=(1, 2), reshape=False, order=1, cval=-1024)
         lab = ndi.rotate(lab.astype(np.float32), turn, axes=(1, 2), reshape=False, order=1) >= 0.5
     if noise:
-        grain = np.random.default_rng(NOISE_SEED).standard_normal(arr.shape).astype(np.float32)
-        grain = ndi.gaussian_filter(grain, (0, 0.7, 0.7))
-        arr = np.clip(arr + grain * (noise / grain.std()), -1024, 3071)
+        arr = add_low_dose_noise(arr, noise_hu=noise, seed=NOISE_SEED)
 
     def vol(a):
         return CTVolume(

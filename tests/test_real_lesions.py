@@ -19,6 +19,7 @@ import pytest
 from napari_ctreport.analysis import analyze
 from napari_ctreport.io.ct import load_ct
 from napari_ctreport.report.measure import finding_from_mask
+from napari_ctreport.synth.acquisition import low_dose
 
 
 def _truth(real_lesions, name):
@@ -60,29 +61,6 @@ def test_a_real_lung_cancer_is_found_alone_on_its_side_and_measured(
     assert "effusion" not in a.report.findings.replace("No pleural effusion", "")
 
 
-def _low_dose(volume, *, noise_hu: float, slice_mm: float | None = None, seed: int = 7):
-    """``volume`` as a low-dose scan: resampled to ``slice_mm`` slices (linear), with noise of
-    ``noise_hu`` HU whose grain is correlated in-plane, as a low-dose reconstruction's."""
-    from scipy import ndimage as ndi
-
-    from napari_ctreport.io.volume import CTVolume
-
-    arr = volume.array.astype(np.float32)
-    spacing = np.asarray(volume.spacing_zyx, dtype=float)
-    if slice_mm:
-        arr = ndi.zoom(arr, (spacing[0] / slice_mm, 1.0, 1.0), order=1)
-        spacing[0] = slice_mm
-    grain = ndi.gaussian_filter(
-        np.random.default_rng(seed).standard_normal(arr.shape).astype(np.float32), (0, 0.7, 0.7)
-    )
-    arr = np.clip(arr + grain * (noise_hu / grain.std()), -1024, 3071)
-    return CTVolume(
-        array=np.rint(arr).astype(np.int16),
-        spacing_zyx=tuple(spacing),
-        origin_lps=volume.origin_lps,
-    )
-
-
 @pytest.mark.parametrize(
     ("name", "kind", "noise_hu", "slice_mm"),
     [("lung1", "solid nodule", 60.0, 1.25), ("lung2", "mass", 40.0, None)],
@@ -94,7 +72,7 @@ def test_a_real_lung_cancer_on_a_low_dose_scan_is_found_alone(
     HU): lung1 on 1.25 mm slices with 60 HU of noise, lung2 on its 5 mm slices with 40 HU. The
     cancer is still found, measured within 15 %, and the noise makes no false finding."""
     volume, truth = _truth(real_lesions, name)
-    noisy = _low_dose(volume, noise_hu=noise_hu, slice_mm=slice_mm)
+    noisy = low_dose(volume, noise_hu=noise_hu, slice_mm=slice_mm)
     a = analyze(noisy, device="cpu")
     assert [(f.kind, f.side) for f in a.findings] == [(kind, truth.side)], [
         (f.kind, f.side, round(f.diameter_mm, 1)) for f in a.findings
@@ -111,7 +89,7 @@ def test_a_real_cancer_taken_for_fluid_on_thinner_slices_is_reported_as_a_mass(r
     soft tissue (43 HU), so it is reported as a mass, measured within 15 %, not as a 72.5 mm
     effusion."""
     volume, truth = _truth(real_lesions, "lung2")
-    thin = _low_dose(volume, noise_hu=0.0, slice_mm=2.5)
+    thin = low_dose(volume, noise_hu=0.0, slice_mm=2.5)
     a = analyze(thin, device="cpu")
     assert [(f.kind, f.side) for f in a.findings] == [("mass", "left")], [
         (f.kind, f.side, round(f.diameter_mm, 1)) for f in a.findings
