@@ -523,9 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--patch-workers",
         type=int,
-        default=0,
-        help="processes that cut the training patches ahead of each step (default 0: the"
-        " training process cuts them; the model does not depend on it)",
+        help="processes that cut the training patches ahead of each step (default: on CUDA all"
+        " but two CPU cores, at most 8; else 0, the training process cuts them); the model"
+        " does not depend on it",
     )
     p.add_argument("--batch-size", type=int, help="patches per step (default 8)")
     p.add_argument(

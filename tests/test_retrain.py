@@ -504,3 +504,16 @@ def test_patches_cut_in_worker_processes_train_the_same_model(export_dir, tmp_pa
         shas.append(file_sha256(out / "model.safetensors"))
     assert shas[0] == shas[1]
     assert shas[0] != file_sha256(DEFAULT_MODEL_DIR / "model.safetensors")
+
+
+def test_patch_workers_by_default_only_on_cuda(monkeypatch):
+    """Unless told, ``train`` cuts patches in workers on CUDA only: all but two cores, at most
+    eight, none on a two-core machine; on the CPU (and MPS) the training process cuts them."""
+    import os
+
+    from napari_ctreport.model.train import auto_patch_workers
+
+    for cores, want in ((16, 8), (6, 4), (2, 0), (None, 0)):
+        monkeypatch.setattr(os, "cpu_count", lambda c=cores: c)
+        assert auto_patch_workers("cuda") == want
+        assert auto_patch_workers("cpu") == auto_patch_workers(torch.device("mps")) == 0

@@ -555,6 +555,17 @@ class _PatchBatches:
         return picks, samples
 
 
+def auto_patch_workers(device: torch.device | str) -> int:
+    """Patch workers :func:`train` uses unless told: on CUDA all but two of the CPU cores, at
+    most 8 (a GPU steps faster than one process cuts patches); elsewhere none (the CPU step
+    itself is the slow part, and a forked worker on macOS is not safe)."""
+    import os
+
+    if torch.device(device).type != "cuda":
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 2))
+
+
 def _as_is(batch: Any) -> Any:
     return batch
 
@@ -631,7 +642,7 @@ def train(
     max_minutes: float | None = None,
     generated: GeneratedCases | None = None,
     workers: int = 1,
-    patch_workers: int = 0,
+    patch_workers: int | None = None,
 ) -> Path:
     """Train (or fine-tune from ``init``) a model on case folders and write the model folder.
 
@@ -662,11 +673,12 @@ def train(
     workers
         Processes that load (or generate) the cases; the cases and the model do not depend on it.
     patch_workers
-        Processes that cut the training patches ahead of the step (0: this process cuts them
-        between steps). Step ``i``'s patches are drawn from a generator seeded by
-        ``(seed, i)``, so the model does not depend on it either. On a GPU the patches, not the
-        step, are what limit the pace without them; ``config.json["training"]["patch_wait_share"]``
-        says what share of the training time went on waiting for patches.
+        Processes that cut the training patches ahead of the step; 0: this process cuts them
+        between steps; ``None`` (the default): :func:`auto_patch_workers` for the device. Step
+        ``i``'s patches are drawn from a generator seeded by ``(seed, i)``, so the model does
+        not depend on it either. On a GPU the patches, not the step, are what limit the pace
+        without them; ``config.json["training"]["patch_wait_share"]`` says what share of the
+        training time went on waiting for patches.
     name, version
         Identity written into the model (and every result it produces). Defaults: a new model is
         ``ctreport-model`` 1.0.0; a fine-tuned one is ``<init name>-ft`` with version
@@ -793,6 +805,8 @@ def train(
         rotate_deg=rotate_deg,
         pad_value=pad_value,
     )
+    if patch_workers is None:
+        patch_workers = auto_patch_workers(dev)
     batches = _iter_batches(source, patch_workers)
     waited = 0.0  # seconds the training step waited for its patches
     try:
