@@ -506,6 +506,53 @@ def test_patches_cut_in_worker_processes_train_the_same_model(export_dir, tmp_pa
     assert shas[0] != file_sha256(DEFAULT_MODEL_DIR / "model.safetensors")
 
 
+class _FailsInWorkers:
+    """A batch source whose batches from step 2 on cannot be cut outside the test's process
+    (standing in for a worker that died)."""
+
+    def __init__(self, source, pid):
+        self.source, self.pid, self.seed = source, pid, source.seed
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        import os
+
+        if i >= 2 and os.getpid() != self.pid:
+            raise RuntimeError("worker gone")
+        return self.source[i]
+
+
+def test_failed_patch_workers_hand_over_to_the_training_process(export_dir, caplog):
+    """When the patch workers fail mid-run the training process cuts the rest itself: every
+    step's batch still comes, in order and the same as ever, and a warning says from which
+    step."""
+    import logging
+    import os
+
+    from napari_ctreport.model.train import _iter_batches, _PatchBatches, load_case_data
+
+    cfg = from_pretrained(None).config
+    cases = [load_case_data(c, cfg) for c in iter_cases(export_dir)]
+    source = _PatchBatches(
+        cases,
+        np.array([32, 64, 64]),
+        seed=5,
+        steps=6,
+        batch_size=2,
+        lesion_prob=0.7,
+        rotate_deg=0.0,
+        pad_value=-1.0,
+    )
+    with caplog.at_level(logging.WARNING, logger="napari_ctreport.model.train"):
+        got = list(_iter_batches(_FailsInWorkers(source, os.getpid()), 2))
+    assert [p for p, _ in got] == [source[i][0] for i in range(6)]
+    for i, (_, samples) in enumerate(got):
+        assert np.array_equal(samples[0]["image"], source[i][1][0]["image"])
+    assert "failed at step 2" in caplog.text
+
+
 def test_patch_workers_by_default_only_on_cuda(monkeypatch):
     """Unless told, ``train`` cuts patches in workers on CUDA only: all but two cores, at most
     eight, none on a two-core machine; on the CPU (and MPS) the training process cuts them."""

@@ -570,6 +570,11 @@ def _as_is(batch: Any) -> Any:
     return batch
 
 
+#: Seconds :func:`_iter_batches` waits for one batch from its workers before it takes them for
+#: hung (a batch of 32 turned patches takes about 0.2 s to cut).
+PATCH_WORKER_TIMEOUT_S = 120.0
+
+
 def _iter_batches(
     source: _PatchBatches, workers: int
 ) -> Generator[tuple[list[int], list[dict[str, Any]]], None, None]:
@@ -580,34 +585,48 @@ def _iter_batches(
     this process instead of each receiving a copy, and they only cut patches on the CPU (one
     thread each, as the ``DataLoader`` sets), never touching the GPU. The patches come back as
     pickled NumPy arrays through a pipe, not through shared memory, which a container may keep
-    small. Closing the generator stops the workers."""
-    if workers < 1:
-        for i in range(len(source)):
-            yield source[i]
-        return
-    import multiprocessing
+    small. Should the workers fail (a worker killed, or no batch within
+    :data:`PATCH_WORKER_TIMEOUT_S`), the rest of the batches are cut here, the same batches, and
+    a warning says so: a long run on a lent machine is not lost to them. Closing the generator
+    stops the workers."""
+    done = 0
+    if workers >= 1:
+        import multiprocessing
 
-    from torch.utils.data import DataLoader
+        from torch.utils.data import DataLoader
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    it = iter(
-        DataLoader(
-            source,  # type: ignore[arg-type]
-            batch_size=None,
-            shuffle=False,
-            num_workers=int(workers),
-            collate_fn=_as_is,
-            multiprocessing_context=multiprocessing.get_context(method),
-            prefetch_factor=4,
-            # its own generator for the workers' seeds: drawing them from torch's global one
-            # would change the training step's random numbers (dropout) with the worker count
-            generator=torch.Generator().manual_seed(source.seed),
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        it = iter(
+            DataLoader(
+                source,  # type: ignore[arg-type]
+                batch_size=None,
+                shuffle=False,
+                num_workers=int(workers),
+                collate_fn=_as_is,
+                multiprocessing_context=multiprocessing.get_context(method),
+                prefetch_factor=4,
+                timeout=PATCH_WORKER_TIMEOUT_S,
+                # its own generator for the workers' seeds: drawing them from torch's global one
+                # would change the training step's random numbers (dropout) with the worker count
+                generator=torch.Generator().manual_seed(source.seed),
+            )
         )
-    )
-    try:
-        yield from it
-    finally:
-        del it  # the DataLoader's iterator shuts its workers down when it goes
+        try:
+            for batch in it:
+                yield batch
+                done += 1
+        except Exception as exc:  # noqa: BLE001 - fall back to cutting the patches here
+            log.warning(
+                "the %d patch workers failed at step %d (%s); cutting the patches in the"
+                " training process from here on",
+                workers,
+                done,
+                exc,
+            )
+        finally:
+            del it  # the DataLoader's iterator shuts its workers down when it goes
+    for i in range(done, len(source)):
+        yield source[i]
 
 
 def _case_folders(data_dirs: Sequence[Path]) -> list[Path]:
