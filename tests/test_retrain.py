@@ -443,6 +443,24 @@ def test_a_saved_background_gives_the_same_cases_without_a_ct_reader(tmp_path, s
         save_background(case_dir, tmp_path / "x")
 
 
+def _export_batches(export_dir, *, seed: int, steps: int, batch_size: int, rotate_deg: float):
+    """The training batches of the exported cases (``train``'s patch source)."""
+    from napari_ctreport.model.train import _PatchBatches, load_case_data
+
+    cfg = from_pretrained(None).config
+    cases = [load_case_data(c, cfg) for c in iter_cases(export_dir)]
+    return _PatchBatches(
+        cases,
+        np.array([32, 64, 64]),
+        seed=seed,
+        steps=steps,
+        batch_size=batch_size,
+        lesion_prob=0.7,
+        rotate_deg=rotate_deg,
+        pad_value=-1.0,
+    )
+
+
 def test_patches_cut_in_worker_processes_train_the_same_model(export_dir, tmp_path):
     """``train(patch_workers=2)``: the patches are cut in two forked processes ahead of each
     step, after this process's torch has run its threads, and the trained weights are the
@@ -450,26 +468,10 @@ def test_patches_cut_in_worker_processes_train_the_same_model(export_dir, tmp_pa
     generator seeded by ``(seed, i)``). The batches themselves are equal array for array, in
     step order, and the model's config says how many workers cut them and how much of the
     training time went on waiting for them."""
-    from napari_ctreport.model.train import (
-        _iter_batches,
-        _PatchBatches,
-        load_case_data,
-        train,
-    )
+    from napari_ctreport.model.train import _iter_batches, train
 
     torch.ones(256, 256) @ torch.ones(256, 256)  # the parent's torch has worked before the fork
-    cfg = from_pretrained(None).config
-    cases = [load_case_data(c, cfg) for c in iter_cases(export_dir)]
-    source = _PatchBatches(
-        cases,
-        np.array([32, 64, 64]),
-        seed=4,
-        steps=5,
-        batch_size=3,
-        lesion_prob=0.7,
-        rotate_deg=12.0,
-        pad_value=-1.0,
-    )
+    source = _export_batches(export_dir, seed=4, steps=5, batch_size=3, rotate_deg=12.0)
     here = list(_iter_batches(source, 0))
     forked = list(_iter_batches(source, 2))
     assert len(here) == len(forked) == 5
@@ -531,20 +533,9 @@ def test_failed_patch_workers_hand_over_to_the_training_process(export_dir, capl
     import logging
     import os
 
-    from napari_ctreport.model.train import _iter_batches, _PatchBatches, load_case_data
+    from napari_ctreport.model.train import _iter_batches
 
-    cfg = from_pretrained(None).config
-    cases = [load_case_data(c, cfg) for c in iter_cases(export_dir)]
-    source = _PatchBatches(
-        cases,
-        np.array([32, 64, 64]),
-        seed=5,
-        steps=6,
-        batch_size=2,
-        lesion_prob=0.7,
-        rotate_deg=0.0,
-        pad_value=-1.0,
-    )
+    source = _export_batches(export_dir, seed=5, steps=6, batch_size=2, rotate_deg=0.0)
     with caplog.at_level(logging.WARNING, logger="napari_ctreport.model.train"):
         got = list(_iter_batches(_FailsInWorkers(source, os.getpid()), 2))
     assert [p for p, _ in got] == [source[i][0] for i in range(6)]
