@@ -24,6 +24,7 @@ from .report.findings import Finding
 from .report.guidelines import MASS_THRESHOLD_MM
 from .report.lexicon import KINDS
 from .report.measure import largest_component, tight_box
+from .report.refine import REFINE_HU, disk_in_plane, grow_slices, mask_box, refine_mask, touching
 from .report.writer import Report, Sentence, write_report
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def lung_contact(
     in ``beside`` (the effusion a mass was split off, which pushed the lung away from it)."""
     from scipy import ndimage as ndi
 
-    box = _mask_box(mask, volume, shell_mm + 1.0)
+    box = mask_box(mask, volume, shell_mm + 1.0)
     if box is None:
         return 0.0
     dist = ndi.distance_transform_edt(~mask[box], sampling=volume.spacing_zyx)
@@ -235,208 +236,6 @@ def lung_contact(
 
 #: Refine each nodule/mass mask on the CT grid (see :func:`refine_mask`); False switches it off.
 MASK_REFINEMENT = True
-#: Attenuation thresholds of the refinement: half-way between aerated lung (about -850 HU) and
-#: soft tissue (about 0 HU) for solid lesions, and between lung and ground glass (about -650 HU)
-#: for subsolid ones.
-REFINE_HU = {
-    "solid nodule": -500.0,
-    "calcified nodule": -500.0,
-    "mass": -500.0,
-    "part-solid nodule": -750.0,
-    "ground-glass nodule": -750.0,
-}
-#: How far (mm) the refined mask may extend beyond the network's mask in one step.
-REFINE_GROW_MM = 2.0
-#: How far (mm) the refinement may reach beyond the network's mask at most, in steps of
-#: :data:`REFINE_GROW_MM` taken while the lesion goes on beyond the step before (see
-#: :func:`refine_mask`). On a real nodule moved into real lungs, whose edge is less dense than a
-#: drawn one's, the network's mask can be half the nodule's width (a 15.4 mm nodule drawn 6.7 mm
-#: wide, measured 10.2 mm).
-REFINE_MAX_GROW_MM = 8.0
-#: The kinds followed further: a solid nodule's edge against aerated lung is sharp. Ground glass
-#: (-750 HU) runs on into the partial volume of vessels and dependent lung, and a mass into the
-#: collapsed lung or fluid beside it.
-REFINE_FURTHER_KINDS = frozenset({"solid nodule"})
-#: The refinement steps on only when at least this share of the voxels just outside the one-step
-#: mask (within the lungs) is still as dense as the lesion: the lesion goes on beyond it all
-#: round, not only where a vessel leaves it ...
-REFINE_CUT_START = 0.3
-#: ... and takes the first further step where at most this share is: the lesion's own edge,
-#: crossed only by vessels. A lesion that does not end within :data:`REFINE_MAX_GROW_MM` (one
-#: merging with collapsed lung or a vessel tree) keeps its one-step mask.
-REFINE_CUT_END = 0.1
-#: What further steps add is opened in-plane by a disc of this share of the lesion's radius
-#: (that of a disc of its largest section's area), at least :data:`REFINE_OPEN_MM`: a vessel or
-#: a bronchial wall the lesion touches, narrower than the lesion's radius, is cut off ...
-REFINE_OPEN_SHARE = 0.5
-#: The opening's smallest radius (mm).
-REFINE_OPEN_MM = 1.5
-#: ... which needs pixels of at most this size (mm); on coarser grids a step of
-#: :data:`REFINE_GROW_MM` is under a pixel and the lesion is refined one step only.
-REFINE_FURTHER_MAX_PIXEL_MM = 1.0
-#: Kinds whose boundary is drawn at half maximum: half-way between the lesion's own peak
-#: attenuation and the aerated lung around it, when that is denser than :data:`REFINE_HU`. A
-#: small calcified nodule is blurred by the scanner into a wide halo denser than -500 HU; its
-#: half-maximum contour is close to the nodule (full width at half maximum). For soft-tissue
-#: lesions -500 HU is already about half-way, and a calcified speck inside one must not shrink it.
-REFINE_HALF_MAX = frozenset({"calcified nodule"})
-#: A refinement keeping less than this share of the network's mask is discarded (the mask was
-#: over aerated lung or a vessel crossing it). The network's mask of a small nodule comes from
-#: a 1.5-2 mm grid and is often several times the nodule's volume, so the share is low.
-REFINE_MIN_KEEP = 0.05
-#: Aerated lung attenuation (HU) assumed where no aerated voxel lies near the lesion.
-LUNG_HU = -850.0
-
-
-def refine_mask(
-    mask: np.ndarray, *, volume: CTVolume, kind: str, lungs: np.ndarray | None = None
-) -> np.ndarray:
-    """Sharpen a lesion mask from the model grid on the CT grid by its attenuation.
-
-    The network's mask comes from a 1.5-2 mm grid, too coarse to measure a 6 mm nodule. Within
-    :data:`REFINE_GROW_MM` of that mask, voxels denser than the kind's threshold
-    (:data:`REFINE_HU`, or for :data:`REFINE_HALF_MAX` kinds the half maximum between the lesion
-    and the lung around it where that is higher; after light in-plane smoothing against noise)
-    that connect to the mask form the refined mask: the lesion's own boundary, as semi-automatic
-    nodule measurement tools draw it. Effusions, unknown kinds and refinements that keep under
-    :data:`REFINE_MIN_KEEP` of the mask (a mask over aerated lung) keep the network's mask.
-
-    With ``lungs`` (labelled by lung, as :func:`~napari_ctreport.report.anatomy.segment_lungs`
-    gives them), a lesion of :data:`REFINE_FURTHER_KINDS` the network drew too small is followed
-    further: when the lesion goes on all round beyond the one-step mask
-    (:data:`REFINE_CUT_START`), the reach grows by :data:`REFINE_GROW_MM` at a time, up to
-    :data:`REFINE_MAX_GROW_MM`, inside the lungs (whose holes, the nodules in them, are filled;
-    not into the chest wall, the mediastinum or the liver), and the first reach at which the
-    lesion ends (:data:`REFINE_CUT_END`) draws it, less the vessels and bronchial walls an
-    in-plane opening (:data:`REFINE_OPEN_SHARE`) cuts off; a lesion that does not end there, or
-    that reaches the edge of the scan, keeps the one-step mask, and so does every lesion on
-    pixels over :data:`REFINE_FURTHER_MAX_PIXEL_MM`.
-    """
-    from scipy import ndimage as ndi
-
-    thr = REFINE_HU.get(kind)
-    if thr is None:
-        return mask
-    # (lungs with no voxel in the box change nothing: no dense voxel is then counted beyond the
-    # first step, so the lesion does not go on)
-    further = (
-        kind in REFINE_FURTHER_KINDS
-        and max(volume.spacing_zyx[1:]) <= REFINE_FURTHER_MAX_PIXEL_MM
-        and lungs is not None
-    )
-    reach = REFINE_MAX_GROW_MM if further else REFINE_GROW_MM
-    box = _mask_box(mask, volume, reach + 1.0)
-    if box is None:
-        return mask
-    sp = np.asarray(volume.spacing_zyx, dtype=float)
-    m = mask[box]
-    hu = ndi.gaussian_filter(np.asarray(volume.array[box], dtype=np.float32), (0.0, 0.7, 0.7))
-    dist = ndi.distance_transform_edt(~m, sampling=sp)
-    if kind in REFINE_HALF_MAX and m.any():
-        thr = max(thr, _half_max(hu, m))
-    dense = hu > thr
-    refined = _touching((dist <= REFINE_GROW_MM) & dense, m)
-    if refined.sum() < REFINE_MIN_KEEP * m.sum():
-        return mask
-    if further:
-        counted = (dist <= REFINE_GROW_MM) | (lungs[box] > 0)
-        refined = _grow_further(
-            refined, m, dense & counted, counted, dist, sp, box=box, shape=volume.shape
-        )
-    out = mask.copy()
-    out[box] = refined
-    return out
-
-
-def _grow_further(
-    refined: np.ndarray,
-    seed: np.ndarray,
-    inside: np.ndarray,
-    counted: np.ndarray,
-    dist: np.ndarray,
-    spacing_zyx: np.ndarray,
-    *,
-    box: tuple[slice, ...],
-    shape: Sequence[int],
-) -> np.ndarray:
-    """:func:`refine_mask`'s further steps: ``refined`` (reached within :data:`REFINE_GROW_MM`
-    of ``seed``) replaced by the part of ``inside`` (dense voxels within the lungs) that
-    connects to ``seed`` within the first further reach (``dist``: mm from ``seed``) at which the
-    lesion ends (:data:`REFINE_CUT_END`) away from the volume's faces (``box`` in ``shape``),
-    when it went on beyond the first step (:data:`REFINE_CUT_START`), less what an in-plane
-    opening cuts off (:data:`REFINE_OPEN_SHARE`); else ``refined`` as it is."""
-    if _cut(refined, inside, counted) < REFINE_CUT_START:
-        return refined
-    # in-plane only, on the slices the first step reached (the long axis is measured in-plane;
-    # a vessel leaving the lesion head-to-foot is not followed)
-    inside = inside & refined.any(axis=(1, 2))[:, None, None]
-    grow = REFINE_GROW_MM
-    while grow + REFINE_GROW_MM <= REFINE_MAX_GROW_MM + 1e-6:
-        grow += REFINE_GROW_MM
-        wider = _touching(inside & (dist <= grow), seed)
-        if _cut(wider, inside, counted) <= REFINE_CUT_END:
-            if _touches_volume_edge(wider, box, shape):
-                return refined
-            return refined | _touching(_opened_in_plane(wider, spacing_zyx), refined)
-    return refined
-
-
-def _opened_in_plane(region: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
-    """``region`` opened slice by slice by a disc of :data:`REFINE_OPEN_SHARE` of its radius."""
-    from scipy import ndimage as ndi
-
-    area = float(region.sum(axis=(1, 2)).max()) * float(spacing_zyx[1] * spacing_zyx[2])
-    radius = max(REFINE_OPEN_MM, REFINE_OPEN_SHARE * float(np.sqrt(area / np.pi)))
-    return ndi.binary_opening(region, structure=_disk_in_plane(radius, spacing_zyx))
-
-
-def _disk_in_plane(radius_mm: float, spacing_zyx: Sequence[float]) -> np.ndarray:
-    """A disc of ``radius_mm`` in the axial plane on the grid of ``spacing_zyx``, as a
-    ``(1, h, w)`` structuring element (for openings slice by slice)."""
-    r = radius_mm / np.asarray(spacing_zyx[1:], dtype=float)
-    ry, rx = np.ceil(r).astype(int)
-    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
-    return ((yy / r[0]) ** 2 + (xx / r[1]) ** 2 <= 1.0)[None]
-
-
-def _touches_volume_edge(region: np.ndarray, box: tuple[slice, ...], shape: Sequence[int]) -> bool:
-    """Whether ``region`` (on ``box``) reaches a face of the volume (``shape``), beyond which
-    nothing is seen."""
-    for axis, (b, n) in enumerate(zip(box, shape, strict=True)):
-        if (b.start == 0 and region.take(0, axis=axis).any()) or (
-            b.stop == n and region.take(-1, axis=axis).any()
-        ):
-            return True
-    return False
-
-
-def _cut(region: np.ndarray, dense: np.ndarray, counted: np.ndarray) -> float:
-    """The share of the voxels just outside ``region`` in its slices (in-plane face neighbours,
-    those in ``counted``) that are ``dense``: where a region grown to a limit was cut off by it."""
-    from scipy import ndimage as ndi
-
-    cross = ndi.generate_binary_structure(2, 1)[None]
-    shell = ndi.binary_dilation(region, structure=cross) & ~region & counted
-    return float(dense[shell].mean()) if shell.any() else 0.0
-
-
-def _touching(region: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    """The connected components of ``region`` that hold a voxel of ``seed``."""
-    from scipy import ndimage as ndi
-
-    lab, _ = ndi.label(region)
-    keep = np.unique(lab[seed & region])
-    return np.isin(lab, keep[keep > 0])
-
-
-def _half_max(hu: np.ndarray, mask: np.ndarray) -> float:
-    """Half-way between a lesion's peak attenuation (the maximum of the lightly smoothed ``hu``
-    within ``mask``) and the aerated lung around it (median of the voxels under -500 HU in
-    ``hu``'s box, or :data:`LUNG_HU`)."""
-    peak = float(hu[mask].max())
-    air = hu[(hu < -500.0) & ~mask]
-    lung = float(np.median(air)) if air.size >= 20 else LUNG_HU
-    return 0.5 * (peak + lung)
 
 
 @dataclass
@@ -555,32 +354,11 @@ def _volume_info(volume: CTVolume, path: str | Path | None) -> dict[str, Any]:
     }
 
 
-def _grow_slices(
-    slices: tuple[slice, ...], volume: CTVolume, margin_mm: float
-) -> tuple[slice, ...]:
-    """The index box ``slices`` grown by ``margin_mm`` on every side, clipped to the volume."""
-    return tuple(
-        slice(
-            max(0, s.start - int(np.ceil(margin_mm / sp))),
-            min(n, s.stop + int(np.ceil(margin_mm / sp))),
-        )
-        for s, sp, n in zip(slices, volume.spacing_zyx, volume.shape, strict=True)
-    )
-
-
-def _mask_box(mask: np.ndarray, volume: CTVolume, margin_mm: float) -> tuple[slice, ...] | None:
-    """The index box of ``mask``'s voxels grown by ``margin_mm`` (``None`` for an empty mask)."""
-    tight = tight_box(mask)
-    if tight is None:
-        return None
-    return _grow_slices(tight, volume, margin_mm)
-
-
 def _solid_core(mask: np.ndarray, volume: CTVolume) -> np.ndarray | None:
     """The solid component of a subsolid lesion: the largest connected part of ``mask`` denser
     than :data:`SOLID_MIN_HU` (half-way between ground glass, about -600 HU, and soft tissue), or
     ``None`` if it has none."""
-    box = _mask_box(mask, volume, 0.0)
+    box = mask_box(mask, volume, 0.0)
     if box is None:
         return None
     dense = mask[box] & (np.asarray(volume.array[box]) > SOLID_MIN_HU)
@@ -738,7 +516,7 @@ def _hull_air(mask: np.ndarray, volume: CTVolume) -> float:
     """Share of aerated (< -500 HU) voxels outside ``mask`` within its convex hull, slice by
     slice (slices with under 10 voxels of it skipped; 1.0 when none is left): near 0 for a
     convex ball, higher for a crescent wrapped around the lung."""
-    box = _mask_box(mask, volume, 0.0)
+    box = mask_box(mask, volume, 0.0)
     if box is None:
         return 1.0
     return _hull_air_in(mask[box], volume, box)
@@ -769,7 +547,7 @@ def _grown_soft_tissue(
     (:data:`PLEURAL_MASS_SHEET_MM`) of pleura and chest wall that run on from it."""
     from scipy import ndimage as ndi
 
-    box = _mask_box(mask, volume, PLEURAL_MASS_GROW_MM + 1.0)
+    box = mask_box(mask, volume, PLEURAL_MASS_GROW_MM + 1.0)
     if box is None:
         return np.zeros(mask.shape, dtype=bool)
     m = mask[box]
@@ -778,9 +556,9 @@ def _grown_soft_tissue(
     tissue = near & _lung_hulls(lungs, box, each=each) & (hu > min_hu) & (hu < SOFT_TISSUE_HU[1])
     # the pleura and the chest wall's inner layer run on from the mass as thin sheets: an opening
     # by a disk of PLEURAL_MASS_SHEET_MM, slice by slice, cuts them off
-    disk = _disk_in_plane(PLEURAL_MASS_SHEET_MM, volume.spacing_zyx)
+    disk = disk_in_plane(PLEURAL_MASS_SHEET_MM, volume.spacing_zyx)
     out = np.zeros(mask.shape, dtype=bool)
-    out[box] = _touching(ndi.binary_opening(tissue, structure=disk), m)
+    out[box] = touching(ndi.binary_opening(tissue, structure=disk), m)
     return out
 
 
@@ -839,7 +617,7 @@ def _cut_necks(grown: np.ndarray, piece: np.ndarray, volume: CTVolume) -> np.nda
     :data:`WHOLE_CUT_NECKS`); ``piece`` itself is always kept."""
     from scipy import ndimage as ndi
 
-    box = _mask_box(grown, volume, 2.0)
+    box = mask_box(grown, volume, 2.0)
     if box is None:
         return grown
     g = grown[box]
@@ -850,9 +628,9 @@ def _cut_necks(grown: np.ndarray, piece: np.ndarray, volume: CTVolume) -> np.nda
     r = WHOLE_NECK_FRACTION * float(inside[p].max()) if p.any() else 0.0
     if r <= PLEURAL_MASS_SHEET_MM:
         return grown  # the growth's own opening already cut necks this narrow
-    disk = _disk_in_plane(r, volume.spacing_zyx)
+    disk = disk_in_plane(r, volume.spacing_zyx)
     out = np.zeros(grown.shape, dtype=bool)
-    out[box] = _touching(ndi.binary_opening(g, structure=disk), p) | p
+    out[box] = touching(ndi.binary_opening(g, structure=disk), p) | p
     return out
 
 
@@ -862,7 +640,7 @@ def _denser_than_fluid(mask: np.ndarray, volume: CTVolume) -> np.ndarray:
     from scipy import ndimage as ndi
 
     out = np.zeros(mask.shape, dtype=bool)
-    box = _mask_box(mask, volume, 0.0)
+    box = mask_box(mask, volume, 0.0)
     if box is None:
         return out
     hu = ndi.gaussian_filter(np.asarray(volume.array[box], dtype=np.float32), (0.0, 1.0, 1.0))
@@ -958,7 +736,7 @@ def _grow_effusion(mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None)
 
     if lungs is None or not lungs.any():
         return mask.copy()
-    box = _mask_box(mask, volume, EFFUSION_GROW_MM + 1.0)
+    box = mask_box(mask, volume, EFFUSION_GROW_MM + 1.0)
     if box is None:
         return mask.copy()
     sp = volume.spacing_zyx
@@ -976,7 +754,7 @@ def _grow_effusion(mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None)
     # keeps fluid at least three voxels thick, not that one-voxel rim along the pleura
     fluid = ndi.binary_opening(fluid, structure=np.ones((1, 3, 3), dtype=bool))
     out = mask.copy()
-    out[box] |= _touching(fluid | m, m)
+    out[box] |= touching(fluid | m, m)
     return out
 
 
@@ -985,7 +763,7 @@ def _calcium(mask: np.ndarray, volume: CTVolume) -> bool:
     :data:`CALCIFIED_MIN_HU`. The scanner blurs a small calcified nodule into a halo of lower
     attenuation that pulls its mean far under 200 HU (a blurred 3.5 mm one: mean -96 HU within
     its -500 HU contour) while its core stays far above (90th percentile 330 HU)."""
-    box = _mask_box(mask, volume, 0.0)
+    box = mask_box(mask, volume, 0.0)
     if box is None:
         return False
     return float(np.percentile(np.asarray(volume.array[box])[mask[box]], 90)) >= CALCIFIED_MIN_HU
@@ -1002,7 +780,7 @@ def _drawn(refined: np.ndarray, coarse: np.ndarray) -> np.ndarray:
 
 def _mean_hu(mask: np.ndarray, volume: CTVolume) -> float:
     """Mean attenuation (HU) within ``mask`` (NaN for an empty mask)."""
-    box = _mask_box(mask, volume, 0.0)
+    box = mask_box(mask, volume, 0.0)
     if box is None:
         return float("nan")
     return float(np.asarray(volume.array[box])[mask[box]].mean())
@@ -1016,7 +794,7 @@ def _chest_wall(mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None) ->
 
     if lungs is None or not lungs.any():
         return False
-    box = _mask_box(mask, volume, NEAR_LUNG_MM + 1.0)
+    box = mask_box(mask, volume, NEAR_LUNG_MM + 1.0)
     if box is None:
         return False
     m = mask[box]
@@ -1032,7 +810,7 @@ def _near_lungs(
     slices: tuple[slice, ...], lungs: np.ndarray, volume: CTVolume, margin_mm: float
 ) -> bool:
     """Whether any lung voxel lies within ``margin_mm`` of the box ``slices``."""
-    return bool(lungs[_grow_slices(slices, volume, margin_mm)].any())
+    return bool(lungs[grow_slices(slices, volume, margin_mm)].any())
 
 
 def _shared_voxels(a: Any, b: Any) -> int:
@@ -1329,7 +1107,7 @@ def _touches(
 
     if not which:
         return False
-    box = _mask_box(mask, volume, mm)
+    box = mask_box(mask, volume, mm)
     if box is None:
         return False
     near = ndi.distance_transform_edt(~mask[box], sampling=volume.spacing_zyx) <= mm

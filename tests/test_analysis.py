@@ -679,9 +679,9 @@ def test_refine_mask_finds_the_lesion_boundary():
     """A coarse (too big or too small) model mask is sharpened to the nodule's own boundary."""
     from scipy import ndimage as ndi
 
-    from napari_ctreport.analysis import refine_mask
     from napari_ctreport.io.volume import CTVolume
     from napari_ctreport.report.measure import measure_mask
+    from napari_ctreport.report.refine import refine_mask
 
     rng = np.random.default_rng(0)
     sp = (1.25, 0.7, 0.7)
@@ -727,9 +727,9 @@ def test_refine_mask_follows_a_nodule_the_network_drew_half_as_wide():
     further step's 4 mm), and measures it within 10 %."""
     from scipy import ndimage as ndi
 
-    from napari_ctreport.analysis import refine_mask
     from napari_ctreport.io.volume import CTVolume
     from napari_ctreport.report.measure import measure_mask
+    from napari_ctreport.report.refine import refine_mask
 
     sp = (2.5, 0.7, 0.7)
     arr, wall, (zz, yy, xx) = _lung_phantom(sp)
@@ -773,8 +773,8 @@ def test_refine_mask_does_not_follow_a_vessel_or_the_chest_wall():
     on beyond the step, the nodule does not), and a 12 mm nodule against the chest wall drawn
     5 mm wide is followed beyond the first step only inside the lungs, whose filled holes hold
     a nodule where lung surrounds it, not where it touches the wall."""
-    from napari_ctreport.analysis import REFINE_GROW_MM, refine_mask
     from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.refine import REFINE_GROW_MM, refine_mask
 
     sp = (2.5, 0.7, 0.7)
     arr, wall, (zz, yy, xx) = _lung_phantom(sp)
@@ -814,6 +814,7 @@ def test_refine_mask_measures_a_blurred_calcified_nodule_at_half_maximum():
     from napari_ctreport import analysis
     from napari_ctreport.io.volume import CTVolume
     from napari_ctreport.report.measure import measure_mask
+    from napari_ctreport.report.refine import refine_mask
 
     sp = (1.25, 0.7, 0.7)
     zz, yy, xx = np.mgrid[:40, :80, :80]
@@ -824,7 +825,7 @@ def test_refine_mask_measures_a_blurred_calcified_nodule_at_half_maximum():
     vol = CTVolume(array=arr.astype(np.float32), spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
     truth = measure_mask(dist <= 1.75, volume=vol)["diameter_mm"]
     coarse = dist <= 4.0  # the network's mask from its 1.5-2 mm grid
-    d = measure_mask(analysis.refine_mask(coarse, volume=vol, kind="calcified nodule"), volume=vol)
+    d = measure_mask(refine_mask(coarse, volume=vol, kind="calcified nodule"), volume=vol)
     assert abs(d["diameter_mm"] - truth) / truth < 0.15, (d["diameter_mm"], truth)
     # the fixed -500 HU contour alone measures the halo
     halo = measure_mask((arr > -500) & (dist <= 6.0), volume=vol)["diameter_mm"]

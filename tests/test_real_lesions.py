@@ -285,7 +285,7 @@ def test_a_real_nodule_the_network_draws_half_as_wide_is_measured_whole(real_les
     """lung1's nodule resized to 15.4 mm and moved to another place of lung1's CT (case 4 of the model
     card's realtx set). The network finds it but draws it 6.7 mm wide; refined one 2 mm step
     beyond that it measured 10.2 mm (-34 %). Followed on while it goes on all round, to where
-    it ends (:data:`~napari_ctreport.analysis.REFINE_MAX_GROW_MM`), it is measured within 15 %."""
+    it ends (:data:`~napari_ctreport.report.refine.REFINE_MAX_GROW_MM`), it is measured within 15 %."""
     from napari_ctreport.metrics import hits
 
     case = _realtx_case(real_lesions, tmp_path, 4)

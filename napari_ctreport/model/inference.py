@@ -574,7 +574,7 @@ BLOB_SAME_MM = 4.0
 #: (:func:`_ct_subsolid`); ``subsolid_check`` in a model's config overrides it.
 SUBSOLID_CHECK = True
 #: Ground glass starts here (HU): tissue above it counts for the ball's isolation (the
-#: refinement's boundary of a subsolid nodule, ``analysis.REFINE_HU``).
+#: refinement's boundary of a subsolid nodule, ``report.refine.REFINE_HU``).
 SUBSOLID_HU = -750.0
 #: A ground-glass ball needs at least this Hessian strength (a 300 HU ball gives about 85; the
 #: noise of aerated lung rarely 50 at these scales) ...
