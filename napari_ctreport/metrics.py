@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from .report.findings import Finding
-from .report.lexicon import NODULE_KINDS
+from .report.lexicon import KINDS, NODULE_KINDS
 from .report.parse import clinical_consistency
 from .report.writer import Report
 
@@ -267,6 +267,43 @@ def finding_f1(
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
 
 
+def found_by_kind(
+    preds_per_scan: Scans,
+    gts_per_scan: Scans,
+    *,
+    score_threshold: float = 0.5,
+    iou: float = 0.1,
+) -> dict[str, dict[str, float]]:
+    """Per ground-truth kind: how many there are, the share found and the share named right.
+
+    A ground-truth finding is found when a prediction at or above ``score_threshold`` hits it
+    (:func:`hits`, whatever kind the prediction has, as in :func:`froc`), and named right when one
+    of those predictions has its kind. Where the misses lie (ground glass, say) is what a retraining
+    should aim at, which the totals do not tell.
+
+    Returns
+    -------
+    dict
+        ``{kind: {"n": count, "found": share, "kind_right": share}}`` for every kind the ground
+        truth has, in lexicon order.
+    """
+    _check(preds_per_scan, gts_per_scan)
+    counts: dict[str, list[int]] = {}
+    for preds, gts in zip(preds_per_scan, gts_per_scan, strict=True):
+        kept = [p for p in _active(preds) if p.score >= score_threshold]
+        for g in _active(gts):
+            hit = [p for p in kept if hits(p, g, iou=iou)]
+            row = counts.setdefault(g.kind, [0, 0, 0])
+            row[0] += 1
+            row[1] += bool(hit)
+            row[2] += any(p.kind == g.kind for p in hit)
+    order = {k: i for i, k in enumerate(KINDS)}
+    return {
+        k: {"n": n, "found": found / n, "kind_right": right / n}
+        for k, (n, found, right) in sorted(counts.items(), key=lambda kv: order.get(kv[0], 99))
+    }
+
+
 def median_size_error(
     preds_per_scan: Scans,
     gts_per_scan: Scans,
@@ -339,8 +376,9 @@ def evaluate(
         ``bleu4``, ``rouge_l``, ``cider``, ``clinical_consistency`` (predicted report against the
         ground-truth findings, mean over cases; sizes within 0.6 mm), ``clinical_consistency_15pct``
         (the same with sizes within :data:`CONSISTENCY_SIZE_TOL_REL` of the ground truth's, as
-        the size-error target allows) and ``grounding`` (predicted report against the predicted
-        findings, mean over cases).
+        the size-error target allows), ``grounding`` (predicted report against the predicted
+        findings, mean over cases), and per ground-truth kind (:func:`found_by_kind`)
+        ``found_by_kind``, ``kind_right_by_kind`` and ``n_by_kind``.
     """
     if len(pred_cases) != len(gt_cases):
         raise ValueError(
@@ -363,6 +401,10 @@ def evaluate(
         "f1": f1["f1"],
         "size_error_median": median_size_error(preds, gts, score_threshold=score_threshold),
     }
+    by_kind = found_by_kind(preds, gts, score_threshold=score_threshold)
+    out["found_by_kind"] = {k: v["found"] for k, v in by_kind.items()}
+    out["kind_right_by_kind"] = {k: v["kind_right"] for k, v in by_kind.items()}
+    out["n_by_kind"] = {k: v["n"] for k, v in by_kind.items()}
     out.update(report_scores([c[1] for c in pred_cases], [c[1] for c in gt_cases]))
     out["clinical_consistency"] = (
         float(

@@ -138,7 +138,9 @@ def _evaluate(folder: str, model: str | None) -> dict:
     from napari_ctreport.analysis import evaluate_model
 
     res = evaluate_model(folder, model=model, device="cpu")
-    return {k: v for k, v in res.items() if not isinstance(v, (dict, list))}
+    out = {k: v for k, v in res.items() if not isinstance(v, (dict, list))}
+    out.update({k: res[k] for k in ("found_by_kind", "kind_right_by_kind", "n_by_kind")})
+    return out
 
 
 def _check_sets(dest: Path, sets: list[str]) -> None:
@@ -162,6 +164,31 @@ def run(dest: Path, *, sets: list[str], model: str | None, jobs: int) -> str:
         for _, key, fmt in COLUMNS:
             v = r.get(key)
             cells.append("n/a" if v is None or v != v else fmt.format(v))
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + _kinds_table(results, sets)
+
+
+def _kinds_table(results: dict[str, dict], sets: list[str]) -> str:
+    """Found / named right / count per ground-truth kind and set, at the operating threshold."""
+    from napari_ctreport.report.lexicon import KINDS
+
+    kinds = [k for k in KINDS if any(k in results[s]["n_by_kind"] for s in sets)]
+    lines = [
+        "Per ground-truth kind: found (any kind) / named right, of n",
+        "",
+        "| set | " + " | ".join(kinds) + " |",
+        "|" + "---|" * (len(kinds) + 1),
+    ]
+    for s in sets:
+        r = results[s]
+        cells = []
+        for k in kinds:
+            n = r["n_by_kind"].get(k, 0)
+            cells.append(
+                f"{r['found_by_kind'][k]:.2f} / {r['kind_right_by_kind'][k]:.2f} of {n}"
+                if n
+                else "-"
+            )
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -226,3 +226,23 @@ def test_evaluate_and_table() -> None:
     lines = table.splitlines()
     assert lines[0].startswith("metric") and "sens@1fp" in table and "cider" in table
     assert len({len(line) for line in lines}) == 1  # aligned
+
+
+def test_found_by_kind() -> None:
+    """Per ground-truth kind: the nodule found and named, the mass found but called fluid, the
+    second nodule missed (its only prediction is under the threshold, and misplaced)."""
+    from napari_ctreport.metrics import found_by_kind
+
+    p = [
+        [replace(G1, score=0.9), replace(G2, kind="pleural effusion", score=0.6)],
+        [shifted(G3, 20.0, score=0.2), replace(G3, score=0.3)],
+    ]
+    got = found_by_kind(p, GTS, score_threshold=0.5)
+    assert list(got) == ["solid nodule", "mass"]  # lexicon order
+    assert got["solid nodule"] == {"n": 2, "found": 0.5, "kind_right": 0.5}
+    assert got["mass"] == {"n": 1, "found": 1.0, "kind_right": 0.0}
+    assert found_by_kind(p, GTS, score_threshold=0.25)["solid nodule"]["found"] == 1.0
+    res = evaluate([(c, "") for c in p], [(c, "") for c in GTS], score_threshold=0.5)
+    assert res["found_by_kind"] == {"solid nodule": 0.5, "mass": 1.0}
+    assert res["n_by_kind"] == {"solid nodule": 2, "mass": 1}
+    assert "found_by_kind.mass" in format_table(res)
