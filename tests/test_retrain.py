@@ -461,7 +461,7 @@ def _export_batches(export_dir, *, seed: int, steps: int, batch_size: int, rotat
     )
 
 
-def test_patches_cut_in_worker_processes_train_the_same_model(export_dir, tmp_path):
+def test_patches_cut_in_worker_processes_train_the_same_model(export_dir, tmp_path, caplog):
     """``train(patch_workers=2)``: the patches are cut in two forked processes ahead of each
     step, after this process's torch has run its threads, and the trained weights are the
     same bytes as with the patches cut between steps here (step ``i``'s patches come from a
@@ -506,6 +506,7 @@ def test_patches_cut_in_worker_processes_train_the_same_model(export_dir, tmp_pa
         shas.append(file_sha256(out / "model.safetensors"))
     assert shas[0] == shas[1]
     assert shas[0] != file_sha256(DEFAULT_MODEL_DIR / "model.safetensors")
+    assert "patch workers failed" not in caplog.text  # the workers cut them, not the fallback
 
 
 class _FailsInWorkers:
