@@ -296,6 +296,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_minutes=args.max_minutes,
         rotate_deg=args.rotate_deg,
+        kind_weights=dict(args.kind_weight) or None,
         **{
             k: v
             for k, v in (
@@ -343,6 +344,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         _atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def _kind_weight(text: str) -> tuple[str, float]:
+    """``--kind-weight KIND=W``: a lexicon kind and a positive weight."""
+    from .report.lexicon import KINDS
+
+    kind, _, weight = text.rpartition("=")
+    kind = kind.strip()
+    if kind not in KINDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the kind must be one of {', '.join(KINDS)} (KIND=W, e.g. "
+            "'ground-glass nodule=2')"
+        )
+    try:
+        w = float(weight)
+    except ValueError:
+        w = float("nan")
+    if not w > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the weight must be a positive number")
+    return kind, w
 
 
 def _parse_size(text: str) -> tuple[int, int, int]:
@@ -548,6 +569,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="turn half the training patches in the axial plane by up to this many degrees",
+    )
+    p.add_argument(
+        "--kind-weight",
+        action="append",
+        type=_kind_weight,
+        default=[],
+        metavar="KIND=W",
+        help="centre W times the share of lesion patches on findings of KIND (a lexicon kind,"
+        " e.g. 'ground-glass nodule=2'; repeatable; default 1 for every kind)",
     )
     p.set_defaults(func=cmd_train)
 

@@ -294,6 +294,10 @@ def test_model_card_says_whether_patches_were_turned() -> None:
     assert "random initialisation" in flat
     turned = model_card(name="m", version="1", training={**training, "rotate_deg": 7.5}, history=[])
     assert "axial turns up to 7.5 degrees" in turned
+    assert "weighted by kind" not in turned
+    weighted = {**training, "kind_weights": {"ground-glass nodule": 2.0, "part-solid nodule": 2.0}}
+    card = model_card(name="m", version="1", training=weighted, history=[])
+    assert "weighted by kind: ground-glass nodule x2, part-solid nodule x2" in card
 
 
 GEN_SEED = 424242
@@ -556,3 +560,65 @@ def test_patch_workers_by_default_only_on_cuda(monkeypatch):
         monkeypatch.setattr(os, "cpu_count", lambda c=cores: c)
         assert auto_patch_workers("cuda") == want
         assert auto_patch_workers("cpu") == auto_patch_workers(torch.device("mps")) == 0
+
+
+def test_kind_weights_centre_more_patches_on_a_kind(tmp_path, capsys):
+    """``kind_weights``: with ground glass weighted 9 to 1, about nine in ten lesion-centred
+    patches of a case holding one solid and one ground-glass nodule are centred on the ground
+    glass (about half without weights). ``train`` refuses a kind outside the lexicon or a weight
+    that is not positive before it loads anything, and so does ``ctreport train``."""
+    from napari_ctreport.model.train import _CaseData, _kind_weights, _Target, sample_patch
+    from napari_ctreport.report.lexicon import KINDS, kind_id
+
+    def target(kind: str, centre) -> _Target:
+        return _Target(
+            kind=kind_id(kind) - 1,
+            side=0,
+            zone=0,
+            size_bin=0,
+            centre=np.array(centre, dtype=float),
+            size=np.array([4.0, 4.0, 4.0]),
+            label=1,
+        )
+
+    case = _CaseData(
+        name="two",
+        image=np.zeros((48, 160, 160), dtype=np.float16),
+        labels=np.zeros((48, 160, 160), dtype=np.uint8),
+        valid=(48, 160, 160),
+        targets=[
+            target("solid nodule", (24, 40, 40)),
+            target("ground-glass nodule", (24, 120, 120)),
+        ],
+        spacing=np.array([2.0, 1.5, 1.5]),
+    )
+    patch = np.array([16, 32, 32])
+
+    def share_on_ground_glass(weights) -> float:
+        rng = np.random.default_rng(0)
+        n = 0
+        for _ in range(300):
+            s = sample_patch(
+                case, patch, rng, lesion_prob=1.0, augment=False, pad_value=-1.0,
+                kind_weights=weights,
+            )  # fmt: skip
+            n += s["origin"][2] > 80
+        return n / 300
+
+    weights = _kind_weights({"ground-glass nodule": 9.0})
+    assert len(weights) == len(KINDS) and sorted(set(weights)) == [1.0, 9.0]
+    assert 0.4 < share_on_ground_glass(None) < 0.6
+    assert 0.85 < share_on_ground_glass(weights) < 0.95
+
+    from napari_ctreport.cli import main
+    from napari_ctreport.model.train import train
+
+    for bad in ({"tumour": 2.0}, {"mass": 0.0}):
+        with pytest.raises(ValueError, match="tumour|positive"):
+            train(data_dirs=[tmp_path / "none"], out_dir=tmp_path / "m", kind_weights=bad)
+    for arg in ("tumour=2", "mass=-1", "mass"):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "--synthetic", "1", "--out", str(tmp_path / "m"), "--kind-weight", arg])
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "the kind must be one of" in err and "the weight must be a positive number" in err
