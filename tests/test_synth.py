@@ -573,3 +573,48 @@ def test_low_dose_noise_has_its_level_and_an_in_plane_grain() -> None:
     thick = low_dose(flat, noise_hu=0.0, slice_mm=2.5)
     assert thick.shape[0] == 8 and thick.spacing_zyx == (2.5, 0.7, 0.7)
     assert np.all(thick.array == 40) and thick.origin_lps == flat.origin_lps
+
+
+def test_lesions_are_placed_where_a_reader_can_see_them() -> None:
+    """A nodule goes into aerated lung, not into soft tissue the lung label also covers (the
+    phantom's hilar vessels): with the image given, every spot ``_place_nodule`` picks in a lung
+    whose right half is 40 HU "vessel" is aerated; without it, some land in the vessel. An
+    effusion that would wrap a nodule already placed is refused; one beside it, or wrapping a
+    mass-sized lesion (a cancer and its effusion), is not."""
+    from napari_ctreport.synth.generate import _place_nodule, _wraps_lesion
+
+    shape, sp = (40, 80, 80), (2.0, 1.5, 1.5)
+    lungs = np.ones(shape, dtype=np.uint8)
+    hu = np.full(shape, -850.0, dtype=np.float32)
+    hu[:, :, 40:] = 40.0  # soft tissue inside the lung label
+    labels = np.zeros(shape, dtype=np.uint8)
+
+    def spots(image) -> list[float]:
+        out = []
+        for seed in range(12):
+            les = _place_nodule(
+                np.random.default_rng(seed),
+                "solid nodule",
+                lungs=lungs,
+                labels=labels,
+                spacing=sp,
+                hu=image,
+            )
+            assert les is not None
+            out.append(float(np.median(hu[les.box][les.mask])))
+        return out
+
+    assert max(spots(hu)) < -500.0
+    assert max(spots(None)) > -500.0
+
+    zz, yy, xx = np.indices(shape)
+    dist = np.sqrt(((zz - 20) * sp[0]) ** 2 + ((yy - 40) * sp[1]) ** 2 + ((xx - 40) * sp[2]) ** 2)
+    box = tuple(slice(0, n) for n in shape)
+    for radius, fluid, wraps in (
+        (4.0, dist <= 12.0, True),  # a nodule floating in the fluid
+        (4.0, (dist > 4.0) & (yy > 42), False),  # fluid on one side of it only
+        (17.0, dist <= 25.0, False),  # a mass, left to its effusion
+    ):
+        nodule = np.zeros(shape, dtype=np.uint8)
+        nodule[dist <= radius] = 1
+        assert _wraps_lesion(fluid & (nodule == 0), box, nodule, sp) is wraps, radius

@@ -112,6 +112,15 @@ WALL_DEPTH = (0.6, 0.9)
 WALL_MASS_EFFUSION = 0.5
 
 
+#: A lesion is placed in aerated lung: the median attenuation (HU) of its spot before it is drawn
+#: must be under this. The lung label alone also holds the large hilar vessels the phantom draws
+#: inside the lungs (a nodule once went wholly inside one, where no reader could see it).
+PLACE_MAX_HU = -500.0
+#: An effusion is not placed where it would wrap a lesion already placed: more than this share of
+#: the 1-3 mm shell around the lesion would be fluid (a lung nodule then floats in the effusion).
+EFFUSION_MAX_WRAP = 0.5
+
+
 def _place_nodule(
     rng: np.random.Generator,
     kind: str,
@@ -122,12 +131,14 @@ def _place_nodule(
     tries: int = 40,
     lung_index: np.ndarray | None = None,
     depth: np.ndarray | None = None,
+    hu: np.ndarray | None = None,
 ) -> Lesion | None:
     """Find a spot inside lung parenchyma, clear of other lesions, for a lesion of ``kind``.
 
     ``lung_index``: ``np.flatnonzero(lungs)`` if the caller has it (it is the same every call).
     ``depth``: the depth (mm) of each of those voxels in the lung; given, the lesion is set
     against the lung's edge (its centre :data:`WALL_DEPTH` radii deep), cut where the lung ends.
+    ``hu``: the image so far; given, a spot must be aerated there (:data:`PLACE_MAX_HU`).
     """
     idx = np.flatnonzero(lungs.ravel()) if lung_index is None else lung_index
     if len(idx) == 0:
@@ -164,6 +175,8 @@ def _place_nodule(
             continue
         if _touches_border(m, les.box, lungs.shape):
             continue
+        if hu is not None and float(np.median(hu[les.box][m])) > PLACE_MAX_HU:
+            continue  # a vessel or other soft tissue inside the lung label
         # keep the region to lung (a mass abutting the mediastinum stops at it)
         les.mask = m & (lungs[les.box] > 0)
         if les.core is not None:
@@ -203,9 +216,36 @@ def _place_effusion(
     )
     if _touches_border(mb, box, lungs.shape):
         return None  # cut by the field of view or the scan range
+    if _wraps_lesion(mb, box, labels, spacing):
+        return None
     hu = np.full(mb.shape, rng.uniform(4, 18), dtype=np.float32)
     hu += rng.normal(0, 3, mb.shape).astype(np.float32)
     return Lesion(kind="pleural effusion", box=box, mask=mb, hu=hu, blend="set")
+
+
+def _wraps_lesion(
+    mask: np.ndarray, box: tuple[slice, ...], labels: np.ndarray, spacing: Sequence[float]
+) -> bool:
+    """Whether the effusion ``mask`` (on ``box``) would wrap a nodule of ``labels`` already
+    placed: more than :data:`EFFUSION_MAX_WRAP` of the 1-3 mm shell around it is fluid. Masses
+    (over :data:`MASS_MIN_MM` across) are not asked: a cancer against the pleura has its effusion
+    beside it (``wall_masses``)."""
+    lab = labels[box]
+    sp = np.asarray(spacing, dtype=float)
+    for i, sub in enumerate(ndi.find_objects(lab), start=1):
+        if sub is None:
+            continue
+        if max((s.stop - s.start) * d for s, d in zip(sub, sp, strict=True)) > MASS_MIN_MM:
+            continue
+        sub = tuple(
+            slice(max(0, s.start - 4), min(n, s.stop + 4))
+            for s, n in zip(sub, lab.shape, strict=True)
+        )
+        dist = ndi.distance_transform_edt(lab[sub] != i, sampling=spacing)
+        shell = (dist > 1.0) & (dist <= 3.0)
+        if shell.any() and float(mask[sub][shell].mean()) > EFFUSION_MAX_WRAP:
+            return True
+    return False
 
 
 def _add_lesions(
@@ -276,6 +316,7 @@ def _add_lesions(
             spacing=spacing,
             lung_index=lung_index,
             depth=depth,
+            hu=hu,
         )
         if les is not None and depth is not None:
             centre = np.argwhere(les.mask).mean(0).round().astype(int)
