@@ -101,6 +101,19 @@ def tight_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
+def touches_volume_edge(
+    region: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...] | list[int]
+) -> bool:
+    """Whether ``region`` (on the index box ``box`` of a volume of ``shape``) reaches a face of
+    the volume, beyond which nothing is seen: a lesion cut there would be measured short."""
+    for axis, (b, n) in enumerate(zip(box, shape, strict=True)):
+        if (b.start == 0 and region.take(0, axis=axis).any()) or (
+            b.stop == n and region.take(-1, axis=axis).any()
+        ):
+            return True
+    return False
+
+
 def measure_mask(mask: np.ndarray, *, volume: CTVolume) -> dict[str, Any]:
     """Measure a lesion mask on a CT volume.
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..io.volume import CTVolume
-from .measure import tight_box
+from .measure import tight_box, touches_volume_edge
 
 #: Attenuation thresholds of the refinement: half-way between aerated lung (about -850 HU) and
 #: soft tissue (about 0 HU) for solid lesions, and between lung and ground glass (about -650 HU)
@@ -155,7 +155,7 @@ def _grow_further(
         grow += REFINE_GROW_MM
         wider = touching(inside & (dist <= grow), seed)
         if _cut(wider, inside, counted) <= REFINE_CUT_END:
-            if _touches_volume_edge(wider, box, shape):
+            if touches_volume_edge(wider, box, shape):
                 return refined
             return refined | touching(_opened_in_plane(wider, spacing_zyx), refined)
     return refined
@@ -177,17 +177,6 @@ def disk_in_plane(radius_mm: float, spacing_zyx: Sequence[float]) -> np.ndarray:
     ry, rx = np.ceil(r).astype(int)
     yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
     return ((yy / r[0]) ** 2 + (xx / r[1]) ** 2 <= 1.0)[None]
-
-
-def _touches_volume_edge(region: np.ndarray, box: tuple[slice, ...], shape: Sequence[int]) -> bool:
-    """Whether ``region`` (on ``box``) reaches a face of the volume (``shape``), beyond which
-    nothing is seen."""
-    for axis, (b, n) in enumerate(zip(box, shape, strict=True)):
-        if (b.start == 0 and region.take(0, axis=axis).any()) or (
-            b.stop == n and region.take(-1, axis=axis).any()
-        ):
-            return True
-    return False
 
 
 def _cut(region: np.ndarray, dense: np.ndarray, counted: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from ..io.case import Case, new_provenance, write_case
 from ..io.volume import CTVolume
 from ..report.anatomy import segment_lungs
 from ..report.findings import Finding
-from ..report.measure import axial_diameters, finding_from_mask
+from ..report.measure import axial_diameters, finding_from_mask, touches_volume_edge
 from ..report.writer import Report, write_report
 from .lesions import KIND_WEIGHTS, Lesion, composite, effusion_mask, make_lesion, nodule_diameter
 from .phantom import NOISE_PIXEL_MM, STYLES, Phantom, build_phantom, scanner
@@ -83,25 +83,6 @@ def _plan(rng: np.random.Generator, *, allow_effusion: bool = True) -> list[str]
         out.append(k)
     # effusions last: they take lung space from the nodules' candidate positions
     return sorted(out, key=lambda k: k == "pleural effusion")
-
-
-def _touches_border(
-    mask: np.ndarray,
-    box: tuple[slice, ...],
-    shape: tuple[int, ...],
-    axes: Sequence[int] = (0, 1, 2),
-) -> bool:
-    """Whether ``mask`` (on ``box`` of a volume of ``shape``) reaches the volume's edge on ``axes``.
-
-    A lesion cut by the field of view or the scan range would be measured smaller than it is.
-    """
-    for ax in axes:
-        sl = box[ax]
-        if sl.start == 0 and np.take(mask, 0, axis=ax).any():
-            return True
-        if sl.stop == shape[ax] and np.take(mask, -1, axis=ax).any():
-            return True
-    return False
 
 
 #: A mass set against the pleura (``wall_masses``) has its centre this many radii deep in the
@@ -173,7 +154,7 @@ def _place_nodule(
             continue
         if (labels[les.box][m] > 0).any():
             continue
-        if _touches_border(m, les.box, lungs.shape):
+        if touches_volume_edge(m, les.box, lungs.shape):
             continue
         if hu is not None and float(np.median(hu[les.box][m])) > PLACE_MAX_HU:
             continue  # a vessel or other soft tissue inside the lung label
@@ -214,7 +195,7 @@ def _place_effusion(
     box = tuple(
         slice(b.start + s.start, b.start + s.stop) for b, s in zip(side_box, sub, strict=True)
     )
-    if _touches_border(mb, box, lungs.shape):
+    if touches_volume_edge(mb, box, lungs.shape):
         return None  # cut by the field of view or the scan range
     if _wraps_lesion(mb, box, labels, spacing):
         return None
@@ -237,9 +218,10 @@ def _wraps_lesion(
             continue
         if max((s.stop - s.start) * d for s, d in zip(sub, sp, strict=True)) > MASS_MIN_MM:
             continue
+        # the box grown by the shell's 3 mm (4 voxels fell short of it on sub-millimetre pixels)
         sub = tuple(
-            slice(max(0, s.start - 4), min(n, s.stop + 4))
-            for s, n in zip(sub, lab.shape, strict=True)
+            slice(max(0, s.start - pad), min(n, s.stop + pad))
+            for s, n, pad in zip(sub, lab.shape, np.ceil(3.0 / sp).astype(int) + 1, strict=True)
         )
         dist = ndi.distance_transform_edt(lab[sub] != i, sampling=spacing)
         shell = (dist > 1.0) & (dist <= 3.0)
