@@ -377,8 +377,7 @@ def evaluate(
         ground-truth findings, mean over cases; sizes within 0.6 mm), ``clinical_consistency_15pct``
         (the same with sizes within :data:`CONSISTENCY_SIZE_TOL_REL` of the ground truth's, as
         the size-error target allows), ``grounding`` (predicted report against the predicted
-        findings, mean over cases), and per ground-truth kind (:func:`found_by_kind`)
-        ``found_by_kind``, ``kind_right_by_kind`` and ``n_by_kind``.
+        findings, mean over cases), and ``by_kind`` (:func:`found_by_kind`).
     """
     if len(pred_cases) != len(gt_cases):
         raise ValueError(
@@ -401,10 +400,7 @@ def evaluate(
         "f1": f1["f1"],
         "size_error_median": median_size_error(preds, gts, score_threshold=score_threshold),
     }
-    by_kind = found_by_kind(preds, gts, score_threshold=score_threshold)
-    out["found_by_kind"] = {k: v["found"] for k, v in by_kind.items()}
-    out["kind_right_by_kind"] = {k: v["kind_right"] for k, v in by_kind.items()}
-    out["n_by_kind"] = {k: v["n"] for k, v in by_kind.items()}
+    out["by_kind"] = found_by_kind(preds, gts, score_threshold=score_threshold)
     out.update(report_scores([c[1] for c in pred_cases], [c[1] for c in gt_cases]))
     out["clinical_consistency"] = (
         float(
@@ -444,7 +440,10 @@ def _flatten(results: dict[str, Any]) -> list[tuple[str, Any]]:
         if isinstance(value, dict):
             for k, v in value.items():
                 name = f"sens@{k:g}fp" if key == "froc" and isinstance(k, float) else f"{key}.{k}"
-                rows.append((name, v))
+                if isinstance(v, dict):  # by_kind: kind -> {n, found, kind_right}
+                    rows += [(f"{name}.{field}", x) for field, x in v.items()]
+                else:
+                    rows.append((name, v))
         elif isinstance(value, (list, tuple)):
             continue
         else:

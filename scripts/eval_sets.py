@@ -139,7 +139,7 @@ def _evaluate(folder: str, model: str | None) -> dict:
 
     res = evaluate_model(folder, model=model, device="cpu")
     out = {k: v for k, v in res.items() if not isinstance(v, (dict, list))}
-    out.update({k: res[k] for k in ("found_by_kind", "kind_right_by_kind", "n_by_kind")})
+    out["by_kind"] = res["by_kind"]
     return out
 
 
@@ -172,7 +172,7 @@ def _kinds_table(results: dict[str, dict], sets: list[str]) -> str:
     """Found / named right / count per ground-truth kind and set, at the operating threshold."""
     from napari_ctreport.report.lexicon import KINDS
 
-    kinds = [k for k in KINDS if any(k in results[s]["n_by_kind"] for s in sets)]
+    kinds = [k for k in KINDS if any(k in results[s]["by_kind"] for s in sets)]
     lines = [
         "Per ground-truth kind: found (any kind) / named right, of n",
         "",
@@ -180,15 +180,13 @@ def _kinds_table(results: dict[str, dict], sets: list[str]) -> str:
         "|" + "---|" * (len(kinds) + 1),
     ]
     for s in sets:
-        r = results[s]
-        cells = []
-        for k in kinds:
-            n = r["n_by_kind"].get(k, 0)
-            cells.append(
-                f"{r['found_by_kind'][k]:.2f} / {r['kind_right_by_kind'][k]:.2f} of {n}"
-                if n
-                else "-"
-            )
+        by_kind = results[s]["by_kind"]
+        cells = [
+            f"{v['found']:.2f} / {v['kind_right']:.2f} of {v['n']}"
+            if (v := by_kind.get(k))
+            else "-"
+            for k in kinds
+        ]
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

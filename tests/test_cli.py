@@ -196,8 +196,8 @@ def test_evaluate_prints_table_and_json(tmp_path, capsys):
     assert "cpm" in table and "bleu4" in table
     metrics = json.loads(out.read_text())
     assert metrics["n_cases"] == 1 and 0.0 <= metrics["cpm"] <= 1.0
-    assert "found_by_kind." in table  # where the misses lie, per ground-truth kind
-    assert sum(metrics["n_by_kind"].values()) == metrics["n_gt"]
+    assert "by_kind." in table and ".found" in table  # where the misses lie, per kind
+    assert sum(v["n"] for v in metrics["by_kind"].values()) == metrics["n_gt"]
 
 
 def test_evaluate_missing_folder_exit_2(tmp_path, capsys):

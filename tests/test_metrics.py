@@ -243,6 +243,7 @@ def test_found_by_kind() -> None:
     assert got["mass"] == {"n": 1, "found": 1.0, "kind_right": 0.0}
     assert found_by_kind(p, GTS, score_threshold=0.25)["solid nodule"]["found"] == 1.0
     res = evaluate([(c, "") for c in p], [(c, "") for c in GTS], score_threshold=0.5)
-    assert res["found_by_kind"] == {"solid nodule": 0.5, "mass": 1.0}
-    assert res["n_by_kind"] == {"solid nodule": 2, "mass": 1}
-    assert "found_by_kind.mass" in format_table(res)
+    assert res["by_kind"] == got
+    assert {k: v["found"] for k, v in res["by_kind"].items()} == {"solid nodule": 0.5, "mass": 1.0}
+    assert {k: v["n"] for k, v in res["by_kind"].items()} == {"solid nodule": 2, "mass": 1}
+    assert "by_kind.mass.found" in format_table(res)
