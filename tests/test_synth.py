@@ -618,3 +618,24 @@ def test_lesions_are_placed_where_a_reader_can_see_them() -> None:
         nodule = np.zeros(shape, dtype=np.uint8)
         nodule[dist <= radius] = 1
         assert _wraps_lesion(fluid & (nodule == 0), box, nodule, sp) is wraps, radius
+
+
+def test_an_effusion_ends_at_its_meniscus() -> None:
+    """Fluid fills the dependent lung up to the meniscus and nothing above it: no slice above
+    the drawn height holds fluid (an inclusive depth bound once made the deepest lung voxel of
+    every column fluid up to the apex), and below it the fluid is deepest at the base."""
+    from napari_ctreport.synth.lesions import effusion_mask
+
+    shape, sp = (120, 60, 50), (2.0, 1.5, 1.5)
+    lung = np.zeros(shape, dtype=bool)
+    lung[:, 5:55, 5:45] = True
+    for seed in range(6):
+        m = effusion_mask(np.random.default_rng(seed), lung, spacing=sp)
+        area = m.sum(axis=(1, 2))
+        held = np.flatnonzero(area)
+        assert held[0] == 0  # from the base (z index 0 here)
+        # the drawn height is 35-110 mm: 18-55 slices of 2 mm
+        assert 15 <= len(held) <= 56, len(held)
+        assert np.all(area[held[-1] + 1 :] == 0)
+        assert held[-1] == len(held) - 1  # one run of slices, no sheet above
+        assert area[0] == area.max() and area[held[-1]] < area[0] / 4

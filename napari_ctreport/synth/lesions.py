@@ -216,7 +216,9 @@ def effusion_mask(
     Only the largest connected piece is kept: in columns where the heart or the diaphragm dome
     fills the back of the chest, the deepest lung lies far anterior, and free fluid does not
     collect there (those columns gave a detached anterior strip and scattered specks, which made
-    the ground-truth axial diameter span the whole hemithorax).
+    the ground-truth axial diameter span the whole hemithorax). Above the meniscus, where the
+    depth is 0, no voxel is fluid (an inclusive bound made the deepest lung voxel of every
+    column fluid up to the apex: a one-voxel sheet no reader would see as fluid).
     """
     sz, sy, _ = spacing
     nz, ny, _ = lung_side.shape
@@ -233,7 +235,7 @@ def effusion_mask(
     # deepest lung voxel of each (z, x) column
     ymax = ny - 1 - np.argmax(lung_side[:, ::-1, :], axis=1)  # (nz, nx)
     yi = np.arange(ny)[None, :, None]
-    mask = lung_side & (yi >= (ymax[:, None, :] - depth[:, None, None])) & has[:, None, :]
+    mask = lung_side & ((ymax[:, None, :] - yi) < depth[:, None, None]) & has[:, None, :]
     return largest_component(mask)
 
 
