@@ -24,7 +24,15 @@ from .report.findings import Finding
 from .report.guidelines import MASS_THRESHOLD_MM
 from .report.lexicon import KINDS
 from .report.measure import largest_component, tight_box
-from .report.refine import REFINE_HU, disk_in_plane, grow_slices, mask_box, refine_mask, touching
+from .report.refine import (
+    REFINE_HU,
+    disk_in_plane,
+    grow_slices,
+    mask_box,
+    refine_effusion,
+    refine_mask,
+    touching,
+)
 from .report.writer import Report, Sentence, write_report
 
 log = logging.getLogger(__name__)
@@ -163,6 +171,9 @@ PLEURAL_MASS_OWN_LUNG = True
 #: within 5 or 10 mm of the lung all gave medians of -1 to -5 %, but crept along the pleura.)
 EFFUSION_GROW_MM = 10.0
 EFFUSION_NEAR_LUNG_MM = 10.0
+#: Fill each effusion out to the fluid's own boundary after that growth
+#: (:func:`~napari_ctreport.report.refine.refine_effusion`); False switches it off.
+EFFUSION_FILL = True
 #: Fluid is not air: an "effusion" whose network masks (one side's, merged) average under this
 #: (HU) lie mostly over aerated lung (a mask of fluid and lung at this mean is about a third lung)
 #: and are dropped, with no mass split off them (:data:`MASS_IN_EFFUSION`). The 20 effusion
@@ -925,6 +936,16 @@ def _findings_from_detections(
         # ... and the fluid's thin ends, under the network's grid, are measured on the CT
         for g in groups.values():
             g["mask"] = _grow_effusion(g["mask"], volume, lungs)
+        # ... and filled out to the fluid's own boundary (not into a mass split off it, nor into
+        # a nodule or mass the network saw there)
+        if EFFUSION_FILL and groups:
+            taken = np.zeros(volume.shape, dtype=bool)
+            for _, grown in masses:
+                taken |= grown
+            for det in others:
+                taken[det.mask_slices] |= det.mask
+            for g in groups.values():
+                g["mask"] = refine_effusion(g["mask"], volume=volume, taken=taken)
     effusion_any = None
     for g in groups.values():
         effusion_any = g["mask"] if effusion_any is None else (effusion_any | g["mask"])

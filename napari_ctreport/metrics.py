@@ -322,6 +322,30 @@ def median_size_error(
     return float(np.median(errors)) if errors else math.nan
 
 
+def median_volume_ratio(
+    preds_per_scan: Scans,
+    gts_per_scan: Scans,
+    *,
+    kind: str = "pleural effusion",
+    score_threshold: float = 0.5,
+    iou: float = 0.1,
+) -> float:
+    """Median ``v_pred / v_gt`` of the volumes over matched pairs whose ground truth is ``kind``
+    (NaN if none): 1 is unbiased, under 1 a volume reported short.
+
+    An effusion's size in a report is its volume, which the long-axis error of
+    :func:`median_size_error` does not show.
+    """
+    _check(preds_per_scan, gts_per_scan)
+    ratios = []
+    for preds, gts in zip(preds_per_scan, gts_per_scan, strict=True):
+        kept = [p for p in _active(preds) if p.score >= score_threshold]
+        for p, g in _match(kept, _active(gts), iou=iou, same_label=False):
+            if g.kind == kind and g.volume_ml > 0:
+                ratios.append(p.volume_ml / g.volume_ml)
+    return float(np.median(ratios)) if ratios else math.nan
+
+
 # --- report text --------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"\d+(?:\.\d+)?|[a-z]+(?:-[a-z]+)*|[^\sa-z\d]")
@@ -373,6 +397,7 @@ def evaluate(
     dict
         ``n_scans``, ``n_gt``, ``froc`` ({rate: sensitivity}), ``cpm``, ``sens_1fp_nodules_6mm``,
         ``ap_iou0.1``, ``ap_iou0.25``, ``precision``, ``recall``, ``f1``, ``size_error_median``,
+        ``effusion_volume_ratio`` (:func:`median_volume_ratio`),
         ``bleu4``, ``rouge_l``, ``cider``, ``clinical_consistency`` (predicted report against the
         ground-truth findings, mean over cases; sizes within 0.6 mm), ``clinical_consistency_15pct``
         (the same with sizes within :data:`CONSISTENCY_SIZE_TOL_REL` of the ground truth's, as
@@ -399,6 +424,7 @@ def evaluate(
         "recall": f1["recall"],
         "f1": f1["f1"],
         "size_error_median": median_size_error(preds, gts, score_threshold=score_threshold),
+        "effusion_volume_ratio": median_volume_ratio(preds, gts, score_threshold=score_threshold),
     }
     out["by_kind"] = found_by_kind(preds, gts, score_threshold=score_threshold)
     out.update(report_scores([c[1] for c in pred_cases], [c[1] for c in gt_cases]))

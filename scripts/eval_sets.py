@@ -57,9 +57,11 @@ COLUMNS = (
     ("recall", "recall", "{:.3f}"),
     ("F1", "f1", "{:.3f}"),
     ("size err", "size_error_median", "{:.3f}"),
+    ("effusion vol", "effusion_volume_ratio", "{:.2f}"),
     ("BLEU-4", "bleu4", "{:.3f}"),
     ("ROUGE-L", "rouge_l", "{:.3f}"),
     ("consistency", "clinical_consistency", "{:.3f}"),
+    ("consistency 15%", "clinical_consistency_15pct", "{:.3f}"),
     ("s/case", "mean_total_s", "{:.1f}"),
 )
 

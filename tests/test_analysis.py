@@ -675,6 +675,47 @@ def test_an_effusion_is_measured_to_the_thin_ends_of_its_crescent():
     assert abs(got[0].diameter_mm - truth.diameter_mm) <= 0.05 * truth.diameter_mm
 
 
+def test_an_effusion_is_filled_out_to_the_fluids_own_boundary():
+    """The network draws the middle of the fluid; :func:`refine_effusion` fills it out to the
+    fluid's boundary (the half against the chest wall, the partial volume at the lung), stopping
+    at the extrapleural fat and the muscle, and never entering another finding."""
+    from scipy import ndimage as ndi
+
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.refine import refine_effusion
+
+    rng = np.random.default_rng(3)
+    sp = (2.5, 0.7, 0.7)
+    zz, yy, xx = np.mgrid[:20, :90, :100]
+    fluid = (zz >= 3) & (zz < 17) & (yy >= 40) & (yy < 60) & (xx >= 10) & (xx < 90)
+    arr = np.full(zz.shape, 50.0)  # muscle
+    arr[yy < 40] = -850.0  # lung
+    arr[fluid] = 10.0
+    arr[(yy >= 60) & (yy < 64) & (xx >= 6) & (xx < 94)] = -100.0  # extrapleural fat
+    arr = ndi.gaussian_filter(arr, sigma=(0.0, 1.0, 1.0)) + rng.normal(0, 12, zz.shape)
+    vol = CTVolume(array=arr.astype(np.float32), spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
+    network = fluid & (yy < 52) & (zz >= 4) & (zz < 16) & (xx >= 16) & (xx < 84)
+    filled = refine_effusion(network, volume=vol)
+    assert network.sum() < 0.5 * fluid.sum()
+    # all but the two rows the blur mixes with the fat (10 % of the fluid)
+    assert (filled & fluid).sum() >= 0.85 * fluid.sum()
+    assert (filled & fluid & (yy < 58)).sum() >= 0.95 * (fluid & (yy < 58)).sum()
+    # beyond the fluid: only voxels its blurred edge reaches (within two voxels), not the fat or
+    # the muscle behind it
+    beyond = filled & ~fluid
+    assert beyond.sum() <= 0.05 * fluid.sum()
+    assert not (beyond & ~ndi.binary_dilation(fluid, iterations=2)).any()
+    assert not (beyond & (yy >= 60)).any()
+    # another finding's voxels are not taken
+    mass = fluid & (xx >= 70)
+    kept = refine_effusion(network & ~mass, volume=vol, taken=mass)
+    assert not (kept & mass).any()
+    assert (kept & fluid & ~mass).sum() >= 0.85 * (fluid & ~mass).sum()
+    # too little fluid to read its attenuation: unchanged
+    speck = fluid & (zz == 8) & (yy == 45) & (xx < 20)
+    assert np.array_equal(refine_effusion(speck, volume=vol), speck)
+
+
 def test_refine_mask_finds_the_lesion_boundary():
     """A coarse (too big or too small) model mask is sharpened to the nodule's own boundary."""
     from scipy import ndimage as ndi

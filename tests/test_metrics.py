@@ -16,6 +16,7 @@ from napari_ctreport.metrics import (
     format_table,
     froc,
     median_size_error,
+    median_volume_ratio,
     report_scores,
     sensitivity_at_fp,
     tokenize,
@@ -148,6 +149,21 @@ def test_size_error() -> None:
     p[0][1] = replace(p[0][1], diameter_mm=40.0)
     assert median_size_error(p, GTS) == 0.0
     assert math.isnan(median_size_error([[], []], GTS))
+
+
+def test_effusion_volume_ratio() -> None:
+    """The median reported / true volume over the matched effusions only; NaN with none."""
+    e1 = box("E1", "pleural effusion", "right", (0.0, 80.0, 0.0), 60.0)
+    e2 = box("E2", "pleural effusion", "left", (120.0, 80.0, 0.0), 50.0)
+    gts = [[G1, e1], [e2]]
+    p = [[replace(G1, volume_ml=9.0), replace(e1, volume_ml=e1.volume_ml * 0.5)], [e2]]
+    assert median_volume_ratio(p, gts) == pytest.approx(0.75)  # (0.5 + 1.0) / 2; G1 not asked
+    p[1] = []  # the left one missed: not counted
+    assert median_volume_ratio(p, gts) == pytest.approx(0.5)
+    assert math.isnan(median_volume_ratio(p, GTS))  # no effusion in the ground truth
+    assert evaluate([(s, "") for s in p], [(g, "") for g in gts])["effusion_volume_ratio"] == (
+        pytest.approx(0.5)
+    )
 
 
 def test_rejected_and_empty() -> None:

@@ -66,6 +66,23 @@ REFINE_HALF_MAX = frozenset({"calcified nodule"})
 REFINE_MIN_KEEP = 0.05
 #: Aerated lung attenuation (HU) assumed where no aerated voxel lies near the lesion.
 LUNG_HU = -850.0
+#: An effusion's mask is filled out to the fluid's own boundary (:func:`refine_effusion`) up to
+#: this far (mm) beyond it. The network draws the fluid's middle: on the ten effusions of the
+#: synthetic sets, after the growth along the pleura (``analysis._grow_effusion``), its masks
+#: held 0.46-0.77 of the fluid's volume; the part against the chest wall and the partial volume
+#: at the lung were missing.
+EFFUSION_FILL_MM = 6.0
+#: The fluid's range below its median attenuation: 2.5 robust standard deviations of the
+#: lightly smoothed attenuation in the mask's interior, kept within these bounds (HU) ...
+EFFUSION_FILL_BELOW_HU = (10.0, 25.0)
+#: ... and above it at most this much (HU): about half-way to muscle (40-60 HU against water's
+#: 0-20), so the fill stops at the chest wall and the diaphragm.
+EFFUSION_FILL_ABOVE_HU = 15.0
+#: The in-plane smoothing (Gaussian sigma, mm) of the attenuation the fill reads.
+EFFUSION_FILL_SMOOTH_MM = 1.0
+#: How many voxels out from the fluid its partial volume with the lung is followed: the
+#: scanner's blur spreads the fluid's edge over two or three voxels.
+EFFUSION_FILL_RIM = 2
 
 
 def refine_mask(
@@ -225,3 +242,59 @@ def mask_box(mask: np.ndarray, volume: CTVolume, margin_mm: float) -> tuple[slic
     if tight is None:
         return None
     return grow_slices(tight, volume, margin_mm)
+
+
+def refine_effusion(
+    mask: np.ndarray, *, volume: CTVolume, taken: np.ndarray | None = None
+) -> np.ndarray:
+    """An effusion's mask filled out to the fluid's own boundary on the CT, as a new array.
+
+    The fluid's attenuation is read from the mask's interior (in-plane eroded, voxels over
+    -150 HU after light in-plane smoothing): its median, and a range below it of 2.5 robust
+    standard deviations within :data:`EFFUSION_FILL_BELOW_HU`, above it of
+    :data:`EFFUSION_FILL_ABOVE_HU`. Voxels within :data:`EFFUSION_FILL_MM` of the mask in that
+    range, connected to it, join it; then its partial volume at the lung, up to
+    :data:`EFFUSION_FILL_RIM` voxels out: voxels near aerated lung (under -600 HU) in their
+    slice, denser than half-way between the fluid and :data:`LUNG_HU` (the boundary nodule
+    tools draw at half maximum). Voxels of ``taken`` (other findings) are never added. A mask
+    with too little interior to read (under 50 voxels) is returned as it is.
+    """
+    from scipy import ndimage as ndi
+
+    out = mask.copy()
+    box = mask_box(mask, volume, EFFUSION_FILL_MM + 1.0)
+    if box is None:
+        return out
+    sp = np.asarray(volume.spacing_zyx, dtype=float)
+    hu = np.asarray(volume.array[box], dtype=np.float32)
+    smooth = ndi.gaussian_filter(
+        hu, sigma=(0.0, EFFUSION_FILL_SMOOTH_MM / sp[1], EFFUSION_FILL_SMOOTH_MM / sp[2])
+    )
+    m = mask[box]
+    inside = ndi.binary_erosion(m, structure=np.ones((1, 3, 3), dtype=bool))
+    values = smooth[inside & (smooth > -150.0)]
+    if values.size < 50:
+        values = smooth[m & (smooth > -150.0)]
+        if values.size < 50:
+            return out
+    median = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - median)))
+    lo = median - float(np.clip(2.5 * spread, *EFFUSION_FILL_BELOW_HU))
+    hi = median + EFFUSION_FILL_ABOVE_HU
+    free = ~taken[box] if taken is not None else np.ones_like(m)
+    near = ndi.distance_transform_edt(~m, sampling=sp) <= EFFUSION_FILL_MM
+    fluid = touching(((smooth >= lo) & (smooth <= hi) & near & free) | m, m)
+    # partial volume at the lung: up to EFFUSION_FILL_RIM voxels out from the fluid, on the lung's
+    # side (aerated lung within twice that and one more in-plane), more fluid than lung
+    at_lung = ndi.binary_dilation(
+        hu < -600.0, structure=np.ones((1, 3, 3), dtype=bool), iterations=2 * EFFUSION_FILL_RIM + 1
+    )
+    blurred = at_lung & free & (hu >= 0.5 * (median + LUNG_HU)) & (hu <= hi)
+    fluid |= ndi.binary_dilation(
+        fluid,
+        structure=ndi.generate_binary_structure(3, 1),
+        iterations=EFFUSION_FILL_RIM,
+        mask=blurred | fluid,
+    )
+    out[box] |= fluid
+    return out
