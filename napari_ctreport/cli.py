@@ -347,23 +347,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _kind_weight(text: str) -> tuple[str, float]:
-    """``--kind-weight KIND=W``: a lexicon kind and a positive weight."""
-    from .report.lexicon import KINDS
+    """``--kind-weight KIND=W``: a lexicon kind and a positive weight
+    (:func:`~napari_ctreport.report.lexicon.kind_weight`, which ``train`` also applies)."""
+    from .report.lexicon import kind_weight
 
     kind, _, weight = text.rpartition("=")
-    kind = kind.strip()
-    if kind not in KINDS:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: the kind must be one of {', '.join(KINDS)} (KIND=W, e.g. "
-            "'ground-glass nodule=2')"
-        )
     try:
-        w = float(weight)
-    except ValueError:
-        w = float("nan")
-    if not w > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the weight must be a positive number")
-    return kind, w
+        return kind_weight(kind.strip(), weight)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {exc} (KIND=W, e.g. 'ground-glass nodule=2')"
+        ) from None
 
 
 def _parse_size(text: str) -> tuple[int, int, int]:

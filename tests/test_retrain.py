@@ -613,10 +613,10 @@ def test_kind_weights_centre_more_patches_on_a_kind(tmp_path, capsys):
     from napari_ctreport.cli import main
     from napari_ctreport.model.train import train
 
-    for bad in ({"tumour": 2.0}, {"mass": 0.0}):
+    for bad in ({"tumour": 2.0}, {"mass": 0.0}, {"mass": float("nan")}):
         with pytest.raises(ValueError, match="tumour|positive"):
             train(data_dirs=[tmp_path / "none"], out_dir=tmp_path / "m", kind_weights=bad)
-    for arg in ("tumour=2", "mass=-1", "mass"):
+    for arg in ("tumour=2", "mass=-1", "mass", "mass=nan", "mass=x"):
         with pytest.raises(SystemExit) as exc:
             main(["train", "--synthetic", "1", "--out", str(tmp_path / "m"), "--kind-weight", arg])
         assert exc.value.code == 2

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..io.volume import CTVolume
 from ..report.findings import Finding
-from ..report.lexicon import KINDS, SIDES, ZONES, kind_id
+from ..report.lexicon import KINDS, SIDES, ZONES, kind_id, kind_weight
 from .inference import pick_device, prepare
 from .network import size_bin
 
@@ -581,11 +581,8 @@ def _kind_weights(weights: dict[str, float] | None) -> list[float] | None:
     outside the lexicon or a weight that is not positive is refused."""
     if not weights:
         return None
-    for kind, w in weights.items():
-        kind_id(kind)  # raises, naming the lexicon, for an unknown kind
-        if not w > 0:
-            raise ValueError(f"the weight of {kind!r} must be positive, not {w}")
-    return [float(weights.get(k, 1.0)) for k in KINDS]
+    checked = dict(kind_weight(kind, w) for kind, w in weights.items())
+    return [checked.get(k, 1.0) for k in KINDS]
 
 
 def _as_is(batch: Any) -> Any:

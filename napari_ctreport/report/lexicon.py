@@ -46,6 +46,26 @@ def kind_id(kind: str) -> int:
         ) from None
 
 
+def kind_weight(kind: str, weight: float) -> tuple[str, float]:
+    """Return ``(kind, float(weight))`` for a lexicon kind and a positive weight.
+
+    Raises
+    ------
+    ValueError
+        Naming the lexicon's kinds for an unknown kind, or for a weight that is not a positive
+        number (NaN included).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"the kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    try:
+        w = float(weight)
+    except (TypeError, ValueError):
+        w = float("nan")
+    if not w > 0:
+        raise ValueError(f"the weight must be a positive number, not {weight!r} ({kind})")
+    return kind, w
+
+
 def check_term(value: str, allowed: tuple[str, ...], what: str) -> str:
     """Return ``value`` if it is in ``allowed``, else raise a ``ValueError`` naming ``what``."""
     if value not in allowed:
