@@ -304,6 +304,19 @@ def found_by_kind(
     }
 
 
+def _matched(
+    preds_per_scan: Scans, gts_per_scan: Scans, score_threshold: float, iou: float
+) -> list[tuple[Finding, Finding]]:
+    """Every scan's one-to-one (prediction, ground truth) pairs, of any kind, among the
+    predictions at or above ``score_threshold`` (the pairs the size measures compare)."""
+    _check(preds_per_scan, gts_per_scan)
+    pairs: list[tuple[Finding, Finding]] = []
+    for preds, gts in zip(preds_per_scan, gts_per_scan, strict=True):
+        kept = [p for p in _active(preds) if p.score >= score_threshold]
+        pairs += _match(kept, _active(gts), iou=iou, same_label=False)
+    return pairs
+
+
 def median_size_error(
     preds_per_scan: Scans,
     gts_per_scan: Scans,
@@ -312,13 +325,11 @@ def median_size_error(
     iou: float = 0.1,
 ) -> float:
     """Median relative diameter error ``|d_pred - d_gt| / d_gt`` over matched pairs (NaN if none)."""
-    _check(preds_per_scan, gts_per_scan)
-    errors = []
-    for preds, gts in zip(preds_per_scan, gts_per_scan, strict=True):
-        kept = [p for p in _active(preds) if p.score >= score_threshold]
-        for p, g in _match(kept, _active(gts), iou=iou, same_label=False):
-            if g.diameter_mm > 0:
-                errors.append(abs(p.diameter_mm - g.diameter_mm) / g.diameter_mm)
+    errors = [
+        abs(p.diameter_mm - g.diameter_mm) / g.diameter_mm
+        for p, g in _matched(preds_per_scan, gts_per_scan, score_threshold, iou)
+        if g.diameter_mm > 0
+    ]
     return float(np.median(errors)) if errors else math.nan
 
 
@@ -336,13 +347,11 @@ def median_volume_ratio(
     An effusion's size in a report is its volume, which the long-axis error of
     :func:`median_size_error` does not show.
     """
-    _check(preds_per_scan, gts_per_scan)
-    ratios = []
-    for preds, gts in zip(preds_per_scan, gts_per_scan, strict=True):
-        kept = [p for p in _active(preds) if p.score >= score_threshold]
-        for p, g in _match(kept, _active(gts), iou=iou, same_label=False):
-            if g.kind == kind and g.volume_ml > 0:
-                ratios.append(p.volume_ml / g.volume_ml)
+    ratios = [
+        p.volume_ml / g.volume_ml
+        for p, g in _matched(preds_per_scan, gts_per_scan, score_threshold, iou)
+        if g.kind == kind and g.volume_ml > 0
+    ]
     return float(np.median(ratios)) if ratios else math.nan
 
 
