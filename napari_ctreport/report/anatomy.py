@@ -12,6 +12,9 @@ Classical image processing on a downsampled copy of the volume (about 2.5 mm vox
    two parts back; if erosion does not separate them, by the midline.
 3. The part with the lower LPS x is the patient's right lung (label 1), the other the left
    (label 2); each is closed and its holes (vessels, nodules) filled slice by slice.
+4. A point's zone is the third of its lung's cranio-caudal extent it lies in. The trachea (and a
+   stomach under a hemidiaphragm) can join a lung at this resolution; the slices at either end
+   where the label is pure gas or a sliver are not counted in that extent.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ MIN_LUNG_ML = 30.0
 #: at the lung bases of a real abdominal CT), gas is pure air (-967 and -974 HU in its stomach and
 #: colon, which are larger there than the lung bases).
 GAS_HU = -950.0
+#: Smallest cross-section (mm^2) of a lung's label on the slice that ends its cranio-caudal
+#: extent: the zones are thirds of that extent, and a smaller end is a sliver (an apex's tip, or
+#: the airway wall the coarse mask caught above the apex of a real CT, lung1's right lung).
+END_SLICE_MIN_MM2 = 100.0
 #: Distance (mm) from the midline within which the no-lung fallback says "midline".
 MIDLINE_TOLERANCE_MM = 5.0
 
@@ -304,6 +311,30 @@ def _slices_holding(labels: np.ndarray, value: int, *, chunk: int = 16) -> np.nd
     return out
 
 
+def _trim_gas_ends(
+    volume: CTVolume, lungs: np.ndarray | None, value: int, holding: np.ndarray
+) -> np.ndarray:
+    """``holding`` (slices of a lung, from :func:`_slices_holding`) less the slices at either
+    end where that lung's label is pure gas (median below :data:`GAS_HU`), a sliver (under
+    :data:`END_SLICE_MIN_MM2`) or absent: the trachea above the apices and a stomach under the
+    hemidiaphragm join a lung at the 2.5 mm the segmentation works at, and are not lung; they
+    must not stretch its extent, whose thirds are the zones. At most a third of the slices is
+    trimmed from each end; the trimmed extent never empties."""
+    idx = np.flatnonzero(holding)
+    if lungs is None or idx.size < 3:
+        return holding
+    out = holding.copy()
+    limit = idx.size // 3
+    min_voxels = END_SLICE_MIN_MM2 / float(volume.spacing_zyx[1] * volume.spacing_zyx[2])
+    for order in (idx[:limit], idx[::-1][:limit]):
+        for z in order:
+            vals = volume.array[z][lungs[z] == value]
+            if vals.size >= min_voxels and float(np.median(vals)) >= GAS_HU:
+                break
+            out[z] = False
+    return out if out.any() else holding
+
+
 def locate(
     center_lps_mm: tuple[float, float, float] | np.ndarray,
     *,
@@ -341,6 +372,7 @@ def locate(
         if lungs is None
         else {lab: _slices_holding(lungs, lab) for lab in (RIGHT_LUNG, LEFT_LUNG)}
     )
+    extent = {lab: _trim_gas_ends(volume, lungs, lab, z) for lab, z in extent.items()}
     present = [lab for lab, z in extent.items() if z.any()]
     if present:
         assert lungs is not None
