@@ -345,6 +345,41 @@ def test_a_vessel_running_into_the_hilum_is_not_a_nodule(lesion, reported):
     assert [f.kind for f in got] == (["solid nodule"] if reported else [])
 
 
+@pytest.mark.parametrize(
+    ("radius", "contact", "dropped_by"),
+    [
+        (4.5, 0.9, "vessel"),  # a small one in aerated lung: the vessel test holds
+        (8.0, 0.5, "vessel"),  # a large one against the mediastinum: so it does
+        (8.0, 0.9, None),  # a large one mostly in aerated lung is not a vessel
+    ],
+)
+def test_a_large_nodule_in_aerated_lung_is_not_a_vessel(radius, contact, dropped_by):
+    """The vessel and faint tests judge the CT at the finding's centre on scales that fit balls
+    up to about 20 mm; a nodule of LARGE_NODULE_MM or more with LARGE_NODULE_MIN_CONTACT
+    aerated lung around it (a large real lesion touching vessels) is held to neither. Here the
+    CT at the centre is a tube running into the mediastinum, the vessel rule's own case."""
+    from napari_ctreport import analysis
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.measure import finding_from_mask
+
+    arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
+    zz, yy, xx = np.mgrid[:40, :80, :80]
+    arr[:, :, 52:] = 40.0  # the mediastinum
+    arr[((zz - 20) ** 2 + (yy - 40) ** 2 <= 3**2) & (xx < 52)] = 40.0  # a 6 mm vessel into it
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    ball = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 46) ** 2 <= radius**2
+    f = finding_from_mask(ball, volume=vol, id="F1", kind="solid nodule", score=0.35)
+    assert (f.diameter_mm >= analysis.LARGE_NODULE_MM) == (radius > 5)
+    assert analysis.FAINT_MAX_SCORE <= f.score < analysis.VESSEL_MAX_SCORE
+    assert analysis.LARGE_NODULE_MIN_CONTACT > 0.5
+    got = analysis._not_a_lung_lesion(f, vol, contact=contact, ct_mask=False)
+    assert got == dropped_by
+    # a faint one the same (scored under FAINT_MAX_SCORE, no solid blob at the centre)
+    f.score = 0.2
+    got = analysis._not_a_lung_lesion(f, vol, contact=contact, ct_mask=False)
+    assert got == ("faint" if dropped_by else None)
+
+
 @pytest.mark.parametrize("called", ["part-solid nodule", "solid nodule"])
 def test_part_solid_nodule_gets_its_solid_component_measured(called):
     """A part-solid nodule's solid component (its part denser than -500 HU) is measured into
