@@ -359,7 +359,9 @@ def locate(
     -------
     (side, zone)
         With lungs: the side of the lung the point lies in, or else of the nearest lung, and
-        the zone by thirds of that lung's cranio-caudal extent (lower, middle, upper third).
+        the zone by thirds of that lung's cranio-caudal extent (lower, middle, upper third;
+        end slices of pure gas or slivers, the trachea's, are not counted:
+        :func:`_trim_gas_ends`).
         Without lungs: ``"right"`` below the midline, ``"left"`` above it, ``"midline"`` within
         :data:`MIDLINE_TOLERANCE_MM`; the zone by thirds of the volume's z-extent.
     """
