@@ -100,15 +100,24 @@ def test_zone_ignores_the_trachea_above_the_apex() -> None:
     runs up to the top of the scan; the zones are thirds of the lung's own extent, so those gas
     slices must not count (on the generator's phantoms 5.6 % of lung points were put one zone
     too low, against their true lungs, before)."""
+    from napari_ctreport.report.anatomy import END_SLICE_MIN_MM2, _slices_holding, _trim_gas_ends
+
     vol = phantom(nz=60)
     arr = vol.array.astype(np.float32)
     nz, ny, nx = arr.shape
     arr[45:][arr[45:] > -950] = np.maximum(arr[45:][arr[45:] > -950], 40.0)  # lungs end at 44
     # a pure-gas trachea from the top of the scan down into the right lung's medial edge
     arr[40:, ny // 2 - 3 : ny // 2 + 3, int(nx * 0.43) : int(nx * 0.5)] = -1000.0
+    # and a sliver of lung (a recess) under the right lung's base, slice 3
+    arr[3, ny // 2 - 1 : ny // 2 + 1, int(nx * 0.3) - 1 : int(nx * 0.3) + 1] = -850.0
     vol = CTVolume(arr.astype(np.int16), vol.spacing_zyx, vol.origin_lps)
     lungs = segment_lungs(vol)
     assert (lungs[55] == 1).any() and not (lungs[55] == 2).any()  # the trachea is "right lung"
+    held = _slices_holding(lungs, 1)
+    kept = np.flatnonzero(_trim_gas_ends(vol, lungs, 1, held))
+    assert np.flatnonzero(held)[[0, -1]].tolist() == [3, 59]
+    assert 0 < (lungs[3] == 1).sum() * 9.0 < END_SLICE_MIN_MM2  # a sliver, kept at the base
+    assert kept[[0, -1]].tolist() == [3, 44]
     p = vol.index_to_lps((36, ny / 2, nx * 0.3))  # upper third of the right lung (slices 3-44)
     assert locate(p, volume=vol, lungs=lungs) == ("right", "upper")
     q = vol.index_to_lps((36, ny / 2, nx * 0.7))

@@ -14,7 +14,7 @@ Classical image processing on a downsampled copy of the volume (about 2.5 mm vox
    (label 2); each is closed and its holes (vessels, nodules) filled slice by slice.
 4. A point's zone is the third of its lung's cranio-caudal extent it lies in. The trachea (and a
    stomach under a hemidiaphragm) can join a lung at this resolution; the slices at either end
-   where the label is pure gas or a sliver are not counted in that extent.
+   where the label is pure gas, and slivers at the top, are not counted in that extent.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ MIN_LUNG_ML = 30.0
 #: colon, which are larger there than the lung bases).
 GAS_HU = -950.0
 #: Smallest cross-section (mm^2) of a lung's label on the slice that ends its cranio-caudal
-#: extent: the zones are thirds of that extent, and a smaller end is a sliver (an apex's tip, or
-#: the airway wall the coarse mask caught above the apex of a real CT, lung1's right lung).
+#: extent at the top: the zones are thirds of that extent, and a smaller end there is a sliver
+#: (an apex's tip, or the airway wall the coarse mask caught above the apex of a real CT, lung1's
+#: right lung: 31-62 mm^2 at -517 to -705 HU). At the bases the slivers are the recesses.
 END_SLICE_MIN_MM2 = 100.0
 #: Distance (mm) from the midline within which the no-lung fallback says "midline".
 MIDLINE_TOLERANCE_MM = 5.0
@@ -315,21 +316,22 @@ def _trim_gas_ends(
     volume: CTVolume, lungs: np.ndarray | None, value: int, holding: np.ndarray
 ) -> np.ndarray:
     """``holding`` (slices of a lung, from :func:`_slices_holding`) less the slices at either
-    end where that lung's label is pure gas (median below :data:`GAS_HU`), a sliver (under
-    :data:`END_SLICE_MIN_MM2`) or absent: the trachea above the apices and a stomach under the
-    hemidiaphragm join a lung at the 2.5 mm the segmentation works at, and are not lung; they
-    must not stretch its extent, whose thirds are the zones. At most a third of the slices is
-    trimmed from each end; the trimmed extent never empties."""
+    end where that lung's label is pure gas (median below :data:`GAS_HU`) or absent, and at the
+    top those where it is a sliver (under :data:`END_SLICE_MIN_MM2`): the trachea above the
+    apices and a stomach under the hemidiaphragm join a lung at the 2.5 mm the segmentation
+    works at, and are not lung; they must not stretch its extent, whose thirds are the zones
+    (the slivers at the bases are the recesses, lung). At most a third of the slices is trimmed
+    from each end; the trimmed extent never empties. ``volume``'s slices run foot to head."""
     idx = np.flatnonzero(holding)
     if lungs is None or idx.size < 3:
         return holding
     out = holding.copy()
     limit = idx.size // 3
     min_voxels = END_SLICE_MIN_MM2 / float(volume.spacing_zyx[1] * volume.spacing_zyx[2])
-    for order in (idx[:limit], idx[::-1][:limit]):
+    for order, least in ((idx[:limit], 1), (idx[::-1][:limit], min_voxels)):
         for z in order:
             vals = volume.array[z][lungs[z] == value]
-            if vals.size >= min_voxels and float(np.median(vals)) >= GAS_HU:
+            if vals.size >= least and float(np.median(vals)) >= GAS_HU:
                 break
             out[z] = False
     return out if out.any() else holding
@@ -360,7 +362,7 @@ def locate(
     (side, zone)
         With lungs: the side of the lung the point lies in, or else of the nearest lung, and
         the zone by thirds of that lung's cranio-caudal extent (lower, middle, upper third;
-        end slices of pure gas or slivers, the trachea's, are not counted:
+        end slices of pure gas, and slivers at the top, the trachea's, are not counted:
         :func:`_trim_gas_ends`).
         Without lungs: ``"right"`` below the midline, ``"left"`` above it, ``"midline"`` within
         :data:`MIDLINE_TOLERANCE_MM`; the zone by thirds of the volume's z-extent.
