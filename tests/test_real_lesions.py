@@ -203,12 +203,16 @@ def _realtx_case(real_lesions, tmp_path, index, *, cancer: bool = False):
     from napari_ctreport.synth.transplant import write_transplant_dataset
 
     folders = _chest_cases(real_lesions, tmp_path)
-    more = {"sources": folders[1:], "cases": 20, "seed": 4343, "scale": (0.25, 0.6)}
+    made = (
+        {"sources": folders[1:], "cases": 20, "seed": 4343, "scale": (0.25, 0.6)}
+        if cancer
+        else {"sources": folders[:1], "cases": 40, "seed": 4242}
+    )
     (folder,) = write_transplant_dataset(
         tmp_path / ("realtx2" if cancer else "realtx"),
         backgrounds=folders,
         indices=[index],
-        **(more if cancer else {"sources": folders[:1], "cases": 40, "seed": 4242}),
+        **made,
     )
     return read_case(folder)
 

@@ -313,7 +313,7 @@ def _slices_holding(labels: np.ndarray, value: int, *, chunk: int = 16) -> np.nd
 
 
 def _trim_gas_ends(
-    volume: CTVolume, lungs: np.ndarray | None, value: int, holding: np.ndarray
+    volume: CTVolume, lungs: np.ndarray, value: int, holding: np.ndarray
 ) -> np.ndarray:
     """``holding`` (slices of a lung, from :func:`_slices_holding`) less the slices at either
     end where that lung's label is pure gas (median below :data:`GAS_HU`) or absent, and at the
@@ -323,8 +323,6 @@ def _trim_gas_ends(
     (the slivers at the bases are the recesses, lung). At most a third of the slices is trimmed
     from each end; the trimmed extent never empties. ``volume``'s slices run foot to head."""
     idx = np.flatnonzero(holding)
-    if lungs is None or idx.size < 3:
-        return holding
     out = holding.copy()
     limit = idx.size // 3
     min_voxels = END_SLICE_MIN_MM2 / float(volume.spacing_zyx[1] * volume.spacing_zyx[2])
@@ -334,7 +332,7 @@ def _trim_gas_ends(
             if vals.size >= least and float(np.median(vals)) >= GAS_HU:
                 break
             out[z] = False
-    return out if out.any() else holding
+    return out
 
 
 def locate(
@@ -374,9 +372,11 @@ def locate(
     extent = (
         {}
         if lungs is None
-        else {lab: _slices_holding(lungs, lab) for lab in (RIGHT_LUNG, LEFT_LUNG)}
+        else {
+            lab: _trim_gas_ends(volume, lungs, lab, _slices_holding(lungs, lab))
+            for lab in (RIGHT_LUNG, LEFT_LUNG)
+        }
     )
-    extent = {lab: _trim_gas_ends(volume, lungs, lab, z) for lab, z in extent.items()}
     present = [lab for lab, z in extent.items() if z.any()]
     if present:
         assert lungs is not None
