@@ -13,7 +13,9 @@ The sets are the ones docs/MODEL_CARD.md reports (none was trained on):
 * ``realbg``, ``realbg2``: synthetic lesions in the two lesion-free real CTs of ``../shared``;
 * ``realchest``: synthetic lesions in the two real chest CTs, whose real cancers stay ground truth;
 * ``realtx``, ``realtx2``: ``lung1``'s nodule / ``lung2``'s cancer, resized and moved to other
-  places of the two real chest CTs (``synth.transplant``).
+  places of the two real chest CTs (``synth.transplant``; both CTs have 5 mm slices);
+* ``realtx3``, ``realtx4``: the same two, moved into the thin-slice (1.5 mm) contrast chest CT
+  of ``../shared`` (``ct_cropped``): real lesions on another scanner, dose and slice thickness.
 
 Each set depends only on its seed and the generator's code, so a new machine gets the same cases
 (the ``created`` time in ``case.json`` aside). ``run`` evaluates each set in its own process
@@ -47,7 +49,17 @@ REAL = ROOT.parent / "shared" / "data" / "real" / "totalsegmentator"
 LESIONS = ROOT / ".cache" / "real_lesions"
 #: pyradiomics' two real lung cancers in ``LESIONS`` and the kind each is labelled as.
 REAL_CANCERS = (("lung1", "solid nodule"), ("lung2", "mass"))
-SETS = ("val", "val_alt", "realbg", "realbg2", "realchest", "realtx", "realtx2")
+SETS = (
+    "val",
+    "val_alt",
+    "realbg",
+    "realbg2",
+    "realchest",
+    "realtx",
+    "realtx2",
+    "realtx3",
+    "realtx4",
+)
 COLUMNS = (
     ("cases", "n_cases", "{:d}"),
     ("GT", "n_gt", "{:d}"),
@@ -121,6 +133,17 @@ def make(dest: Path, *, workers: int) -> None:
         ),
         "realtx2": lambda out: write_transplant_dataset(
             out, sources=[chests[1]], backgrounds=chests, cases=20, seed=4343, scale=(0.25, 0.6)
+        ),
+        "realtx3": lambda out: write_transplant_dataset(
+            out, sources=[chests[0]], backgrounds=lesion_free[:1], cases=20, seed=4545
+        ),
+        "realtx4": lambda out: write_transplant_dataset(
+            out,
+            sources=[chests[1]],
+            backgrounds=lesion_free[:1],
+            cases=12,
+            seed=4646,
+            scale=(0.15, 0.45),
         ),
     }
     for name, plan in plans.items():

@@ -432,6 +432,37 @@ def test_a_ground_glass_nodule_against_a_rib_is_not_calcified(called, rib):
     assert 15.0 <= findings[0].diameter_mm <= (20.5 if rib else 18.0)
 
 
+@pytest.mark.parametrize("called", ["solid nodule", "calcified nodule"])
+@pytest.mark.parametrize("vessel", [False, True])
+def test_a_contrast_filled_vessel_through_a_nodule_is_not_its_calcium(called, vessel):
+    """On contrast-enhanced CT a vessel (here 350 HU, 4 mm wide) running into and through a
+    12 mm solid nodule puts a densest tenth over CALCIFIED_MIN_HU and a mean over
+    CALCIFIED_KEEP_MIN_HU into its mask: it was reported "calcified ... benign". Dense tissue
+    running on farther than CALCIUM_MAX_REACH_MM beyond the lesion is not its calcium; a
+    calcified nodule, whose dense core ends inside it, is still calcified."""
+    from napari_ctreport.analysis import CALCIFIED_MIN_HU, _findings_from_detections, _own_hu
+    from napari_ctreport.io.volume import CTVolume
+
+    arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
+    zz, yy, xx = np.mgrid[:40, :80, :80]
+    ball = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 <= 6**2
+    arr[ball] = 40.0
+    if vessel:
+        arr[((zz - 20) ** 2 + (xx - 40) ** 2 <= 2**2) & (yy >= 30)] = 350.0
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    assert np.percentile(arr[ball], 90) >= (CALCIFIED_MIN_HU if vessel else -1000.0)
+    assert np.percentile(_own_hu(ball, vol), 90) < CALCIFIED_MIN_HU
+    findings, _, _ = _findings_from_detections([_fake_detection(called, ball)], vol, None, None)
+    assert [f.kind for f in findings] == ["solid nodule"]
+    if vessel:
+        return  # (calcium touching such a vessel runs on with it: reported solid, not benign)
+    # a calcified nodule: a dense core (and the scanner's halo) ending within the lesion
+    arr[(zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 <= 3**2] = 600.0
+    assert np.percentile(_own_hu(ball, vol), 90) >= CALCIFIED_MIN_HU
+    findings, _, _ = _findings_from_detections([_fake_detection(called, ball)], vol, None, None)
+    assert [f.kind for f in findings] == ["calcified nodule"]
+
+
 @pytest.mark.parametrize(("radius", "reported"), [(0, False), (3, True)])
 def test_a_speck_is_not_a_nodule(radius, reported):
     """A "nodule" under MIN_NODULE_MM (one voxel of 1 mm) is not reported;
@@ -830,17 +861,44 @@ def test_refine_mask_follows_a_nodule_the_network_drew_half_as_wide():
             refine_mask(coarse, volume=vol, kind=kind, lungs=lungs),
             refine_mask(coarse, volume=vol, kind=kind),
         )
-    # and so is every lesion on pixels over REFINE_FURTHER_MAX_PIXEL_MM (a 2 mm step is under one)
-    sp = (2.5, 1.5, 1.5)
-    arr, wall, (zz, yy, xx) = _lung_phantom(sp, shape=(24, 50, 50))
-    dist = np.sqrt(((zz - 12) * sp[0]) ** 2 + ((yy - 25) * sp[1]) ** 2 + ((xx - 30) * sp[2]) ** 2)
-    arr = ndi.gaussian_filter(np.where(dist <= 8.0, 30.0, arr), (0.0, 0.5, 0.5))
+    # on 1.5 mm pixels it is followed too; on pixels over REFINE_FURTHER_MAX_PIXEL_MM (2 mm:
+    # a step is about one) every lesion is refined one step only
+    for px, followed in ((1.5, True), (2.0, False)):
+        sp = (2.5, px, px)
+        n = int(round(75 / px))
+        arr, wall, (zz, yy, xx) = _lung_phantom(sp, shape=(24, n, n))
+        dist = np.sqrt(((zz - 12) * sp[0]) ** 2 + ((yy * px - 37.5) ** 2) + ((xx * px - 45) ** 2))
+        arr = ndi.gaussian_filter(np.where(dist <= 8.0, 30.0, arr), (0.0, 0.5, 0.5))
+        vol = CTVolume(array=arr.astype(np.float32), spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
+        coarse = dist <= 2.5
+        grown = refine_mask(coarse, volume=vol, kind="solid nodule", lungs=_lungs_of(arr))
+        one = refine_mask(coarse, volume=vol, kind="solid nodule")
+        assert np.array_equal(grown, one) != followed, px
+        if followed:
+            d = measure_mask(grown, volume=vol)["diameter_mm"]
+            assert abs(d - 16.0) <= 0.15 * 16.0, d
+
+
+@pytest.mark.parametrize("called", ["solid nodule", "calcified nodule"])
+def test_a_nodule_called_calcified_without_calcium_is_measured_as_a_solid_one(called):
+    """The network often calls a real nodule it barely sees "calcified". With no calcium it is
+    reported as a solid nodule, and measured as one: followed to its edge when the network drew
+    it small (REFINE_FURTHER_KINDS), not left at the half-maximum mask of a calcified one (a
+    13.4 mm real nodule in thin-slice CT was reported 7.6 mm)."""
+    from scipy import ndimage as ndi
+
+    from napari_ctreport.analysis import _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+
+    sp = (2.5, 0.7, 0.7)
+    arr, _wall, (zz, yy, xx) = _lung_phantom(sp)
+    dist = np.sqrt(((zz - 12) * sp[0]) ** 2 + ((yy - 50) * sp[1]) ** 2 + ((xx - 55) * sp[2]) ** 2)
+    arr = ndi.gaussian_filter(np.where(dist <= 8.0, 30.0, arr), (0.0, 1.0, 1.0))
     vol = CTVolume(array=arr.astype(np.float32), spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
-    coarse = dist <= 2.5
-    assert np.array_equal(
-        refine_mask(coarse, volume=vol, kind="solid nodule", lungs=_lungs_of(arr)),
-        refine_mask(coarse, volume=vol, kind="solid nodule"),
-    )
+    det = _fake_detection(called, dist <= 2.5)  # the network's mask: 5 mm of a 16 mm nodule
+    (f,), _, _ = _findings_from_detections([det], vol, _lungs_of(arr), None)
+    assert f.kind == "solid nodule"
+    assert abs(f.diameter_mm - 16.0) <= 0.1 * 16.0, f.diameter_mm
 
 
 def test_refine_mask_does_not_follow_a_vessel_or_the_chest_wall():
