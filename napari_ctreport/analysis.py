@@ -906,7 +906,8 @@ def _findings_from_detections(
     solid part's does; a rib or vessel it abuts is not its calcium) a calcified nodule, then measured at half maximum; a calcified nodule
     with a mean below :data:`CALCIFIED_KEEP_MIN_HU` and no such dense tenth a solid (or
     ground-glass) nodule (both over its voxels less dense tissue running on beyond it: a
-    contrast-filled vessel or a rib, :data:`CALCIUM_MAX_REACH_MM`).
+    contrast-filled vessel or a rib, :data:`CALCIUM_MAX_REACH_MM`); renamed solid, it is refined
+    again as a solid nodule (followed to its edge, not drawn at half maximum).
     Findings are numbered by decreasing score; ``label`` = number = value in the label map, where
     a voxel belongs to the highest-scored finding covering it (a finding left with no voxel of its
     own lies wholly inside a higher-scored one and is dropped as the same lesion, and so is a mass

@@ -53,7 +53,7 @@ REFINE_OPEN_SHARE = 0.5
 REFINE_OPEN_MM = 1.5
 #: ... which needs pixels of at most this size (mm); on coarser grids a step of
 #: :data:`REFINE_GROW_MM` is about a pixel and the lesion is refined one step only. 1.5 mm
-#: pixels are followed (session 34: on the 1.5 mm contrast chest CT `ct_cropped`, real nodules
+#: pixels are followed (session 34: on the 1.5 mm contrast chest CT ``ct_cropped``, real nodules
 #: of 13-17 mm the network drew small were measured 7.6-12.4 mm with one step, 12.1-13.8 mm
 #: followed); they were not before (the limit was 1.0 mm).
 REFINE_FURTHER_MAX_PIXEL_MM = 1.6
