@@ -376,8 +376,12 @@ def test_a_large_nodule_in_aerated_lung_is_not_a_vessel(radius, contact, dropped
     assert got == dropped_by
     # a faint one the same (scored under FAINT_MAX_SCORE, no solid blob at the centre)
     f.score = 0.2
+    assert f.score >= analysis.LARGE_NODULE_MIN_SCORE
     got = analysis._not_a_lung_lesion(f, vol, contact=contact, ct_mask=False)
     assert got == ("faint" if dropped_by else None)
+    # ... but not one the network barely saw (at the score threshold): faint, however large
+    f.score = 0.1
+    assert analysis._not_a_lung_lesion(f, vol, contact=contact, ct_mask=False) == "faint"
 
 
 @pytest.mark.parametrize("called", ["part-solid nodule", "solid nodule"])
