@@ -824,8 +824,12 @@ def _calcium(mask: np.ndarray, volume: CTVolume) -> bool:
     reaches :data:`CALCIFIED_MIN_HU`. The scanner blurs a small calcified nodule into a halo of
     lower attenuation that pulls its mean far under 200 HU (a blurred 3.5 mm one: mean -96 HU
     within its -500 HU contour) while its core stays far above (90th percentile 330 HU)."""
-    own = _own_hu(mask, volume)
-    return bool(own.size) and float(np.percentile(own, 90)) >= CALCIFIED_MIN_HU
+    return _dense_tenth(_own_hu(mask, volume))
+
+
+def _dense_tenth(hu: np.ndarray) -> bool:
+    """Whether the densest tenth of ``hu`` (a lesion's own voxels) reaches calcium."""
+    return bool(hu.size) and float(np.percentile(hu, 90)) >= CALCIFIED_MIN_HU
 
 
 def _drawn(refined: np.ndarray, coarse: np.ndarray) -> np.ndarray:
@@ -1080,9 +1084,9 @@ def _findings_from_detections(
                 else coarse
             )
             calcified = _calcium(_drawn(solid, coarse), volume)
-        elif PLAUSIBILITY_RULES and f.kind == "calcified nodule" and not _calcium(mask, volume):
+        elif PLAUSIBILITY_RULES and f.kind == "calcified nodule":
             own = _own_hu(mask, volume)  # empty: all of it is a vessel or rib running on
-            if not own.size or float(own.mean()) < CALCIFIED_KEEP_MIN_HU:
+            if not _dense_tenth(own) and (not own.size or own.mean() < CALCIFIED_KEEP_MIN_HU):
                 f.kind = "ground-glass nodule" if f.mean_hu < SOLID_MIN_HU else "solid nodule"
                 if refine and f.kind == "solid nodule":
                     # measured as one: drawn at half maximum, a solid nodule the network drew
