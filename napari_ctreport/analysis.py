@@ -438,8 +438,9 @@ def _not_a_lung_lesion(
     calcified nodule scored under :data:`VESSEL_MAX_SCORE` that is a tube running on into solid
     tissue (:data:`VESSEL_MAX_RATIO`, :data:`VESSEL_MIN_SHELL`; not for a mask drawn on the
     CT). Neither for a large nodule mostly in aerated lung (:data:`LARGE_NODULE_MM`,
-    :data:`LARGE_NODULE_MIN_CONTACT`) that the network saw (:data:`LARGE_NODULE_MIN_SCORE`). ``"mediastinum"``: any nodule with little aerated lung
-    around its mask and solid tissue around its centre
+    :data:`LARGE_NODULE_MIN_CONTACT`) that the network saw (:data:`LARGE_NODULE_MIN_SCORE`).
+    ``"mediastinum"``: any nodule with little aerated lung around its mask and solid tissue
+    around its centre
     (:data:`ENCLOSED_MAX_CONTACT`, :data:`ENCLOSED_MIN_SHELL`)."""
     if f.kind == "mass":
         return "mediastinum" if contact < MASS_MIN_LUNG_CONTACT else None
@@ -832,6 +833,15 @@ def _dense_tenth(hu: np.ndarray) -> bool:
     return bool(hu.size) and float(np.percentile(hu, 90)) >= CALCIFIED_MIN_HU
 
 
+def _name_by_size(f: Finding) -> None:
+    """The lexicon's size rule, in place: a solid nodule over :data:`MASS_THRESHOLD_MM` is a
+    mass, a "mass" at or under it a solid nodule."""
+    if f.kind == "mass" and f.diameter_mm <= MASS_THRESHOLD_MM:
+        f.kind = "solid nodule"
+    elif f.kind == "solid nodule" and f.diameter_mm > MASS_THRESHOLD_MM:
+        f.kind = "mass"
+
+
 def _drawn(refined: np.ndarray, coarse: np.ndarray) -> np.ndarray:
     """The part of a refined mask that the network drew (``refined & coarse``; ``refined``
     itself when they do not overlap). A lesion's density is judged on it: the refinement's
@@ -1031,11 +1041,7 @@ def _findings_from_detections(
                 refine_mask(coarse, volume=volume, lungs=lungs, kind=det.kind) if refine else coarse
             )
         f = measure(mask, det.kind)
-        # the lexicon's size rule: a solid lesion over 30 mm is a mass, a "mass" under it a nodule
-        if f.kind == "mass" and f.diameter_mm <= MASS_THRESHOLD_MM:
-            f.kind = "solid nodule"
-        elif f.kind == "solid nodule" and f.diameter_mm > MASS_THRESHOLD_MM:
-            f.kind = "mass"
+        _name_by_size(f)
         # density rules: a "solid" lesion must have soft-tissue attenuation, and a nodule
         # holding calcium is a calcified nodule
         calcified = False
@@ -1093,8 +1099,7 @@ def _findings_from_detections(
                     # small was not followed to its edge (REFINE_FURTHER_KINDS)
                     mask = refine_mask(coarse, volume=volume, lungs=lungs, kind=f.kind)
                     f = measure(mask, f.kind)
-                    if f.diameter_mm > MASS_THRESHOLD_MM:
-                        f.kind = "mass"
+                    _name_by_size(f)
         if PLAUSIBILITY_RULES and f.kind == "part-solid nodule" and not calcified:
             # the solid component's size decides the follow-up (Fleischner 2017)
             core = _solid_core(mask, volume)
@@ -1124,12 +1129,10 @@ def _findings_from_detections(
             else None
         )
         if whole is not None:
-            # a piece, against the wall, of a lung mass: the whole of it, named by its size (the
-            # lexicon's size rule, as above)
+            # a piece, against the wall, of a lung mass: the whole of it, named by its size
             mask, contact = whole
             f = measure(mask, "mass")
-            if f.diameter_mm <= MASS_THRESHOLD_MM:
-                f.kind = "solid nodule"
+            _name_by_size(f)
         why = None
         if PLAUSIBILITY_RULES and contact < MIN_LUNG_CONTACT:
             why = "outside the lung"  # not a nodule or lung mass

@@ -365,7 +365,7 @@ def _ball_with_vessels(hu: float, *, radius_mm: float, wall: bool = False):
     """A ball of ``hu`` in aerated lung on a thin-slice grid, three 5 mm vessels running into it
     (and, with ``wall``, the chest wall pressed against it); the CT and its centre index."""
     shape = (48, 90, 90)
-    ct = np.full(shape, -850.0, dtype=np.float32)
+    ct = _lung(shape)
     c = np.array([24.0, 45.0, 45.0])
     dz, dy, dx = _mm(shape, c)
     for d in ((0.0, 1.0, 0.0), (0.0, -0.6, 0.8), (0.7, 0.0, -0.7)):
