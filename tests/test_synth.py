@@ -337,6 +337,39 @@ def test_lesion_diameter_in_mm_on_clinical_grids(spacing, diameter) -> None:
         assert abs(m["volume_ml"] - v) <= 0.1 * v, (m, v)
 
 
+@pytest.mark.parametrize("spacing", [(2.5, 0.7, 0.7), (1.5, 1.5, 1.5), (3.0, 3.0, 3.0)])
+@pytest.mark.parametrize("kind", ["solid nodule", "calcified nodule", "ground-glass nodule"])
+def test_a_lesion_looks_as_large_as_its_ground_truth_measures(spacing, kind) -> None:
+    """The image shows a synthetic lesion at the size its mask (the ground truth) measures: its
+    attenuation's half-way contour is the mask's edge. Until session 35 solid lesions were
+    written whole one voxel past the mask, a 6 mm nodule on 1.5 mm pixels looking 9 mm wide."""
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.measure import measure_mask
+    from napari_ctreport.synth.lesions import composite, make_lesion
+
+    shape = (32, 48, 48)
+    for seed, diameter in enumerate([4.5, 6.0, 8.0, 12.0]):
+        rng = np.random.default_rng(seed)
+        centre = np.array([16.0, 24.0, 24.0]) + rng.uniform(-0.5, 0.5, 3)
+        les = make_lesion(
+            rng, kind, center_idx=centre, diameter_mm=diameter, spacing=spacing, shape=shape
+        )
+        lung = -850.0
+        hu = np.full(shape, lung, np.float32)
+        composite(hu, les)
+        truth = np.zeros(shape, dtype=bool)
+        truth[les.box] = les.mask
+        half = 0.5 * (float(np.median(les.hu[les.mask])) + lung)
+        vol = CTVolume(array=np.zeros(shape, np.int16), spacing_zyx=spacing, origin_lps=(0, 0, 0))
+        seen = measure_mask(hu > half, volume=vol)["diameter_mm"]
+        drawn = measure_mask(truth, volume=vol)["diameter_mm"]
+        assert abs(seen - drawn) <= 0.5 * spacing[1], (diameter, seen, drawn)
+        # partial volume: the voxels outside that the surface cuts are under half lesion
+        own = hu[les.box]
+        ring = (own > lung + 1.0) & ~les.mask
+        assert ring.any() and (own[ring] - lung < 0.5 * (les.hu[ring] - lung)).all()
+
+
 def test_synth_cli_grid_options(tmp_path: Path) -> None:
     from napari_ctreport.cli import main
     from napari_ctreport.io.case import read_case

@@ -160,6 +160,8 @@ def _place_nodule(
             continue  # a vessel or other soft tissue inside the lung label
         # keep the region to lung (a mass abutting the mediastinum stops at it)
         les.mask = m & (lungs[les.box] > 0)
+        if les.occupancy is not None:  # nor does its partial volume reach past the lung
+            les.occupancy = np.where(lungs[les.box] > 0, les.occupancy, 0.0).astype(np.float32)
         if les.core is not None:
             les.core &= les.mask
         return les

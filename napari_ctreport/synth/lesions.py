@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..report.measure import largest_component
 
@@ -29,10 +28,6 @@ KIND_WEIGHTS: dict[str, float] = {
 
 SHAPES: tuple[str, ...] = ("round", "lobulated", "spiculated")
 
-_INPLANE = np.zeros((1, 3, 3), dtype=bool)
-_INPLANE[0, 1, :] = True
-_INPLANE[0, :, 1] = True
-
 
 @dataclass
 class Lesion:
@@ -40,7 +35,9 @@ class Lesion:
 
     ``mask`` is the finding's region; ``hu`` the attenuation inside it; ``blend`` says how it
     combines with the tissue below (``"max"`` keeps brighter vessels through a ground-glass
-    nodule, ``"set"`` replaces, as fluid does).
+    nodule, ``"set"`` replaces, as fluid does). ``occupancy`` (same box), when given, is the
+    share of each voxel the lesion fills (:func:`partial_volume`): ``>= 0.5`` exactly on
+    ``mask``, a ramp across its surface; without it the lesion fills ``mask`` whole.
     """
 
     kind: str
@@ -50,6 +47,7 @@ class Lesion:
     blend: str = "max"
     attributes: dict[str, Any] = field(default_factory=dict)
     core: np.ndarray | None = None  # solid component of a part-solid nodule (same box)
+    occupancy: np.ndarray | None = None
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
@@ -130,6 +128,28 @@ def shape_rho(
     raise ValueError(f"unknown lesion shape {shape!r}; expected one of {', '.join(SHAPES)}")
 
 
+def partial_volume(rho: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """The share of each voxel inside the surface ``rho == 1`` of a normalised radius field
+    (:func:`shape_rho`, ``<= 1`` inside) on a grid of ``spacing`` (mm, z y x).
+
+    Linearised at each voxel: the share is ``0.5`` on the surface and ramps to 0 and 1 over the
+    change of ``rho`` across the voxel's extent (``sum(|d rho / d x_i| * spacing_i)``, the width
+    of a box voxel along the surface normal). A voxel's share is ``>= 0.5`` exactly where its
+    centre is inside (``rho <= 1``, the lesion's mask), so the attenuation's half-way contour
+    runs where the mask's edge does and the image shows the lesion at the size its mask
+    measures.
+    """
+    grads = np.gradient(rho, *spacing) if min(rho.shape) > 1 else [np.zeros_like(rho)] * 3
+    across = sum(np.abs(g) * s for g, s in zip(grads, spacing, strict=True))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        occ = 0.5 + (1.0 - rho) / across
+    occ = np.where(np.isfinite(occ), occ, (rho <= 1.0).astype(float))
+    # the share is >= 0.5 exactly on the mask (where the gradient vanishes the ramp's estimate
+    # can disagree with rho's side of the surface)
+    occ = np.where(rho <= 1.0, np.maximum(occ, 0.5), np.minimum(occ, 0.499))
+    return np.clip(occ, 0.0, 1.0).astype(np.float32)
+
+
 def nodule_diameter(rng: np.random.Generator, kind: str, min_mm: float) -> float:
     """Draw a nominal diameter (mm): nodules 3-30 mm (skewed small), masses 32-70 mm."""
     if kind == "mass":
@@ -200,7 +220,16 @@ def make_lesion(
     # solid tissue replaces what was there (vessels end at a nodule); ground glass only raises
     # the attenuation, so vessels stay visible through it
     blend = "max" if kind in ("ground-glass nodule", "part-solid nodule") else "set"
-    return Lesion(kind=kind, box=box, mask=mask, hu=hu, blend=blend, attributes=attrs, core=core)
+    return Lesion(
+        kind=kind,
+        box=box,
+        mask=mask,
+        hu=hu,
+        blend=blend,
+        attributes=attrs,
+        core=core,
+        occupancy=partial_volume(rho, spacing),
+    )
 
 
 def effusion_mask(
@@ -240,14 +269,14 @@ def effusion_mask(
 
 
 def composite(hu: np.ndarray, lesion: Lesion) -> None:
-    """Write ``lesion`` into ``hu`` (float) in place."""
+    """Write ``lesion`` into ``hu`` (float) in place, each voxel mixed with the tissue below by
+    the share the lesion fills (``lesion.occupancy``, partial volume; before the scanner blur).
+
+    (Until session 35 the attenuation of solid lesions was written whole one voxel past the
+    mask in-plane, so the image showed them a voxel wider on every side than their ground truth
+    measured: +3 mm on a 6 mm nodule on 1.5 mm pixels.)"""
     view = hu[lesion.box]
-    m = lesion.mask
-    if lesion.kind not in ("ground-glass nodule", "pleural effusion"):
-        # partial volume: the boundary voxels of a mask are mostly lesion, so the attenuation
-        # reaches half a voxel past it (before the scanner blur)
-        m = ndi.binary_dilation(m, structure=_INPLANE) if m.shape[1] > 2 else m
-    if lesion.blend == "set":
-        view[m] = lesion.hu[m]
-    else:
-        view[m] = np.maximum(view[m], lesion.hu[m])
+    occ = lesion.occupancy if lesion.occupancy is not None else lesion.mask.astype(np.float32)
+    m = occ > 0
+    mixed = view[m] + occ[m] * (lesion.hu[m] - view[m])
+    view[m] = mixed if lesion.blend == "set" else np.maximum(view[m], mixed)
