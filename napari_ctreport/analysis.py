@@ -238,8 +238,9 @@ GROUND_GLASS_HALO = 1.4
 #: a 1.0 mm "ground-glass nodule" on val was a false one).
 MIN_NODULE_MM = 3.0
 #: A nodule whose mask comes within this distance (mm) of a mass reported before it (a higher
-#: score) is part of that mass: its margin, or a vessel running into it, not a second lesion
-#: (dropped as "same lesion"). 0 switches it off.
+#: score), or touches it (since session 35, across slices too), is part of that mass: its margin,
+#: a vessel running into it or the partial volume of its pole, not a second lesion (dropped as
+#: "same lesion"). 0 switches it off.
 NODULE_ON_MASS_MM = 2.0
 #: Set to False to switch the rules above off (used to measure their effect).
 PLAUSIBILITY_RULES = True
@@ -1184,15 +1185,18 @@ def _touches(
     mask: np.ndarray, labels: np.ndarray, which: set[int], volume: CTVolume, mm: float
 ) -> bool:
     """Whether ``mask`` lies within ``mm`` of a region of ``labels`` whose value is in
-    ``which``."""
+    ``which``, or touches one (a face neighbour: on 5 mm slices the next slice is 5 mm away, and
+    a "ground-glass nodule" on the slice beyond a mass's last is the partial volume of its pole)."""
     from scipy import ndimage as ndi
 
     if not which:
         return False
-    box = mask_box(mask, volume, mm)
+    box = mask_box(mask, volume, max(mm, *volume.spacing_zyx))
     if box is None:
         return False
-    near = ndi.distance_transform_edt(~mask[box], sampling=volume.spacing_zyx) <= mm
+    m = mask[box]
+    near = ndi.distance_transform_edt(~m, sampling=volume.spacing_zyx) <= mm
+    near |= ndi.binary_dilation(m)
     return bool(np.isin(labels[box][near], list(which)).any())
 
 

@@ -517,6 +517,33 @@ def test_a_finding_inside_a_higher_scored_one_is_dropped():
             assert got[1].center_lps_mm[0] > 50  # the nodule on the edge, not the one inside
 
 
+def test_a_nodule_on_the_slice_beyond_a_mass_on_thick_slices_is_its_pole():
+    """On 5 mm slices the slice beyond a mass's last holds the partial volume of its pole, a
+    patch of ground-glass density that the network can take for a nodule of its own (realchest
+    case_0002 on the remade sets, session 35: a 12.7 mm "ground-glass nodule" at 0.63 under a
+    48 mm mass). Touching the mass across the slices, it is set aside as the same lesion; one
+    a slice farther off is reported."""
+    from napari_ctreport.analysis import _findings_from_detections
+    from napari_ctreport.io.volume import CTVolume
+
+    zz, yy, xx = np.mgrid[:16, :80, :80]
+    for gap, reported in ((0, False), (1, True)):
+        arr = np.full((16, 80, 80), -850.0, dtype=np.float32)
+        mass = (((zz - 6) * 5.0) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 <= 22**2) & (zz <= 10)
+        pole = (zz == 11 + gap) & ((yy - 40) ** 2 + (xx - 40) ** 2 <= 6**2)
+        arr[mass] = 40.0
+        arr[pole] = -400.0
+        vol = CTVolume(array=arr, spacing_zyx=(5.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+        dets = [
+            _fake_detection("mass", mass, score=0.6),
+            _fake_detection("ground-glass nodule", pole, score=0.6 if gap else 0.5),
+        ]
+        dropped: list = []
+        got, _, _ = _findings_from_detections(dets, vol, None, None, dropped)
+        assert [f.kind for f in got] == ["mass"] + ["ground-glass nodule"] * reported
+        assert [d.attributes["dropped_by"] for d in dropped] == ["same lesion"] * (not reported)
+
+
 def test_contrast_vessel_on_real_ct_is_not_a_nodule(shared_data):
     """The real contrast chest CT crop has no lung lesion; the model's one candidate there, a
     contrast-filled vessel beside the right hilum (440 HU, 1.5 % aerated shell), is dropped."""
