@@ -1239,8 +1239,9 @@ def test_a_notched_ball_is_a_mass_only_when_denser_than_fluid() -> None:
 
 def test_a_nodule_is_on_a_mass_only_within_the_distance() -> None:
     """:func:`analysis._touches`: a nodule mask one voxel (0.8 mm) from a mass's region is on
-    it, one 10 mm away or beside a region that is no mass is not (thick slices: 5 mm apart in z
-    is not within 2 mm)."""
+    it, one 10 mm away or beside a region that is no mass is not. On thick slices a nodule on the
+    slice next to the mass's (5 mm off, touching it across the slices) is on it since session 35
+    (the partial volume of its pole); one a slice of lung farther (10 mm) is not."""
     from napari_ctreport.analysis import _touches
     from napari_ctreport.io.volume import CTVolume
 
@@ -1257,6 +1258,9 @@ def test_a_nodule_is_on_a_mass_only_within_the_distance() -> None:
     far = np.roll(nodule, 12, axis=1)  # 13 voxels (10.4 mm) past the edge
     assert not _touches(far, labels, {1}, vol, 2.0)
     above = np.zeros(shape, dtype=bool)
-    above[7, 30:35, 30:35] = True  # the slice above the mass: 5 mm
-    assert not _touches(above, labels, {1}, vol, 2.0)
+    above[7, 30:35, 30:35] = True  # the slice above the mass: 5 mm, touching it
+    assert _touches(above, labels, {1}, vol, 2.0)
     assert _touches(above, labels, {1}, vol, 5.0)
+    beyond = np.roll(above, 1, axis=0)  # a slice of lung between: 10 mm
+    assert not _touches(beyond, labels, {1}, vol, 2.0)
+    assert not _touches(np.roll(above, 30, axis=1), labels, {1}, vol, 2.0)  # past its edge
