@@ -24,6 +24,7 @@ from ..io.case import Case, new_provenance, write_case
 from ..io.volume import CTVolume
 from ..report.anatomy import segment_lungs
 from ..report.findings import Finding
+from ..report.guidelines import MASS_THRESHOLD_MM
 from ..report.measure import axial_diameters, finding_from_mask, touches_volume_edge
 from ..report.writer import Report, write_report
 from .lesions import KIND_WEIGHTS, Lesion, composite, effusion_mask, make_lesion, nodule_diameter
@@ -352,8 +353,9 @@ def _findings(
     return out
 
 
-#: Longest axial diameter (mm) above which a lung lesion is a mass, at or below it a nodule.
-MASS_MIN_MM = 30.0
+#: Longest axial diameter (mm) above which a lung lesion is a mass, at or below it a nodule (the
+#: report's own threshold, so ground truth and analysis name a lesion by the same size).
+MASS_MIN_MM = MASS_THRESHOLD_MM
 
 
 def kind_by_size(kind: str, diameter_mm: float) -> str:
