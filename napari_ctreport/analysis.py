@@ -922,7 +922,7 @@ def _findings_from_detections(
     :data:`MIN_NODULE_MM`, a mass with under :data:`MASS_MIN_LUNG_CONTACT` aerated lung around
     it, and a nodule the CT shows enclosed by the mediastinum, or (solid) as a vessel or, when low-scored,
     as no solid blob (:func:`_not_a_lung_lesion`) are dropped; a solid nodule or mass is
-    relabelled by its HU: mean below :data:`SOLID_MIN_HU` (over its mask, or over the part of it
+    relabelled by its HU (:func:`_density_rules`): mean below :data:`SOLID_MIN_HU` (over its mask, or over the part of it
     the network drew: :func:`_drawn`) a ground-glass nodule, measured as one (and a
     ground-glass nodule with a mean at or above it a solid nodule, measured and tested as one), a solid nodule
     whose drawn part's densest tenth reaches :data:`CALCIFIED_MIN_HU` (a subsolid one: whose
@@ -939,7 +939,7 @@ def _findings_from_detections(
     its ``attributes["dropped_by"]`` naming the rule (:attr:`Analysis.dropped`).
     """
     from .model.inference import check_cancel
-    from .report.measure import axial_diameters, finding_from_mask
+    from .report.measure import finding_from_mask
 
     has_lungs = bool(lungs is not None and lungs.any())
     groups: dict[str, dict] = {}
@@ -1043,77 +1043,10 @@ def _findings_from_detections(
             )
         f = measure(mask, det.kind)
         _name_by_size(f)
-        # density rules: a "solid" lesion must have soft-tissue attenuation, and a nodule
-        # holding calcium is a calcified nodule
-        calcified = False
-        if (
-            PLAUSIBILITY_RULES
-            and f.kind in ("ground-glass nodule", "part-solid nodule")
-            and f.mean_hu >= SOLID_MIN_HU
-        ):
-            # ... and ground glass is not soft tissue: a "ground-glass" or "part-solid" nodule as
-            # dense as a solid one is measured, and then tested, as a solid nodule (a solid part
-            # in a wide ground-glass halo is found part-solid again below)
-            if refine:
-                mask = refine_mask(coarse, volume=volume, lungs=lungs, kind="solid nodule")
-            f = measure(mask, "solid nodule")
-        if PLAUSIBILITY_RULES and f.kind in ("solid nodule", "mass"):
-            if min(f.mean_hu, _mean_hu(_drawn(mask, coarse), volume)) < SOLID_MIN_HU:
-                # ground glass, measured at the subsolid boundary (where that is still less
-                # dense than soft tissue: else the solid reading stands)
-                glass = (
-                    refine_mask(coarse, volume=volume, lungs=lungs, kind="ground-glass nodule")
-                    if refine
-                    else mask
-                )
-                g = measure(glass, "ground-glass nodule")
-                if g.mean_hu < SOLID_MIN_HU:
-                    mask, f = glass, g
-            if f.kind == "solid nodule":
-                calcified = _calcium(_drawn(mask, coarse), volume)
-                if not calcified and refine:
-                    # a solid part in a wide ground-glass halo is a part-solid nodule, measured
-                    # whole (at the subsolid boundary)
-                    wide = refine_mask(coarse, volume=volume, lungs=lungs, kind="part-solid nodule")
-                    long_axis = axial_diameters(
-                        wide[tight_box(wide)], spacing_zyx=volume.spacing_zyx
-                    )[0]
-                    if long_axis >= GROUND_GLASS_HALO * f.diameter_mm and _ground_glass(
-                        wide & ~mask, volume
-                    ):
-                        mask = wide
-                        f = measure(mask, "part-solid nodule")
-        elif PLAUSIBILITY_RULES and f.kind in ("part-solid nodule", "ground-glass nodule"):
-            # its dense part, as a solid lesion's boundary (-500 HU) draws it
-            solid = (
-                refine_mask(coarse, volume=volume, lungs=lungs, kind="solid nodule")
-                if refine
-                else coarse
+        if PLAUSIBILITY_RULES:
+            f, mask = _density_rules(
+                f, mask, coarse, volume=volume, lungs=lungs, refine=refine, measure=measure
             )
-            calcified = _calcium(_drawn(solid, coarse), volume)
-        elif PLAUSIBILITY_RULES and f.kind == "calcified nodule":
-            own = _own_hu(mask, volume)  # empty: all of it is a vessel or rib running on
-            if not _dense_tenth(own) and (not own.size or own.mean() < CALCIFIED_KEEP_MIN_HU):
-                f.kind = "ground-glass nodule" if f.mean_hu < SOLID_MIN_HU else "solid nodule"
-                if refine and f.kind == "solid nodule":
-                    # measured as one: drawn at half maximum, a solid nodule the network drew
-                    # small was not followed to its edge (REFINE_FURTHER_KINDS)
-                    mask = refine_mask(coarse, volume=volume, lungs=lungs, kind=f.kind)
-                    f = measure(mask, f.kind)
-                    _name_by_size(f)
-        if PLAUSIBILITY_RULES and f.kind == "part-solid nodule" and not calcified:
-            # the solid component's size decides the follow-up (Fleischner 2017)
-            core = _solid_core(mask, volume)
-            if core is not None:
-                f.attributes["solid_diameter_mm"] = round(
-                    float(axial_diameters(core, spacing_zyx=volume.spacing_zyx)[0]), 1
-                )
-        if calcified:
-            f.kind = "calcified nodule"
-            if refine:
-                # calcium is measured at half maximum (REFINE_HALF_MAX), not at -500 / -750 HU
-                mask = refine_mask(coarse, volume=volume, lungs=lungs, kind=f.kind)
-                f = measure(mask, f.kind)
         # aerated lung around a nodule or mass (for the plausibility rules)
         fluid = beside[id(det)]["mask"] if id(det) in beside else None
         contact = (
@@ -1179,6 +1112,87 @@ def _findings_from_detections(
         findings.append(f)
         kept.append(det)
     return findings, kept, labels
+
+
+def _density_rules(
+    f: Finding,
+    mask: np.ndarray,
+    coarse: np.ndarray,
+    *,
+    volume: CTVolume,
+    lungs,
+    refine: bool,
+    measure: Callable[[np.ndarray, str], Finding],
+) -> tuple[Finding, np.ndarray]:
+    """A finding's kind by its attenuation (the density rules of
+    :func:`_findings_from_detections`), measured again as that kind: ``(finding, mask)``.
+
+    ``mask`` is the region ``f`` was measured on, ``coarse`` the network's mask it was refined
+    from; a finding whose kind changes is measured on ``coarse`` refined again for the new kind
+    (with ``refine``; else on ``mask`` or ``coarse`` as they are). ``measure(region, kind)``
+    measures a region as a finding of that kind."""
+    from .report.measure import axial_diameters
+
+    def redrawn(kind: str, fallback: np.ndarray) -> np.ndarray:
+        return refine_mask(coarse, volume=volume, lungs=lungs, kind=kind) if refine else fallback
+
+    calcified = False
+    if f.kind in ("ground-glass nodule", "part-solid nodule") and f.mean_hu >= SOLID_MIN_HU:
+        # ground glass is not soft tissue: a "ground-glass" or "part-solid" nodule as dense as a
+        # solid one is measured, and then tested, as a solid nodule (a solid part in a wide
+        # ground-glass halo is found part-solid again below)
+        mask = redrawn("solid nodule", mask)
+        f = measure(mask, "solid nodule")
+    if f.kind in ("solid nodule", "mass"):
+        # a "solid" lesion must have soft-tissue attenuation
+        if min(f.mean_hu, _mean_hu(_drawn(mask, coarse), volume)) < SOLID_MIN_HU:
+            # ground glass, measured at the subsolid boundary (where that is still less dense
+            # than soft tissue: else the solid reading stands)
+            glass = redrawn("ground-glass nodule", mask)
+            g = measure(glass, "ground-glass nodule")
+            if g.mean_hu < SOLID_MIN_HU:
+                mask, f = glass, g
+        if f.kind == "solid nodule":
+            # a nodule holding calcium is a calcified nodule
+            calcified = _calcium(_drawn(mask, coarse), volume)
+            if not calcified and refine:
+                # a solid part in a wide ground-glass halo is a part-solid nodule, measured
+                # whole (at the subsolid boundary)
+                wide = redrawn("part-solid nodule", mask)
+                sizes = axial_diameters(wide[tight_box(wide)], spacing_zyx=volume.spacing_zyx)
+                long_axis = sizes[0]
+                if long_axis >= GROUND_GLASS_HALO * f.diameter_mm and _ground_glass(
+                    wide & ~mask, volume
+                ):
+                    mask = wide
+                    f = measure(mask, "part-solid nodule")
+    elif f.kind in ("part-solid nodule", "ground-glass nodule"):
+        # its dense part, as a solid lesion's boundary (-500 HU) draws it
+        calcified = _calcium(_drawn(redrawn("solid nodule", coarse), coarse), volume)
+    elif f.kind == "calcified nodule":
+        own = _own_hu(mask, volume)  # empty: all of it is a vessel or rib running on
+        if not _dense_tenth(own) and (not own.size or own.mean() < CALCIFIED_KEEP_MIN_HU):
+            f.kind = "ground-glass nodule" if f.mean_hu < SOLID_MIN_HU else "solid nodule"
+            if refine and f.kind == "solid nodule":
+                # measured as one: drawn at half maximum, a solid nodule the network drew
+                # small was not followed to its edge (REFINE_FURTHER_KINDS)
+                mask = redrawn(f.kind, mask)
+                f = measure(mask, f.kind)
+                _name_by_size(f)
+    if f.kind == "part-solid nodule" and not calcified:
+        # the solid component's size decides the follow-up (Fleischner 2017)
+        core = _solid_core(mask, volume)
+        if core is not None:
+            f.attributes["solid_diameter_mm"] = round(
+                float(axial_diameters(core, spacing_zyx=volume.spacing_zyx)[0]), 1
+            )
+    if calcified:
+        f.kind = "calcified nodule"
+        if refine:
+            # calcium is measured at half maximum (REFINE_HALF_MAX), not at -500 / -750 HU
+            mask = redrawn(f.kind, mask)
+            f = measure(mask, f.kind)
+    return f, mask
 
 
 def _touches(
