@@ -346,6 +346,66 @@ def test_a_vessel_running_into_the_hilum_is_not_a_nodule(lesion, reported):
 
 
 @pytest.mark.parametrize(
+    ("name", "lps", "score", "dropped_by"),
+    [
+        ("lung1", (-29.0, -153.0, -694.0), 0.19, "vessel"),  # beside the right hilum
+        ("lung1", (-29.0, -151.0, -658.0), 0.23, "vessel"),  # two slices up
+        ("lung2", (-71.0, -207.0, -215.0), 0.17, "vessel"),  # a right lower lobe vessel
+        ("lung1", (-29.0, -153.0, -694.0), 0.5, None),  # what the network is sure of stays
+    ],
+)
+def test_a_vessel_averaged_to_ground_glass_is_not_a_ground_glass_nodule(
+    real_lesions, monkeypatch, name, lps, score, dropped_by
+):
+    """On 5 mm slices a vessel crossing the slice obliquely is averaged with the lung to
+    ground-glass attenuation. A ground-glass "nodule" scored under VESSEL_MAX_SCORE that the CT
+    shows as a tube running on at the subsolid boundary (-750 HU) is a vessel and is not
+    reported (SUBSOLID_VESSELS). The places are real vessels of lung1 and lung2 that a network
+    fine-tuned in session 36 reported as ground-glass nodules; at the solid boundary (-400 HU)
+    none of them runs on, and without the rule none is dropped."""
+    from napari_ctreport import analysis
+    from napari_ctreport.io.ct import load_ct
+    from napari_ctreport.model.blob import blob_measure
+    from napari_ctreport.report.measure import finding_from_mask
+
+    volume = load_ct(real_lesions / f"{name}_image.nrrd")
+    at = volume.lps_to_index(np.asarray(lps, dtype=float))
+    grid = np.ogrid[tuple(slice(0, n) for n in volume.shape)]
+    dist2 = sum(((g - c) * sp) ** 2 for g, c, sp in zip(grid, at, volume.spacing_zyx, strict=True))
+    f = finding_from_mask(dist2 <= 5.0**2, volume=volume, id="F1", kind="ground-glass nodule")
+    f.score = score
+    m = blob_measure(volume.array, spacing_zyx=volume.spacing_zyx, centre_index=at, patch_mm=18.0)
+    assert m.ratio < analysis.VESSEL_MAX_RATIO
+    # at the solid test's boundary (-400 HU) the shell is lung: that test would keep it
+    assert m.shell_solid <= analysis.VESSEL_MIN_SHELL
+    why = analysis._not_a_lung_lesion(f, volume, contact=0.8, ct_mask=False)
+    assert why == dropped_by
+    monkeypatch.setattr(analysis, "SUBSOLID_VESSELS", False)
+    assert analysis._not_a_lung_lesion(f, volume, contact=0.8, ct_mask=False) is None
+
+
+def test_a_ground_glass_nodule_on_a_vessel_is_not_that_vessel():
+    """The rule above leaves a round ground-glass ball on a vessel averaged to ground glass:
+    round at its own scale, it is a nodule, also when the network is unsure of it."""
+    from napari_ctreport import analysis
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.model.blob import blob_measure
+
+    arr = np.full((40, 80, 80), -850.0, dtype=np.float32)
+    zz, yy, xx = np.mgrid[:40, :80, :80]
+    # a 6 mm vessel crossing the slices for 24 mm, averaged to -600 HU, and a 10 mm ball on it
+    arr[((zz - 20) / 3) ** 2 + ((yy - 40) / 3) ** 2 + ((xx - 40) / 12) ** 2 <= 1] = -600.0
+    ball = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 <= 5**2
+    arr[ball] = -550.0
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    m = blob_measure(arr, spacing_zyx=(1.0, 1.0, 1.0), centre_index=(20, 40, 40), patch_mm=18.0)
+    assert m.ratio >= analysis.VESSEL_MAX_RATIO
+    det = _fake_detection("ground-glass nodule", ball, score=0.2)
+    got, _, _ = analysis._findings_from_detections([det], vol, None, None)
+    assert [f.kind for f in got] == ["ground-glass nodule"]
+
+
+@pytest.mark.parametrize(
     ("radius", "contact", "dropped_by"),
     [
         (4.5, 0.9, "vessel"),  # a small one in aerated lung: the vessel test holds
