@@ -451,8 +451,9 @@ def _not_a_lung_lesion(
     calcified nodule scored under :data:`VESSEL_MAX_SCORE` that is a tube running on into solid
     tissue (:data:`VESSEL_MAX_RATIO`, :data:`VESSEL_MIN_SHELL`; not for a mask drawn on the
     CT), and so is a ground-glass or part-solid nodule whose tissue runs on at the subsolid
-    boundary (:data:`SUBSOLID_VESSELS`). Neither for a large nodule mostly in aerated lung (:data:`LARGE_NODULE_MM`,
-    :data:`LARGE_NODULE_MIN_CONTACT`) that the network saw (:data:`LARGE_NODULE_MIN_SCORE`).
+    boundary (:data:`SUBSOLID_VESSELS`). Neither for a large nodule mostly in aerated lung
+    (:data:`LARGE_NODULE_MM`, :data:`LARGE_NODULE_MIN_CONTACT`) that the network saw
+    (:data:`LARGE_NODULE_MIN_SCORE`).
     ``"mediastinum"``: any nodule with little aerated lung around its mask and solid tissue
     around its centre
     (:data:`ENCLOSED_MAX_CONTACT`, :data:`ENCLOSED_MIN_SHELL`)."""
@@ -951,9 +952,10 @@ def _findings_from_detections(
     :data:`MIN_LUNG_CONTACT` aerated lung around it (unless it is a piece of a convex lung mass
     against the wall, then reported whole: :data:`WHOLE_FROM_PIECE`), a nodule under
     :data:`MIN_NODULE_MM`, a mass with under :data:`MASS_MIN_LUNG_CONTACT` aerated lung around
-    it, and a nodule the CT shows enclosed by the mediastinum, or (solid) as a vessel or, when low-scored,
-    as no solid blob (:func:`_not_a_lung_lesion`) are dropped; a solid nodule or mass is
-    relabelled by its HU (:func:`_density_rules`): mean below :data:`SOLID_MIN_HU` (over its mask, or over the part of it
+    it, and a nodule the CT shows enclosed by the mediastinum, or as a vessel or, when (solid
+    and) low-scored, as no solid blob (:func:`_not_a_lung_lesion`) are dropped; a solid nodule or
+    mass is relabelled by its HU (:func:`_density_rules`): mean below :data:`SOLID_MIN_HU` (over
+    its mask, or over the part of it
     the network drew: :func:`_drawn`) a ground-glass nodule, measured as one (and a
     ground-glass nodule with a mean at or above it a solid nodule, measured and tested as one), a solid nodule
     whose drawn part's densest tenth reaches :data:`CALCIFIED_MIN_HU` (a subsolid one: whose
