@@ -481,33 +481,21 @@ def _not_a_lung_lesion(
         and f.score >= LARGE_NODULE_MIN_SCORE
     ):
         return None
-    if subsolid:
-        tube = (
-            SUBSOLID_VESSELS
-            and not ct_mask
-            and f.score < VESSEL_MAX_SCORE
-            and m.ratio < VESSEL_MAX_RATIO
-        )
-        if tube:
-            # the ratio is the Hessian's; the shell is taken again at the subsolid boundary
-            m = blob_measure(
-                volume.array,
-                spacing_zyx=volume.spacing_zyx,
-                centre_index=centre,
-                patch_mm=RULE_BLOB_PATCH_MM,
-                solid_hu=REFINE_HU[f.kind],
-            )
-        return "vessel" if tube and m.shell_solid > VESSEL_MIN_SHELL else None
-    if f.score < FAINT_MAX_SCORE and m.strength < _faint_strength(ct_mask):
+    if subsolid and not SUBSOLID_VESSELS:
+        return None
+    if not subsolid and f.score < FAINT_MAX_SCORE and m.strength < _faint_strength(ct_mask):
         return "faint"
-    if (
-        not ct_mask
-        and f.score < VESSEL_MAX_SCORE
-        and m.ratio < VESSEL_MAX_RATIO
-        and m.shell_solid > VESSEL_MIN_SHELL
-    ):
-        return "vessel"
-    return None
+    tube = not ct_mask and f.score < VESSEL_MAX_SCORE and m.ratio < VESSEL_MAX_RATIO
+    if tube and subsolid:
+        # the ratio is the Hessian's; a subsolid one's shell is taken again at its own boundary
+        m = blob_measure(
+            volume.array,
+            spacing_zyx=volume.spacing_zyx,
+            centre_index=centre,
+            patch_mm=RULE_BLOB_PATCH_MM,
+            solid_hu=REFINE_HU[f.kind],
+        )
+    return "vessel" if tube and m.shell_solid > VESSEL_MIN_SHELL else None
 
 
 def _lung_hulls(lungs: np.ndarray, box: tuple[slice, ...], *, each: bool = False) -> np.ndarray:

@@ -374,7 +374,12 @@ def test_a_vessel_averaged_to_ground_glass_is_not_a_ground_glass_nodule(
     dist2 = sum(((g - c) * sp) ** 2 for g, c, sp in zip(grid, at, volume.spacing_zyx, strict=True))
     f = finding_from_mask(dist2 <= 5.0**2, volume=volume, id="F1", kind="ground-glass nodule")
     f.score = score
-    m = blob_measure(volume.array, spacing_zyx=volume.spacing_zyx, centre_index=at, patch_mm=18.0)
+    m = blob_measure(
+        volume.array,
+        spacing_zyx=volume.spacing_zyx,
+        centre_index=at,
+        patch_mm=analysis.RULE_BLOB_PATCH_MM,
+    )
     assert m.ratio < analysis.VESSEL_MAX_RATIO
     # at the solid test's boundary (-400 HU) the shell is lung: that test would keep it
     assert m.shell_solid <= analysis.VESSEL_MIN_SHELL
@@ -398,7 +403,12 @@ def test_a_ground_glass_nodule_on_a_vessel_is_not_that_vessel():
     ball = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 <= 5**2
     arr[ball] = -550.0
     vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
-    m = blob_measure(arr, spacing_zyx=(1.0, 1.0, 1.0), centre_index=(20, 40, 40), patch_mm=18.0)
+    m = blob_measure(
+        arr,
+        spacing_zyx=(1.0, 1.0, 1.0),
+        centre_index=(20, 40, 40),
+        patch_mm=analysis.RULE_BLOB_PATCH_MM,
+    )
     assert m.ratio >= analysis.VESSEL_MAX_RATIO
     det = _fake_detection("ground-glass nodule", ball, score=0.2)
     got, _, _ = analysis._findings_from_detections([det], vol, None, None)
