@@ -501,6 +501,16 @@ def test_nodule_on_the_ct_where_the_heatmap_has_no_peak(monkeypatch, lesion, fou
     assert inference.detect(loaded, vol, device="cpu", lungs=lungs) == []
 
 
+def _lungs_mask(shape, in_lungs: bool) -> np.ndarray:
+    """A lung mask around :func:`_lesion_volume`'s lesion, or (not ``in_lungs``) one beside it."""
+    lungs = np.zeros(shape, dtype=np.uint8)
+    if in_lungs:
+        lungs[4:-4, 8:-8, 8:-8] = 1
+    else:
+        lungs[4:-4, 8:-8, 60:-8] = 1
+    return lungs
+
+
 @pytest.mark.parametrize(
     ("lesion", "in_lungs", "found"),
     [
@@ -523,11 +533,7 @@ def test_ground_glass_peak_confirmed_in_the_lungs(monkeypatch, lesion, in_lungs,
     monkeypatch.setattr(inference, "WALL_NODULES", False)
     loaded = _fake_heat_model(monkeypatch, 0.3)
     vol, region = _lesion_volume(lesion)
-    lungs = np.zeros(vol.shape, dtype=np.uint8)
-    if in_lungs:
-        lungs[4:-4, 8:-8, 8:-8] = 1
-    else:
-        lungs[4:-4, 8:-8, 60:-8] = 1
+    lungs = _lungs_mask(vol.shape, in_lungs)
     d = _one_detection(loaded, vol, lungs, found)
     if d is None:
         return
@@ -539,6 +545,60 @@ def test_ground_glass_peak_confirmed_in_the_lungs(monkeypatch, lesion, in_lungs,
     assert findings[0].diameter_mm == pytest.approx(8.0, abs=1.6)
     monkeypatch.setattr(inference, "SUBSOLID_CHECK", False)
     assert inference.detect(loaded, vol, device="cpu", lungs=lungs) == []
+
+
+def _as_effusion_heat(x, out):
+    """:func:`_fake_heat_model`'s heat moved from kind 0 (solid nodule) to pleural effusion."""
+    from napari_ctreport.model.inference import EFFUSION_KIND
+
+    heat = torch.full_like(out["heat"], -12.0)
+    heat[:, EFFUSION_KIND] = out["heat"][:, 0]
+    return {"heat": heat}
+
+
+@pytest.mark.parametrize(
+    ("lesion", "in_lungs", "kind"),
+    [
+        ("ball", True, "solid nodule"),
+        ("ball", False, "pleural effusion"),  # outside the lung mask: fluid is left as fluid
+        ("tube", True, "pleural effusion"),  # a vessel is no ball
+        ("fluid", True, "pleural effusion"),  # a layer of fluid the lung mask overlaps
+    ],
+)
+def test_an_effusion_peak_on_a_ball_in_the_lung_is_a_nodule(monkeypatch, lesion, in_lungs, kind):
+    """The network's only peak is of kind pleural effusion (heat 0.6). Where it lies inside the
+    lung mask and the CT is an isolated solid ball (a real CT's lung-base nodule drew such peaks,
+    and the millilitre of "effusion" was then too small to report), it is a solid nodule's peak,
+    measured as the 8 mm ball; not outside the lung mask, not on a vessel or on fluid, and not
+    with EFFUSION_BALLS off."""
+    from napari_ctreport import analysis
+    from napari_ctreport.model import inference
+
+    monkeypatch.setattr(inference, "CT_CANDIDATES", False)
+    monkeypatch.setattr(inference, "WALL_NODULES", False)
+    loaded = _fake_heat_model(monkeypatch, 0.6, _as_effusion_heat)
+    if lesion == "fluid":
+        vol, _ = _lesion_volume("ball")
+        arr = np.array(vol.array)
+        arr[arr > 0] = -850
+        arr[:, 56:, :] = 10  # fluid behind the lung, 12 mm from the peak's place
+        vol = type(vol)(array=arr, spacing_zyx=vol.spacing_zyx, origin_lps=vol.origin_lps)
+    else:
+        vol, _ = _lesion_volume(lesion)
+    lungs = _lungs_mask(vol.shape, in_lungs)
+    dets = inference.detect(loaded, vol, device="cpu", lungs=lungs)
+    assert len(dets) >= 1
+    assert {d.kind for d in dets} == {kind}
+    if kind != "solid nodule":
+        return
+    d = dets[0]
+    assert np.linalg.norm((d.center_index - np.array([24, 48, 40])) * vol.spacing_zyx) < 3
+    findings, _, _ = analysis._findings_from_detections(dets, vol, lungs, None)
+    assert [f.kind for f in findings] == ["solid nodule"]
+    assert findings[0].diameter_mm == pytest.approx(8.0, abs=1.6)
+    monkeypatch.setattr(inference, "EFFUSION_BALLS", False)
+    dets = inference.detect(loaded, vol, device="cpu", lungs=lungs)
+    assert {d.kind for d in dets} == {"pleural effusion"}
 
 
 def _wall_volume(on_wall: bool):
