@@ -378,6 +378,18 @@ def _ball_with_vessels(hu: float, *, radius_mm: float, wall: bool = False):
     return ct, c
 
 
+def _confirm(ct, c, heat: float = 0.0):
+    """:func:`~napari_ctreport.model.inference._ct_blob` at index ``c`` of ``ct`` (on
+    ``SPACING``, the model grid the CT's own) for a peak of ``heat``."""
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.model import inference
+    from napari_ctreport.model.inference import Prepared
+
+    vol = CTVolume(array=ct, spacing_zyx=SPACING, origin_lps=(0.0, 0.0, 0.0))
+    prep = Prepared(ct, ct.shape, np.zeros(3), np.ones(3), np.asarray(SPACING))
+    return inference._ct_blob(vol, prep, c, heat=heat)
+
+
 def test_a_wide_nodule_that_vessels_run_into_is_confirmed_on_the_ct() -> None:
     """A 12 mm nodule of -250 HU (as real ones are on average) with three vessels running into
     it: the solid tissue runs on through them (not "apart") and they take 6 % of the shell, over
@@ -385,15 +397,7 @@ def test_a_wide_nodule_that_vessels_run_into_is_confirmed_on_the_ct() -> None:
     vessels' share is allowed up to BLOB_WIDE_MAX_SHELL (real nodules of 10-15 mm on thin-slice
     CT were lost this way); pressed against the chest wall, or a small ball on the same vessels,
     it is still turned down."""
-    from napari_ctreport.io.volume import CTVolume
     from napari_ctreport.model import inference
-    from napari_ctreport.model.inference import Prepared
-
-    def confirm(ct, c):
-        vol = CTVolume(array=ct, spacing_zyx=SPACING, origin_lps=(0.0, 0.0, 0.0))
-        step = np.ones(3)
-        prep = Prepared(ct, ct.shape, np.zeros(3), step, np.asarray(SPACING))
-        return inference._ct_blob(vol, prep, c)
 
     ct, c = _ball_with_vessels(-250.0, radius_mm=6.0)
     m = blob_measure(ct, spacing_zyx=SPACING, centre_index=c, min_hu=inference.BLOB_SOLID_HU)
@@ -401,11 +405,36 @@ def test_a_wide_nodule_that_vessels_run_into_is_confirmed_on_the_ct() -> None:
     assert m.extent_mm > 15.0  # the extent test fails: tissue runs on along the vessels
     assert inference.BLOB_MAX_SHELL_SOLID < m.shell_solid <= inference.BLOB_WIDE_MAX_SHELL
     assert inference.BLOB_WIDE_MIN_STRENGTH <= m.strength < inference.BLOB_MIN_STRENGTH
-    assert confirm(ct, c) is not None
+    assert _confirm(ct, c) is not None
     walled, c = _ball_with_vessels(-250.0, radius_mm=6.0, wall=True)
     on_wall = blob_measure(walled, spacing_zyx=SPACING, centre_index=c, min_hu=-400.0)
     assert on_wall.shell_solid > inference.BLOB_WIDE_MAX_SHELL
-    assert confirm(walled, c) is None
+    assert _confirm(walled, c) is None
     small, c = _ball_with_vessels(-250.0, radius_mm=3.0)
     assert blob_measure(small, spacing_zyx=SPACING, centre_index=c).sigma_mm < 3.0
-    assert confirm(small, c) is None
+    assert _confirm(small, c) is None
+
+
+def test_a_peak_the_network_is_sure_of_needs_less_from_the_ct() -> None:
+    """An 8 mm solid nodule with three vessels running into it: too small for the wide test, its
+    shell 12 % solid (over BLOB_MAX_SHELL_SOLID) and the tissue running on, so a weak peak (heat
+    under BLOB_SURE_HEAT) on it is turned down; a peak of BLOB_SURE_HEAT or more is confirmed by
+    the round, clear ball. Not a fainter ball (-250 HU) on the same vessels, not a vessel, however
+    hot, nor the ball against the chest wall."""
+    from napari_ctreport.model import inference
+
+    ct, c = _ball_with_vessels(30.0, radius_mm=4.0)
+    m = blob_measure(ct, spacing_zyx=SPACING, centre_index=c, min_hu=inference.BLOB_SOLID_HU)
+    assert m.sigma_mm < inference.BLOB_WIDE_SIGMA_MM and m.extent_mm > 15.0
+    assert inference.BLOB_MAX_SHELL_SOLID < m.shell_solid <= inference.BLOB_SURE_MAX_SHELL
+    assert m.ratio >= inference.BLOB_SURE_MIN_RATIO
+    assert _confirm(ct, c, heat=inference.BLOB_SURE_HEAT - 0.02) is None
+    assert _confirm(ct, c, heat=inference.BLOB_SURE_HEAT) is not None
+    faint, c = _ball_with_vessels(-250.0, radius_mm=4.0)
+    assert _confirm(faint, c, heat=0.9) is None
+    tube = _lung(ct.shape)
+    dz, dy, dx = _mm(ct.shape, c)
+    tube[dz**2 + dx**2 <= 2.5**2] = 30.0  # a 5 mm vessel along y
+    assert _confirm(tube, c, heat=0.9) is None
+    walled, c = _ball_with_vessels(30.0, radius_mm=4.0, wall=True)
+    assert _confirm(walled, c, heat=0.9) is None
