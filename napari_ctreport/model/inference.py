@@ -1071,6 +1071,7 @@ def detect(
         centre = (np.array([cz, cy, cx], dtype=float) + np.clip(off, 0, 1)) * 4.0
         size = np.exp(np.clip(maps["size"][:, cz, cy, cx], -3, 6))
         if k == EFFUSION_KIND and fluid_balls:
+            check_cancel(cancel)  # a Hessian for an effusion peak inside the lungs
             ball = _effusion_ball(volume, prep, centre, lungs)
             if ball is not None:
                 # a nodule's peak, of the ball's size (not the fluid's the network predicted)
