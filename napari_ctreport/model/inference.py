@@ -680,6 +680,17 @@ def _ct_blob(
     return m if (((strong and isolated) or wide) and m.ratio >= BLOB_MIN_RATIO) or sure else None
 
 
+def _in_lungs(
+    volume: CTVolume, prep: Prepared, centre: np.ndarray, lungs: np.ndarray | None
+) -> bool:
+    """Whether ``centre`` (model grid) lies inside the lung mask ``lungs`` (CT grid; ``False``
+    without one)."""
+    if lungs is None:
+        return False
+    at = np.clip(np.round(prep.model_to_ct(centre)).astype(int), 0, np.array(volume.shape) - 1)
+    return bool(lungs[tuple(at)])
+
+
 def _ct_subsolid(
     volume: CTVolume, prep: Prepared, centre: np.ndarray, lungs: np.ndarray | None
 ) -> BlobMeasure | None:
@@ -694,14 +705,13 @@ def _ct_subsolid(
     subsolid nodules (a 5.3 mm and a 7.6 mm part-solid, an 8.2 mm ground-glass) and no false
     peak pass; with a shell limit of 0.05, 2 false peaks more (vessel crossings); ground-glass
     nodules touching a vessel or the pleura (shell 0.1-0.6) stay missed."""
-    if lungs is None:
-        return None
-    at = prep.model_to_ct(centre)
-    idx = tuple(np.clip(np.round(at).astype(int), 0, np.array(volume.shape) - 1))
-    if not lungs[idx]:
+    if not _in_lungs(volume, prep, centre, lungs):
         return None
     m = blob_measure(
-        volume.array, spacing_zyx=volume.spacing_zyx, centre_index=at, solid_hu=SUBSOLID_HU
+        volume.array,
+        spacing_zyx=volume.spacing_zyx,
+        centre_index=prep.model_to_ct(centre),
+        solid_hu=SUBSOLID_HU,
     )
     ok = (
         m.strength >= SUBSOLID_MIN_STRENGTH
@@ -731,12 +741,7 @@ def _effusion_ball(
     on the 3 mm grid of the lesion-free real CTs) and turned one false 99 mm "effusion" around a
     6.7 mm nodule into a nodule candidate (then dropped); no other finding changed, nor the
     findings on ``lung1`` and ``lung2`` in 14 acquisitions each."""
-    if lungs is None:
-        return None
-    at = np.clip(np.round(prep.model_to_ct(centre)).astype(int), 0, np.array(volume.shape) - 1)
-    if not lungs[tuple(at)]:
-        return None
-    return _ct_blob(volume, prep, centre)
+    return _ct_blob(volume, prep, centre) if _in_lungs(volume, prep, centre, lungs) else None
 
 
 def _ct_candidates(
@@ -1070,6 +1075,7 @@ def detect(
         off = maps["offset"][:, cz, cy, cx]
         centre = (np.array([cz, cy, cx], dtype=float) + np.clip(off, 0, 1)) * 4.0
         size = np.exp(np.clip(maps["size"][:, cz, cy, cx], -3, 6))
+        ball = None  # the CT's ball under an effusion peak, when there is one
         if k == EFFUSION_KIND and fluid_balls:
             check_cancel(cancel)  # a Hessian for an effusion peak inside the lungs
             ball = _effusion_ball(volume, prep, centre, lungs)
@@ -1101,9 +1107,11 @@ def detect(
                 continue  # the same spot was checked for another kind's peak
             else:
                 check_cancel(cancel)  # a Hessian per peak: keep Cancel responsive
-                solid = _ct_blob(
-                    volume, prep, centre, broad=k not in SUBSOLID_KINDS, heat=float(score)
-                )
+                solid = ball  # an effusion peak made a nodule's: its ball is confirmed
+                if solid is None:
+                    solid = _ct_blob(
+                        volume, prep, centre, broad=k not in SUBSOLID_KINDS, heat=float(score)
+                    )
                 subsolid = False
                 if solid is None or solid.strength < BLOB_MIN_STRENGTH:
                     # a ball only the broad bar let through may be a ground-glass one with a
