@@ -911,6 +911,28 @@ def test_refine_mask_finds_the_lesion_boundary():
     assert np.array_equal(refine_mask(ball, volume=vol, kind="pleural effusion"), ball)
 
 
+def test_refine_mask_reaches_the_next_pixel_on_a_coarse_grid():
+    """On 3 mm voxels (a step of REFINE_GROW_MM does not reach the next voxel) a one-voxel mask
+    (the seed of a nodule found on the CT alone) is refined to the 9 mm nodule around it, not left
+    a 3 mm speck; the aerated lung around it is not taken."""
+    from scipy import ndimage as ndi
+
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.report.measure import measure_mask
+    from napari_ctreport.report.refine import refine_mask
+
+    sp = (3.0, 3.0, 3.0)
+    zz, yy, xx = np.mgrid[:20, :30, :30]
+    dist = np.sqrt(((zz - 10) ** 2 + (yy - 15) ** 2 + (xx - 15) ** 2) * 9.0)
+    arr = ndi.gaussian_filter(np.where(dist <= 4.5, 30.0, -850.0), 0.5)
+    vol = CTVolume(array=arr.astype(np.float32), spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
+    seed = dist == 0
+    refined = refine_mask(seed, volume=vol, kind="solid nodule")
+    assert measure_mask(refined, volume=vol)["diameter_mm"] >= 6.0
+    assert refined.sum() > 1 and not (refined & (arr < -500)).any()
+    assert not (refined & (dist > 4.5 * np.sqrt(2.0))).any()
+
+
 def _lung_phantom(sp=(2.5, 0.7, 0.7), shape=(24, 100, 100)):
     """A slab of aerated lung (-850 HU) with chest wall (40 HU) at ``x < 12``."""
     zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]

@@ -601,6 +601,29 @@ def test_an_effusion_peak_on_a_ball_in_the_lung_is_a_nodule(monkeypatch, lesion,
     assert {d.kind for d in dets} == {"pleural effusion"}
 
 
+def test_an_effusion_peak_does_not_hide_the_ball_the_ct_shows(monkeypatch):
+    """A nodule candidate on the CT is not skipped for an effusion peak near it (fluid's peak
+    holds no nodule's place: on a real CT's 3 mm grid a lung-base nodule's only peak was an
+    effusion's 6 mm off, out of the effusion-ball test's reach, and its tiny "effusion" was not
+    reported). With EFFUSION_BALLS off, the effusion peak on the ball and the ball found on the
+    CT are both detected; a nodule peak there holds its place (one detection)."""
+    from napari_ctreport.model import inference
+
+    monkeypatch.setattr(inference, "EFFUSION_BALLS", False)
+    monkeypatch.setattr(inference, "WALL_NODULES", False)
+    vol, _ = _lesion_volume("ball")
+    lungs = _lungs_mask(vol.shape, True)
+    loaded = _fake_heat_model(monkeypatch, 0.6, _as_effusion_heat)
+    dets = inference.detect(loaded, vol, device="cpu", lungs=lungs)
+    assert sorted(d.kind for d in dets) == ["pleural effusion", "solid nodule"]
+    (ball,) = [d for d in dets if d.kind == "solid nodule"]
+    assert ball.score <= inference.CT_CANDIDATE_MAX_SCORE  # the CT's candidate
+    assert np.linalg.norm((ball.center_index - np.array([24, 48, 40])) * vol.spacing_zyx) < 3
+    loaded = _fake_heat_model(monkeypatch, 0.6)
+    dets = inference.detect(loaded, vol, device="cpu", lungs=lungs)
+    assert [d.kind for d in dets] == ["solid nodule"]
+
+
 def _wall_volume(on_wall: bool):
     """Aerated lung (-850 HU) with a chest wall (40 HU) from x index 64 on and, if ``on_wall``,
     a 9 mm solid ball resting on the wall (centre 4.5 mm in front of it, index (24, 48, 61)); the
