@@ -361,6 +361,37 @@ def test_a_less_dense_nodule_on_thick_slices_is_a_candidate_and_a_broad_blob() -
     assert inference._min_strength(small) == inference.BLOB_MIN_STRENGTH
 
 
+def test_a_nodule_taller_than_wide_on_thick_slices_is_a_candidate(monkeypatch) -> None:
+    """A nodule 14 mm head-to-foot and 7 x 10 mm in-plane on 5 mm slices (as a real one moved
+    into real lungs measured): the erosion thins its core in-plane only, and the bare core looks
+    like a vessel along z (elongation over CANDIDATE_MAX_ELONGATION); the core grown back by the
+    erosion does not. Vessels along z or in-plane are still no candidates."""
+    from napari_ctreport.model import blob
+
+    sp = np.array((5.0, 0.63, 0.63))
+    zz, yy, xx = np.indices((20, 120, 120))
+    axes = (7.0, 3.5, 5.0)
+    nodule = ((zz - 10.2) * sp[0] / axes[0]) ** 2 + ((yy - 60) * sp[1] / axes[1]) ** 2 + (
+        (xx - 60) * sp[2] / axes[2]
+    ) ** 2 <= 1.0
+    along_z = ((yy - 60) * sp[1]) ** 2 + ((xx - 60) * sp[2]) ** 2 <= 2.5**2
+    along_y = (((zz - 10.2) * sp[0]) ** 2 + ((xx - 60) * sp[2]) ** 2 <= 3.5**2) & (
+        np.abs((yy - 60) * sp[1]) <= 15.0
+    )
+
+    def candidates(region):
+        ct = np.where(region, 40.0, -850.0).astype(np.float32)
+        lungs = np.ones(ct.shape, dtype=np.uint8)
+        return blob.nodule_candidates(ct, spacing_zyx=sp, lungs=lungs)
+
+    (found,) = candidates(nodule)
+    assert np.linalg.norm((found[0] - [10.2, 60, 60]) * sp) <= 3.0
+    assert candidates(along_z) == [] and candidates(along_y) == []
+    bare = blob._compact_cores
+    monkeypatch.setattr(blob, "_compact_cores", lambda cores, ssp, grown=None: bare(cores, ssp))
+    assert candidates(nodule) == []  # the bare core's elongation
+
+
 def _ball_with_vessels(hu: float, *, radius_mm: float, wall: bool = False):
     """A ball of ``hu`` in aerated lung on a thin-slice grid, three 5 mm vessels running into it
     (and, with ``wall``, the chest wall pressed against it); the CT and its centre index."""
