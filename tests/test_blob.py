@@ -388,7 +388,7 @@ def test_a_nodule_taller_than_wide_on_thick_slices_is_a_candidate(monkeypatch) -
     assert np.linalg.norm((found[0] - [10.2, 60, 60]) * sp) <= 3.0
     assert candidates(along_z) == [] and candidates(along_y) == []
     bare = blob._compact_cores
-    monkeypatch.setattr(blob, "_compact_cores", lambda cores, ssp, grown=None: bare(cores, ssp))
+    monkeypatch.setattr(blob, "_compact_cores", lambda cores, ssp, *grown: bare(cores, ssp))
     assert candidates(nodule) == []  # the bare core's elongation
 
 

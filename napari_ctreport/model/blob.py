@@ -223,20 +223,26 @@ def _coarse_shell(solid: np.ndarray, at: np.ndarray, sp: np.ndarray, radius: flo
     return float(solid[p[:, 0], p[:, 1], p[:, 2]].mean())
 
 
-def _compact_cores(cores: np.ndarray, ssp: np.ndarray, grown: np.ndarray | None = None):
+def _compact_cores(
+    cores: np.ndarray,
+    ssp: np.ndarray,
+    tissue: np.ndarray | None = None,
+    erode: np.ndarray | None = None,
+):
     """Yield ``(points, centre, elongation, radius_mm)`` (grid indices) for each labelled core of
     ``cores`` that could be a nodule's: at most :data:`CANDIDATE_MAX_CORE_MM` long, of two voxels
     or more (a one-voxel core is a vessel just thicker than the erosion, or a 4 mm speck) and at
     most :data:`CANDIDATE_MAX_ELONGATION` (longest over shortest principal axis; a vessel segment
     is more). ``radius_mm`` is the ball the core suggests: its reach from its centre (at least
     half the coarsest grid step, for a core one thick slice deep) plus
-    :data:`CANDIDATE_ERODE_MM`. With ``grown`` (each core's label grown back by the erosion within
-    the tissue it was eroded from: an opening), the elongation is that of the grown core: on
-    slices thicker than the erosion, the erosion thins a core in-plane only, and the bare core of
-    an 11.8 mm nodule two 5 mm slices deep measured 3.2."""
+    :data:`CANDIDATE_ERODE_MM`. With ``tissue`` and ``erode`` (the mask the cores were eroded from
+    and the erosion's structure), the elongation is that of the core grown back by ``erode``
+    within ``tissue`` (an opening, core by core): on slices thicker than the erosion, the
+    erosion thins a core in-plane only, and the bare core of an 11.8 mm nodule two 5 mm slices
+    deep measured 3.2."""
     from scipy import ndimage
 
-    grown_boxes = ndimage.find_objects(grown) if grown is not None else []
+    pad = np.array(erode.shape) // 2 if erode is not None else np.zeros(3, dtype=int)
     for i, o in enumerate(ndimage.find_objects(cores)):
         if o is None:
             continue
@@ -247,9 +253,12 @@ def _compact_cores(cores: np.ndarray, ssp: np.ndarray, grown: np.ndarray | None 
         if len(pts) < 2:
             continue
         shape_pts = pts
-        if i < len(grown_boxes) and grown_boxes[i] is not None:
-            g = grown_boxes[i]
-            shape_pts = np.argwhere(grown[g] == i + 1) + [s.start for s in g]
+        if tissue is not None and erode is not None:
+            lo = np.maximum(np.array([s.start for s in o]) - pad, 0)
+            hi = np.minimum(np.array([s.stop for s in o]) + pad, cores.shape)
+            win = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+            own = ndimage.binary_dilation(cores[win] == i + 1, structure=erode) & tissue[win]
+            shape_pts = np.argwhere(own) + lo
         elong = 1.0
         if len(shape_pts) >= 4:
             # each grid voxel spans ssp: its own spread (ssp**2 / 12, at least 0.25 mm**2) keeps
@@ -336,11 +345,10 @@ def nodule_candidates(
     erode = _ball(CANDIDATE_ERODE_MM, ssp)
     in_lungs = solid & (lungs[sub] > 0)
     cores, _ = ndimage.label(ndimage.binary_erosion(in_lungs, structure=erode))
-    grown = ndimage.grey_dilation(cores, footprint=erode) * in_lungs
     tissue, _ = ndimage.label(solid)
     tissue_boxes = ndimage.find_objects(tissue)
     found: list[tuple[float, np.ndarray, float]] = []
-    for _pts, centre, elong, radius in _compact_cores(cores, ssp, grown):
+    for _pts, centre, elong, radius in _compact_cores(cores, ssp, in_lungs, erode):
         tid = tissue[tuple(np.round(centre).astype(int))]
         if tid == 0:
             continue

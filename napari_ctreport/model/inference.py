@@ -758,9 +758,9 @@ def _ct_candidates(
 ) -> list[dict[str, Any]]:
     """Isolated solid nodules on the CT (:func:`~.blob.nodule_candidates` confirmed by
     :func:`_ct_blob`) farther than ``nms_mm`` from every kept peak but an effusion's, as entries
-    of ``kept``. (An effusion peak holds no nodule's place, as in :func:`_wall_nodules`: on the 3 mm
-    grid of a lesion-free real CT a lung-base nodule's only peak was an effusion's 6 mm off, out
-    of :func:`_effusion_ball`'s reach, and its millilitre of "effusion" was not reported.)
+    of ``kept``. (An effusion peak holds no nodule's place, as in :func:`_wall_nodules`: on the
+    3 mm grid of a lesion-free real CT a lung-base nodule's only peak was an effusion's 6 mm off,
+    out of :func:`_effusion_ball`'s reach, and its millilitre of "effusion" was not reported.)
 
     On the phantom sets (val, val_alt; 45 cases) and two sets of synthetic lesions in real CT (30
     cases) this found 5 nodules the heatmap had missed (4.7-9 mm, heat there 0.06-0.10) and 2

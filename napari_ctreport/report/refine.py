@@ -101,8 +101,8 @@ def refine_mask(
     nodule measurement tools draw it. On pixels coarser than :data:`REFINE_GROW_MM` the step is
     a pixel (session 38: on the 3 mm grids of the lesion-free real CTs, nodules of 9-12 mm whose
     mask was a voxel or two, found on the CT alone or drawn small, were measured 3-9.5 mm; a
-    pixel's step measured them 6.7-12.4 mm). Effusions, unknown kinds and refinements that keep under
-    :data:`REFINE_MIN_KEEP` of the mask (a mask over aerated lung) keep the network's mask.
+    pixel's step measured them 6.7-12.4 mm). Effusions, unknown kinds and refinements that keep
+    under :data:`REFINE_MIN_KEEP` of the mask (a mask over aerated lung) keep the network's mask.
 
     With ``lungs`` (labelled by lung, as :func:`~napari_ctreport.report.anatomy.segment_lungs`
     gives them), a lesion of :data:`REFINE_FURTHER_KINDS` the network drew too small is followed
