@@ -223,6 +223,23 @@ def _coarse_shell(solid: np.ndarray, at: np.ndarray, sp: np.ndarray, radius: flo
     return float(solid[p[:, 0], p[:, 1], p[:, 2]].mean())
 
 
+def _grown_core(
+    pts: np.ndarray, structure: np.ndarray, tissue: np.ndarray
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The core at grid points ``pts`` grown by ``structure`` within ``tissue``: ``(window,
+    grown)``, ``grown`` a mask of ``tissue[window]``. The window leaves a voxel's margin around
+    the growth (for a ring of neighbours)."""
+    from scipy import ndimage
+
+    pad = np.array(structure.shape) // 2 + 1
+    lo = np.maximum(pts.min(0) - pad, 0)
+    hi = np.minimum(pts.max(0) + 1 + pad, tissue.shape)
+    win = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    core = np.zeros(tuple(hi - lo), dtype=bool)
+    core[tuple((pts - lo).T)] = True
+    return win, ndimage.binary_dilation(core, structure=structure) & tissue[win]
+
+
 def _compact_cores(
     cores: np.ndarray,
     ssp: np.ndarray,
@@ -242,7 +259,6 @@ def _compact_cores(
     deep measured 3.2."""
     from scipy import ndimage
 
-    pad = np.array(erode.shape) // 2 if erode is not None else np.zeros(3, dtype=int)
     for i, o in enumerate(ndimage.find_objects(cores)):
         if o is None:
             continue
@@ -254,11 +270,8 @@ def _compact_cores(
             continue
         shape_pts = pts
         if tissue is not None and erode is not None:
-            lo = np.maximum(np.array([s.start for s in o]) - pad, 0)
-            hi = np.minimum(np.array([s.stop for s in o]) + pad, cores.shape)
-            win = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-            own = ndimage.binary_dilation(cores[win] == i + 1, structure=erode) & tissue[win]
-            shape_pts = np.argwhere(own) + lo
+            win, grown = _grown_core(pts, erode, tissue)
+            shape_pts = np.argwhere(grown) + [s.start for s in win]
         elong = 1.0
         if len(shape_pts) >= 4:
             # each grid voxel spans ssp: its own spread (ssp**2 / 12, at least 0.25 mm**2) keeps
@@ -468,17 +481,11 @@ def wall_candidates(
     erode = _ball(CANDIDATE_ERODE_MM, ssp)
     cores, _ = ndimage.label(ndimage.binary_erosion(removed, structure=erode))
     grow = _ball(CANDIDATE_ERODE_MM + 0.5 * float(ssp.max()), ssp)
-    pad = np.array(grow.shape) // 2 + 1
     found: list[WallBump] = []
     for pts, centre, elong, radius in _compact_cores(cores, ssp):
         # the bump around this core (the core grown back, within what the opening removed) and
         # the voxels bordering it
-        lo = np.maximum(pts.min(0) - pad, 0)
-        hi = np.minimum(pts.max(0) + 1 + pad, solid.shape)
-        win = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-        core = np.zeros(tuple(hi - lo), dtype=bool)
-        core[tuple((pts - lo).T)] = True
-        bump = ndimage.binary_dilation(core, structure=grow) & removed[win]
+        win, bump = _grown_core(pts, grow, removed)
         ring = ndimage.binary_dilation(bump) & ~bump
         n_ring = int(ring.sum())
         if n_ring == 0:
