@@ -409,16 +409,54 @@ def _ball_with_vessels(hu: float, *, radius_mm: float, wall: bool = False):
     return ct, c
 
 
-def _confirm(ct, c, heat: float = 0.0):
+def _confirm(ct, c, heat: float = 0.0, spacing=SPACING):
     """:func:`~napari_ctreport.model.inference._ct_blob` at index ``c`` of ``ct`` (on
-    ``SPACING``, the model grid the CT's own) for a peak of ``heat``."""
+    ``spacing``, the model grid the CT's own) for a peak of ``heat``."""
     from napari_ctreport.io.volume import CTVolume
     from napari_ctreport.model import inference
     from napari_ctreport.model.inference import Prepared
 
-    vol = CTVolume(array=ct, spacing_zyx=SPACING, origin_lps=(0.0, 0.0, 0.0))
-    prep = Prepared(ct, ct.shape, np.zeros(3), np.ones(3), np.asarray(SPACING))
+    vol = CTVolume(array=ct, spacing_zyx=spacing, origin_lps=(0.0, 0.0, 0.0))
+    prep = Prepared(ct, ct.shape, np.zeros(3), np.ones(3), np.asarray(spacing))
     return inference._ct_blob(vol, prep, c, heat=heat)
+
+
+def test_a_faint_ball_alone_in_the_lung_is_confirmed_when_its_solid_tissue_fills_it() -> None:
+    """A 10 mm nodule of -350 HU between two 5 mm slices (a small solid nodule averaged with the
+    lung around it): its blob strength, about 100, is under BLOB_MIN_STRENGTH_BROAD, but it is
+    alone in aerated lung and its solid tissue fills it, so BLOB_MIN_STRENGTH_ALONE (a ground-glass
+    ball's strength) confirms it. Not the same ball 1 mm from the chest wall (its shell is not
+    aerated), nor a 12 mm ground-glass haze around a 4 mm solid speck of the same strength (the
+    solid tissue does not fill the ball: the phantoms' faint false blobs)."""
+    from napari_ctreport.model import inference
+    from napari_ctreport.model.blob import _distance_mm
+
+    sp = (5.0, 0.7, 0.7)
+
+    def ball(z: float, radius_mm: float, hu: float, *, haze_hu=None, wall_mm=None):
+        ct = np.full((20, 120, 120), -850.0, dtype=np.float32)
+        c = np.array([z, 60.0, 60.0])
+        d = _distance_mm(ct.shape, c, np.asarray(sp))
+        if haze_hu is not None:
+            ct[d <= 6.0] = haze_hu
+        ct[d <= radius_mm] = hu
+        if wall_mm is not None:
+            ct[:, :, : int(60 - (radius_mm + wall_mm) / sp[2])] = 40.0
+        m = blob_measure(ct, spacing_zyx=sp, centre_index=c, min_hu=inference.BLOB_SOLID_HU)
+        return m, _confirm(ct, c, spacing=sp)
+
+    m, found = ball(10.5, 5.0, -350.0)
+    assert inference.BLOB_MIN_STRENGTH_ALONE <= m.strength < inference.BLOB_MIN_STRENGTH_BROAD
+    assert m.sigma_mm >= inference.BLOB_BROAD_SIGMA_MM and m.shell_solid == 0.0
+    assert m.extent_mm >= m.sigma_mm * np.sqrt(3.0)
+    assert found is not None
+    m, found = ball(10.5, 5.0, -350.0, wall_mm=1.0)
+    assert m.strength >= inference.BLOB_MIN_STRENGTH_ALONE
+    assert m.shell_solid > inference.BLOB_MAX_SHELL_SOLID and found is None
+    m, found = ball(10.0, 2.0, -200.0, haze_hu=-650.0)
+    assert inference.BLOB_MIN_STRENGTH_ALONE <= m.strength < inference.BLOB_MIN_STRENGTH_BROAD
+    assert m.sigma_mm >= inference.BLOB_BROAD_SIGMA_MM and m.shell_solid == 0.0
+    assert m.extent_mm < m.sigma_mm * np.sqrt(3.0) and found is None
 
 
 def test_a_wide_nodule_that_vessels_run_into_is_confirmed_on_the_ct() -> None:
