@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from .report.guidelines import MASS_THRESHOLD_MM
 from .report.lexicon import KINDS
 from .report.measure import largest_component, tight_box
 from .report.refine import (
+    REFINE_FURTHER_KINDS,
     REFINE_HU,
     disk_in_plane,
     grow_slices,
@@ -34,6 +35,9 @@ from .report.refine import (
     touching,
 )
 from .report.writer import Report, Sentence, write_report
+
+if TYPE_CHECKING:
+    from .model.blob import BlobMeasure
 
 log = logging.getLogger(__name__)
 
@@ -424,16 +428,23 @@ def _ground_glass(region: np.ndarray, volume: CTVolume) -> bool:
     return _mean_hu(region, volume) > REFINE_HU["part-solid nodule"]  # False when empty
 
 
-def _faint_strength(ct_mask: bool) -> float:
+def _faint_strength(ct_mask: bool, m: BlobMeasure | None = None) -> float:
     """The blob strength under which a low-scored solid nodule is "faint": a nodule found on the
     pleura (its mask drawn on the CT) passed the wall's own, lower blob test
     (:data:`~napari_ctreport.model.inference.WALL_MIN_STRENGTH`: a ball half set into the wall
-    scores lower than a free one) and is held to that, not to :data:`SOLID_MIN_BLOB_STRENGTH`."""
-    if not ct_mask:
-        return SOLID_MIN_BLOB_STRENGTH
+    scores lower than a free one) and is held to that, not to :data:`SOLID_MIN_BLOB_STRENGTH`;
+    and a broad ball alone in aerated lung (``m``, its blob at the centre:
+    :func:`~napari_ctreport.model.inference.alone_in_lung`) is held to the detector's bar for
+    one, :data:`~napari_ctreport.model.inference.BLOB_MIN_STRENGTH_ALONE` (session 39: three
+    nodules of 7-9 mm in real CT that the detector found this way were dropped here as faint)."""
     from .model import inference
 
-    return min(SOLID_MIN_BLOB_STRENGTH, float(inference.WALL_MIN_STRENGTH))
+    bar = SOLID_MIN_BLOB_STRENGTH
+    if ct_mask:
+        bar = min(bar, float(inference.WALL_MIN_STRENGTH))
+    if m is not None and inference.alone_in_lung(m):
+        bar = min(bar, float(inference.BLOB_MIN_STRENGTH_ALONE))
+    return bar
 
 
 def _not_a_lung_lesion(
@@ -483,7 +494,7 @@ def _not_a_lung_lesion(
         return None
     if subsolid and not SUBSOLID_VESSELS:
         return None
-    if not subsolid and f.score < FAINT_MAX_SCORE and m.strength < _faint_strength(ct_mask):
+    if not subsolid and f.score < FAINT_MAX_SCORE and m.strength < _faint_strength(ct_mask, m):
         return "faint"
     tube = not ct_mask and f.score < VESSEL_MAX_SCORE and m.ratio < VESSEL_MAX_RATIO
     if tube and subsolid:
@@ -1057,6 +1068,7 @@ def _findings_from_detections(
         # a mask drawn on the CT itself (a nodule on the pleura) is final: refining it would grow
         # it into the wall it sits on
         refine = MASK_REFINEMENT and not det.extra.get("ct_mask")
+        redraw = mask is None and refine
         if mask is None:
             coarse = det.full_mask(volume.shape)
             mask = (
@@ -1064,6 +1076,12 @@ def _findings_from_detections(
             )
         f = measure(mask, det.kind)
         _name_by_size(f)
+        if redraw and f.kind != det.kind and f.kind in REFINE_FURTHER_KINDS:
+            # a "mass" measured at a nodule's size is refined again as that nodule: followed to
+            # its edge (a mass's refinement is one step), then named by its size again
+            mask = refine_mask(coarse, volume=volume, lungs=lungs, kind=f.kind)
+            f = measure(mask, f.kind)
+            _name_by_size(f)
         if PLAUSIBILITY_RULES:
             f, mask = _density_rules(
                 f, mask, coarse, volume=volume, lungs=lungs, refine=refine, measure=measure

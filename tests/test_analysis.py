@@ -313,6 +313,41 @@ def test_a_low_scored_solid_nodule_needs_a_solid_blob(lesion, score, dropped_by)
 
 
 @pytest.mark.parametrize(
+    ("radius_mm", "hu", "haze_hu", "dropped_by"),
+    [
+        (5.0, -380.0, None, None),  # a 10 mm nodule of -380 HU between two 5 mm slices
+        (2.5, -350.0, -650.0, "faint"),  # a 5 mm speck in a 12 mm ground-glass haze
+    ],
+)
+def test_a_faint_ball_alone_in_the_lung_is_not_dropped_as_faint(radius_mm, hu, haze_hu, dropped_by):
+    """A low-scored solid nodule whose blob is under SOLID_MIN_BLOB_STRENGTH is "faint", unless the
+    CT shows a broad ball alone in aerated lung that its solid tissue fills (``alone_in_lung``):
+    the detector confirms such a ball at BLOB_MIN_STRENGTH_ALONE, and the rule holds it to the
+    same bar (three nodules of 7-9 mm in real CT were found and then dropped here). A solid speck
+    in a haze with the same blob strength is still faint."""
+    from napari_ctreport import analysis
+    from napari_ctreport.io.volume import CTVolume
+    from napari_ctreport.model import inference
+    from napari_ctreport.model.blob import _distance_mm, blob_measure
+    from napari_ctreport.report.measure import finding_from_mask
+
+    sp = (5.0, 0.7, 0.7)
+    ct = np.full((20, 120, 120), -850.0, dtype=np.float32)
+    c = np.array([10.5 if haze_hu is None else 10.0, 60.0, 60.0])
+    d = _distance_mm(ct.shape, c, np.asarray(sp))
+    if haze_hu is not None:
+        ct[d <= 6.0] = haze_hu
+    ct[d <= radius_mm] = hu
+    vol = CTVolume(array=ct, spacing_zyx=sp, origin_lps=(0.0, 0.0, 0.0))
+    m = blob_measure(ct, spacing_zyx=sp, centre_index=c, patch_mm=analysis.RULE_BLOB_PATCH_MM)
+    assert inference.BLOB_MIN_STRENGTH_ALONE <= m.strength < analysis.SOLID_MIN_BLOB_STRENGTH
+    assert inference.alone_in_lung(m) == (dropped_by is None)
+    f = finding_from_mask(d <= 6.0, volume=vol, id="F1", kind="solid nodule", score=0.1)
+    assert f.score < analysis.FAINT_MAX_SCORE
+    assert analysis._not_a_lung_lesion(f, vol, contact=0.9, ct_mask=False) == dropped_by
+
+
+@pytest.mark.parametrize(
     ("lesion", "reported"),
     [
         ("vessel", False),  # a vessel running into the mediastinum, scored above FAINT_MAX_SCORE
@@ -1002,12 +1037,14 @@ def test_refine_mask_follows_a_nodule_the_network_drew_half_as_wide():
             assert abs(d - 16.0) <= 0.15 * 16.0, d
 
 
-@pytest.mark.parametrize("called", ["solid nodule", "calcified nodule"])
+@pytest.mark.parametrize("called", ["solid nodule", "calcified nodule", "mass"])
 def test_a_nodule_called_calcified_without_calcium_is_measured_as_a_solid_one(called):
     """The network often calls a real nodule it barely sees "calcified". With no calcium it is
     reported as a solid nodule, and measured as one: followed to its edge when the network drew
     it small (REFINE_FURTHER_KINDS), not left at the half-maximum mask of a calcified one (a
-    13.4 mm real nodule in thin-slice CT was reported 7.6 mm)."""
+    13.4 mm real nodule in thin-slice CT was reported 7.6 mm). So is a "mass" whose one-step
+    mask measures a nodule's size (a mass is refined one step; real cancers of 31-32 mm drawn
+    small were measured 19 mm)."""
     from scipy import ndimage as ndi
 
     from napari_ctreport.analysis import _findings_from_detections

@@ -644,16 +644,32 @@ CT_CANDIDATE_QUICK = 0.7
 CT_CANDIDATE_KIND = KINDS.index("solid nodule")
 
 
-def _min_strength(m: BlobMeasure, *, broad: bool = True, alone: bool = False) -> float:
+def _min_strength(m: BlobMeasure, *, broad: bool = True) -> float:
     """The blob strength a solid ball needs at its scale: :data:`BLOB_MIN_STRENGTH`, or with
-    ``broad`` :data:`BLOB_MIN_STRENGTH_BROAD` at :data:`BLOB_BROAD_SIGMA_MM` or more, and with
-    ``alone`` too (its shell aerated) :data:`BLOB_MIN_STRENGTH_ALONE` when its solid tissue
-    reaches its radius."""
+    ``broad`` :data:`BLOB_MIN_STRENGTH_BROAD` at :data:`BLOB_BROAD_SIGMA_MM` or more."""
     if broad and m.sigma_mm >= BLOB_BROAD_SIGMA_MM:
-        if alone and m.extent_mm >= m.sigma_mm * math.sqrt(3.0):
-            return BLOB_MIN_STRENGTH_ALONE
         return BLOB_MIN_STRENGTH_BROAD
     return BLOB_MIN_STRENGTH
+
+
+def _apart(m: BlobMeasure) -> bool:
+    """Whether no solid tissue runs on from the ball: none connected to it farther than
+    :data:`~.blob.BLOB_MAX_EXTENT_RADII` blob radii plus :data:`~.blob.BLOB_EXTENT_MARGIN_MM`."""
+    reach = BLOB_MAX_EXTENT_RADII * m.sigma_mm * math.sqrt(3.0) + BLOB_EXTENT_MARGIN_MM
+    return m.extent_mm <= reach
+
+
+def alone_in_lung(m: BlobMeasure) -> bool:
+    """Whether ``m`` is a broad ball alone in aerated lung, held to
+    :data:`BLOB_MIN_STRENGTH_ALONE`: at a scale of :data:`BLOB_BROAD_SIGMA_MM` or more, apart
+    (:func:`_apart`), its shell aerated (:data:`BLOB_MAX_SHELL_SOLID`) and its solid tissue
+    reaching at least its radius (sigma * sqrt(3)) from its centre."""
+    return (
+        m.sigma_mm >= BLOB_BROAD_SIGMA_MM
+        and _apart(m)
+        and m.shell_solid <= BLOB_MAX_SHELL_SOLID
+        and m.extent_mm >= m.sigma_mm * math.sqrt(3.0)
+    )
 
 
 def _ct_blob(
@@ -681,11 +697,12 @@ def _ct_blob(
         centre_index=prep.model_to_ct(centre),
         min_hu=BLOB_SOLID_HU,
     )
-    reach = BLOB_MAX_EXTENT_RADII * m.sigma_mm * math.sqrt(3.0) + BLOB_EXTENT_MARGIN_MM
-    apart = m.extent_mm <= reach
-    aerated = m.shell_solid <= BLOB_MAX_SHELL_SOLID
-    isolated = apart or aerated
-    strong = m.strength >= _min_strength(m, broad=broad and apart, alone=aerated)
+    apart = _apart(m)
+    isolated = apart or m.shell_solid <= BLOB_MAX_SHELL_SOLID
+    bar = _min_strength(m, broad=broad and apart)
+    if broad and alone_in_lung(m):
+        bar = BLOB_MIN_STRENGTH_ALONE
+    strong = m.strength >= bar
     wide = (
         m.sigma_mm >= BLOB_WIDE_SIGMA_MM
         and m.strength >= BLOB_WIDE_MIN_STRENGTH
