@@ -4,6 +4,7 @@
     .venv/bin/python scripts/eval_sets.py run DEST [--model M] [--jobs 2] [--sets val realtx ...]
     .venv/bin/python scripts/eval_sets.py variants [--model M] [--jobs 2]   # acquisition variants
     .venv/bin/python scripts/eval_sets.py drops DEST [--model M] [--jobs 2] [--sets ...]  # rule audit
+    .venv/bin/python scripts/eval_sets.py compare DEST --against REV [--jobs 2] [--sets ...]
 
 The sets are the ones docs/MODEL_CARD.md reports (none was trained on):
 
@@ -33,6 +34,12 @@ then did not report (``Analysis.dropped``), by the rule that dropped it, counted
 no lesion), as a lesion found anyway (by another finding), or as a lesion lost, with the network's
 scores; then each lost lesion. Run it again after training a new network: the rules' levels were
 measured on the shipped one's scores.
+
+``compare`` runs the working tree's code and that of git revision ``REV`` (checked out in a
+temporary worktree, imported first through ``PYTHONPATH``) on the sets, case by case, and lists
+the cases whose findings differ: the truth, then each version's findings, each marked with the
+lesion it hits or as false. A change to the post-processing is judged by what it finds and
+loses, not only by the table's totals.
 """
 
 from __future__ import annotations
@@ -379,6 +386,73 @@ def drops(dest: Path, *, sets: list[str], model: str | None, jobs: int) -> str:
     return "\n".join(lines)
 
 
+def _case_findings(folder: str, model: str | None) -> dict[str, dict]:
+    """Each case under ``folder``: its truth and the findings, each with the lesion it hits."""
+    import torch
+
+    torch.set_num_threads(1)
+    from napari_ctreport.analysis import analyze
+    from napari_ctreport.io.case import iter_cases, read_case
+    from napari_ctreport.metrics import hits
+
+    out = {}
+    for path in iter_cases(Path(folder)):
+        case = read_case(path)
+        gts = [g for g in case.findings if g.status != "rejected"]
+        a = analyze(case.load_volume(), model=model, device="cpu")
+        out[f"{Path(folder).name}/{path.name}"] = {
+            "truth": [f"{g.id} {g.kind} {g.diameter_mm:.1f} mm" for g in gts],
+            "found": [
+                f"{f.kind} {f.diameter_mm:.1f} mm ({f.score:.2f}) -> "
+                + (next((g.id for g in gts if hits(f, g)), None) or "false")
+                for f in sorted(a.findings, key=lambda f: -f.score)
+            ],
+        }
+    return out
+
+
+def findings(dest: Path, *, sets: list[str], model: str | None, jobs: int) -> dict[str, dict]:
+    """:func:`_case_findings` of every case of the sets under ``dest``."""
+    _check_sets(dest, sets)
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_case_findings, str(dest / s), model) for s in sets]
+        return {k: v for f in futures for k, v in f.result().items()}
+
+
+def compare(dest: Path, *, against: str, sets: list[str], model: str | None, jobs: int) -> str:
+    """The cases whose findings differ between revision ``against`` and the working tree."""
+    import json
+    import subprocess
+    import tempfile
+
+    _check_sets(dest, sets)
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        git = ["git", "-C", str(ROOT)]
+        subprocess.run([*git, "worktree", "add", "--detach", str(tree), against], check=True)
+        try:
+            args = [sys.executable, str(Path(__file__).resolve()), "findings", str(dest)]
+            args += ["--sets", *sets, "--jobs", str(jobs), "--out", str(Path(tmp) / "old.json")]
+            if model is not None:
+                args += ["--model", model]
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            subprocess.run(args, check=True, env=env)
+            old = json.loads((Path(tmp) / "old.json").read_text())
+        finally:
+            subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=False)
+    new = findings(dest, sets=sets, model=model, jobs=jobs)
+    lines = [f"{len(new)} cases; findings differ in:"]
+    for case in sorted(new):
+        if old.get(case, {}).get("found") == new[case]["found"]:
+            continue
+        lines += [
+            f"- {case}: truth {'; '.join(new[case]['truth']) or 'none'}",
+            f"  - {against}: {'; '.join(old.get(case, {}).get('found', [])) or 'none'}",
+            f"  - now: {'; '.join(new[case]['found']) or 'none'}",
+        ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -398,11 +472,30 @@ def main() -> None:
     d.add_argument("--model", default=None, help="model folder or name (default: shipped)")
     d.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     d.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    c = sub.add_parser("compare", help="cases whose findings differ from another revision's")
+    c.add_argument("dest", type=Path)
+    c.add_argument("--against", required=True, help="git revision to compare with (e.g. HEAD~1)")
+    c.add_argument("--model", default=None, help="model folder or name (default: shipped)")
+    c.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    c.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    f = sub.add_parser("findings", help="each case's findings as JSON (used by compare)")
+    f.add_argument("dest", type=Path)
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--model", default=None, help="model folder or name (default: shipped)")
+    f.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    f.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     a = p.parse_args()
     if a.cmd == "make":
         make(a.dest, workers=a.workers)
     elif a.cmd == "variants":
         _say(variants(model=a.model, jobs=a.jobs))
+    elif a.cmd == "compare":
+        _say(compare(a.dest, against=a.against, sets=a.sets, model=a.model, jobs=a.jobs))
+    elif a.cmd == "findings":
+        import json
+
+        out = findings(a.dest, sets=a.sets, model=a.model, jobs=a.jobs)
+        a.out.write_text(json.dumps(out, indent=1))
     elif a.cmd == "drops":
         _say(drops(a.dest, sets=a.sets, model=a.model, jobs=a.jobs))
     else:
