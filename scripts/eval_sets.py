@@ -323,20 +323,27 @@ def variants(*, model: str | None, jobs: int) -> str:
     return "\n".join([head, *lines])
 
 
-def _audit_set(folder: str, model: str | None) -> list[dict]:
-    """Each rule drop on the cases under ``folder``: rule, score, and what it hit."""
+def _analysed(folder: str, model: str | None):
+    """Yield ``(path, truth, analysis)`` for each case under ``folder``, analysed on one CPU
+    thread (the truth: its findings less the rejected ones)."""
     import torch
 
     torch.set_num_threads(1)
     from napari_ctreport.analysis import analyze
     from napari_ctreport.io.case import iter_cases, read_case
-    from napari_ctreport.metrics import hits
 
-    rows = []
     for path in iter_cases(Path(folder)):
         case = read_case(path)
         gts = [g for g in case.findings if g.status != "rejected"]
-        a = analyze(case.load_volume(), model=model, device="cpu")
+        yield path, gts, analyze(case.load_volume(), model=model, device="cpu")
+
+
+def _audit_set(folder: str, model: str | None) -> list[dict]:
+    """Each rule drop on the cases under ``folder``: rule, score, and what it hit."""
+    from napari_ctreport.metrics import hits
+
+    rows = []
+    for path, gts, a in _analysed(folder, model):
         found = {g.id for g in gts if any(hits(f, g) for f in a.findings)}
         for f in a.dropped:
             hit = [g for g in gts if hits(f, g)]
@@ -388,18 +395,10 @@ def drops(dest: Path, *, sets: list[str], model: str | None, jobs: int) -> str:
 
 def _case_findings(folder: str, model: str | None) -> dict[str, dict]:
     """Each case under ``folder``: its truth and the findings, each with the lesion it hits."""
-    import torch
-
-    torch.set_num_threads(1)
-    from napari_ctreport.analysis import analyze
-    from napari_ctreport.io.case import iter_cases, read_case
     from napari_ctreport.metrics import hits
 
     out = {}
-    for path in iter_cases(Path(folder)):
-        case = read_case(path)
-        gts = [g for g in case.findings if g.status != "rejected"]
-        a = analyze(case.load_volume(), model=model, device="cpu")
+    for path, gts, a in _analysed(folder, model):
         out[f"{Path(folder).name}/{path.name}"] = {
             "truth": [f"{g.id} {g.kind} {g.diameter_mm:.1f} mm" for g in gts],
             "found": [
