@@ -1260,6 +1260,7 @@ def analyze(
     device: str = "auto",
     progress: Callable[[float, str], None] | None = None,
     cancel: Any = None,
+    record: dict[str, Any] | None = None,
 ) -> Analysis:
     """Analyse a chest CT: find abnormalities, measure them, draw attention maps, write the report.
 
@@ -1276,6 +1277,10 @@ def analyze(
     cancel
         A :class:`threading.Event` or a callable returning True to stop; checked between
         sliding windows and findings, raising :class:`~napari_ctreport.model.inference.Cancelled`.
+    record
+        A dict to fill with what the network saw, for diagnostics (:func:`trace_lesions`): the
+        ``heat``, ``prep`` and ``peaks`` of :func:`~napari_ctreport.model.inference.detect`, and
+        the ``lungs`` labels.
 
     Returns
     -------
@@ -1318,6 +1323,8 @@ def analyze(
     t_lungs = time.perf_counter()
     report_progress(0.02, "segmenting lungs")
     lungs = segment_lungs(volume)  # for the CT's own nodule candidates, then side and zone
+    if record is not None:
+        record["lungs"] = lungs
     t_lungs = time.perf_counter() - t_lungs
     check_cancel(cancel)
     t1 = time.perf_counter()
@@ -1328,6 +1335,7 @@ def analyze(
         progress=lambda f, m: report_progress(0.04 + 0.76 * f, m),
         cancel=cancel,
         lungs=lungs,
+        record=record,
     )
     t_model = time.perf_counter() - t1
 
@@ -1395,6 +1403,123 @@ def analyze(
         dropped=dropped,
         volume=volume,
     )
+
+
+@dataclass(frozen=True)
+class LesionTrace:
+    """What the network and the CT showed at one lesion of the truth (:func:`trace_lesions`).
+
+    ``reason`` is ``"found"`` (a reported finding hits it), ``"dropped as <rule>"`` (a candidate
+    on it was measured and then dropped by that plausibility rule), ``"seen, not confirmed"``
+    (a nodule or mass heat peak of at least
+    :data:`~napari_ctreport.model.inference.BLOB_MIN_HEAT`, the heat at which a peak without the
+    mask head's support is checked on the CT, lies within its radius plus
+    :data:`TRACE_PEAK_MARGIN_MM`) or ``"not seen"``. ``heat`` is the strongest nodule or mass
+    heat within :data:`TRACE_HEAT_CELLS` cells of its centre (it may be a neighbour's) and
+    ``heat_kind`` that heatmap's kind; ``peak_mm`` the distance from its centre to the nearest
+    such peak of at least that heat (``inf`` without one); ``blob`` the CT's blob measure at its
+    centre; ``ct_candidate`` and ``wall_bump`` whether one of the CT's own nodule candidates or
+    bumps on the lung surface lies within its radius (at least 3 mm)."""
+
+    lesion: Finding
+    reason: str
+    heat: float
+    heat_kind: str
+    peak_mm: float
+    blob: BlobMeasure
+    ct_candidate: bool
+    wall_bump: bool
+
+
+#: Cells of the heatmap (4 model voxels each) around a lesion searched by :func:`trace_lesions`.
+TRACE_HEAT_CELLS = 2
+#: A heat peak this far (mm) beyond a lesion's radius still counts as on it in
+#: :func:`trace_lesions` (half a heatmap cell of 4 model voxels of up to 2 mm).
+TRACE_PEAK_MARGIN_MM = 4.0
+
+
+def _nearest_mm(points: Sequence[np.ndarray], at: np.ndarray, spacing: np.ndarray) -> float:
+    """Distance (mm) from the index ``at`` to the nearest of ``points`` (``inf`` if none)."""
+    return min(
+        (float(np.linalg.norm((np.asarray(p) - at) * spacing)) for p in points), default=np.inf
+    )
+
+
+def trace_lesions(
+    truth: Sequence[Finding], *, analysis: Analysis, record: dict
+) -> list[LesionTrace]:
+    """Trace each nodule and mass of ``truth`` through an analysis: found, dropped by a rule,
+    seen by the network but not confirmed on the CT, or not seen (:class:`LesionTrace`).
+
+    Parameters
+    ----------
+    truth
+        The lesions (effusions are skipped).
+    analysis
+        The :func:`analyze` result of the CT the lesions are in.
+    record
+        The ``record`` dict that :func:`analyze` filled for it.
+
+    Returns
+    -------
+    list of LesionTrace
+        One per nodule or mass of ``truth``, in its order.
+    """
+    from .metrics import hits
+    from .model.blob import BLOB_SOLID_HU, blob_measure, nodule_candidates, wall_candidates
+    from .model.inference import BLOB_MIN_HEAT
+
+    volume = analysis.volume
+    sp = np.asarray(volume.spacing_zyx, dtype=float)
+    heat, prep, lungs = record["heat"], record["prep"], record["lungs"]
+    kinds = [i for i, k in enumerate(KINDS) if k != "pleural effusion"]
+    peaks = [
+        prep.model_to_ct((np.asarray(cell, dtype=float) + 0.5) * 4.0)
+        for k, score, cell in record["peaks"]
+        if k in kinds and score >= BLOB_MIN_HEAT
+    ]
+    lesions = [g for g in truth if g.kind != "pleural effusion"]
+    cands = bumps = []
+    if lesions:
+        cands = [c for c, _ in nodule_candidates(volume.array, spacing_zyx=sp, lungs=lungs)]
+        bumps = [b.centre for b in wall_candidates(volume.array, spacing_zyx=sp, lungs=lungs)]
+    out = []
+    for g in lesions:
+        at = np.asarray(volume.lps_to_index(np.asarray(g.center_lps_mm, dtype=float)))
+        cell = np.clip(
+            np.round(prep.ct_to_model(at) / 4.0).astype(int), 0, np.array(heat.shape[1:]) - 1
+        )
+        near = tuple(
+            slice(max(int(c) - TRACE_HEAT_CELLS, 0), int(c) + TRACE_HEAT_CELLS + 1) for c in cell
+        )
+        local = heat[(kinds, *near)].reshape(len(kinds), -1).max(axis=1)
+
+        reach = max(0.5 * g.diameter_mm, 3.0)
+        peak_mm = _nearest_mm(peaks, at, sp)
+        hit = [d for d in analysis.dropped if hits(d, g)]
+        if any(hits(f, g) for f in analysis.findings):
+            reason = "found"
+        elif hit:
+            reason = "dropped as " + max(hit, key=lambda d: d.score).attributes["dropped_by"]
+        elif peak_mm <= 0.5 * g.diameter_mm + TRACE_PEAK_MARGIN_MM:
+            reason = "seen, not confirmed"
+        else:
+            reason = "not seen"
+        out.append(
+            LesionTrace(
+                lesion=g,
+                reason=reason,
+                heat=float(local.max()),
+                heat_kind=KINDS[kinds[int(np.argmax(local))]],
+                peak_mm=peak_mm,
+                blob=blob_measure(
+                    volume.array, spacing_zyx=sp, centre_index=at, min_hu=BLOB_SOLID_HU
+                ),
+                ct_candidate=_nearest_mm(cands, at, sp) <= reach,
+                wall_bump=_nearest_mm(bumps, at, sp) <= reach,
+            )
+        )
+    return out
 
 
 def evaluate_model(

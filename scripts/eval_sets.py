@@ -5,6 +5,7 @@
     .venv/bin/python scripts/eval_sets.py variants [--model M] [--jobs 2]   # acquisition variants
     .venv/bin/python scripts/eval_sets.py drops DEST [--model M] [--jobs 2] [--sets ...]  # rule audit
     .venv/bin/python scripts/eval_sets.py compare DEST --against REV [--jobs 2] [--sets ...]
+    .venv/bin/python scripts/eval_sets.py misses DEST [--min-mm 6] [--jobs 2] [--sets ...]
 
 The sets are the ones docs/MODEL_CARD.md reports (none was trained on):
 
@@ -34,6 +35,15 @@ then did not report (``Analysis.dropped``), by the rule that dropped it, counted
 no lesion), as a lesion found anyway (by another finding), or as a lesion lost, with the network's
 scores; then each lost lesion. Run it again after training a new network: the rules' levels were
 measured on the shipped one's scores.
+
+``misses`` traces each lesion of ``--min-mm`` (6) or more that no finding hits
+(``analysis.trace_lesions``): a candidate on it dropped by a plausibility rule (which one),
+seen by the network (a nodule or mass peak of at least the 0.15 at which a peak is checked on the
+CT, within its radius plus 4 mm) but not confirmed on the CT, or not seen; with the network's
+strongest heat within two heatmap cells and the nearest such peak, the CT's blob
+measure at its centre (strength, roundness, scale, shell, extent) and whether one of the CT's own
+nodule candidates or lung-surface bumps lies on it. A count per set and reason, then one line per
+lesion.
 
 ``compare`` runs the working tree's code and that of git revision ``REV`` (checked out in a
 temporary worktree, imported first through ``PYTHONPATH``) on the sets, case by case, and lists
@@ -323,9 +333,11 @@ def variants(*, model: str | None, jobs: int) -> str:
     return "\n".join([head, *lines])
 
 
-def _analysed(folder: str, model: str | None):
-    """Yield ``(path, truth, analysis)`` for each case under ``folder``, analysed on one CPU
-    thread (the truth: its findings less the rejected ones)."""
+def _analysed(folder: str, model: str | None, *, record: bool = False):
+    """Yield ``(path, truth, analysis, record)`` for each case under ``folder``, analysed on one
+    CPU thread (the truth: its findings less the rejected ones; with ``record``, what the network
+    saw, as :func:`~napari_ctreport.analysis.analyze` fills it, else an empty dict: ``compare``
+    runs this on revisions older than ``analyze``'s ``record``)."""
     import torch
 
     torch.set_num_threads(1)
@@ -335,7 +347,9 @@ def _analysed(folder: str, model: str | None):
     for path in iter_cases(Path(folder)):
         case = read_case(path)
         gts = [g for g in case.findings if g.status != "rejected"]
-        yield path, gts, analyze(case.load_volume(), model=model, device="cpu")
+        seen: dict = {}
+        extra = {"record": seen} if record else {}
+        yield path, gts, analyze(case.load_volume(), model=model, device="cpu", **extra), seen
 
 
 def _audit_set(folder: str, model: str | None) -> list[dict]:
@@ -343,7 +357,7 @@ def _audit_set(folder: str, model: str | None) -> list[dict]:
     from napari_ctreport.metrics import hits
 
     rows = []
-    for path, gts, a in _analysed(folder, model):
+    for path, gts, a, _ in _analysed(folder, model):
         found = {g.id for g in gts if any(hits(f, g) for f in a.findings)}
         for f in a.dropped:
             hit = [g for g in gts if hits(f, g)]
@@ -393,12 +407,70 @@ def drops(dest: Path, *, sets: list[str], model: str | None, jobs: int) -> str:
     return "\n".join(lines)
 
 
+#: The reasons of :class:`~napari_ctreport.analysis.LesionTrace` a ``misses`` table counts
+#: (after those, each rule that dropped a lesion gets its own column).
+MISS_REASONS = ("not seen", "seen, not confirmed")
+
+
+def _trace_set(folder: str, model: str | None, min_mm: float) -> list[dict]:
+    """Each nodule or mass of at least ``min_mm`` under ``folder`` that no finding hits, traced
+    (:func:`~napari_ctreport.analysis.trace_lesions`)."""
+    from napari_ctreport.analysis import trace_lesions
+
+    rows = []
+    for path, gts, a, record in _analysed(folder, model, record=True):
+        for t in trace_lesions(gts, analysis=a, record=record):
+            g, b = t.lesion, t.blob
+            if t.reason == "found" or g.diameter_mm < min_mm:
+                continue
+            on = [
+                n
+                for n, yes in (("CT candidate", t.ct_candidate), ("wall bump", t.wall_bump))
+                if yes
+            ]
+            rows.append(
+                {
+                    "set": Path(folder).name,
+                    "reason": t.reason,
+                    "line": f"{Path(folder).name}/{path.name}: {g.kind} {g.diameter_mm:.1f} mm "
+                    f"{g.side} {g.zone}, {g.mean_hu:.0f} HU: **{t.reason}**; heat {t.heat:.2f} "
+                    f"({t.heat_kind}) within 2 cells, nearest peak {t.peak_mm:.1f} mm; CT blob strength "
+                    f"{b.strength:.0f}, ratio {b.ratio:.2f}, scale {b.sigma_mm:g} mm, shell "
+                    f"{b.shell_solid:.2f}, extent {b.extent_mm:.1f} mm; "
+                    + (", ".join(on) or "no CT candidate or wall bump"),
+                }
+            )
+    return rows
+
+
+def misses(dest: Path, *, sets: list[str], model: str | None, jobs: int, min_mm: float) -> str:
+    """Why each lesion of at least ``min_mm`` went unreported, set by set (see the module
+    docstring)."""
+    _check_sets(dest, sets)
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_trace_set, str(dest / s), model, min_mm) for s in sets]
+        rows = [r for f in futures for r in f.result()]
+    rules = sorted({r["reason"] for r in rows} - set(MISS_REASONS))
+    cols = [*MISS_REASONS, *rules]
+    lines = [
+        f"Lesions of {min_mm:g} mm or more not reported:",
+        "",
+        "| set | missed | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for s in sets:
+        mine = [r for r in rows if r["set"] == s]
+        counts = [str(sum(r["reason"] == c for r in mine)) for c in cols]
+        lines.append(f"| {s} | {len(mine)} | " + " | ".join(counts) + " |")
+    return "\n".join([*lines, "", *(f"- {r['line']}" for r in rows)])
+
+
 def _case_findings(folder: str, model: str | None) -> dict[str, dict]:
     """Each case under ``folder``: its truth and the findings, each with the lesion it hits."""
     from napari_ctreport.metrics import hits
 
     out = {}
-    for path, gts, a in _analysed(folder, model):
+    for path, gts, a, _ in _analysed(folder, model):
         out[f"{Path(folder).name}/{path.name}"] = {
             "truth": [f"{g.id} {g.kind} {g.diameter_mm:.1f} mm" for g in gts],
             "found": [
@@ -477,6 +549,12 @@ def main() -> None:
     c.add_argument("--model", default=None, help="model folder or name (default: shipped)")
     c.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     c.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    w = sub.add_parser("misses", help="why each missed lesion was missed")
+    w.add_argument("dest", type=Path)
+    w.add_argument("--min-mm", type=float, default=6.0, help="smallest lesion listed (mm)")
+    w.add_argument("--model", default=None, help="model folder or name (default: shipped)")
+    w.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    w.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     f = sub.add_parser("findings", help="each case's findings as JSON (used by compare)")
     f.add_argument("dest", type=Path)
     f.add_argument("--out", type=Path, required=True)
@@ -495,6 +573,8 @@ def main() -> None:
 
         out = findings(a.dest, sets=a.sets, model=a.model, jobs=a.jobs)
         a.out.write_text(json.dumps(out, indent=1))
+    elif a.cmd == "misses":
+        _say(misses(a.dest, sets=a.sets, model=a.model, jobs=a.jobs, min_mm=a.min_mm))
     elif a.cmd == "drops":
         _say(drops(a.dest, sets=a.sets, model=a.model, jobs=a.jobs))
     else:

@@ -151,6 +151,72 @@ def test_rule_drops_are_kept_aside_not_reported(result):
     assert all(f["id"].startswith("F") for f in js["findings"])
 
 
+def test_each_lesion_is_traced_through_the_analysis(case):
+    """``analyze(record=...)`` keeps what the network saw, and ``trace_lesions`` says for each
+    lesion of the truth whether it was found, dropped by a rule (which), seen by the network but
+    not confirmed, or not seen (``scripts/eval_sets.py misses``). A made-up 9 mm lesion where the
+    analysis set a candidate aside is traced to that rule; one in aerated lung far from anything
+    the network saw is "not seen"."""
+    from dataclasses import replace
+
+    from napari_ctreport.analysis import trace_lesions
+    from napari_ctreport.model.inference import BLOB_MIN_HEAT
+
+    record: dict = {}
+    a = analyze(case.volume, device="cpu", record=record)
+    assert {"heat", "prep", "peaks", "lungs"} <= set(record)
+    assert record["heat"].shape[0] == len(KINDS) and record["lungs"].shape == case.volume.shape
+    lesions = [g for g in case.findings if g.kind != "pleural effusion"]
+    traces = trace_lesions(case.findings, analysis=a, record=record)
+    assert [t.lesion for t in traces] == lesions
+    for t in traces:
+        assert (t.reason == "found") == any(hits(f, t.lesion) for f in a.findings)
+        assert 0.0 <= t.heat <= 1.0 and t.heat_kind != "pleural effusion"
+    big = max(traces, key=lambda t: t.lesion.diameter_mm)
+    assert big.reason == "found" and big.heat >= 0.3 and big.blob.strength > 0
+    assert big.peak_mm < big.lesion.diameter_mm
+    # a lesion where a candidate was set aside, and one in empty lung
+    aside = a.dropped[0]
+    made = replace(lesions[0], id="X1", center_lps_mm=aside.center_lps_mm)
+    made = replace(made, diameter_mm=aside.diameter_mm, bbox_lps_mm=aside.bbox_lps_mm)
+    vol = case.volume
+    lung = np.argwhere(record["lungs"] > 0)
+    taken = np.array(
+        [vol.lps_to_index(np.asarray(f.center_lps_mm)) for f in [*a.findings, *a.dropped]]
+    )
+    gap = (lung[:, None, :] - taken[None]) * np.asarray(vol.spacing_zyx)
+    far = np.linalg.norm(gap, axis=2).min(axis=1)
+    heat_at = []
+    for p in lung[far > 40.0][::97]:
+        c = tuple(float(v) for v in vol.index_to_lps(p))
+        empty = replace(lesions[0], id="X2", center_lps_mm=c, diameter_mm=9.0)
+        empty = replace(empty, bbox_lps_mm=(tuple(v - 4.5 for v in c), tuple(v + 4.5 for v in c)))
+        (t,) = trace_lesions([empty], analysis=a, record=record)
+        heat_at.append(t.heat)
+        if t.heat < BLOB_MIN_HEAT and vol.array[tuple(p)] < -700:
+            break
+    else:
+        pytest.fail(f"no place in aerated lung without heat: {heat_at}")
+    (dropped,) = trace_lesions([made], analysis=a, record=record)
+    assert dropped.reason == "dropped as " + aside.attributes["dropped_by"]
+    assert t.reason == "not seen" and not t.ct_candidate and t.blob.strength < 50
+    # a made-up 6 mm lesion on a heat peak the analysis reported nothing for
+    prep, seen = record["prep"], []
+    for k, score, cell in record["peaks"]:
+        if KINDS[k] == "pleural effusion" or score < BLOB_MIN_HEAT:
+            continue
+        c = tuple(float(v) for v in vol.index_to_lps(prep.model_to_ct((np.array(cell) + 0.5) * 4)))
+        box = (tuple(v - 3.0 for v in c), tuple(v + 3.0 for v in c))
+        on = replace(lesions[0], id="X3", center_lps_mm=c, diameter_mm=6.0, bbox_lps_mm=box)
+        (p,) = trace_lesions([on], analysis=a, record=record)
+        seen.append(p.reason)
+        if p.reason not in ("found",) and not p.reason.startswith("dropped"):
+            assert p.reason == "seen, not confirmed" and p.peak_mm <= 7.0
+            break
+    else:
+        pytest.fail(f"every heat peak was reported or set aside: {seen}")
+
+
 def test_progress_is_monotone_and_complete(result):
     _, seen = result
     assert seen and seen == sorted(seen)

@@ -1037,6 +1037,7 @@ def detect(
     cancel: CancelCheck | None = None,
     batch_size: int | None = None,
     lungs: np.ndarray | None = None,
+    record: dict[str, Any] | None = None,
 ) -> list[Detection]:
     """Find abnormalities in ``volume`` with a loaded model (:class:`~.registry.LoadedModel`).
 
@@ -1045,7 +1046,9 @@ def detect(
     CT grid) also from isolated solid nodules on the CT that no peak marked
     (:data:`CT_CANDIDATES`), each confirmed
     by :func:`_ct_blob` and then treated like a peak (the network's mask, attention and features
-    at its place)."""
+    at its place). A ``record`` dict, when given, receives what the network saw, for diagnostics:
+    ``heat`` (the heatmaps, (K, d, h, w) in cells of 4 model voxels), ``prep`` (the
+    :class:`Prepared` volume: the model grid) and ``peaks`` (:func:`find_peaks`' list)."""
     from scipy import ndimage
 
     cfg = loaded.config
@@ -1097,6 +1100,8 @@ def detect(
     thr = float(cfg.get("score_threshold", 0.3))
     mthr = float(cfg.get("mask_threshold", 0.5))
     peaks = find_peaks(heat, threshold=thr, max_peaks=200)
+    if record is not None:
+        record.update(heat=heat, prep=prep, peaks=peaks)
     fg = prob >= mthr
     lab, _n = ndimage.label(fg)
     objects = ndimage.find_objects(lab)
