@@ -313,7 +313,10 @@ class Analysis:
     Attributes
     ----------
     volume_info
-        ``path``, ``size_zyx``, ``spacing_zyx_mm``, ``origin_lps``, ``study_uid``, ``series_uid``.
+        ``path``, ``size_zyx``, ``spacing_zyx_mm``, ``origin_lps``, ``study_uid``, ``series_uid``
+        and, from :func:`analyze`, ``lung_ml`` (the segmented lung in the scan, ml; under
+        :data:`~napari_ctreport.report.writer.PARTIAL_LUNG_ML` the report says that only part of
+        the lungs was scanned).
     findings
         Measured findings (``label`` = value of the finding's region in :attr:`labels`).
     report
@@ -358,9 +361,10 @@ class Analysis:
     volume: CTVolume | None = field(default=None, repr=False, compare=False)
 
     def to_json_dict(self, *, input_path: str | Path | None = None) -> dict[str, Any]:
-        """The ``ctreport.analysis/1`` JSON object (see ``docs/interfaces.md``), with one field
+        """The ``ctreport.analysis/1`` JSON object (see ``docs/interfaces.md``), with two fields
         added to it: ``set_aside``, the :attr:`dropped` candidates (the keys of a finding plus
-        ``dropped_by``), which are not findings and not in the report."""
+        ``dropped_by``), which are not findings and not in the report; and ``lung_ml``, the
+        segmented lung in the scan (ml; ``null`` when not known)."""
         info = self.volume_info
         path = input_path if input_path is not None else info.get("path", "")
         keys = (
@@ -390,6 +394,7 @@ class Analysis:
             "findings": findings,
             "report": {"findings": self.report.findings, "impression": self.report.impression},
             "set_aside": set_aside,
+            "lung_ml": info.get("lung_ml"),
             "timings_s": {k: round(float(v), 3) for k, v in self.timings_s.items()},
         }
 
@@ -1345,7 +1350,8 @@ def analyze(
     findings, kept, labels = _findings_from_detections(detections, volume, lungs, cancel, dropped)
     report_progress(0.88, "writing report")
     sentences = generate_sentences(loaded, kept, findings)
-    base = write_report(findings)
+    lung_ml = float(np.count_nonzero(lungs)) * float(np.prod(volume.spacing_zyx)) / 1000.0
+    base = write_report(findings, lung_ml=lung_ml)
     by_id = {f.id: s for f, s in zip(findings, sentences, strict=True)}
     sources = {fid: ("decoder" if ok else "writer") for fid, (_, ok) in by_id.items()}
     new_sentences: list[Sentence] = []
@@ -1385,7 +1391,7 @@ def analyze(
     t_report = time.perf_counter() - t2 + t_lungs
     report_progress(1.0, f"done: {len(findings)} findings")
     return Analysis(
-        volume_info=_volume_info(volume, path),
+        volume_info={**_volume_info(volume, path), "lung_ml": round(lung_ml, 1)},
         findings=findings,
         report=report,
         attention=attention,

@@ -67,8 +67,10 @@ def test_analysis_json_schema(result, case):
     assert isinstance(a, Analysis)
     d = a.to_json_dict(input_path="/data/ct.nii.gz")
     json.dumps(d)  # plain JSON types only
-    keys = ["schema", "input", "model", "device", "findings", "report", "set_aside", "timings_s"]
-    assert list(d) == keys  # set_aside: added to the interface (see test_rule_drops_...)
+    keys = ["schema", "input", "model", "device", "findings", "report", "set_aside", "lung_ml"]
+    keys.append("timings_s")
+    # set_aside and lung_ml: added to the interface (see test_rule_drops_... and test_the_lung_...)
+    assert list(d) == keys
     assert d["schema"] == SCHEMA
     assert d["input"] == {
         "path": "/data/ct.nii.gz",
@@ -215,6 +217,18 @@ def test_each_lesion_is_traced_through_the_analysis(case):
             break
     else:
         pytest.fail(f"every heat peak was reported or set aside: {seen}")
+
+
+def test_the_lung_in_the_scan_is_measured_and_reported(result):
+    """``analyze`` measures the segmented lung (``volume_info["lung_ml"]``, also the JSON's
+    ``lung_ml``) and the report says when only part of the lungs was scanned."""
+    from napari_ctreport.report.writer import PARTIAL_LUNG_ML
+
+    a, _ = result
+    ml = a.volume_info["lung_ml"]
+    assert ml > 100.0  # the phantom's chest holds both lungs
+    assert a.to_json_dict()["lung_ml"] == ml
+    assert ("Only part of the lungs" in a.report.findings) == (ml < PARTIAL_LUNG_ML)
 
 
 def test_progress_is_monotone_and_complete(result):

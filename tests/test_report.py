@@ -133,6 +133,39 @@ def test_normal_report() -> None:
     assert clinical_consistency(r, [make()]) < 1.0
 
 
+@pytest.mark.parametrize("lung_ml", [None, 0.0, 105.0, 999.0, 1000.0, 4000.0])
+@pytest.mark.parametrize("with_nodule", [False, True])
+def test_a_scan_with_part_of_the_lungs_says_so(lung_ml, with_nodule) -> None:
+    """A head or abdominal CT holds no lung or only its bases: "no nodule" alone would speak for
+    lungs nobody saw. Under PARTIAL_LUNG_ML of segmented lung both sections say how much lung was
+    in the scan; with none, the report says the lungs were not assessed instead of "no nodule".
+    The note states no finding, so the report stays consistent with its findings."""
+    from napari_ctreport.report.writer import NORMAL_IMPRESSION, PARTIAL_LUNG_ML
+
+    found = [make(fid="F1")] if with_nodule else []
+    r = write_report(found, lung_ml=lung_ml)
+    partial = lung_ml is not None and lung_ml < PARTIAL_LUNG_ML
+    text = f"{r.findings}\n{r.impression}"
+    assert ("Only part of the lungs" in text) == (partial and lung_ml >= 1.0)
+    assert ("not assessed" in text) == partial
+    if partial and lung_ml >= 1.0:
+        assert f"({lung_ml:.0f} ml of lung)" in r.findings and "ml of lung" in r.impression
+    if not partial:
+        assert r == write_report(found)  # unchanged for a whole chest or an unknown one
+    if not with_nodule:
+        assert (NORMAL_FINDINGS in r.findings) == (lung_ml is None or lung_ml >= 1.0)
+        assert (NORMAL_IMPRESSION in r.impression) == (lung_ml is None or lung_ml >= 1.0)
+    assert clinical_consistency(r, found) == 1.0
+    plain = write_report(found)
+    assert len(extract_statements(text)) == len(
+        extract_statements(f"{plain.findings}\n{plain.impression}")
+    )
+    # each section's text is its sentences, in order
+    for section, joined in (("findings", r.findings), ("impression", r.impression)):
+        parts = [x.text for x in r.sentences if x.section == section]
+        assert all(p in joined for p in parts)
+
+
 def test_rejected_findings_are_left_out() -> None:
     r = write_report([make(fid="F1"), make("mass", 40, 30, fid="F2", status="rejected")])
     assert "mass" not in r.findings.lower()

@@ -48,6 +48,28 @@ def session(case, tmp_path):
     return ReviewSession.from_analysis(_analysis(case), case.volume, autosave_root=tmp_path)
 
 
+def test_a_review_keeps_the_note_on_how_much_lung_was_scanned(case, tmp_path):
+    """The analysis found only part of the lungs in the scan (``lung_ml`` under
+    ``PARTIAL_LUNG_ML``): the review's report says so after every edit, and so does the review
+    restored from its autosave."""
+    from dataclasses import replace
+
+    from napari_ctreport._napari.session import ReviewSession
+
+    a = replace(_analysis(case), volume_info={"lung_ml": 143.0})
+    s = ReviewSession.from_analysis(a, case.volume, autosave_root=tmp_path)
+    assert s.lung_ml == 143.0
+    note = "Only part of the lungs is in the scanned volume (143 ml of lung)"
+    assert note in s.report().findings and "143 ml of lung" in s.report().impression
+    s.set_status(s.findings[0].id, "rejected")
+    assert note in s.report().findings
+    s.save()
+    back = ReviewSession.restore(case.volume, root=tmp_path)
+    assert back.lung_ml == 143.0 and note in back.report().findings
+    whole = ReviewSession.from_analysis(_analysis(case), case.volume, autosave_root=None)
+    assert whole.lung_ml is None and "lungs" not in whole.report().findings
+
+
 def test_reject_keeps_finding_but_drops_sentence(session):
     fid = session.findings[0].id
     text = session.sentences[fid]

@@ -274,6 +274,10 @@ class ReviewSession:
         (uint8-quantised) so that a restored review shows it again.
     attention_per_finding
         Finding id -> :class:`~napari_ctreport.analysis.FindingAttention` (autosaved as float16).
+    lung_ml
+        Segmented lung in the scan (ml, from the analysis); under
+        :data:`~napari_ctreport.report.writer.PARTIAL_LUNG_ML` the report says that only part
+        of the lungs was scanned. ``None`` when not known (nothing is said).
     set_aside
         Candidates the model proposed, measured and then set aside by a plausibility rule
         (:attr:`~napari_ctreport.analysis.Analysis.dropped`: ids ``"D1"``, ``"D2"``, ...,
@@ -299,6 +303,7 @@ class ReviewSession:
     attention: np.ndarray | None = None
     attention_per_finding: dict[str, Any] = field(default_factory=dict)
     set_aside: list[Finding] = field(default_factory=list)
+    lung_ml: float | None = None
     _attention_dirty: bool = False
     _seq: int = 0
     _labels_seq_saved: int = -1
@@ -341,6 +346,7 @@ class ReviewSession:
             set_aside=[
                 Finding.from_dict(f.to_dict()) for f in (getattr(analysis, "dropped", None) or [])
             ],
+            lung_ml=(getattr(analysis, "volume_info", None) or {}).get("lung_ml"),
         )
         session._attention_dirty = session.attention is not None or bool(
             session.attention_per_finding
@@ -647,7 +653,7 @@ class ReviewSession:
     def findings_lines(self) -> list[tuple[str | None, str]]:
         """The findings section as ``(finding id, line)`` in report order; the id is ``None``
         for generated statements ("No pleural effusion.") and ``""`` for the reader's own lines."""
-        base = write_report(self.active_findings())
+        base = write_report(self.active_findings(), lung_ml=self.lung_ml)
         out: list[tuple[str | None, str]] = []
         for s in base.sentences:
             if s.section != "findings":
@@ -663,7 +669,7 @@ class ReviewSession:
         """The impression as ``(finding id or None, numbered line)``."""
         if self.impression_override is not None:
             return [(None, ln) for ln in self.impression_override.splitlines()]
-        base = write_report(self.active_findings())
+        base = write_report(self.active_findings(), lung_ml=self.lung_ml)
         items = [s for s in base.sentences if s.section == "impression"]
         return [(s.finding_id, f"{i}. {s.text}") for i, s in enumerate(items, start=1)]
 
@@ -787,6 +793,7 @@ class ReviewSession:
             "report": self.report().to_dict(),
             "edit_log": [r.to_dict() for r in self.edit_log],
             "set_aside": [f.to_dict() for f in self.set_aside],
+            "lung_ml": self.lung_ml,
         }
 
     def save(self) -> Path | None:
@@ -884,6 +891,7 @@ class ReviewSession:
             model_info=dict(d.get("model", {})),
             draft_findings=list(d.get("draft_findings", [])),
             set_aside=[Finding.from_dict(f) for f in d.get("set_aside", [])],
+            lung_ml=d.get("lung_ml"),
             autosave_root=(folder.parent if run == 1 else folder.parent.parent)
             if root is None
             else Path(root),

@@ -28,6 +28,15 @@ from .lexicon import SHAPES, effusion_grade
 NORMAL_FINDINGS = "No pulmonary nodules, masses or pleural effusions."
 #: The impression when there is nothing to report.
 NORMAL_IMPRESSION = "No pulmonary nodule, mass or pleural effusion."
+#: A scan with less segmented lung than this (ml) holds only part of the lungs (the lung bases of
+#: an abdominal CT, a cropped field of view; an adult chest holds several litres): its report
+#: says so (:func:`coverage_note`) instead of letting "no nodule" stand for the whole lungs. On
+#: the real CTs of ``../shared``: 118 and 143 ml (abdominal CTs with the lung bases), 498 ml (an
+#: upper-abdominal series), 1906 ml (a central chest crop), 2912 and 4029 ml (chest CTs).
+PARTIAL_LUNG_ML = 1000.0
+#: Under this much segmented lung (ml) the scan holds no lung at all, and the report says that
+#: instead of "no nodule".
+NO_LUNG_ML = 1.0
 
 SECTIONS: tuple[str, ...] = ("findings", "impression")
 
@@ -249,11 +258,30 @@ def _impression_item(f: Finding) -> str:
     return f"{_cap(format_mm(f.diameter_mm))} {f.kind} in the {loc}."
 
 
+def coverage_note(lung_ml: float | None) -> tuple[str, str] | None:
+    """The findings sentence and the impression line that say only part of the lungs was in the
+    scan (less than :data:`PARTIAL_LUNG_ML` of segmented lung), or ``None`` (a whole chest, or
+    ``lung_ml`` unknown). They name no finding kind, so they state no finding."""
+    if lung_ml is None or lung_ml >= PARTIAL_LUNG_ML:
+        return None
+    if lung_ml < NO_LUNG_ML:
+        return (
+            "No lung is in the scanned volume; the lungs were not assessed.",
+            "Lungs not assessed: not in the scanned volume.",
+        )
+    ml = f"{lung_ml:.0f} ml of lung"
+    return (
+        f"Only part of the lungs is in the scanned volume ({ml}); the rest was not assessed.",
+        f"Only part of the lungs was scanned ({ml}).",
+    )
+
+
 def write_report(
     findings: Sequence[Finding],
     *,
     rng: np.random.Generator | None = None,
     risk: str = "low",
+    lung_ml: float | None = None,
 ) -> Report:
     """Write the findings and impression sections of a report from a case's findings.
 
@@ -265,6 +293,9 @@ def write_report(
         ``None`` for canonical phrasing; a generator for varied phrasing (reference reports).
     risk
         Patient risk (``"low"`` or ``"high"``) for the Fleischner follow-up.
+    lung_ml
+        Segmented lung in the scan (ml); under :data:`PARTIAL_LUNG_ML` both sections end with
+        :func:`coverage_note`'s sentences. ``None``: not known (nothing is added).
 
     Returns
     -------
@@ -277,16 +308,29 @@ def write_report(
     """
     ordered = _order(findings)
     sentences: list[Sentence] = []
+    note = coverage_note(lung_ml)
     if not ordered:
-        sentences.append(Sentence(NORMAL_FINDINGS, None, "findings"))
-        sentences.append(Sentence(NORMAL_IMPRESSION, None, "impression"))
-        return Report(NORMAL_FINDINGS, NORMAL_IMPRESSION, sentences)
+        # with no lung in the scan, "no nodule" would say nothing true about the lungs
+        none = lung_ml is not None and lung_ml < NO_LUNG_ML
+        if not none:
+            sentences.append(Sentence(NORMAL_FINDINGS, None, "findings"))
+        if note:
+            sentences.append(Sentence(note[0], None, "findings"))
+        if not none:
+            sentences.append(Sentence(NORMAL_IMPRESSION, None, "impression"))
+        if note:
+            sentences.append(Sentence(note[1], None, "impression"))
+        text = " ".join(s.text for s in sentences if s.section == "findings")
+        impression = " ".join(s.text for s in sentences if s.section == "impression")
+        return Report(text, impression, sentences)
 
     for f in ordered:
         sentences.append(Sentence(describe_finding(f, rng=rng), f.id, "findings"))
     kinds = {f.kind for f in ordered}
     if "pleural effusion" not in kinds:
         sentences.append(Sentence("No pleural effusion.", None, "findings"))
+    if note:
+        sentences.append(Sentence(note[0], None, "findings"))
 
     items: list[tuple[str, str | None]] = []
     nodules = [
@@ -331,6 +375,8 @@ def write_report(
             items.append((_impression_item(f), f.id))
     for line in recommendation(ordered, risk=risk):
         items.append((line, None))
+    if note:
+        items.append((note[1], None))
 
     findings_text = " ".join(s.text for s in sentences)
     lines = []
