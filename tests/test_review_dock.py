@@ -667,6 +667,31 @@ def test_a_set_aside_candidate_is_shown_and_added(
     assert panel.title.text() == "Set aside (0)"
 
 
+def test_a_run_with_no_finding_is_shown(sample_dock, qtbot, autosave, monkeypatch):
+    """A run that reports nothing (every candidate set aside; a normal CT) shows an empty boxes
+    layer, an empty table, the normal report and the candidates under "Set aside". The boxes
+    layer's empty text columns used to be float, its text default ("") failed to convert and
+    the result never showed; drawing a box on it afterwards adds a finding."""
+    from napari_ctreport.report.writer import NORMAL_FINDINGS
+
+    viewer, dock = sample_dock()
+    ids = tuple(
+        f["id"]
+        for f in viewer.layers["Sample lesions (ground truth)"].metadata["ctreport"]["findings"]
+    )
+    _instant_analysis(monkeypatch, viewer, set_aside=ids)
+    _run_and_wait(qtbot, dock)
+    r, s = dock.result, dock.result.session
+    assert s.findings == [] and len(r.boxes.data) == 0 and dock.table.rowCount() == 0
+    assert NORMAL_FINDINGS in dock.report_editor.findings_edit.toPlainText()
+    assert dock.set_aside_panel.ids == [f"D{i + 1}" for i in range(len(ids))]
+    z, y0, x0 = _free_square(s.labels, r.volume.array, 14)
+    rect = np.array([[z, y0, x0], [z, y0, x0 + 14], [z, y0 + 14, x0 + 14], [z, y0 + 14, x0]], float)
+    r.boxes.add_rectangles(rect)
+    qtbot.waitUntil(lambda: len(s.findings) == 1, timeout=20000)
+    assert s.findings[0].status == "added" and dock.table.rowCount() == 1
+
+
 def test_set_aside_panel_lists_the_surest_first_and_keeps_the_pick(qtbot):
     from napari_ctreport._napari.set_aside import SetAsidePanel
     from napari_ctreport.report.findings import Finding

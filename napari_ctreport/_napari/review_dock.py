@@ -1091,7 +1091,7 @@ class ReviewDock(QWidget):
                     layer.edge_color = colors
                 features = {k: [v[j] for j in order] for k, v in kw["features"].items()}
                 if changed or any(layer.features[k].tolist() != v for k, v in features.items()):
-                    layer.features = features
+                    layer.features = _text_columns(features)
                 layer.feature_defaults = kw["feature_defaults"]
         finally:
             self._syncing_boxes = False
@@ -1240,8 +1240,14 @@ def _add_rectangles(layer, rects: list[np.ndarray], kw: dict[str, Any]):
         if time.perf_counter() - t0 > SLICE_BUDGET_S:
             yield f"box rectangles {i}/{len(rects)}"
             t0 = time.perf_counter()
-    layer.features = features
+    layer.features = _text_columns(features)
     layer.feature_defaults = kw["feature_defaults"]
+
+
+def _text_columns(features: dict[str, list]) -> dict[str, np.ndarray]:
+    """``features`` as object columns: an empty list makes a float column in pandas, and the
+    text defaults (``""``) then failed to convert, so a run with no finding never showed."""
+    return {k: np.asarray(v, dtype=object) for k, v in features.items()}
 
 
 def _groups(ids: list[str]) -> dict[str, list[int]]:
