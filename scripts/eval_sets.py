@@ -527,40 +527,33 @@ def compare(dest: Path, *, against: str, sets: list[str], model: str | None, job
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = p.add_subparsers(dest="cmd", required=True)
+    # the options every command that analyses takes, and the set folder most of them read
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model", default=None, help="model folder or name (default: shipped)")
+    model.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    on_sets = argparse.ArgumentParser(add_help=False, parents=[model])
+    on_sets.add_argument("dest", type=Path)
+    on_sets.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     m = sub.add_parser("make", help="write the evaluation sets")
     m.add_argument("dest", type=Path)
     m.add_argument("--workers", type=int, default=2)
-    r = sub.add_parser("run", help="evaluate a model on the sets; print a table")
-    r.add_argument("dest", type=Path)
-    r.add_argument("--model", default=None, help="model folder or name (default: shipped)")
-    r.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    r.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
-    v = sub.add_parser("variants", help="findings on the real cancers acquired other ways")
-    v.add_argument("--model", default=None, help="model folder or name (default: shipped)")
-    v.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    d = sub.add_parser("drops", help="audit the plausibility rules: what each one dropped")
-    d.add_argument("dest", type=Path)
-    d.add_argument("--model", default=None, help="model folder or name (default: shipped)")
-    d.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    d.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
-    c = sub.add_parser("compare", help="cases whose findings differ from another revision's")
-    c.add_argument("dest", type=Path)
+    sub.add_parser("run", parents=[on_sets], help="evaluate a model on the sets; print a table")
+    sub.add_parser(
+        "variants", parents=[model], help="findings on the real cancers acquired other ways"
+    )
+    sub.add_parser(
+        "drops", parents=[on_sets], help="audit the plausibility rules: what each one dropped"
+    )
+    c = sub.add_parser(
+        "compare", parents=[on_sets], help="cases whose findings differ from another revision's"
+    )
     c.add_argument("--against", required=True, help="git revision to compare with (e.g. HEAD~1)")
-    c.add_argument("--model", default=None, help="model folder or name (default: shipped)")
-    c.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    c.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
-    w = sub.add_parser("misses", help="why each missed lesion was missed")
-    w.add_argument("dest", type=Path)
+    w = sub.add_parser("misses", parents=[on_sets], help="why each missed lesion was missed")
     w.add_argument("--min-mm", type=float, default=6.0, help="smallest lesion listed (mm)")
-    w.add_argument("--model", default=None, help="model folder or name (default: shipped)")
-    w.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    w.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
-    f = sub.add_parser("findings", help="each case's findings as JSON (used by compare)")
-    f.add_argument("dest", type=Path)
+    f = sub.add_parser(
+        "findings", parents=[on_sets], help="each case's findings as JSON (used by compare)"
+    )
     f.add_argument("--out", type=Path, required=True)
-    f.add_argument("--model", default=None, help="model folder or name (default: shipped)")
-    f.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    f.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     a = p.parse_args()
     if a.cmd == "make":
         make(a.dest, workers=a.workers)
