@@ -310,19 +310,14 @@ def write_report(
     sentences: list[Sentence] = []
     note = coverage_note(lung_ml)
     if not ordered:
-        # with no lung in the scan, "no nodule" would say nothing true about the lungs
-        none = lung_ml is not None and lung_ml < NO_LUNG_ML
-        if not none:
-            sentences.append(Sentence(NORMAL_FINDINGS, None, "findings"))
+        # (findings sentence, impression line) pairs; with no lung in the scan "no nodule" would
+        # say nothing true about the lungs, and the note stands alone
+        pairs = [(NORMAL_FINDINGS, NORMAL_IMPRESSION)]
         if note:
-            sentences.append(Sentence(note[0], None, "findings"))
-        if not none:
-            sentences.append(Sentence(NORMAL_IMPRESSION, None, "impression"))
-        if note:
-            sentences.append(Sentence(note[1], None, "impression"))
-        text = " ".join(s.text for s in sentences if s.section == "findings")
-        impression = " ".join(s.text for s in sentences if s.section == "impression")
-        return Report(text, impression, sentences)
+            pairs = [note] if lung_ml is not None and lung_ml < NO_LUNG_ML else [*pairs, note]
+        sentences = [Sentence(t, None, "findings") for t, _ in pairs]
+        sentences += [Sentence(t, None, "impression") for _, t in pairs]
+        return Report(" ".join(t for t, _ in pairs), " ".join(t for _, t in pairs), sentences)
 
     for f in ordered:
         sentences.append(Sentence(describe_finding(f, rng=rng), f.id, "findings"))
