@@ -1473,7 +1473,7 @@ def trace_lesions(
     """
     from .metrics import hits
     from .model.blob import BLOB_SOLID_HU, blob_measure, nodule_candidates, wall_candidates
-    from .model.inference import BLOB_MIN_HEAT
+    from .model.inference import BLOB_MIN_HEAT, heat_cell
 
     volume = analysis.volume
     sp = np.asarray(volume.spacing_zyx, dtype=float)
@@ -1492,14 +1492,8 @@ def trace_lesions(
     out = []
     for g in lesions:
         at = np.asarray(volume.lps_to_index(np.asarray(g.center_lps_mm, dtype=float)))
-        cell = np.clip(
-            np.round(prep.ct_to_model(at) / 4.0).astype(int), 0, np.array(heat.shape[1:]) - 1
-        )
-        near = tuple(
-            slice(max(int(c) - TRACE_HEAT_CELLS, 0), int(c) + TRACE_HEAT_CELLS + 1) for c in cell
-        )
+        _, near = heat_cell(heat, prep.ct_to_model(at), cells=TRACE_HEAT_CELLS)
         local = heat[(kinds, *near)].reshape(len(kinds), -1).max(axis=1)
-
         reach = max(0.5 * g.diameter_mm, 3.0)
         peak_mm = _nearest_mm(peaks, at, sp)
         hit = [d for d in analysis.dropped if hits(d, g)]

@@ -888,6 +888,15 @@ WALL_MIN_OWN_MASK = 0.2
 WALL_KIND = KINDS.index("solid nodule")
 
 
+def heat_cell(
+    heat: np.ndarray, centre: np.ndarray, *, cells: int = 2
+) -> tuple[np.ndarray, tuple[slice, slice, slice]]:
+    """The cell of the (K, d, h, w) heatmaps (4 model voxels each) nearest ``centre`` (model
+    grid), and the window of ``cells`` cells on each side of it (cut at the volume's start)."""
+    cell = np.clip(np.round(centre / 4.0).astype(int), 0, np.array(heat.shape[1:]) - 1)
+    return cell, tuple(slice(max(int(c) - cells, 0), int(c) + cells + 1) for c in cell)
+
+
 def _inscribed_mm(mask: np.ndarray, spacing_yx: Sequence[float]) -> float:
     """Radius (mm) of the largest disk inside ``mask`` on any of its slices (in-plane distance
     to the nearest voxel outside it, the box's edge counting as outside)."""
@@ -923,7 +932,6 @@ def _wall_nodules(
     10.8 mm mask for the others), no false bump."""
     sp_ct = np.asarray(volume.spacing_zyx, dtype=float)
     heat = maps["heat"]
-    cells = np.array(heat.shape[1:])
     lesion_kinds = [i for i, k in enumerate(KINDS) if k != "pleural effusion"]
     out: list[dict[str, Any]] = []
     for bump in wall_candidates(volume.array, spacing_zyx=sp_ct, lungs=lungs):
@@ -935,8 +943,7 @@ def _wall_nodules(
         ):
             continue
         centre = prep.ct_to_model(bump.centre)
-        cell = np.clip(np.round(centre / 4.0).astype(int), 0, cells - 1)
-        near = tuple(slice(max(int(c) - 2, 0), int(c) + 3) for c in cell)
+        cell, near = heat_cell(heat, centre)
         h = float(heat[(lesion_kinds, *near)].max())
         if h < WALL_MIN_HEAT:
             continue
