@@ -200,6 +200,49 @@ def test_lungs_cut_open_by_the_field_of_view(monkeypatch, fallback) -> None:
         assert ((lungs == label) & ~(native == label)).sum() <= 0.05 * inside.sum()
 
 
+@pytest.mark.parametrize("disc_mm", [None, 0.0])
+def test_padding_under_and_over_the_body_is_not_lung(monkeypatch, disc_mm) -> None:
+    """A CT with no lung (the abdomen) lying on a foam mattress under a blanket (about -930 HU,
+    denser than the air around them): with no lung apart from the outside air, the search for
+    lungs the field of view cut open must not take the foam for lung, since it lies outside the
+    body's outline. With the disc test off (``FOV_LUNG_MIN_DEPTH_MM`` 0) the foam is "lung"."""
+    from napari_ctreport.report import anatomy
+
+    if disc_mm is not None:
+        monkeypatch.setattr(anatomy, "FOV_LUNG_MIN_DEPTH_MM", disc_mm)
+    vol = phantom()
+    arr = vol.array.astype(np.float32)
+    arr[arr < -500] = -1000.0
+    nz, ny, nx = arr.shape
+    z, y, x = np.ogrid[:nz, :ny, :nx]
+    body = ((y - ny / 2) / (ny * 0.42)) ** 2 + ((x - nx / 2) / (nx * 0.45)) ** 2 <= 1
+    arr = np.where(body, 40.0, arr) * np.ones((nz, 1, 1), np.float32)  # soft tissue, no lung
+    outline = ((y - ny / 2) / (ny * 0.42 + 3)) ** 2 + ((x - nx / 2) / (nx * 0.45 + 3)) ** 2 <= 1
+    foam = np.broadcast_to(~body & outline | (y >= ny - 7), arr.shape)  # blanket and mattress
+    rng = np.random.default_rng(1)
+    arr[foam] = -930.0 + 10.0 * rng.standard_normal(int(foam.sum()))
+    lungs = segment_lungs(CTVolume(arr.astype(np.int16), vol.spacing_zyx, vol.origin_lps))
+    if disc_mm is None:
+        assert not lungs.any()
+    else:
+        assert (lungs > 0).sum() > 0.5 * foam.sum()
+
+
+def test_real_padding_is_not_lung(shared_data) -> None:
+    """Two real CTs with no lung in them: the upper-abdominal DICOM series (below the lung
+    bases; a mattress under it, a blanket over it) and the head CT (a head rest behind it) had
+    498 and 99 ml of "lung" from the field-of-view search; the report then said "Only part of
+    the lungs is in the scanned volume" instead of that the lungs were not assessed."""
+    from napari_ctreport.io.ct import load_ct
+
+    real = shared_data / "real"
+    for path in (
+        real / "totalsegmentator" / "example_ct_dicom",
+        real / "dcm_qa_ct" / "GE_gantry_tilt_subset",
+    ):
+        assert not segment_lungs(load_ct(path)).any(), path.name
+
+
 def test_no_lungs() -> None:
     arr = np.full((20, 40, 40), 40, np.int16)
     vol = CTVolume(arr, (2.0, 2.0, 2.0), (0, 0, 0))

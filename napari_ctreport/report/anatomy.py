@@ -37,6 +37,13 @@ OUTSIDE_AIR_HU = -960.0
 #: pyradiomics' lung1 reconstructed 8.5 mm inside its field of view lost both lungs (its lower
 #: lungs reach the edge), and with them every lung-based rule. Set to False to switch it off.
 LUNGS_CUT_BY_FOV = True
+#: Radius (mm) of the in-plane disc that lung the field of view cut open must hold inside the
+#: body's outline (:func:`_lung_density_air`). The largest such disc, on the small grid: 17-38
+#: mm in `lung1`'s and `lung2`'s lungs with the reconstruction circle drawn 15-120 pixels inside
+#: the image edge; 2-11 mm in the mattress, blanket and head-rest foam of the real abdominal and
+#: head CTs and around lung1/lung2 (the convex outline spans wedges between the back, the arms
+#: and the padding, up to 52 mm deep but thin).
+FOV_LUNG_MIN_DEPTH_MM = 14.0
 #: Smallest air region (ml) that can be a lung.
 MIN_LUNG_ML = 30.0
 #: Median HU below which an air region inside the body is gas (stomach, bowel, trachea), not
@@ -76,13 +83,61 @@ def _lung_candidates(
     return lab, [i for i, med in zip(big_ids, medians, strict=True) if med >= GAS_HU][:2]
 
 
-def _lung_density_air(small: np.ndarray, outside: np.ndarray) -> np.ndarray:
+def _lung_density_air(
+    small: np.ndarray, outside: np.ndarray, spacing_yx: tuple[float, float]
+) -> np.ndarray:
     """The part of the outside air denser than air (lightly smoothed, at least
-    :data:`OUTSIDE_AIR_HU`): lung parenchyma the field of view has cut open, opened in-plane so
-    that the rim where the skin meets the air does not join it."""
+    :data:`OUTSIDE_AIR_HU`), opened in-plane so that the rim where the skin meets the air does
+    not join it: lung parenchyma the field of view has cut open. Only the regions that hold an
+    in-plane disc of radius :data:`FOV_LUNG_MIN_DEPTH_MM` lying inside the body's outline
+    (:func:`_body_depth`) are kept; without that the foam of the table's mattress, of a blanket
+    and of a head rest (about -900 to -945 HU) passed for lung: 498 ml of "lung" under and over a
+    real abdominal CT, 99 ml behind a real head CT."""
     smooth = ndi.uniform_filter(small, size=(1, 3, 3))
     part = outside & (smooth >= OUTSIDE_AIR_HU) & (small < AIR_HU)
-    return ndi.binary_opening(part, structure=np.ones((1, 3, 3), dtype=bool))
+    part = ndi.binary_opening(part, structure=np.ones((1, 3, 3), dtype=bool))
+    lab, _ = ndi.label(part)
+    depth = _body_depth(small, outside, spacing_yx)
+    for z in range(small.shape[0]):
+        own = ndi.distance_transform_edt(np.pad(part[z], 1), sampling=spacing_yx)[1:-1, 1:-1]
+        np.minimum(depth[z], own, out=depth[z])
+    deep = np.unique(lab[depth >= FOV_LUNG_MIN_DEPTH_MM])
+    return np.isin(lab, deep[deep > 0])
+
+
+def _body_depth(
+    small: np.ndarray, outside: np.ndarray, spacing_yx: tuple[float, float]
+) -> np.ndarray:
+    """Per axial slice, how far (mm) each voxel lies inside the body's convex outline (0
+    outside it). The outline is the convex hull of the largest region of tissue (denser than
+    :data:`AIR_HU`, not outside air; :func:`_cross_section`). Lungs the field of view cuts open
+    lie within it (the chest wall in front of and behind them reaches the cut). Pads under or
+    around the body lie outside it, except in the shallow wedges the hull spans between the
+    back, the arms and a curved mattress."""
+    from skimage.morphology import convex_hull_image
+
+    tissue = ~outside & (small > AIR_HU)
+    out = np.zeros(small.shape, dtype=np.float32)
+    for z in range(small.shape[0]):
+        region = _cross_section(tissue[z])
+        if region is not None:
+            hull = np.pad(convex_hull_image(region), 1)
+            out[z] = ndi.distance_transform_edt(hull, sampling=spacing_yx)[1:-1, 1:-1]
+    return out
+
+
+def _cross_section(mask: np.ndarray) -> np.ndarray | None:
+    """The body's cross-section in one axial slice of ``mask``: its largest connected region
+    after an opening (two steps of the 4-neighbour cross) that detaches the table, or ``None``
+    when that covers under 5 % of the slice."""
+    lab, n = ndi.label(
+        ndi.binary_opening(mask, structure=ndi.generate_binary_structure(2, 1), iterations=2)
+    )
+    if n == 0:
+        return None
+    sizes = np.bincount(lab.ravel())[1:]
+    k = int(np.argmax(sizes)) + 1
+    return lab == k if sizes[k - 1] >= 0.05 * mask.size else None
 
 
 def _outside_air(small: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -105,24 +160,18 @@ def _body_midline_small(small: np.ndarray, outside: np.ndarray) -> tuple[float |
     """Midline as a (fractional) small-grid x index, and whether the body looked truncated.
 
     Per axial slice: the largest connected region of non-outside-air tissue/air (after an
-    opening that detaches the table), holes filled; its x-extent midpoint. The median over
+    opening that detaches the table: :func:`_cross_section`); its x-extent midpoint. The median over
     slices with a real body cross-section.
     """
     body = (~outside) & (small > -2000)
     mids: list[float] = []
     truncated = 0
     nx = small.shape[2]
-    st = ndi.generate_binary_structure(2, 1)
     for z in range(small.shape[0]):
-        sl = ndi.binary_opening(body[z], structure=st, iterations=2)
-        lab, n = ndi.label(sl)
-        if n == 0:
+        region = _cross_section(body[z])
+        if region is None:
             continue
-        sizes = np.bincount(lab.ravel())[1:]
-        k = int(np.argmax(sizes)) + 1
-        if sizes[k - 1] < 0.05 * sl.size:
-            continue
-        cols = np.flatnonzero((lab == k).any(axis=0))
+        cols = np.flatnonzero(region.any(axis=0))
         lo, hi = int(cols[0]), int(cols[-1])
         if lo == 0 and hi == nx - 1:
             truncated += 1
@@ -234,7 +283,9 @@ def segment_lungs(volume: CTVolume) -> np.ndarray:
         if not cands and LUNGS_CUT_BY_FOV and outside.any():
             # no lung apart from the air outside the body: where the field of view cuts the
             # lungs open they join that air; their parenchyma is denser than it
-            lab, cands = _lung_candidates(small, _lung_density_air(small, outside), voxel_ml)
+            sp_yx = (volume.spacing_zyx[1] * strides[1], volume.spacing_zyx[2] * strides[2])
+            dense = _lung_density_air(small, outside, sp_yx)
+            lab, cands = _lung_candidates(small, dense, voxel_ml)
         if cands:
             mid, truncated = _body_midline_small(small, outside)
             big = lab == cands[0]
