@@ -313,8 +313,8 @@ class Analysis:
     Attributes
     ----------
     volume_info
-        ``path``, ``size_zyx``, ``spacing_zyx_mm``, ``origin_lps``, ``study_uid``, ``series_uid``
-        and, from :func:`analyze`, ``lung_ml`` (the segmented lung in the scan, ml; under
+        ``path``, ``size_zyx``, ``spacing_zyx_mm``, ``origin_lps``, ``study_uid``, ``series_uid``,
+        ``warnings`` (the reader's, :attr:`~napari_ctreport.io.volume.CTVolume.warnings`) and, from :func:`analyze`, ``lung_ml`` (the segmented lung in the scan, ml; under
         :data:`~napari_ctreport.report.writer.PARTIAL_LUNG_ML` the report says that only part of
         the lungs was scanned).
     findings
@@ -361,10 +361,13 @@ class Analysis:
     volume: CTVolume | None = field(default=None, repr=False, compare=False)
 
     def to_json_dict(self, *, input_path: str | Path | None = None) -> dict[str, Any]:
-        """The ``ctreport.analysis/1`` JSON object (see ``docs/interfaces.md``), with two fields
-        added to it: ``set_aside``, the :attr:`dropped` candidates (the keys of a finding plus
-        ``dropped_by``), which are not findings and not in the report; and ``lung_ml``, the
-        segmented lung in the scan (ml; ``null`` when not known)."""
+        """The ``ctreport.analysis/1`` JSON object (see ``docs/interfaces.md``), with three
+        fields added to it: ``set_aside``, the :attr:`dropped` candidates (the keys of a finding
+        plus ``dropped_by``), which are not findings and not in the report; ``lung_ml``, the
+        segmented lung in the scan (ml; ``null`` when not known); and ``warnings``, what the
+        reader corrected or set aside in the input (a gantry tilt or uneven slices resampled,
+        other series in the folder not loaded, duplicate slices, values that do not look like
+        CT), one line each."""
         info = self.volume_info
         path = input_path if input_path is not None else info.get("path", "")
         keys = (
@@ -395,6 +398,7 @@ class Analysis:
             "report": {"findings": self.report.findings, "impression": self.report.impression},
             "set_aside": set_aside,
             "lung_ml": info.get("lung_ml"),
+            "warnings": list(info.get("warnings", [])),
             "timings_s": {k: round(float(v), 3) for k, v in self.timings_s.items()},
         }
 
@@ -408,6 +412,7 @@ def _volume_info(volume: CTVolume, path: str | Path | None) -> dict[str, Any]:
         "origin_lps": list(volume.origin_lps),
         "study_uid": md.get("study_uid", md.get("StudyInstanceUID", "")) or "",
         "series_uid": md.get("series_uid", md.get("SeriesInstanceUID", "")) or "",
+        "warnings": list(volume.warnings),
     }
 
 

@@ -201,6 +201,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     progress = _Progress("analyze")
     result = analyze(args.path, model=args.model, device=args.device, progress=progress)
+    for line in result.volume_info.get("warnings", []):
+        _err(f"warning: {line}")
     payload = json.dumps(result.to_json_dict(input_path=str(args.path)), indent=2) + "\n"
     if args.out:
         _atomic_write_text(args.out, payload)

@@ -68,9 +68,11 @@ def test_analysis_json_schema(result, case):
     d = a.to_json_dict(input_path="/data/ct.nii.gz")
     json.dumps(d)  # plain JSON types only
     keys = ["schema", "input", "model", "device", "findings", "report", "set_aside", "lung_ml"]
-    keys.append("timings_s")
-    # set_aside and lung_ml: added to the interface (see test_rule_drops_... and test_the_lung_...)
+    keys += ["warnings", "timings_s"]
+    # set_aside, lung_ml and warnings: added to the interface (see test_rule_drops_...,
+    # test_the_lung_... and test_cli.py::test_analyze_says_what_the_reader_corrected)
     assert list(d) == keys
+    assert d["warnings"] == list(case.volume.warnings)
     assert d["schema"] == SCHEMA
     assert d["input"] == {
         "path": "/data/ct.nii.gz",

@@ -176,6 +176,21 @@ def test_analyze_json_and_export(tmp_path, capsys):
     assert len(versions) == 1 and validate_case(versions[0]) == []
 
 
+def test_analyze_says_what_the_reader_corrected(tmp_path, capsys):
+    """A head CT with a gantry tilt and uneven slices: the volume is resampled, and
+    ``ctreport analyze`` says so on stderr and in the JSON's added ``warnings``; with no lung in
+    it (the head rest behind it is not lung) the report says the lungs were not assessed."""
+    out = tmp_path / "analysis.json"
+    path = REAL / "dcm_qa_ct" / "GE_gantry_tilt_subset"
+    assert main(["analyze", str(path), "--out", str(out), "--device", "cpu"]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ctreport: warning")]
+    doc = json.loads(out.read_text())
+    assert len(doc["warnings"]) == 2 and len(err) == 2
+    assert "gantry tilt 18.5 deg" in doc["warnings"][1] and "uneven slice spacing" in err[0]
+    assert doc["lung_ml"] == 0.0 and doc["findings"] == []
+    assert doc["report"]["findings"].startswith("No lung is in the scanned volume")
+
+
 def test_analyze_bad_input_exit_2(tmp_path, capsys):
     assert main(["analyze", str(REAL / "dcm_qa_ct" / "Philips_localizer" / "I10.dcm")]) == 2
     assert "I10.dcm" in capsys.readouterr().err
