@@ -315,6 +315,33 @@ def test_broken_files_unreadable(real: Path, tmp_path: Path) -> None:
         load_ct(_empty_dir(tmp_path))
 
 
+def test_a_single_slice_nifti_is_a_one_slice_volume(tmp_path: Path) -> None:
+    """A 2-D NIfTI (one axial slice) reads as a volume of one slice, like a single DICOM slice;
+    it was refused with "cannot reshape array of size 4 into shape (3,3)"."""
+    arr = np.full((64, 48), -1000, np.int16)
+    arr[16:48, 8:40] = 40
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing((0.8, 0.7))
+    sitk.WriteImage(image, str(tmp_path / "slice.nii.gz"))
+    vol = load_ct(tmp_path / "slice.nii.gz")
+    assert vol.shape == (1, 64, 48) and np.array_equal(vol.array[0], arr)
+    assert vol.spacing_zyx[1:] == pytest.approx((0.7, 0.8))
+
+
+def test_voxels_that_are_not_numbers_are_read_as_air(tmp_path: Path) -> None:
+    """NaN and infinite voxels of a floating-point NRRD are read as -1024 HU with a warning
+    that counts them, so that no filter, measurement or JSON value becomes NaN."""
+    arr = np.full((6, 32, 32), -1000.0, np.float32)
+    arr[:, 8:24, 8:24] = 40.5
+    arr[2, 10, 10], arr[3, 3, 3], arr[4, 4, 4] = np.nan, np.inf, -np.inf
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / "nan.nrrd"))
+    vol = load_ct(tmp_path / "nan.nrrd")
+    assert np.isfinite(vol.array).all()
+    assert vol.array[2, 10, 10] == vol.array[3, 3, 3] == vol.array[4, 4, 4] == -1024.0
+    assert any("3 voxel(s) not a number" in w and "nan.nrrd" in w for w in vol.warnings)
+    assert vol.array[0, 10, 10] == pytest.approx(40.5)
+
+
 def _empty_dir(tmp_path: Path) -> Path:
     d = tmp_path / "emptydir"
     d.mkdir()

@@ -328,6 +328,12 @@ def _hu_dtype(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+#: The value (HU, air) that voxels which are not numbers (NaN, infinite) in a floating-point
+#: NIfTI/NRRD/MHA file are read as, with a warning: left as they are, they spread through every
+#: filter and measurement (and NaN is not valid JSON).
+NOT_A_NUMBER_HU = -1024.0
+
+
 def _load_sitk(path: Path, fmt: str) -> CTVolume:
     import SimpleITK as sitk
 
@@ -347,13 +353,21 @@ def _load_sitk(path: Path, fmt: str) -> CTVolume:
         raise NotCTError(path, "multi-component (colour or vector) image, not a CT volume")
     if image.GetDimension() not in (2, 3):
         raise UnreadableError(path, f"{image.GetDimension()}-D image; expected a 3-D volume")
+    vol_warnings: list[str] = []
     try:
         arr, aff = sitk_array_affine(image)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = ~np.isfinite(arr)
+            vol_warnings.append(
+                f"{name}: {int(bad.sum())} voxel(s) not a number (NaN or infinite) set to "
+                f"{NOT_A_NUMBER_HU:g} HU"
+            )
+            arr = np.where(bad, np.asarray(NOT_A_NUMBER_HU, dtype=arr.dtype), arr)
         out, spacing, origin, resampled = canonicalize(arr, aff)
     except ValueError as exc:
         raise GeometryError(path, str(exc)) from None
-    codes = axis_codes(np.array(image.GetDirection()).reshape(3, 3)) if arr.ndim == 3 else "LPS"
-    vol_warnings: list[str] = []
+    dim = image.GetDimension()
+    codes = axis_codes(np.array(image.GetDirection()).reshape(dim, dim)) if dim == 3 else "LPS"
     if resampled:
         u = aff[:3, :3] / np.linalg.norm(aff[:3, :3], axis=0)
         vol_warnings.append(
