@@ -342,6 +342,28 @@ def test_voxels_that_are_not_numbers_are_read_as_air(tmp_path: Path) -> None:
     assert vol.array[0, 10, 10] == pytest.approx(40.5)
 
 
+@pytest.mark.parametrize("fmt", ["nifti", "dicom"])
+def test_a_case_folder_opens_as_its_image(tmp_path: Path, fmt: str) -> None:
+    """A case folder (``case.json`` with ``image.nii.gz`` or ``dicom/``: a synthetic case, an
+    exported draft or a corrected case) opens as its CT, so that it can be dropped on napari or
+    given to ``ctreport analyze``; the NIfTI one was refused ("no DICOM files found in this
+    folder"). A broken ``case.json`` is refused naming the folder."""
+    from napari_ctreport.io.case import iter_cases, read_case
+    from napari_ctreport.synth import write_dataset
+
+    write_dataset(tmp_path / "cases", cases=1, seed=900129, shape=(24, 64, 64), formats=(fmt,))
+    folder = next(iter(iter_cases(tmp_path / "cases")))
+    vol = load_ct(folder)
+    ref = read_case(folder).load_volume()
+    assert vol.shape == ref.shape and np.array_equal(vol.array, ref.array)
+    assert vol.spacing_zyx == pytest.approx(ref.spacing_zyx)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "case.json").write_text('{"schema": "ctreport.case/1"}')
+    with pytest.raises(UnreadableError, match="not a valid case folder") as err:
+        load_ct(tmp_path / "broken")
+    assert str(err.value).startswith(str(tmp_path / "broken"))
+
+
 def _empty_dir(tmp_path: Path) -> Path:
     d = tmp_path / "emptydir"
     d.mkdir()

@@ -1079,9 +1079,10 @@ def load_ct(
     Parameters
     ----------
     path
-        A folder of DICOM files (searched recursively; files with or without extension), a single
-        DICOM file (a slice, or an enhanced multi-frame CT), or a ``.nii``, ``.nii.gz``, ``.nrrd``,
-        ``.nhdr``, ``.mha`` or ``.mhd`` file.
+        A folder of DICOM files (searched recursively; files with or without extension), a case
+        folder (``case.json``: its image), a single DICOM file (a slice, or an enhanced
+        multi-frame CT), or a ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd``
+        file.
     resample_tolerance
         DICOM series whose slice gaps differ from the median gap by more than this fraction of it
         are resampled to a uniform grid.
@@ -1115,10 +1116,32 @@ def load_ct(
         return _load_ct(p, resample_tolerance=resample_tolerance, on_progress=on_progress)
 
 
+def _load_case_image(
+    folder: Path, *, resample_tolerance: float, on_progress: Callable[[int, int], None] | None
+) -> CTVolume:
+    """The CT of a case folder (``case.json`` with its ``image.nii.gz`` or ``dicom/``; see
+    ``docs/case_format.md``): a synthetic case, an exported draft or a corrected case."""
+    from .case import CaseFormatError, read_case
+
+    try:
+        case = read_case(folder)
+    except CaseFormatError as err:
+        raise UnreadableError(folder, f"not a valid case folder: {err.problem}"[:300]) from None
+    if case.image_path is None:
+        raise UnreadableError(folder, "case folder without an image (case.json names none)")
+    return _load_ct(case.image_path, resample_tolerance=resample_tolerance, on_progress=on_progress)
+
+
 def _load_ct(
     p: Path, *, resample_tolerance: float, on_progress: Callable[[int, int], None] | None
 ) -> CTVolume:
+    from .case import CASE_JSON
+
     try:
+        if p.is_dir() and (p / CASE_JSON).is_file():
+            return _load_case_image(
+                p, resample_tolerance=resample_tolerance, on_progress=on_progress
+            )
         if p.is_dir():
             return _load_dicom_folder(
                 p, resample_tolerance=resample_tolerance, on_progress=on_progress
