@@ -1,4 +1,5 @@
-"""Screenshot of napari with the CT report dock after a run (for the README and for review).
+"""Screenshot of napari with the CT report dock after a run (for the README and for review);
+a case folder's own findings are shown instead of a run.
 
 Usage (headless): xvfb-run -a -s "-screen 0 1800x1100x24" .venv/bin/python scripts/dock_screenshot.py \
     sample|PATH OUT.png [--model DIR] [--window lung|mediastinum|soft tissue|bone]
@@ -12,7 +13,7 @@ import time
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", help="'sample' or a CT path")
+    parser.add_argument("source", help="'sample', a CT path or a case folder")
     parser.add_argument("out", help="PNG to write")
     parser.add_argument("--model", default=None, help="model folder (default: shipped model)")
     parser.add_argument("--window", default="lung")
@@ -30,13 +31,18 @@ def main() -> None:
         viewer.open_sample("napari-ctreport", "chest_ct")
     else:
         viewer.open(args.source, plugin="napari-ctreport")
+    # no question dialogs: an autosave is not restored; a case folder's findings are shown
+    # instead of a run
+    ReviewDock.ask_restore = lambda self, summary: False
+    ReviewDock.ask_open_case = lambda self, summary: True
     dock = ReviewDock(viewer)
     dock.autosave_root = None  # a screenshot is not a review: write no autosave
     viewer.window.add_dock_widget(dock, name="CT report", area="right")
     if args.model:
         dock.set_model(args.model)
     dock.device_combo.setCurrentText("cpu")
-    dock.run()
+    if dock.result is None:
+        dock.run()
     app = QApplication.instance()
     while dock.busy:
         app.processEvents()

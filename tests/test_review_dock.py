@@ -729,3 +729,59 @@ def test_set_aside_panel_lists_the_surest_first_and_keeps_the_pick(qtbot):
     assert panel.ids == ["D3", "D1"] and panel.current_id() == "D3"
     panel.set_candidates([])
     assert panel.current_id() is None and not panel.show_button.isEnabled()
+
+
+def test_a_case_folder_is_opened_for_review(
+    make_napari_viewer, qtbot, autosave, monkeypatch, tmp_path
+):
+    """An annotator drops a case folder (here a synthetic case; an exported draft or corrected
+    case is the same format) on napari: the CT opens, the dock offers the case's findings, and
+    they come up as boxes, masks, table rows and the case's own report text; a rejection then
+    changes the report, the review is autosaved, and the export holds the correction."""
+    from qtpy.QtCore import Qt
+
+    from napari_ctreport._napari.review_dock import ReviewDock
+    from napari_ctreport.io.case import iter_cases, read_case, validate_case
+    from napari_ctreport.synth import write_dataset
+
+    write_dataset(
+        tmp_path / "cases", cases=1, seed=900129, shape=(40, 112, 112), formats=("nifti",)
+    )
+    folder = next(iter(iter_cases(tmp_path / "cases")))
+    case = read_case(folder)
+    assert len(case.findings) >= 2
+    viewer = make_napari_viewer()
+    viewer.open(str(folder), plugin="napari-ctreport")
+    assert viewer.layers[0].name == case.case_id
+    asked = []
+    monkeypatch.setattr(ReviewDock, "ask_open_case", lambda self, d: asked.append(d) or True)
+    dock = ReviewDock(viewer)
+    assert asked == [
+        {"case_id": case.case_id, "source": "synthetic", "reviewer": None,
+         "n_findings": len(case.findings)}
+    ]  # fmt: skip
+    s = dock.result.session
+    assert [(f.id, f.kind) for f in s.findings] == [(f.id, f.kind) for f in case.findings]
+    np.testing.assert_array_equal(dock.result.masks.data, case.load_labels(dock.result.volume))
+    assert dock.table.rowCount() == len(case.findings)
+    assert s.report().findings == case.report["findings"]
+    assert dock.report_editor.findings_edit.toPlainText().split() == (
+        case.report["findings"].split()
+    )
+    # reject the first finding: its sentence leaves the report, the review is autosaved
+    first = s.findings[0]
+    _click_row(qtbot, dock.table, dock.table.row_of(first.id))
+    qtbot.mouseClick(dock.reject_button, Qt.MouseButton.LeftButton)
+    assert first.status == "rejected"
+    assert s.sentences[first.id] not in s.report().findings
+    assert s.folder is not None and (s.folder / "session.json").is_file()
+    if dock.export_button is not None:
+        dock.export(tmp_path / "export")
+        qtbot.waitUntil(
+            lambda: dock.last_export is not None or "failed" in dock.status.text(), timeout=300000
+        )
+        out = dock.last_export.folder
+        assert validate_case(out) == []
+        again = read_case(out)
+        assert [f.status for f in again.findings][0] == "rejected"
+        assert again.original["report"]["findings"] == case.report["findings"]

@@ -420,3 +420,40 @@ def test_run_analysis_keeps_torch_out_of_the_calling_process():
     lines = dict(ln.split(" ", 1) for ln in out.stdout.splitlines() if " " in ln)
     assert lines["OUTCOME"] == "cancelled"
     assert lines["TORCH"] == "False"
+
+
+def test_a_case_folder_is_reviewed_with_its_own_text(tmp_path):
+    """A case folder opened for review (``ReviewSession.from_case``) keeps its report as it
+    stands: a sentence unlike the writer's, a line of no finding and a typed impression are the
+    case's own and survive an edit (a rejection), which still takes the rejected finding's
+    sentence out; the draft kept for the "Changes" view is the case as opened."""
+    from napari_ctreport._napari.session import ReviewSession
+    from napari_ctreport.io.case import iter_cases, read_case
+    from napari_ctreport.synth import write_dataset
+
+    write_dataset(
+        tmp_path / "cases", cases=1, seed=900129, shape=(40, 112, 112), formats=("nifti",)
+    )
+    case = read_case(next(iter(iter_cases(tmp_path / "cases"))))
+    f1, f2 = case.findings[:2]
+    own = "Mild centrilobular emphysema."
+    case.report["sentences"] = [
+        {"text": "Reader's words on F1.", "finding_id": f1.id, "section": "findings"},
+        {"text": describe_finding(f2), "finding_id": f2.id, "section": "findings"},
+        {"text": own, "finding_id": None, "section": "findings"},
+    ]
+    case.report["impression"] = "Typed impression."
+    volume = case.load_volume()
+    s = ReviewSession.from_case(case, volume, autosave_root=tmp_path / "autosave")
+    assert s.hand_edited == {f1.id} and s.sentences[f1.id] == "Reader's words on F1."
+    assert s.extra_lines == [own] and s.impression_override == "Typed impression."
+    assert s.edit_log[0].action == "case opened"
+    np.testing.assert_array_equal(s.labels, case.load_labels(volume))
+    s.set_status(f2.id, "rejected")
+    text = s.report().findings
+    assert "Reader's words on F1." in text and own in text
+    assert describe_finding(f2) not in text
+    assert s.report().impression == "Typed impression."
+    assert s.draft.impression == "Typed impression."
+    restored = ReviewSession.restore(volume, root=tmp_path / "autosave")
+    assert restored.finding(f2.id).status == "rejected" and restored.extra_lines == [own]

@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..io import WINDOW_PRESETS, window_limits
+from ..io.case import read_case
 from ..io.volume import CTVolume
 from .findings_table import FindingsTable
 from .layers import (
@@ -357,6 +358,18 @@ class ReviewDock(QWidget):
         clicked = box.clickedButton()
         return "replace" if clicked is replace else "keep" if clicked is keep else None
 
+    def ask_open_case(self, summary: dict[str, Any]) -> bool:
+        """The CT was opened from a case folder: review its findings?"""
+        answer = QMessageBox.question(
+            self,
+            "Open case",
+            f"This CT comes from the case folder {summary['case_id']} "
+            f"({summary['source']}, {summary['n_findings']} findings"
+            + (f", reviewed by {summary['reviewer']}" if summary.get("reviewer") else "")
+            + "). Review its findings and report?",
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
     def ask_restore(self, summary: dict[str, Any]) -> bool:
         """An autosaved review of this study exists: restore it?"""
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(summary.get("saved_at") or 0))
@@ -415,11 +428,52 @@ class ReviewDock(QWidget):
         self.info.setText(study_summary(record, tuple(layer.data.shape)))
         self.warnings.setText("\n".join(f"⚠ {w}" for w in record.get("warnings", [])))
         self._offer_restore(layer)
+        self._offer_case(layer)
 
     @property
     def busy(self) -> bool:
         """An analysis runs or its layers are still being added."""
         return self.worker is not None or self._showing is not None
+
+    def _offer_case(self, layer) -> None:
+        """Offer the findings of the case folder the CT was read from (once per folder), unless
+        a review of this CT is already shown (a run, or a restored autosave)."""
+        folder = layer.metadata.get(META_KEY, {}).get("case_folder")
+        if not folder or self.busy or any(r.ct_name == layer.name for r in self.results):
+            return
+        if f"case:{folder}" in self._checked_studies:
+            return
+        self._checked_studies.add(f"case:{folder}")
+        try:
+            case = read_case(folder)
+        except (OSError, ValueError) as e:
+            self.status.setText(f"The case folder {folder} is unreadable: {e}")
+            return
+        prov = case.provenance or {}
+        summary = {
+            "case_id": case.case_id,
+            "source": prov.get("source") or "case",
+            "reviewer": prov.get("reviewer"),
+            "n_findings": len(case.findings),
+        }
+        if not self.ask_open_case(summary):
+            return
+        volume = volume_from_layer(layer)
+        try:
+            session = ReviewSession.from_case(case, volume, autosave_root=self.autosave_root)
+        except (OSError, ValueError) as e:
+            self.status.setText(f"Could not open the case's findings: {e}")
+            return
+        prepared = result_layers_data(session.findings, session.labels, session.attention, volume)
+        steps = self._show_steps(
+            session, volume, layer.name, analysis=None, prepared=prepared, suffix=""
+        )
+        for _ in steps:  # at once: the reader just answered a question
+            pass
+        self.result_shown.emit(self.result)
+        self.status.setText(
+            f"Case {case.case_id} ({summary['source']}): {len(case.findings)} findings to review."
+        )
 
     def _offer_restore(self, layer) -> None:
         if self.autosave_root is None or self.busy:

@@ -355,6 +355,68 @@ class ReviewSession:
         session.save()
         return session
 
+    @classmethod
+    def from_case(
+        cls,
+        case: Any,
+        volume: CTVolume,
+        *,
+        autosave_root: str | Path | None = None,
+        run: int = 1,
+    ) -> ReviewSession:
+        """Review the findings of a case folder (:class:`~napari_ctreport.io.case.Case`: a
+        synthetic case, an exported draft or a corrected case) on its CT ``volume``.
+
+        The case's findings, label map and report are taken as they stand: a sentence that
+        differs from what the writer says of its finding, a findings-section line that belongs
+        to no finding and an impression that differs from the generated one count as the
+        reader's own and survive later edits. The "Changes" view compares with the model's
+        draft when the case keeps it (``original``), else with the case as opened.
+        """
+        labels = np.asarray(case.load_labels(volume), dtype=np.uint16)
+        findings = [Finding.from_dict(f.to_dict()) for f in case.findings]
+        report = Report.from_dict(case.report)
+        sentences = {f.id: describe_finding(f) for f in findings}
+        hand_edited: set[str] = set()
+        own_lines: list[str] = []
+        for sent in report.sentences:
+            if sent.section != "findings":
+                continue
+            if sent.finding_id in sentences:
+                if sent.text != sentences[sent.finding_id]:
+                    sentences[sent.finding_id] = sent.text
+                    hand_edited.add(sent.finding_id)
+            elif not sent.finding_id:
+                own_lines.append(sent.text)
+        original = case.original or {}
+        prov = case.provenance or {}
+        session = cls(
+            volume=volume,
+            findings=findings,
+            labels=labels,
+            draft=Report.from_dict(original.get("report") or case.report),
+            sentences=sentences,
+            hand_edited=hand_edited,
+            model_info=dict(prov.get("model") or {}),
+            draft_findings=list(original.get("findings") or [f.to_dict() for f in findings]),
+            autosave_root=Path(autosave_root) if autosave_root is not None else None,
+            run=int(run),
+        )
+        # lines of no finding are the writer's ("No pleural effusion.") or the reader's own
+        generated = {t for fid, t in session.findings_lines() if fid is None}
+        session.extra_lines = [t for t in own_lines if t not in generated]
+        impression = str(case.report.get("impression", ""))
+        if impression.strip() and session.report().impression != impression:
+            session.impression_override = impression
+        session._log(
+            "case opened",
+            None,
+            None,
+            {"case_id": case.case_id, "source": prov.get("source"), "folder": str(case.folder)},
+        )
+        session.save()
+        return session
+
     # -- lookup --------------------------------------------------------------------------
     def finding(self, finding_id: str) -> Finding:
         """The finding with id ``finding_id`` (``KeyError`` if none)."""

@@ -1129,7 +1129,12 @@ def _load_case_image(
         raise UnreadableError(folder, f"not a valid case folder: {err.problem}"[:300]) from None
     if case.image_path is None:
         raise UnreadableError(folder, "case folder without an image (case.json names none)")
-    return _load_ct(case.image_path, resample_tolerance=resample_tolerance, on_progress=on_progress)
+    volume = _load_ct(
+        case.image_path, resample_tolerance=resample_tolerance, on_progress=on_progress
+    )
+    # the review dock offers the case's findings for review (``case_folder``)
+    volume.metadata.update(case_folder=str(folder), source_name=case.case_id or folder.name)
+    return volume
 
 
 def _load_ct(
