@@ -205,11 +205,11 @@ def test_padding_under_and_over_the_body_is_not_lung(monkeypatch, disc_mm) -> No
     """A CT with no lung (the abdomen) lying on a foam mattress under a blanket (about -930 HU,
     denser than the air around them): with no lung apart from the outside air, the search for
     lungs the field of view cut open must not take the foam for lung, since it lies outside the
-    body's outline. With the disc test off (``FOV_LUNG_MIN_DEPTH_MM`` 0) the foam is "lung"."""
+    body's outline. With the disc test off (``FOV_LUNG_MIN_RADIUS_MM`` 0) the foam is "lung"."""
     from napari_ctreport.report import anatomy
 
     if disc_mm is not None:
-        monkeypatch.setattr(anatomy, "FOV_LUNG_MIN_DEPTH_MM", disc_mm)
+        monkeypatch.setattr(anatomy, "FOV_LUNG_MIN_RADIUS_MM", disc_mm)
     vol = phantom()
     arr = vol.array.astype(np.float32)
     arr[arr < -500] = -1000.0

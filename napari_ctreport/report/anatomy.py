@@ -43,7 +43,7 @@ LUNGS_CUT_BY_FOV = True
 #: the image edge; 2-11 mm in the mattress, blanket and head-rest foam of the real abdominal and
 #: head CTs and around lung1/lung2 (the convex outline spans wedges between the back, the arms
 #: and the padding, up to 52 mm deep but thin).
-FOV_LUNG_MIN_DEPTH_MM = 14.0
+FOV_LUNG_MIN_RADIUS_MM = 14.0
 #: Smallest air region (ml) that can be a lung.
 MIN_LUNG_ML = 30.0
 #: Median HU below which an air region inside the body is gas (stomach, bowel, trachea), not
@@ -89,7 +89,7 @@ def _lung_density_air(
     """The part of the outside air denser than air (lightly smoothed, at least
     :data:`OUTSIDE_AIR_HU`), opened in-plane so that the rim where the skin meets the air does
     not join it: lung parenchyma the field of view has cut open. Only the regions that hold an
-    in-plane disc of radius :data:`FOV_LUNG_MIN_DEPTH_MM` lying inside the body's outline
+    in-plane disc of radius :data:`FOV_LUNG_MIN_RADIUS_MM` lying inside the body's outline
     (:func:`_body_depth`) are kept; without that the foam of the table's mattress, of a blanket
     and of a head rest (about -900 to -945 HU) passed for lung: 498 ml of "lung" under and over a
     real abdominal CT, 99 ml behind a real head CT."""
@@ -97,12 +97,13 @@ def _lung_density_air(
     part = outside & (smooth >= OUTSIDE_AIR_HU) & (small < AIR_HU)
     part = ndi.binary_opening(part, structure=np.ones((1, 3, 3), dtype=bool))
     lab, _ = ndi.label(part)
-    depth = _body_depth(small, outside, spacing_yx)
+    # per voxel, the radius of the largest disc around it inside both the region and the outline
+    disc = _body_depth(small, outside, spacing_yx)
     for z in range(small.shape[0]):
         own = ndi.distance_transform_edt(np.pad(part[z], 1), sampling=spacing_yx)[1:-1, 1:-1]
-        np.minimum(depth[z], own, out=depth[z])
-    deep = np.unique(lab[depth >= FOV_LUNG_MIN_DEPTH_MM])
-    return np.isin(lab, deep[deep > 0])
+        np.minimum(disc[z], own, out=disc[z])
+    keep = np.unique(lab[disc >= FOV_LUNG_MIN_RADIUS_MM])
+    return np.isin(lab, keep[keep > 0])
 
 
 def _body_depth(
