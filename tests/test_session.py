@@ -443,11 +443,15 @@ def test_a_case_folder_is_reviewed_with_its_own_text(tmp_path):
         {"text": own, "finding_id": None, "section": "findings"},
     ]
     case.report["impression"] = "Typed impression."
+    earlier = {"time": "2026-01-02T03:04:05.000+00:00", "action": "status", "finding_id": f1.id}
+    case.provenance["edit_log"] = [{**earlier, "before": "proposed", "after": "accepted"}, {}]
     volume = case.load_volume()
     s = ReviewSession.from_case(case, volume, autosave_root=tmp_path / "autosave")
     assert s.hand_edited == {f1.id} and s.sentences[f1.id] == "Reader's words on F1."
     assert s.extra_lines == [own] and s.impression_override == "Typed impression."
-    assert s.edit_log[0].action == "case opened"
+    # the case's own edit log goes on (an unreadable entry left out), then "case opened"
+    assert [e.action for e in s.edit_log] == ["status", "case opened"]
+    assert s.edit_log[0].to_case_dict()["time"] == earlier["time"]
     np.testing.assert_array_equal(s.labels, case.load_labels(volume))
     s.set_status(f2.id, "rejected")
     text = s.report().findings

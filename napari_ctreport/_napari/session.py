@@ -371,7 +371,8 @@ class ReviewSession:
         differs from what the writer says of its finding, a findings-section line that belongs
         to no finding and an impression that differs from the generated one count as the
         reader's own and survive later edits. The "Changes" view compares with the model's
-        draft when the case keeps it (``original``), else with the case as opened.
+        draft when the case keeps it (``original``), else with the case as opened. The case's
+        edit log is carried on, followed by a "case opened" record.
         """
         labels = np.asarray(case.load_labels(volume), dtype=np.uint16)
         findings = [Finding.from_dict(f.to_dict()) for f in case.findings]
@@ -408,6 +409,7 @@ class ReviewSession:
         impression = str(case.report.get("impression", ""))
         if impression.strip() and session.report().impression != impression:
             session.impression_override = impression
+        session.edit_log = _case_edit_log(prov.get("edit_log") or [])
         session._log(
             "case opened",
             None,
@@ -984,6 +986,26 @@ class ReviewSession:
                 (folder / name).unlink()
             except FileNotFoundError:
                 pass
+
+
+def _case_edit_log(entries: Sequence[dict[str, Any]]) -> list[EditRecord]:
+    """A case's ``provenance.edit_log`` (ISO 8601 times) as edit records, so that a case
+    reviewed again keeps the edits made before it was exported; entries that cannot be read are
+    left out."""
+    import datetime as dt
+
+    out = []
+    for e in entries:
+        try:
+            when = dt.datetime.fromisoformat(str(e["time"])).timestamp()
+            out.append(
+                EditRecord(
+                    when, str(e["action"]), e.get("finding_id"), e.get("before"), e.get("after")
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
 
 
 def _measurements(d: dict[str, Any]) -> tuple:
