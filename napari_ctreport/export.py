@@ -68,6 +68,7 @@ __all__ = [
 FORMATS: tuple[str, ...] = ("case", "sr", "seg", "markdown", "pdf", "fhir")
 #: File names inside a version folder.
 SR_FILE = "sr.dcm"
+REPORT_SR_FILE = "report_sr.dcm"
 SEG_FILE = "seg.dcm"
 CT_DIR = "ct"
 MARKDOWN_FILE = "report.md"
@@ -469,29 +470,10 @@ def _build_sr(
     draft: bool,
 ) -> Any:
     import highdicom as hd
-    from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     model = model or {}
-    if draft:
-        device = hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=hash_uid("model:" + str(model.get("sha256") or model.get("name") or "none")),
-            name=str(model.get("name") or "napari-ctreport model")[:64],
-            manufacturer_name=_MANUFACTURER,
-            model_name=str(model.get("version") or __version__)[:64],
-        )
-        context = hd.sr.ObservationContext(
-            observer_device_context=hd.sr.ObserverContext(
-                observer_type=codes.cid270.Device, observer_identifying_attributes=device
-            )
-        )
-    else:
-        person = hd.sr.PersonObserverIdentifyingAttributes(name=_pn(reviewer or "Reviewer"))
-        context = hd.sr.ObservationContext(
-            observer_person_context=hd.sr.ObserverContext(
-                observer_type=codes.cid270.Person, observer_identifying_attributes=person
-            )
-        )
+    context = _observation_context(model=model, reviewer=reviewer, draft=draft)
     algo = (
         hd.sr.AlgorithmIdentification(
             name=str(model.get("name") or "napari-ctreport")[:64],
@@ -542,12 +524,6 @@ def _build_sr(
         procedure_reported=_code("24627-2", _LN, "CT Chest"),
         imaging_measurements=groups,
     )
-    kwargs: dict[str, Any] = {}
-    verified = (not draft) and bool(reviewer)
-    if verified:
-        kwargs.update(
-            verifying_observer_name=_pn(reviewer), verifying_organization="napari-ctreport user"
-        )
     return hd.sr.Comprehensive3DSR(
         evidence=[seg],
         content=report,
@@ -556,13 +532,109 @@ def _build_sr(
         sop_instance_uid=generate_uid(prefix=None),
         instance_number=1,
         manufacturer=_MANUFACTURER,
-        is_complete=True,
-        is_final=not draft,
-        is_verified=verified,
         series_description="napari-ctreport measurements "
         + ("(draft)" if draft else "(corrected)"),
         coding_schemes=_coding_schemes(),
-        **kwargs,
+        **_sr_flags(reviewer=reviewer, draft=draft),
+    )
+
+
+def _observation_context(*, model: Mapping[str, Any], reviewer: str | None, draft: bool) -> Any:
+    """TID 1001: the model (a device) observed a draft, the reviewer (a person) a correction."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    if draft:
+        device = hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=hash_uid("model:" + str(model.get("sha256") or model.get("name") or "none")),
+            name=str(model.get("name") or "napari-ctreport model")[:64],
+            manufacturer_name=_MANUFACTURER,
+            model_name=str(model.get("version") or __version__)[:64],
+        )
+        return hd.sr.ObservationContext(
+            observer_device_context=hd.sr.ObserverContext(
+                observer_type=codes.cid270.Device, observer_identifying_attributes=device
+            )
+        )
+    person = hd.sr.PersonObserverIdentifyingAttributes(name=_pn(reviewer or "Reviewer"))
+    return hd.sr.ObservationContext(
+        observer_person_context=hd.sr.ObserverContext(
+            observer_type=codes.cid270.Person, observer_identifying_attributes=person
+        )
+    )
+
+
+def _sr_flags(*, reviewer: str | None, draft: bool) -> dict[str, Any]:
+    """Completion, preliminary/final and verification of an SR: a draft is preliminary and
+    unverified; a correction is final, and verified by its reviewer when one is named."""
+    verified = (not draft) and bool(reviewer)
+    out: dict[str, Any] = {"is_complete": True, "is_final": not draft, "is_verified": verified}
+    if verified:
+        out.update(
+            verifying_observer_name=_pn(reviewer), verifying_organization="napari-ctreport user"
+        )
+    return out
+
+
+def _build_report_sr(
+    *,
+    sources: Sequence[Any],
+    report: Report,
+    model: Mapping[str, Any] | None,
+    reviewer: str | None,
+    draft: bool,
+) -> Any:
+    """The report's text as a DICOM Comprehensive SR after TID 2000 (Basic Diagnostic Imaging
+    Report): the observer context, the procedure (CT chest), a Findings container with one TEXT
+    item per sentence and an Impressions container with one per impression line. Written for
+    every export, also with no finding (the measurement SR, TID 1500, needs at least one)."""
+    import highdicom as hd
+    from highdicom.sr import ContainerContentItem, ContentSequence, TextContentItem
+    from highdicom.sr import RelationshipTypeValues as Rel
+    from pydicom.uid import generate_uid
+
+    def section(code: tuple[str, str, str], item: tuple[str, str, str], lines: list[str]) -> Any:
+        box = ContainerContentItem(name=_code(*code), relationship_type=Rel.CONTAINS)
+        box.ContentSequence = ContentSequence(
+            [
+                TextContentItem(name=_code(*item), value=ln, relationship_type=Rel.CONTAINS)
+                for ln in lines
+            ]
+        )
+        return box
+
+    from .report.parse import split_sentences
+
+    sentences = [s.text for s in report.sentences if s.section == "findings" and s.text.strip()]
+    if not sentences:  # a report given as text only
+        sentences = [t for t in split_sentences(report.findings) if t.strip()]
+    impression = [ln for ln in report.impression.splitlines() if ln.strip()]
+    root = ContainerContentItem(
+        name=_code("18748-4", _LN, "Diagnostic imaging report"), template_id="2000"
+    )
+    items = list(_observation_context(model=model or {}, reviewer=reviewer, draft=draft))
+    items.append(
+        hd.sr.CodeContentItem(
+            name=_code("121058", "DCM", "Procedure reported"),
+            value=_code("24627-2", _LN, "CT Chest"),
+            relationship_type=Rel.HAS_CONCEPT_MOD,
+        )
+    )
+    items.append(section(("121070", "DCM", "Findings"), ("121071", "DCM", "Finding"), sentences))
+    items.append(
+        section(("121072", "DCM", "Impressions"), ("121073", "DCM", "Impression"), impression)
+    )
+    root.ContentSequence = ContentSequence(items)
+    return hd.sr.ComprehensiveSR(
+        evidence=list(sources),
+        content=root,
+        series_instance_uid=generate_uid(prefix=None),
+        series_number=903,
+        sop_instance_uid=generate_uid(prefix=None),
+        instance_number=1,
+        manufacturer=_MANUFACTURER,
+        series_description="napari-ctreport report " + ("(draft)" if draft else "(corrected)"),
+        **_sr_flags(reviewer=reviewer, draft=draft),
     )
 
 
@@ -1027,8 +1099,17 @@ def export_case(
                 files["seg"] = tmp / SEG_FILE
             else:
                 notes.append("no finding has a mask: no SEG written")
+            if "sr" in fmts:
+                text_sr = _build_report_sr(
+                    sources=src, report=rep_out, model=model, reviewer=out_reviewer, draft=draft
+                )
+                text_sr.save_as(str(tmp / REPORT_SR_FILE), enforce_file_format=True)
+                files["report_sr"] = tmp / REPORT_SR_FILE
             if "sr" in fmts and not active:
-                notes.append("no findings: no SR written (TID 1500 needs a measurement group)")
+                notes.append(
+                    "no findings: no measurement SR written (TID 1500 needs a measurement group);"
+                    f" the report is in {REPORT_SR_FILE}"
+                )
             elif "sr" in fmts:
                 sr = _build_sr(
                     seg=seg if seg is not None else src[0],

@@ -180,8 +180,8 @@ def test_export_dicom_input_writes_every_format(dicom_case, tmp_path: Path) -> N
     assert res.folder == tmp_path / "out" / res.case_id / "v001"
     assert res.version == 1 and res.deidentified
     names = {p.name for p in res.folder.iterdir()}
-    assert {"case.json", "image.nii.gz", "labels.nii.gz", "seg.dcm", "sr.dcm", "report.md",
-            "report.pdf", "fhir_diagnosticreport.json"} <= names  # fmt: skip
+    assert {"case.json", "image.nii.gz", "labels.nii.gz", "seg.dcm", "sr.dcm", "report_sr.dcm",
+            "report.md", "report.pdf", "fhir_diagnosticreport.json"} <= names  # fmt: skip
     assert "ct" not in names  # the SEG references the (de-identified) source images
     for p in res.files.values():
         assert p.exists() and res.folder in p.parents
@@ -520,10 +520,69 @@ def test_real_dicom_series_export(shared_data: Path, tmp_path: Path, rel: str) -
     assert read_case(res.folder).case_id == res.case_id
 
 
+def _report_sr_text(path: Path) -> dict[str, list[str]]:
+    """Section name -> its TEXT items, from a report SR (TID 2000)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    assert ds.ContentTemplateSequence[0].TemplateIdentifier == "2000"
+    assert ds.ConceptNameCodeSequence[0].CodeValue == "18748-4"
+    return {
+        item.ConceptNameCodeSequence[0].CodeMeaning: [c.TextValue for c in item.ContentSequence]
+        for item in ds.ContentSequence
+        if item.ValueType == "CONTAINER"
+    }
+
+
+def test_report_sr_holds_the_report_text(dicom_case, tmp_path: Path) -> None:
+    """The report's text goes to PACS too: a Comprehensive SR after TID 2000 with one TEXT item
+    per findings sentence and per impression line, in the same study as the SEG, final and
+    verified by the reviewer (a draft: preliminary, observed by the model)."""
+    import pydicom
+
+    vol, labels, finds, _ = dicom_case
+    res = _export(vol, labels, finds, tmp_path / "out")
+    report = write_report(finds)
+    text = _report_sr_text(res.files["report_sr"])
+    assert text["Findings"] == [s.text for s in report.sentences if s.section == "findings"]
+    assert text["Impressions"] == report.impression.splitlines()
+    ds = pydicom.dcmread(res.files["report_sr"])
+    seg = pydicom.dcmread(res.files["seg"])
+    assert ds.StudyInstanceUID == seg.StudyInstanceUID and ds.PatientID == seg.PatientID
+    assert (ds.CompletionFlag, ds.VerificationFlag, ds.PreliminaryFlag) == (
+        "COMPLETE", "VERIFIED", "FINAL"
+    )  # fmt: skip
+    assert _dciodvfy_errors(res.files["report_sr"]) == []
+    draft = _export_draft(vol, labels, finds, tmp_path / "draft")
+    d = pydicom.dcmread(draft.files["report_sr"])
+    assert (d.VerificationFlag, d.PreliminaryFlag) == ("UNVERIFIED", "PRELIMINARY")
+
+
+def _export_draft(vol, labels, finds, out):
+    """The same case exported as a model draft (no reviewer)."""
+    from napari_ctreport.export import export_case
+
+    return export_case(
+        volume=vol,
+        findings=finds,
+        labels=labels,
+        report=write_report(finds),
+        out_dir=out,
+        model_info=MODEL,
+        source="model draft",
+        key=KEY,
+    )
+
+
 def test_no_findings_writes_report_without_seg_or_sr(tmp_path: Path) -> None:
+    """With no finding there is no SEG and no measurement SR (TID 1500 needs a measurement
+    group), but the report SR carries the normal report."""
     vol, labels, _ = make_case()
     res = _export(vol, np.zeros_like(labels), [], tmp_path / "out")
     assert "seg" not in res.files and "sr" not in res.files
-    assert any("no SR" in w for w in res.warnings)
+    assert any("no measurement SR" in w for w in res.warnings)
+    text = _report_sr_text(res.files["report_sr"])
+    assert text["Findings"] == ["No pulmonary nodules, masses or pleural effusions."]
+    assert _dciodvfy_errors(res.files["report_sr"]) == []
     assert "No pulmonary nodules" in res.files["markdown"].read_text(encoding="utf-8")
     assert read_case(res.folder).findings == []
