@@ -360,7 +360,6 @@ def _build_seg(
     draft: bool,
 ) -> Any:
     import highdicom as hd
-    from pydicom.uid import generate_uid
 
     lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, dtype=np.uint16)
     descriptions = []
@@ -392,11 +391,7 @@ def _build_seg(
         pixel_array=seg_map,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(prefix=None),
-        series_number=901,
-        sop_instance_uid=generate_uid(prefix=None),
-        instance_number=1,
-        manufacturer=_MANUFACTURER,
+        **_new_instance(series_number=901),
         manufacturer_model_name=str((model or {}).get("name") or "napari-ctreport")[:64],
         software_versions=__version__,
         device_serial_number="0",
@@ -470,7 +465,6 @@ def _build_sr(
     draft: bool,
 ) -> Any:
     import highdicom as hd
-    from pydicom.uid import generate_uid
 
     model = model or {}
     context = _observation_context(model=model, reviewer=reviewer, draft=draft)
@@ -527,16 +521,27 @@ def _build_sr(
     return hd.sr.Comprehensive3DSR(
         evidence=[seg],
         content=report,
-        series_instance_uid=generate_uid(prefix=None),
-        series_number=902,
-        sop_instance_uid=generate_uid(prefix=None),
-        instance_number=1,
-        manufacturer=_MANUFACTURER,
+        **_new_instance(series_number=902),
         series_description="napari-ctreport measurements "
         + ("(draft)" if draft else "(corrected)"),
         coding_schemes=_coding_schemes(),
         **_sr_flags(reviewer=reviewer, draft=draft),
     )
+
+
+def _new_instance(*, series_number: int) -> dict[str, Any]:
+    """The identity of a new DICOM object in its own series (new series and instance UIDs, the
+    given series number, instance 1, this project as manufacturer): the SEG is series 901, the
+    measurement SR 902, the report SR 903."""
+    from pydicom.uid import generate_uid
+
+    return {
+        "series_instance_uid": generate_uid(prefix=None),
+        "series_number": series_number,
+        "sop_instance_uid": generate_uid(prefix=None),
+        "instance_number": 1,
+        "manufacturer": _MANUFACTURER,
+    }
 
 
 def _observation_context(*, model: Mapping[str, Any], reviewer: str | None, draft: bool) -> Any:
@@ -591,7 +596,6 @@ def _build_report_sr(
     import highdicom as hd
     from highdicom.sr import ContainerContentItem, ContentSequence, TextContentItem
     from highdicom.sr import RelationshipTypeValues as Rel
-    from pydicom.uid import generate_uid
 
     def section(code: tuple[str, str, str], item: tuple[str, str, str], lines: list[str]) -> Any:
         box = ContainerContentItem(name=_code(*code), relationship_type=Rel.CONTAINS)
@@ -628,11 +632,7 @@ def _build_report_sr(
     return hd.sr.ComprehensiveSR(
         evidence=list(sources),
         content=root,
-        series_instance_uid=generate_uid(prefix=None),
-        series_number=903,
-        sop_instance_uid=generate_uid(prefix=None),
-        instance_number=1,
-        manufacturer=_MANUFACTURER,
+        **_new_instance(series_number=903),
         series_description="napari-ctreport report " + ("(draft)" if draft else "(corrected)"),
         **_sr_flags(reviewer=reviewer, draft=draft),
     )
