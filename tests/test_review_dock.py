@@ -765,6 +765,13 @@ def test_a_case_folder_is_opened_for_review(
     np.testing.assert_array_equal(dock.result.masks.data, case.load_labels(dock.result.volume))
     assert dock.table.rowCount() == len(case.findings)
     assert s.report().findings == case.report["findings"]
+    # the same folder opened again is a new layer: asked again (declined: nothing changes)
+    monkeypatch.setattr(ReviewDock, "ask_open_case", lambda self, d: asked.append(d) and False)
+    viewer.open(str(folder), plugin="napari-ctreport")
+    dock.layer_combo.setCurrentIndex(dock.layer_combo.findText(viewer.layers[-1].name))
+    assert len(asked) == 2 and dock.result.session is s
+    dock.layer_combo.setCurrentIndex(dock.layer_combo.findText(viewer.layers[0].name))
+    assert len(asked) == 2
     assert dock.report_editor.findings_edit.toPlainText().split() == (
         case.report["findings"].split()
     )

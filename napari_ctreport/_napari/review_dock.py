@@ -436,14 +436,15 @@ class ReviewDock(QWidget):
         return self.worker is not None or self._showing is not None
 
     def _offer_case(self, layer) -> None:
-        """Offer the findings of the case folder the CT was read from (once per folder), unless
+        """Offer the findings of the case folder the CT was read from (once per layer), unless
         a review of this CT is already shown (a run, or a restored autosave)."""
         folder = layer.metadata.get(META_KEY, {}).get("case_folder")
         if not folder or self.busy or any(r.ct_name == layer.name for r in self.results):
             return
-        if f"case:{folder}" in self._checked_studies:
+        key = f"case:{folder}:{id(layer)}"  # asked once per layer: opening it again asks again
+        if key in self._checked_studies:
             return
-        self._checked_studies.add(f"case:{folder}")
+        self._checked_studies.add(key)
         try:
             case = read_case(folder)
         except (OSError, ValueError) as e:
