@@ -357,6 +357,9 @@ def test_a_case_folder_opens_as_its_image(tmp_path: Path, fmt: str) -> None:
     ref = read_case(folder).load_volume()
     assert vol.shape == ref.shape and np.array_equal(vol.array, ref.array)
     assert vol.spacing_zyx == pytest.approx(ref.spacing_zyx)
+    if fmt == "nifti":  # the folder of a dataset says what it holds
+        with pytest.raises(UnreadableError, match="holds 1 case folder"):
+            load_ct(tmp_path / "cases")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "case.json").write_text('{"schema": "ctreport.case/1"}')
     with pytest.raises(UnreadableError, match="not a valid case folder") as err:

@@ -966,7 +966,7 @@ def _load_dicom_folder(
 ) -> CTVolume:
     headers = read_dicom_headers(folder)
     if not headers:
-        raise UnreadableError(folder, "no DICOM files found in this folder")
+        raise UnreadableError(folder, "no DICOM files found in this folder" + _cases_hint(folder))
     images = [h for h in headers if h.is_image]
     if not images:
         kinds = sorted({h.modality or "non-image" for h in headers})
@@ -1114,6 +1114,19 @@ def load_ct(
         warnings.filterwarnings("ignore", module="pydicom")
         warnings.filterwarnings("ignore", category=UserWarning, module="pydicom.*")
         return _load_ct(p, resample_tolerance=resample_tolerance, on_progress=on_progress)
+
+
+def _cases_hint(folder: Path) -> str:
+    """``" (it holds N case folders: open one of them)"`` when ``folder``'s subfolders are case
+    folders (a dataset written by ``ctreport synth``, an export root), else ``""``."""
+    from .case import CASE_JSON
+
+    try:
+        n = sum(1 for p in folder.iterdir() if (p / CASE_JSON).is_file())
+        n += sum(1 for p in folder.glob(f"*/v[0-9]*/{CASE_JSON}"))
+    except OSError:
+        return ""
+    return f" (it holds {n} case folder(s): open one of them)" if n else ""
 
 
 def _load_case_image(
