@@ -314,7 +314,8 @@ class Analysis:
     ----------
     volume_info
         ``path``, ``size_zyx``, ``spacing_zyx_mm``, ``origin_lps``, ``study_uid``, ``series_uid``,
-        ``warnings`` (the reader's, :attr:`~napari_ctreport.io.volume.CTVolume.warnings`) and, from :func:`analyze`, ``lung_ml`` (the segmented lung in the scan, ml; under
+        ``warnings`` (the reader's, :attr:`~napari_ctreport.io.volume.CTVolume.warnings`) and,
+        from :func:`analyze`, ``lung_ml`` (the segmented lung in the scan, ml; under
         :data:`~napari_ctreport.report.writer.PARTIAL_LUNG_ML` the report says that only part of
         the lungs was scanned).
     findings

@@ -597,6 +597,8 @@ def _build_report_sr(
     from highdicom.sr import ContainerContentItem, ContentSequence, TextContentItem
     from highdicom.sr import RelationshipTypeValues as Rel
 
+    from .report.parse import split_sentences
+
     def section(code: tuple[str, str, str], item: tuple[str, str, str], lines: list[str]) -> Any:
         box = ContainerContentItem(name=_code(*code), relationship_type=Rel.CONTAINS)
         box.ContentSequence = ContentSequence(
@@ -606,8 +608,6 @@ def _build_report_sr(
             ]
         )
         return box
-
-    from .report.parse import split_sentences
 
     sentences = [s.text for s in report.sentences if s.section == "findings" and s.text.strip()]
     if not sentences:  # a report given as text only

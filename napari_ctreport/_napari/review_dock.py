@@ -143,9 +143,10 @@ class ReviewDock(QWidget):
     """Dock widget: the study, windows, Run/Cancel, findings table, report editor, export.
 
     Hooks for tests and embedding (replace on the instance or the class):
-    :meth:`ask_replace_or_keep` (second run) and :meth:`ask_restore` (an autosave exists).
-    :attr:`result_shown` is emitted with the :class:`RunResult` once a run's (or a restored
-    review's) layers are all in the viewer.
+    :meth:`ask_replace_or_keep` (second run), :meth:`ask_restore` (an autosave exists) and
+    :meth:`ask_open_case` (the CT came from a case folder). :attr:`result_shown` is emitted
+    with the :class:`RunResult` once a run's (or a restored review's, or a case's) layers are all
+    in the viewer.
     """
 
     result_shown = Signal(object)
@@ -465,16 +466,22 @@ class ReviewDock(QWidget):
         except (OSError, ValueError) as e:
             self.status.setText(f"Could not open the case's findings: {e}")
             return
-        prepared = result_layers_data(session.findings, session.labels, session.attention, volume)
-        steps = self._show_steps(
-            session, volume, layer.name, analysis=None, prepared=prepared, suffix=""
-        )
-        for _ in steps:  # at once: the reader just answered a question
-            pass
+        self._show_now(session, volume, layer.name)
         self.result_shown.emit(self.result)
         self.status.setText(
             f"Case {case.case_id} ({summary['source']}): {len(case.findings)} findings to review."
         )
+
+    def _show_now(
+        self, session: ReviewSession, volume: CTVolume, ct_name: str, *, suffix: str = ""
+    ) -> None:
+        """Show a session that needs no analysis (a restored autosave, a case folder) in one go:
+        the reader just answered a question and waits for the review."""
+        prepared = result_layers_data(session.findings, session.labels, session.attention, volume)
+        for _ in self._show_steps(
+            session, volume, ct_name, analysis=None, prepared=prepared, suffix=suffix
+        ):
+            pass
 
     def _offer_restore(self, layer) -> None:
         if self.autosave_root is None or self.busy:
@@ -505,15 +512,12 @@ class ReviewDock(QWidget):
             except (OSError, ValueError, KeyError) as e:
                 failed.append(f"{folder.name}: {e}")
                 continue
-            prepared = result_layers_data(
-                session.findings, session.labels, session.attention, volume
+            self._show_now(
+                session,
+                volume,
+                layer.name,
+                suffix=f" (run {session.run})" if session.run > 1 else "",
             )
-            suffix = f" (run {session.run})" if session.run > 1 else ""
-            # at once: the reader just answered a question and waits for the review
-            for _ in self._show_steps(
-                session, volume, layer.name, analysis=None, prepared=prepared, suffix=suffix
-            ):
-                pass
             restored.append(session)
         if not restored:
             self.status.setText("Could not restore the review: " + "; ".join(failed))

@@ -237,6 +237,15 @@ class EditRecord:
         when = dt.datetime.fromtimestamp(self.time, dt.timezone.utc)
         return {**asdict(self), "time": when.isoformat(timespec="milliseconds")}
 
+    @classmethod
+    def from_case_dict(cls, d: dict[str, Any]) -> EditRecord:
+        """The inverse of :meth:`to_case_dict` (``KeyError``, ``TypeError`` or ``ValueError``
+        for an entry that is not one)."""
+        import datetime as dt
+
+        when = dt.datetime.fromisoformat(str(d["time"])).timestamp()
+        return cls(when, str(d["action"]), d.get("finding_id"), d.get("before"), d.get("after"))
+
 
 @dataclass(eq=False)
 class ReviewSession:
@@ -400,16 +409,15 @@ class ReviewSession:
             hand_edited=hand_edited,
             model_info=dict(prov.get("model") or {}),
             draft_findings=list(original.get("findings") or [f.to_dict() for f in findings]),
+            edit_log=_case_edit_log(prov.get("edit_log") or []),
             autosave_root=Path(autosave_root) if autosave_root is not None else None,
             run=int(run),
         )
         # lines of no finding are the writer's ("No pleural effusion.") or the reader's own
         generated = {t for fid, t in session.findings_lines() if fid is None}
         session.extra_lines = [t for t in own_lines if t not in generated]
-        impression = str(case.report.get("impression", ""))
-        if impression.strip() and session.report().impression != impression:
-            session.impression_override = impression
-        session.edit_log = _case_edit_log(prov.get("edit_log") or [])
+        if report.impression.strip() and session.report().impression != report.impression:
+            session.impression_override = report.impression
         session._log(
             "case opened",
             None,
@@ -989,20 +997,12 @@ class ReviewSession:
 
 
 def _case_edit_log(entries: Sequence[dict[str, Any]]) -> list[EditRecord]:
-    """A case's ``provenance.edit_log`` (ISO 8601 times) as edit records, so that a case
-    reviewed again keeps the edits made before it was exported; entries that cannot be read are
-    left out."""
-    import datetime as dt
-
+    """A case's ``provenance.edit_log`` as edit records, so that a case reviewed again keeps
+    the edits made before it was exported; entries that cannot be read are left out."""
     out = []
     for e in entries:
         try:
-            when = dt.datetime.fromisoformat(str(e["time"])).timestamp()
-            out.append(
-                EditRecord(
-                    when, str(e["action"]), e.get("finding_id"), e.get("before"), e.get("after")
-                )
-            )
+            out.append(EditRecord.from_case_dict(e))
         except (KeyError, TypeError, ValueError):
             continue
     return out
