@@ -978,8 +978,9 @@ def _findings_from_detections(
     a voxel belongs to the highest-scored finding covering it (a finding left with no voxel of its
     own lies wholly inside a higher-scored one and is dropped as the same lesion, and so is a mass
     grown from effusion detections with less than half of its voxels its own).
-    A nodule or mass measured and then dropped by a rule is appended to ``dropped`` (when given),
-    its ``attributes["dropped_by"]`` naming the rule (:attr:`Analysis.dropped`).
+    A nodule or mass measured and then dropped by a rule is appended to ``dropped`` (when given,
+    and unless ``lungs`` holds no lung: no lung was scanned, so there is no lung lesion to
+    doubt), its ``attributes["dropped_by"]`` naming the rule (:attr:`Analysis.dropped`).
     """
     from .model.inference import check_cancel
     from .report.measure import finding_from_mask
@@ -1152,7 +1153,7 @@ def _findings_from_detections(
         ):
             why = "same lesion"  # on a reported mass's edge: its margin or a vessel into it
         if why is not None:
-            if dropped is not None:
+            if dropped is not None and (has_lungs or lungs is None):  # else no lung scanned
                 f.id, f.label = f"D{len(dropped) + 1}", 0  # no region in the label map
                 f.attributes["dropped_by"] = why
                 f.attributes["lung_contact"] = round(float(contact), 3)

@@ -179,7 +179,9 @@ def test_analyze_json_and_export(tmp_path, capsys):
 def test_analyze_says_what_the_reader_corrected(tmp_path, capsys):
     """A head CT with a gantry tilt and uneven slices: the volume is resampled, and
     ``ctreport analyze`` says so on stderr and in the JSON's added ``warnings``; with no lung in
-    it (the head rest behind it is not lung) the report says the lungs were not assessed."""
+    it (the head rest behind it is not lung) the report says the lungs were not assessed, and
+    nothing is set aside as a doubtful lung lesion. Outside the slab the resampled volume holds
+    the scanner's own padding (-1500 here), as outside its field of view, not air."""
     out = tmp_path / "analysis.json"
     path = REAL / "dcm_qa_ct" / "GE_gantry_tilt_subset"
     assert main(["analyze", str(path), "--out", str(out), "--device", "cpu"]) == 0
@@ -187,7 +189,7 @@ def test_analyze_says_what_the_reader_corrected(tmp_path, capsys):
     doc = json.loads(out.read_text())
     assert len(doc["warnings"]) == 2 and len(err) == 2
     assert "gantry tilt 18.5 deg" in doc["warnings"][1] and "uneven slice spacing" in err[0]
-    assert doc["lung_ml"] == 0.0 and doc["findings"] == []
+    assert doc["lung_ml"] == 0.0 and doc["findings"] == [] and doc["set_aside"] == []
     assert doc["report"]["findings"].startswith("No lung is in the scanned volume")
 
 

@@ -242,7 +242,8 @@ def test_oblique_single_slice_is_resampled(real: Path) -> None:
     got = vol.array[tuple(idx[inside].T)]
     want = map_coordinates(hu, [row[inside], col[inside]], order=1)
     np.testing.assert_allclose(got, want, atol=0.05)
-    assert np.all(vol.array[tuple(idx[np.abs(dist) > 3.0].T)] == -1024)
+    # outside the slab: the image's lowest value (its padding), or air if that is lower
+    assert np.all(vol.array[tuple(idx[np.abs(dist) > 3.0].T)] == min(-1024.0, float(hu.min())))
 
 
 @pytest.mark.parametrize(
@@ -436,6 +437,9 @@ def test_gantry_tilt_resampled(real: Path) -> None:
     assert vol.spacing_zyx[0] != pytest.approx(5.28, abs=0.05)
     assert vol.spacing_zyx[0] == pytest.approx(4.1, abs=0.1)
     assert vol.spacing_zyx[1:] == pytest.approx((0.48828, 0.48828), abs=1e-4)
+    # outside the tilted slab: the scanner's padding outside its field of view (-1500), not air
+    assert float(vol.array.min()) == -1500.0
+    assert np.all(vol.array[0, :, 256] == -1500.0) and np.all(vol.array[:, 5, 5] == -1500.0)
     # pixels of an original slice appear at their true LPS positions
     ds = pydicom.dcmread(folder / "16.dcm")
     ipp = np.array(ds.ImagePositionPatient, dtype=float)

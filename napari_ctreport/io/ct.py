@@ -180,7 +180,7 @@ def canonicalize(
     array: np.ndarray,
     affine: np.ndarray,
     *,
-    cval: float = -1024.0,
+    cval: float | None = None,
     order: int = 1,
     tol: float = 1e-3,
     stack_axis: int | None = None,
@@ -195,7 +195,10 @@ def canonicalize(
         4x4 matrix mapping the array index ``(i0, i1, i2, 1)`` to LPS ``(x, y, z, 1)`` mm; its
         columns may be oblique or sheared.
     cval
-        Value for output voxels outside the source extent when resampling.
+        Value for output voxels outside the source extent when resampling; ``None``: the
+        array's lowest value or -1024 (air), whichever is lower, so that the margin outside the
+        acquired slab (a gantry-tilted series) reads as the scanner's own padding outside its
+        field of view, where it has one.
     order
         Spline order when resampling (1 = trilinear, 0 = nearest).
     tol
@@ -234,6 +237,8 @@ def canonicalize(
     from scipy.ndimage import affine_transform
 
     src = np.asarray(array, dtype=np.float32)
+    if cval is None:
+        cval = min(-1024.0, float(src.min())) if src.size else -1024.0
     # A single slice is a slab one spacing thick: represent it as two copies half a voxel apart.
     for ax in range(3):
         if src.shape[ax] == 1:
