@@ -692,6 +692,31 @@ def test_a_run_with_no_finding_is_shown(sample_dock, qtbot, autosave, monkeypatc
     assert s.findings[0].status == "added" and dock.table.rowCount() == 1
 
 
+def test_painting_with_a_new_label_adds_a_finding(sample_dock, qtbot, autosave, monkeypatch):
+    """An annotator paints a lesion the model missed with napari's own brush and a new label
+    value (the layer's "new label"): it becomes an added finding in the table and the report
+    (before, the painted voxels stayed in the label map with no finding, and went into the
+    export as an unexplained region). Erasing a finding's whole mask rejects it."""
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+    r, s = dock.result, dock.result.session
+    n = len(s.findings)
+    z, y0, x0 = _free_square(s.labels, r.volume.array, 10)
+    value = int(s.labels.max()) + 1
+    yy, xx = np.mgrid[y0 : y0 + 10, x0 : x0 + 10]
+    r.masks.data_setitem((np.full(yy.size, z), yy.ravel(), xx.ravel()), value)  # the brush
+    qtbot.waitUntil(lambda: len(s.findings) == n + 1, timeout=20000)
+    f = s.findings[-1]
+    assert f.status == "added" and f.label == value and int((s.labels == value).sum()) == 100
+    qtbot.waitUntil(lambda: dock.table.rowCount() == n + 1, timeout=5000)
+    assert s.sentences[f.id] in dock.report_editor.findings_edit.toPlainText()
+    first = s.findings[0]
+    r.masks.data_setitem(np.nonzero(s.labels == first.label), 0)  # erase a whole mask
+    qtbot.waitUntil(lambda: first.status == "rejected", timeout=20000)
+    assert len(s.findings) == n + 1
+
+
 def test_set_aside_panel_lists_the_surest_first_and_keeps_the_pick(qtbot):
     from napari_ctreport._napari.set_aside import SetAsidePanel
     from napari_ctreport.report.findings import Finding

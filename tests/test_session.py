@@ -230,6 +230,35 @@ def test_paint_remeasures(session):
     assert f.status == "rejected"
 
 
+def test_a_lesion_painted_with_a_new_label_is_added(session):
+    """An annotator paints a missed lesion with napari's "new label" (a value no finding has):
+    it becomes an added finding measured on exactly the painted voxels, in the report and the
+    edit log, and it survives a restore."""
+    from napari_ctreport._napari.session import ReviewSession
+
+    vol = session.volume
+    sp = np.asarray(vol.spacing_zyx)
+    zz, yy, xx = np.indices(vol.shape)
+    free = np.argwhere((session.labels == 0) & (vol.array > -500))
+    c = free[len(free) // 2]
+    ball = ((zz - c[0]) * sp[0]) ** 2 + ((yy - c[1]) * sp[1]) ** 2 + ((xx - c[2]) * sp[2]) ** 2
+    ball = (ball <= 5.0**2) & (session.labels == 0)
+    value = int(session.labels.max()) + 7
+    session.labels[ball] = value  # napari's paint brush writes into the same array
+    f = session.add_painted(value)
+    assert f.status == "added" and f.score == 1.0 and f.label == value and f.id == "F4"
+    assert np.array_equal(session.mask(f.id), ball)
+    assert 8.0 <= f.diameter_mm <= 10.0 + 2 * sp[1:].max()  # a 10 mm ball, in whole voxels
+    assert session.sentences[f.id] in session.report().findings
+    assert session.edit_log[-1].action == "add" and session.edit_log[-1].finding_id == f.id
+    with pytest.raises(ValueError, match="not a new one"):
+        session.add_painted(value)  # now F4's
+    with pytest.raises(ValueError, match="no voxel"):
+        session.add_painted(value + 1)
+    back = ReviewSession.restore(vol, folder=session.folder)
+    assert back.finding(f.id).label == value and np.array_equal(back.mask(f.id), ball)
+
+
 def _attention(case):
     """Attention maps shaped as :func:`~napari_ctreport.analysis.analyze` makes them: a float16
     map on the CT grid (max 1, zero far from the findings) and a coarse map per finding."""

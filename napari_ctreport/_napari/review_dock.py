@@ -1075,8 +1075,13 @@ class ReviewDock(QWidget):
         painted, self._painted = self._painted, set()
         if r is None:
             return
-        ids = [f.id for f in r.session.findings if f.label and f.label in painted]
-        r.session.mask_changed(ids)
+        s = r.session
+        ids = [f.id for f in s.findings if f.label and f.label in painted]
+        s.mask_changed(ids)
+        # a label no finding has (napari's "new label"): a lesion the model missed, painted
+        for value in sorted(v for v in painted if v > 0 and s.by_label(v) is None):
+            if (s.labels == value).any():
+                s.add_painted(value)
 
     # -- views ----------------------------------------------------------------------------
     def _session_changed(self, action: str, finding_id: str | None) -> None:

@@ -600,6 +600,24 @@ class ReviewSession:
         half_z = max(0.5, half_mm / sp[0])
         return self.add_box((z_index - half_z, *lo_yx), (z_index + half_z, *hi_yx), kind=kind)
 
+    def add_painted(self, label: int, *, kind: str = "solid nodule") -> Finding:
+        """Add a finding the model missed that the reader painted in :attr:`labels` with a label
+        value no finding has (napari's "new label"): its mask is every voxel of that value,
+        measured on the CT; status ``"added"``, score 1.
+
+        Raises
+        ------
+        ValueError
+            When a finding already has this label, or no voxel has it.
+        """
+        label = int(label)
+        if label <= 0 or self.by_label(label) is not None:
+            raise ValueError(f"label {label} is not a new one")
+        region = self.labels == label
+        if not region.any():
+            raise ValueError(f"no voxel is painted with label {label}")
+        return self._add_finding(region, label, kind=kind)
+
     def _add_region(
         self,
         lo_index_zyx: Sequence[float],
@@ -609,14 +627,27 @@ class ReviewSession:
         attributes: dict[str, Any] | None = None,
         before: Any = None,
     ) -> Finding:
-        from ..report.measure import finding_from_mask
-
         shape = np.asarray(self.labels.shape)
         lo, hi = _clip_box(lo_index_zyx, hi_index_zyx, shape)
         region = self._box_region(lo, hi) & (self.labels == 0)
         if not region.any():
             raise ValueError("the drawn box holds no free voxel (it lies on other findings)")
         label = max([int(self.labels.max())] + [f.label for f in self.findings]) + 1
+        return self._add_finding(region, label, kind=kind, attributes=attributes, before=before)
+
+    def _add_finding(
+        self,
+        region: np.ndarray,
+        label: int,
+        *,
+        kind: str,
+        attributes: dict[str, Any] | None = None,
+        before: Any = None,
+    ) -> Finding:
+        """A finding the reader added on ``region`` (labelled ``label`` in :attr:`labels`),
+        measured on the CT: id one past the highest ``F<n>``, status ``"added"``, score 1."""
+        from ..report.measure import finding_from_mask
+
         n = 1 + max([0] + [int(f.id[1:]) for f in self.findings if f.id[1:].isdigit()])
         f = finding_from_mask(
             region,
