@@ -281,9 +281,26 @@ def cmd_train(args: argparse.Namespace) -> int:
             ),
             about=about,
         )
+    from .model.train import training_case_folders
+
+    found, drafts = training_case_folders(args.data, include_drafts=args.include_drafts)
+    if not found and args.synthetic <= 0:
+        where = ", ".join(str(d) for d in args.data)
+        raise BadInput(
+            f"{where}: {len(drafts)} model draft(s) nobody reviewed and no other case: review and "
+            "export them, or pass --include-drafts"
+            if drafts
+            else f"{where}: no case folders (folders with case.json)"
+        )
+    if drafts:
+        sys.stderr.write(
+            f"ctreport: warning: left out {len(drafts)} model draft(s) nobody reviewed (e.g. "
+            f"{drafts[0]}); review and export them, or pass --include-drafts\n"
+        )
     progress = _Progress("train")
     out = train(
         data_dirs=args.data,
+        include_drafts=args.include_drafts,
         generated=generated,
         workers=args.workers,
         patch_workers=args.patch_workers,
@@ -574,6 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND=W",
         help="centre W times the share of lesion patches on findings of KIND (a lexicon kind,"
         " e.g. 'ground-glass nodule=2'; repeatable; default 1 for every kind)",
+    )
+    p.add_argument(
+        "--include-drafts",
+        action="store_true",
+        help="also train on model drafts (ctreport analyze --export: the model's own findings,"
+        " not reviewed), which are left out by default",
     )
     p.set_defaults(func=cmd_train)
 

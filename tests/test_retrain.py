@@ -190,6 +190,41 @@ def new_model(export_dir, tmp_path_factory) -> tuple[Path, str]:
     return new, out.getvalue()
 
 
+def _as_draft(src: Path, dest: Path) -> Path:
+    """A copy of case folder ``src`` at ``dest`` whose source is a model draft."""
+    import shutil
+
+    shutil.copytree(src, dest)
+    doc = json.loads((dest / "case.json").read_text())
+    doc["provenance"]["source"] = "model draft"
+    (dest / "case.json").write_text(json.dumps(doc))
+    return dest
+
+
+def test_model_drafts_are_left_out_of_training(export_dir, tmp_path, capsys):
+    """A model draft (``ctreport analyze --export``: the model's own findings, not reviewed) is
+    not trained on unless asked for; once a reader's correction of it is exported (a newer
+    version), that version is. ``ctreport train`` on drafts alone says so and exits 2."""
+    from napari_ctreport.cli import main
+    from napari_ctreport.model.train import training_case_folders
+
+    latest = list(iter_cases(export_dir))
+    draft = _as_draft(latest[0], tmp_path / "drafts" / "ct-draft" / "v001")
+    found, drafts = training_case_folders([export_dir, tmp_path / "drafts"])
+    assert found == latest and drafts == [draft]
+    found, drafts = training_case_folders([tmp_path / "drafts"], include_drafts=True)
+    assert found == [draft] and drafts == []
+    rc = main(["train", "--data", str(tmp_path / "drafts"), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "1 model draft(s) nobody reviewed" in err and "--include-drafts" in err
+    assert not (tmp_path / "m").exists()
+    # corrected and exported again: the newer version is a corrected case
+    import shutil
+
+    shutil.copytree(latest[1], draft.parent / "v002")
+    assert training_case_folders([tmp_path / "drafts"]) == ([draft.parent / "v002"], [])
+
+
 def test_finetune_one_epoch_reload_and_analyse(export_dir, new_model):
     new, stdout = new_model
     assert f"model written to {new}" in stdout
@@ -208,7 +243,7 @@ def test_finetune_one_epoch_reload_and_analyse(export_dir, new_model):
     assert moved
     training = loaded.config["training"]
     assert training["init_model"]["sha256"] == base.sha256
-    assert training["rotate_deg"] == 12.0
+    assert training["rotate_deg"] == 12.0 and training["drafts_left_out"] == 0
     ids = sorted(read_case(p).case_id for p in iter_cases(export_dir))
     assert sorted(c["case_id"] for c in training["train_cases"]) == ids
     card = (new / "MODEL_CARD.md").read_text()

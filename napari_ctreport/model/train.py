@@ -10,7 +10,8 @@ cross-entropy on the kind from the finding's cross-attention plus a KL term pull
 onto the finding's mask, and the report decoder's language-model loss on the case's own
 sentence for that finding (corrected text in corrected cases) or the writer's varied phrasings.
 Findings with status ``"rejected"`` are negatives: no heatmap target and background in the mask
-target.
+target. Model drafts (``ctreport analyze --export``: the model's own output, not reviewed) are
+left out unless asked for (:func:`training_case_folders`).
 """
 
 from __future__ import annotations
@@ -648,13 +649,38 @@ def _iter_batches(
         yield source[i]
 
 
-def _case_folders(data_dirs: Sequence[Path]) -> list[Path]:
-    from ..io.case import iter_cases
+def training_case_folders(
+    data_dirs: Sequence[str | Path], *, include_drafts: bool = False
+) -> tuple[list[Path], list[Path]]:
+    """The case folders under ``data_dirs`` to train on (the newest version of each export), and
+    the model drafts among them that are left out.
+
+    A model draft (``provenance.source`` ``"model draft"``: ``ctreport analyze --export``, the
+    model's own findings that nobody reviewed) would teach the model its own mistakes; it is
+    trained on only with ``include_drafts``. Once a reader has corrected and exported it, the
+    newer version is a corrected case and is trained on.
+
+    Returns
+    -------
+    folders, drafts
+        The folders to train on, and the drafts left out (empty with ``include_drafts``).
+    """
+    from ..io.case import CASE_JSON, iter_cases
 
     out: list[Path] = []
+    drafts: list[Path] = []
     for d in data_dirs:
-        out.extend(iter_cases(Path(d)))
-    return out
+        for folder in iter_cases(Path(d)):
+            try:
+                doc = json.loads((folder / CASE_JSON).read_text(encoding="utf-8"))
+                source = (doc.get("provenance") or {}).get("source")
+            except (OSError, ValueError, AttributeError):
+                source = None  # unreadable: loading it later says why it is skipped
+            if source == "model draft" and not include_drafts:
+                drafts.append(folder)
+            else:
+                out.append(folder)
+    return out, drafts
 
 
 def train(
@@ -682,6 +708,7 @@ def train(
     workers: int = 1,
     patch_workers: int | None = None,
     kind_weights: dict[str, float] | None = None,
+    include_drafts: bool = False,
 ) -> Path:
     """Train (or fine-tune from ``init``) a model on case folders and write the model folder.
 
@@ -723,6 +750,9 @@ def train(
         lesion-centred patch picks the finding it is centred on (:func:`sample_patch`), e.g.
         ``{"ground-glass nodule": 2.0, "part-solid nodule": 2.0}`` for twice the patches on the
         subsolid nodules a model misses most; ``None``: every finding alike.
+    include_drafts
+        Also train on model drafts (:func:`training_case_folders`; left out by default, and
+        counted in ``config.json["training"]["drafts_left_out"]``).
     name, version
         Identity written into the model (and every result it produces). Defaults: a new model is
         ``ctreport-model`` 1.0.0; a fine-tuned one is ``<init name>-ft`` with version
@@ -749,10 +779,19 @@ def train(
     rng = np.random.default_rng(seed)
     dev = pick_device(device)
     out_dir = Path(out_dir)
-    folders: list[Path | int] = [*_case_folders([Path(d) for d in data_dirs])]
+    found, drafts = training_case_folders(data_dirs, include_drafts=include_drafts)
+    folders: list[Path | int] = [*found]
     folders += list(range(generated.count if generated is not None else 0))
     if not folders:
-        raise ValueError(f"no case folders under {', '.join(str(d) for d in data_dirs)}")
+        where = ", ".join(str(d) for d in data_dirs)
+        if drafts:
+            raise ValueError(
+                f"no case folders to train on under {where}: its {len(drafts)} case(s) are model "
+                "drafts nobody reviewed (review and export them, or include the drafts)"
+            )
+        raise ValueError(f"no case folders under {where}")
+    if drafts:
+        log.warning("left out %d model draft(s) nobody reviewed", len(drafts))
     order = rng.permutation(len(folders))
     n_val = int(round(len(folders) * val_fraction)) if len(folders) > 2 else 0
     val_f = [folders[i] for i in order[:n_val]]
@@ -909,6 +948,7 @@ def train(
         ),
         "n_train_cases": len(train_c),
         "n_val_cases": len(val_c),
+        "drafts_left_out": len(drafts),
         "epochs": len(history),
         "steps": step,
         "seed": seed,
@@ -970,6 +1010,11 @@ def model_card(
         f"{training['minutes']} min; {_turns_text(training.get('rotate_deg', 0.0))}",
         f"- {training['n_train_cases']} training case(s), {training['n_val_cases']} held out for the "
         "validation loss",
+        *(
+            [f"- {training['drafts_left_out']} model draft(s) nobody reviewed left out"]
+            if training.get("drafts_left_out")
+            else []
+        ),
         *(
             [
                 "- lesion-centred patches weighted by kind: "
