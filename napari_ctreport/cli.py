@@ -54,14 +54,24 @@ class _Progress:
 
 
 # -- info -----------------------------------------------------------------------------------
+#: ``--series`` of ``info`` and ``analyze``.
+SERIES_HELP = (
+    "in a DICOM folder with several CT series, the one to open: its SeriesNumber or "
+    "SeriesInstanceUID (default: the one with the most images; 'ctreport info FOLDER' lists them)"
+)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .io.ct import load_ct
+    from .io.case import CASE_JSON
+    from .io.ct import ct_series, load_ct
 
-    volume = load_ct(args.path)
+    volume = load_ct(args.path, series=args.series)
     meta = volume.metadata
     arr = volume.array
+    folder = Path(args.path)
+    series = ct_series(folder) if folder.is_dir() and not (folder / CASE_JSON).is_file() else []
     info: dict[str, Any] = {
         "path": str(args.path),
         "format": meta.get("format"),
@@ -79,6 +89,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         "kernel": meta.get("kernel"),
         "hu_range": [float(np.min(arr)), float(np.max(arr))],
         "warnings": list(volume.warnings),
+        "series_in_folder": [
+            {"number": s.number, "description": s.description, "images": s.images, "uid": s.uid}
+            for s in series
+        ],
     }
     if args.json:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
@@ -105,6 +119,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         sys.stdout.write(f"{key:<{width}}  {value}\n")
     for line in volume.warnings:
         sys.stdout.write(f"{'Warning':<{width}}  {line}\n")
+    if len(series) > 1:
+        sys.stdout.write("\nCT series in this folder (open one with --series NUMBER or UID):\n")
+        for s in series:
+            mark = "*" if s.uid == info["series_uid"] else " "
+            sys.stdout.write(f"{mark} {s.label}  UID {s.uid}\n")
     return 0
 
 
@@ -199,8 +218,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import analyze
 
+    source: Any = args.path
+    if args.series is not None:
+        from .io.ct import load_ct
+
+        source = load_ct(args.path, series=args.series)
     progress = _Progress("analyze")
-    result = analyze(args.path, model=args.model, device=args.device, progress=progress)
+    result = analyze(source, model=args.model, device=args.device, progress=progress)
     for line in result.volume_info.get("warnings", []):
         _err(f"warning: {line}")
     payload = json.dumps(result.to_json_dict(input_path=str(args.path)), indent=2) + "\n"
@@ -436,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", help="DICOM folder or file, NIfTI, NRRD, MHA/MHD")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--series", help=SERIES_HELP)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("synth", help="write synthetic chest-CT cases with ground truth")
@@ -514,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model folder (default: the model shipped with the package)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--export", type=Path, help="also write the case folder (record + retraining)")
+    p.add_argument("--series", help=SERIES_HELP)
     p.add_argument(
         "--keep-identifiers",
         action="store_true",

@@ -193,6 +193,28 @@ def test_analyze_says_what_the_reader_corrected(tmp_path, capsys):
     assert doc["report"]["findings"].startswith("No lung is in the scanned volume")
 
 
+def test_a_series_of_a_study_folder_is_listed_and_chosen(tmp_path, capsys):
+    """A folder with two CT series: ``info`` lists both (the one it opened starred) with the
+    numbers ``--series`` takes, and ``info``/``analyze --series`` open the one asked for."""
+    from test_io_ct import _study_of_two_series
+
+    _study_of_two_series(tmp_path / "study")
+    study = str(tmp_path / "study")
+    assert main(["info", study]) == 0
+    out = capsys.readouterr().out
+    assert "CT series in this folder (open one with --series NUMBER or UID)" in out
+    assert "* 'thin' #2 (12 images)" in out and "  'thick' #5 (6 images)" in out
+    assert main(["info", study, "--series", "5", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["size_zyx"] == [6, 20, 24] and doc["series_description"] == "thick"
+    assert [s["number"] for s in doc["series_in_folder"]] == ["2", "5"]
+    out = tmp_path / "a.json"
+    assert main(["analyze", study, "--series", "5", "--out", str(out), "--device", "cpu"]) == 0
+    assert json.loads(out.read_text())["input"]["series_uid"] == doc["series_uid"]
+    assert main(["info", study, "--series", "9"]) == 2
+    assert "no CT series has the number or UID '9'" in capsys.readouterr().err
+
+
 def test_analyze_bad_input_exit_2(tmp_path, capsys):
     assert main(["analyze", str(REAL / "dcm_qa_ct" / "Philips_localizer" / "I10.dcm")]) == 2
     assert "I10.dcm" in capsys.readouterr().err

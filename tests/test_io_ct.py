@@ -493,6 +493,47 @@ def test_multi_series_takes_largest(real: Path, tmp_path: Path) -> None:
     assert any("localizer" in w for w in vol.warnings)
 
 
+def _study_of_two_series(folder: Path) -> tuple[CTVolume, CTVolume]:
+    """One folder holding two CT series of one study (as a PACS or CD export writes them): 'thin'
+    (series 2, 12 slices of 1.5 mm) and 'thick' (series 5, 6 slices of 3 mm, other values)."""
+    rng = np.random.default_rng(0)
+    thin = CTVolume(
+        rng.integers(-1000, 400, (12, 20, 24)).astype(np.int16), (1.5, 0.8, 0.8), (0.0, 0.0, 0.0)
+    )
+    thick = CTVolume((thin.array[::2] // 2).astype(np.int16), (3.0, 0.8, 0.8), (0.0, 0.0, 0.0))
+    study = pydicom.uid.generate_uid()
+    for vol, desc, number in ((thin, "thin", 2), (thick, "thick", 5)):
+        for f in write_dicom_series(vol, folder / desc, study_uid=study, series_description=desc):
+            ds = pydicom.dcmread(f)
+            ds.SeriesNumber = number
+            ds.save_as(folder / f"{desc}_{f.name}")
+        shutil.rmtree(folder / desc)
+    return thin, thick
+
+
+def test_a_series_is_chosen_by_number_or_uid(tmp_path: Path) -> None:
+    from napari_ctreport.io.ct import ct_series
+
+    thin, thick = _study_of_two_series(tmp_path)
+    found = ct_series(tmp_path)
+    assert [(s.description, s.number, s.images) for s in found] == [
+        ("thin", "2", 12),
+        ("thick", "5", 6),
+    ]
+    default = load_ct(tmp_path)  # the most images; the other named
+    assert np.array_equal(default.array, thin.array)
+    assert any("not loaded: 'thick' #5 (6 images)" in w for w in default.warnings)
+    by_number = load_ct(tmp_path, series="5")
+    assert np.array_equal(by_number.array, thick.array) and by_number.spacing_zyx[0] == 3.0
+    assert by_number.warnings == []  # asked for by name: nothing to warn about
+    by_uid = load_ct(tmp_path, series=found[1].uid)
+    assert by_uid.metadata["series_uid"] == found[1].uid
+    with pytest.raises(UnreadableError, match="no CT series has the number or UID '7'.*'thick' #5"):
+        load_ct(tmp_path, series="7")
+    with pytest.raises(UnreadableError, match="only be chosen in a folder"):
+        load_ct(next(tmp_path.glob("thin_*")), series="2")
+
+
 def test_mixed_sizes_refused(real: Path, tmp_path: Path) -> None:
     src = real / "dcmqi_ct3slice" / "ct-3slice"
     for f in src.iterdir():

@@ -55,6 +55,44 @@ def test_open_nifti_in_patient_space(make_napari_viewer):
     assert layer.metadata["ctreport"]["orientation_on_disk"] == "RAS"
 
 
+def test_a_study_folder_opens_each_series_as_a_layer(make_napari_viewer, tmp_path, monkeypatch):
+    """A DICOM folder with two CT series (thin and thick slices of one study) opens both, each
+    its own layer in patient space: the larger on top, selected and shown, the other hidden; a
+    notification names them. Above ALL_SERIES_MAX_IMAGES only the larger opens, with a warning
+    naming the other."""
+    import napari.utils.notifications as notifications
+    from test_io_ct import _study_of_two_series
+
+    from napari_ctreport._napari import reader
+
+    said: list[str] = []
+    monkeypatch.setattr(notifications, "show_info", said.append)
+    monkeypatch.setattr(notifications, "show_warning", said.append)
+    from napari_ctreport._napari.review_dock import ReviewDock
+
+    thin, thick = _study_of_two_series(tmp_path)
+    viewer = make_napari_viewer()
+    dock = ReviewDock(viewer)
+    layers = viewer.open(str(tmp_path), plugin="napari-ctreport")
+    assert [ly.name for ly in layers] == ["thick", "thin"]
+    assert [ly.visible for ly in layers] == [False, True]
+    assert viewer.layers.selection.active is layers[1]
+    # the dock analyses the series shown, and follows the reader's pick in the layer list
+    assert dock.current_layer() is layers[1]
+    viewer.layers.selection.active = layers[0]
+    assert dock.current_layer() is layers[0] and "3.00 mm" in dock.info.text()
+    assert np.array_equal(layers[1].data, thin.array) and np.array_equal(
+        layers[0].data, thick.array
+    )
+    assert tuple(layers[0].scale) == (3.0, 0.8, 0.8) and tuple(layers[1].scale) == (1.5, 0.8, 0.8)
+    assert any("2 CT series opened as layers; shown: 'thin' #2" in m for m in said)
+    monkeypatch.setattr(reader, "ALL_SERIES_MAX_IMAGES", 10)
+    said.clear()
+    layers = viewer.open(str(tmp_path), plugin="napari-ctreport")
+    assert [ly.name for ly in layers] == ["thin [1]"]
+    assert any("not loaded: 'thick' #5 (6 images)" in m for m in said)
+
+
 @needs_real
 def test_bad_file_notifies_and_adds_nothing(make_napari_viewer, monkeypatch):
     import napari.utils.notifications as notifications

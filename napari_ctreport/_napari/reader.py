@@ -8,8 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from ..io import CTReadError
-from ..io.ct import load_ct, probe_ct
+from ..io.ct import SeriesInfo, ct_series, load_ct, probe_ct
 from .layers import image_layer_data
+
+#: A DICOM folder with several CT series (a study: thin and thick slices, other kernels or
+#: phases) opens each series as its own layer when they hold at most this many images together:
+#: the largest shown and selected, the others hidden. Beyond it only the largest opens, and a
+#: warning names the others (``ctreport info FOLDER`` lists them; ``--series`` opens one).
+ALL_SERIES_MAX_IMAGES = 2000
 
 PathOrPaths = str | Sequence[str]
 
@@ -43,7 +49,8 @@ def napari_get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list] | None
 
 
 def read_ct(path: PathOrPaths) -> list[tuple[Any, ...]]:
-    """Read a CT and return one image layer in patient LPS space.
+    """Read a CT and return its image layer in patient LPS space (a DICOM folder with several
+    CT series: one layer per series, :data:`ALL_SERIES_MAX_IMAGES`).
 
     Problems are shown as napari notifications naming the file; a file we cannot open gives
     no layer and no traceback.
@@ -55,6 +62,9 @@ def read_ct(path: PathOrPaths) -> list[tuple[Any, ...]]:
         show_error(f"{path}: several files from different folders; open one series at a time")
         return [(None,)]
     try:
+        series = _study_series(Path(single))
+        if len(series) > 1 and sum(s.images for s in series) <= ALL_SERIES_MAX_IMAGES:
+            return _read_series(Path(single), series)
         volume = load_ct(single)
     except CTReadError as err:
         show_error(str(err))
@@ -62,3 +72,43 @@ def read_ct(path: PathOrPaths) -> list[tuple[Any, ...]]:
     for line in volume.warnings:
         show_warning(line)
     return [image_layer_data(volume)]
+
+
+def _study_series(path: Path) -> list[SeriesInfo]:
+    """The CT series of a DICOM folder (largest first); none for anything else."""
+    from ..io.case import CASE_JSON
+
+    if not path.is_dir() or (path / CASE_JSON).is_file():
+        return []
+    return ct_series(path)
+
+
+def _read_series(folder: Path, series: list[SeriesInfo]) -> list[tuple[Any, ...]]:
+    """Each CT series of ``folder`` as its own layer: the smallest first, so the largest,
+    added last, is on top and selected; only it is visible. A series that cannot be read is
+    left out with an error naming it, the others still open."""
+    from napari.utils.notifications import show_error, show_info, show_warning
+
+    layers = []
+    opened = []
+    for s in reversed(series):
+        try:
+            volume = load_ct(folder, series=s.uid)
+        except CTReadError as err:
+            show_error(f"{s.label} not opened: {err}")
+            continue
+        for line in volume.warnings:
+            show_warning(line)
+        data, kwargs, kind = image_layer_data(volume)
+        layers.append((data, {**kwargs, "visible": False}, kind))
+        opened.append(s)
+    if not layers:
+        return [(None,)]
+    layers[-1][1]["visible"] = True
+    shown = opened[-1]
+    hidden = [s.label for s in reversed(opened[:-1])]
+    show_info(
+        f"{folder.name}: {len(opened)} CT series opened as layers; shown: {shown.label}"
+        + (f"; hidden: {', '.join(hidden)}" if hidden else "")
+    )
+    return layers

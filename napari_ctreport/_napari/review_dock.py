@@ -189,6 +189,7 @@ class ReviewDock(QWidget):
         self.layer_combo.currentTextChanged.connect(self._show_study)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.viewer.layers.selection.events.active.connect(self._follow_active)
         self._refresh_layers()
 
     # -- UI -------------------------------------------------------------------------------
@@ -405,7 +406,15 @@ class ReviewDock(QWidget):
 
     def _refresh_layers(self, event: object = None) -> None:
         current = self.layer_combo.currentText()
-        names = [ly.name for ly in self.ct_layers()]
+        layers = self.ct_layers()
+        names = [ly.name for ly in layers]
+        if current not in names:
+            # none picked yet, or it was removed: the CT layer the reader selected, else the
+            # topmost one shown (a study's other series open hidden beneath it)
+            active = self.viewer.layers.selection.active
+            shown = [ly for ly in self.viewer.layers if ly in layers and ly.visible]
+            pick = active if active in layers else (shown[-1] if shown else None)
+            current = pick.name if pick is not None else current
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         self.layer_combo.addItems(names)
@@ -413,6 +422,14 @@ class ReviewDock(QWidget):
             self.layer_combo.setCurrentText(current)
         self.layer_combo.blockSignals(False)
         self._show_study()
+
+    def _follow_active(self, event: object = None) -> None:
+        """Pick the CT layer the reader selects in the layer list (not during a run)."""
+        active = self.viewer.layers.selection.active
+        if self.busy or active is None or active not in self.ct_layers():
+            return
+        if active.name != self.layer_combo.currentText():
+            self.layer_combo.setCurrentText(active.name)
 
     def _show_study(self, *_: object) -> None:
         layer = self.current_layer()

@@ -957,19 +957,30 @@ def _plane_name(s: _Slice) -> str:
     return ("sagittal", "coronal", "axial")[ax]
 
 
-def _series_label(hs: list[DicomHeader]) -> str:
-    desc = _text(hs[0].ds, "SeriesDescription") or "(no description)"
-    num = _text(hs[0].ds, "SeriesNumber")
-    return f"'{desc}'" + (f" #{num}" if num else "") + f" ({len(hs)} images)"
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One CT series of a DICOM folder (:func:`ct_series`)."""
+
+    uid: str
+    number: str | None
+    description: str | None
+    images: int
+
+    @property
+    def label(self) -> str:
+        """E.g. ``"'Lung 1.0' #3 (300 images)"``."""
+        return (
+            f"'{self.description or '(no description)'}'"
+            + (f" #{self.number}" if self.number else "")
+            + f" ({self.images} images)"
+        )
 
 
-def _load_dicom_folder(
-    folder: Path,
-    *,
-    resample_tolerance: float,
-    on_progress: Callable[[int, int], None] | None,
-) -> CTVolume:
-    headers = read_dicom_headers(folder)
+def _ct_series_of(
+    folder: Path, headers: list[DicomHeader], vol_warnings: list[str]
+) -> tuple[dict[str, list[DicomHeader]], dict[str, list[_Slice]]]:
+    """The axial or reformatted CT series of ``folder``'s ``headers`` (localizers and single
+    non-axial images set aside, with a warning) and their slices, by SeriesInstanceUID."""
     if not headers:
         raise UnreadableError(folder, "no DICOM files found in this folder" + _cases_hint(folder))
     images = [h for h in headers if h.is_image]
@@ -983,7 +994,6 @@ def _load_dicom_folder(
             by_mod[h.modality or "unknown"] = by_mod.get(h.modality or "unknown", 0) + 1
         found = ", ".join(f"{m} series ({n} images)" for m, n in sorted(by_mod.items()))
         raise NotCTError(folder, f"{found}, not CT")
-    vol_warnings: list[str] = []
     name = folder.name
     localizers = [h for h in ct if h.is_localizer]
     if localizers:
@@ -1005,12 +1015,77 @@ def _load_dicom_folder(
         series_slices[uid] = sl
     if not series_slices:
         raise LocalizerError(folder, "only localizer/scout images here, no axial CT series")
-    chosen = max(series_slices, key=lambda u: (len(series_slices[u]), u))
+    return series, series_slices
+
+
+def _series_info(uid: str, hs: list[DicomHeader], n_slices: int) -> SeriesInfo:
+    return SeriesInfo(
+        uid=uid,
+        number=_text(hs[0].ds, "SeriesNumber"),
+        description=_text(hs[0].ds, "SeriesDescription"),
+        images=n_slices,
+    )
+
+
+def ct_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
+    """The CT series of a DICOM folder (searched recursively), the one :func:`load_ct` opens
+    by default first (the most images), then the others by decreasing size; localizers are
+    left out. Reads headers only.
+
+    Raises
+    ------
+    UnreadableError, NotCTError, LocalizerError
+        As :func:`load_ct`: no DICOM, no CT, only localizers.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UnreadableError(folder, "not a folder")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="pydicom")
+        warnings.filterwarnings("ignore", category=UserWarning, module="pydicom.*")
+        series, slices = _ct_series_of(folder, read_dicom_headers(folder), [])
+    order = sorted(slices, key=lambda u: (len(slices[u]), u), reverse=True)
+    return [_series_info(u, series[u], len(slices[u])) for u in order]
+
+
+def _pick_series(
+    folder: Path, series: dict[str, list[DicomHeader]], slices: dict[str, list[_Slice]], want
+) -> str:
+    """The SeriesInstanceUID to load: ``want`` (a UID or a SeriesNumber) or the largest."""
+    if want is None:
+        return max(slices, key=lambda u: (len(slices[u]), u))
+    want = str(want).strip()
+    hits = [u for u in slices if u == want] or [
+        u for u in slices if _text(series[u][0].ds, "SeriesNumber") == want
+    ]
+    if len(hits) != 1:
+        have = "; ".join(_series_info(u, series[u], len(slices[u])).label for u in slices)
+        why = "several CT series have" if hits else "no CT series has"
+        raise UnreadableError(folder, f"{why} the number or UID {want!r}; series here: {have}")
+    return hits[0]
+
+
+def _load_dicom_folder(
+    folder: Path,
+    *,
+    resample_tolerance: float,
+    on_progress: Callable[[int, int], None] | None,
+    series_wanted: str | None = None,
+) -> CTVolume:
+    headers = read_dicom_headers(folder)
+    vol_warnings: list[str] = []
+    name = folder.name
+    series, series_slices = _ct_series_of(folder, headers, vol_warnings)
+    chosen = _pick_series(folder, series, series_slices, series_wanted)
     others = [u for u in series_slices if u != chosen]
-    if others:
+    if others and series_wanted is None:  # (a series asked for by name: the caller chose it)
+
+        def label(u: str) -> str:
+            return _series_info(u, series[u], len(series_slices[u])).label
+
         vol_warnings.append(
-            f"{name}: {len(series_slices)} CT series found; loaded {_series_label(series[chosen])}, "
-            f"not loaded: {'; '.join(_series_label(series[u]) for u in others)}"
+            f"{name}: {len(series_slices)} CT series found; loaded {label(chosen)}, "
+            f"not loaded: {'; '.join(label(u) for u in others)}"
         )
     return _volume_from_slices(
         folder,
@@ -1078,6 +1153,7 @@ def load_ct(
     *,
     resample_tolerance: float = 0.02,
     on_progress: Callable[[int, int], None] | None = None,
+    series: str | None = None,
 ) -> CTVolume:
     """Open a CT from a DICOM folder or file, NIfTI, NRRD or MHA/MHD as an axis-aligned LPS volume.
 
@@ -1093,6 +1169,10 @@ def load_ct(
         are resampled to a uniform grid.
     on_progress
         Called as ``on_progress(done, total)`` after each DICOM file's pixels are decoded.
+    series
+        For a DICOM folder with several CT series (:func:`ct_series`): the one to open, by its
+        SeriesNumber or SeriesInstanceUID. ``None``: the one with the most images (the others
+        are then named in ``volume.warnings``).
 
     Returns
     -------
@@ -1118,7 +1198,9 @@ def load_ct(
         # pydicom/SimpleITK complaints about odd headers are not the user's business
         warnings.filterwarnings("ignore", module="pydicom")
         warnings.filterwarnings("ignore", category=UserWarning, module="pydicom.*")
-        return _load_ct(p, resample_tolerance=resample_tolerance, on_progress=on_progress)
+        return _load_ct(
+            p, resample_tolerance=resample_tolerance, on_progress=on_progress, series=series
+        )
 
 
 def _cases_hint(folder: Path) -> str:
@@ -1156,10 +1238,16 @@ def _load_case_image(
 
 
 def _load_ct(
-    p: Path, *, resample_tolerance: float, on_progress: Callable[[int, int], None] | None
+    p: Path,
+    *,
+    resample_tolerance: float,
+    on_progress: Callable[[int, int], None] | None,
+    series: str | None = None,
 ) -> CTVolume:
     from .case import CASE_JSON
 
+    if series is not None and not (p.is_dir() and not (p / CASE_JSON).is_file()):
+        raise UnreadableError(p, "a series can only be chosen in a folder of DICOM files")
     try:
         if p.is_dir() and (p / CASE_JSON).is_file():
             return _load_case_image(
@@ -1167,7 +1255,10 @@ def _load_ct(
             )
         if p.is_dir():
             return _load_dicom_folder(
-                p, resample_tolerance=resample_tolerance, on_progress=on_progress
+                p,
+                resample_tolerance=resample_tolerance,
+                on_progress=on_progress,
+                series_wanted=series,
             )
         suffix = _suffix(p)
         if suffix in VOLUME_SUFFIXES:
