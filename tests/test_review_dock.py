@@ -717,6 +717,42 @@ def test_painting_with_a_new_label_adds_a_finding(sample_dock, qtbot, autosave, 
     assert len(s.findings) == n + 1
 
 
+def test_running_again_says_what_replacing_would_discard(sample_dock, qtbot, autosave, monkeypatch):
+    """Run again on a reviewed CT: the question says how many of the reader's changes the
+    replacing run would discard, and keeping both is the default (a reflexive Enter loses
+    nothing); with no change, replacing is the default."""
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication, QMessageBox
+
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+
+    def ask() -> tuple[str, str]:
+        seen: list[tuple[str, str]] = []
+
+        def answer():
+            box = QApplication.activeModalWidget()
+            if not isinstance(box, QMessageBox):
+                QTimer.singleShot(20, answer)
+                return
+            seen.append((box.informativeText(), box.defaultButton().text()))
+            box.button(QMessageBox.StandardButton.Cancel).click()
+
+        QTimer.singleShot(20, answer)
+        assert dock.ask_replace_or_keep() is None
+        return seen[0]
+
+    text, default = ask()
+    assert "discards" not in text and default == "Replace"
+    s = dock.result.session
+    s.set_status(s.findings[0].id, "rejected")
+    s.set_kind(s.findings[1].id, "mass")
+    text, default = ask()
+    assert "holds 2 change(s) of yours: replacing it discards them" in text
+    assert default == "Keep both"
+
+
 def test_set_aside_panel_lists_the_surest_first_and_keeps_the_pick(qtbot):
     from napari_ctreport._napari.set_aside import SetAsidePanel
     from napari_ctreport.report.findings import Finding

@@ -348,14 +348,35 @@ class ReviewDock(QWidget):
 
     # -- hooks (replace in tests) ---------------------------------------------------------
     def ask_replace_or_keep(self) -> str | None:
-        """A second run: ``"replace"`` the first result, ``"keep"`` both, or ``None`` (cancel)."""
+        """A second run: ``"replace"`` the first result, ``"keep"`` both, or ``None`` (cancel).
+        When the review the new run would replace holds the reader's changes, the question says
+        how many would be discarded, and "Keep both" is the default."""
+        layer = self.current_layer()
+        first = next(
+            (
+                r
+                for r in self.results
+                if layer is not None and r.ct_name == layer.name and r.session.run == 1
+            ),
+            None,
+        )
+        changes = first.session.changes if first is not None else 0
         box = QMessageBox(self)
         box.setWindowTitle("Run again")
         box.setText("This CT already has findings from a run.")
-        box.setInformativeText("Replace them with the new run, or keep both?")
+        box.setInformativeText(
+            "Replace them with the new run, or keep both?"
+            + (
+                f"\n\nIts review holds {changes} change(s) of yours: replacing it discards "
+                "them (an export keeps them)."
+                if changes
+                else ""
+            )
+        )
         replace = box.addButton("Replace", QMessageBox.ButtonRole.AcceptRole)
         keep = box.addButton("Keep both", QMessageBox.ButtonRole.ActionRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(keep if changes else replace)
         box.exec()
         clicked = box.clickedButton()
         return "replace" if clicked is replace else "keep" if clicked is keep else None

@@ -444,6 +444,12 @@ class ReviewSession:
         f = self.finding(finding_id)
         return self.labels == f.label if f.label else np.zeros(self.labels.shape, dtype=bool)
 
+    @property
+    def changes(self) -> int:
+        """How many changes the reader made in this review (edit-log records other than the
+        run's own and the opening of a case folder)."""
+        return sum(e.action not in ("analysis", "case opened") for e in self.edit_log)
+
     def active_findings(self) -> list[Finding]:
         """Findings that go into the report (all but rejected)."""
         return [f for f in self.findings if f.status != "rejected"]
