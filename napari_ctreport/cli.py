@@ -381,6 +381,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if not Path(args.data).is_dir():
         raise BadInput(f"{args.data}: not a folder of case folders")
+    from .model.train import training_case_folders
+
+    cases, drafts = training_case_folders([args.data])
+    if drafts:
+        _err(
+            f"warning: {len(drafts)} of the {len(cases) + len(drafts)} case(s) are model drafts "
+            "nobody reviewed: their findings are a model's, not a reader's truth"
+        )
     progress = _Progress("evaluate")
     results = evaluate_model(args.data, model=args.model, device=args.device, progress=progress)
     sys.stdout.write(format_table(results) + "\n")

@@ -237,6 +237,14 @@ def test_evaluate_prints_table_and_json(tmp_path, capsys):
     assert metrics["n_cases"] == 1 and 0.0 <= metrics["cpm"] <= 1.0
     assert "by_kind." in table and ".found" in table  # where the misses lie, per kind
     assert sum(v["n"] for v in metrics["by_kind"].values()) == metrics["n_gt"]
+    # a model draft's findings are a model's, not a truth: evaluating on one says so
+    case_json = next((tmp_path / "cases").rglob("case.json"))
+    doc = json.loads(case_json.read_text())
+    doc["provenance"]["source"] = "model draft"
+    case_json.write_text(json.dumps(doc))
+    assert main(["evaluate", "--data", str(tmp_path / "cases"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 of the 1 case(s) are model drafts nobody reviewed" in err
 
 
 def test_evaluate_missing_folder_exit_2(tmp_path, capsys):

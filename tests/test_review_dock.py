@@ -264,6 +264,21 @@ def _rects(s, f, volume):
     return box_rectangles(lo, hi, volume.shape)
 
 
+def test_a_ct_closed_during_its_run_gets_no_layers(sample_dock, qtbot, test_model, autosave):
+    """The reader closes the CT while the model runs on it: no result layers appear for a CT
+    that is gone, the status line says the review was autosaved, and it is."""
+    viewer, dock = sample_dock(test_model, docked=False)
+    before = [ly.name for ly in viewer.layers]
+    dock.run()
+    qtbot.waitUntil(lambda: "%" in dock.status.text(), timeout=60000)
+    viewer.layers.remove("Sample chest CT")
+    qtbot.waitUntil(lambda: dock.worker is None, timeout=120000)
+    qtbot.wait(200)
+    assert [ly.name for ly in viewer.layers] == [n for n in before if n != "Sample chest CT"]
+    assert dock.result is None and "was closed during the run" in dock.status.text()
+    assert list(autosave.rglob("session.json"))
+
+
 def test_cancel_stops_the_run(sample_dock, qtbot, test_model, autosave):
     viewer, dock = sample_dock(test_model, docked=False)
     worker = dock.run()

@@ -682,6 +682,14 @@ class ReviewDock(QWidget):
             self.status.setText("Cancelled.")
             return
         analysis, session, prepared = res
+        if ct_name not in self.viewer.layers:
+            # the reader closed the CT while it was analysed: no layers for a CT that is gone;
+            # the review was autosaved and is offered when the CT is opened again
+            self.status.setText(
+                f"{ct_name} was closed during the run: its {_n_findings(analysis)} were "
+                "autosaved; open the CT again to review them."
+            )
+            return
         suffix = ""
         replaced: list[RunResult] = []
         if self._replace_choice == "replace":
