@@ -56,6 +56,7 @@ from .layers import (
     study_summary,
     volume_from_layer,
 )
+from .orientation import OrientationLetters
 from .report_editor import ReportEditor
 from .session import (
     AnalysisCancelled,
@@ -190,6 +191,8 @@ class ReviewDock(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.layers.selection.events.active.connect(self._follow_active)
+        #: R/L, A/P, S/I at the canvas edges while a CT of ours (patient LPS) is open.
+        self.orientation = OrientationLetters(self.viewer)
         self._refresh_layers()
 
     # -- UI -------------------------------------------------------------------------------
@@ -442,6 +445,7 @@ class ReviewDock(QWidget):
         if current in names:
             self.layer_combo.setCurrentText(current)
         self.layer_combo.blockSignals(False)
+        self.orientation.set_visible(any(META_KEY in ly.metadata for ly in layers))
         self._show_study()
 
     def _follow_active(self, event: object = None) -> None:
