@@ -25,8 +25,9 @@ def test_edge_letters_name_the_patient_directions(displayed, vertical, horizonta
 @pytest.mark.gui
 def test_the_dock_shows_the_letters_of_the_plane_shown(make_napari_viewer):
     """With a CT of ours open the canvas shows the patient's directions at its edges: A at the
-    top, R on the left on the axial view; they follow a roll to the coronal plane and a flip of
-    the camera, and are hidden in 3-D and when no CT is open."""
+    top, R on the left on the axial view; a roll to the coronal plane turns it head up, the
+    letters follow that and a flip of the camera, and are hidden in 3-D and when no CT is
+    open."""
     pytest.importorskip("napari.components.overlays", reason="napari canvas overlays")
     from napari_ctreport._napari.review_dock import ReviewDock
 
@@ -37,10 +38,13 @@ def test_the_dock_shows_the_letters_of_the_plane_shown(make_napari_viewer):
     assert dock.orientation.letters() is None  # no CT yet
     viewer.open_sample("napari-ctreport", "chest_ct")
     assert dock.orientation.letters() == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
-    viewer.dims.order = (1, 0, 2)  # coronal
-    assert dock.orientation.letters() == {"top": "I", "bottom": "S", "left": "R", "right": "L"}
-    viewer.scene.camera.orientation2d = ("up", "right")
-    assert dock.orientation.letters()["top"] == "S"
+    viewer.dims.order = (1, 0, 2)  # coronal: turned head up
+    assert dock.orientation.letters() == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
+    assert str(viewer.scene.camera.orientation2d[0]) == "up"
+    viewer.scene.camera.orientation2d = ("down", "right")  # the reader flips it: it stays
+    assert dock.orientation.letters()["top"] == "I"
+    viewer.dims.order = (0, 1, 2)  # axial again: anterior up
+    assert dock.orientation.letters() == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
     viewer.dims.ndisplay = 3
     assert dock.orientation.letters() is None
     viewer.dims.ndisplay = 2

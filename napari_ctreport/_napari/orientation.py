@@ -5,7 +5,8 @@ The reader puts a CT in patient LPS millimetres: napari world axes (0, 1, 2) are
 axial view napari draws axis 1 downwards and axis 2 to the right, so the patient's right is on
 the screen's left and anterior at the top (the radiological convention); the letters say so,
 and follow when the reader shows another plane (napari's "roll" or "transpose" of the dims) or
-flips an axis of the 2-D camera. In 3-D they are hidden.
+flips an axis of the 2-D camera. A coronal or sagittal plane is turned head up when it is
+shown (napari would draw it feet up). In 3-D the letters are hidden.
 
 The letters are napari canvas text overlays (``viewer.canvas.overlays``, napari 0.9 and later);
 with an older napari there are none.
@@ -74,10 +75,21 @@ class OrientationLetters:
             log.debug("no orientation letters: %s", exc)
             self.overlays = {}
             return
-        viewer.dims.events.order.connect(self.update)
+        viewer.dims.events.order.connect(self._plane_changed)
         viewer.dims.events.ndisplay.connect(self.update)
         viewer.dims.events.ndim.connect(self.update)
         _camera(viewer).events.orientation.connect(self.update)
+
+    def _plane_changed(self, event: object = None) -> None:
+        """Another plane is shown: a coronal or sagittal one is drawn head up (napari draws
+        growing values downwards, which puts the feet at the top), an axial one anterior up.
+        Only when the plane changes: a flip the reader makes afterwards stays."""
+        dims = self.viewer.dims
+        if self.wanted and dims.ndim == 3 and dims.ndisplay == 2:
+            camera = _camera(self.viewer)
+            vertical = "up" if int(dims.displayed[0]) == 0 else "down"
+            camera.orientation2d = (vertical, str(camera.orientation2d[1]))
+        self.update()
 
     def set_visible(self, on: bool) -> None:
         """Show the letters (when the view is a 2-D plane of a 3-D world) or hide them."""
