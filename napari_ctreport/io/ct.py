@@ -1034,8 +1034,8 @@ def ct_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
 
     Raises
     ------
-    UnreadableError, NotCTError, LocalizerError
-        As :func:`load_ct`: no DICOM, no CT, only localizers.
+    UnreadableError, NotCTError, LocalizerError, GeometryError
+        As :func:`load_ct`: no DICOM, no CT, only localizers, unreadable headers.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -1043,7 +1043,15 @@ def ct_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="pydicom")
         warnings.filterwarnings("ignore", category=UserWarning, module="pydicom.*")
-        series, slices = _ct_series_of(folder, read_dicom_headers(folder), [])
+        try:
+            series, slices = _ct_series_of(folder, read_dicom_headers(folder), [])
+        except (UnreadableError, NotCTError, LocalizerError, GeometryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - as load_ct: no library traceback for the user
+            log.debug("unexpected error reading %s", folder, exc_info=True)
+            raise UnreadableError(
+                folder, f"could not be read ({type(exc).__name__}: {exc})"[:300]
+            ) from None
     order = sorted(slices, key=lambda u: (len(slices[u]), u), reverse=True)
     return [_series_info(u, series[u], len(slices[u])) for u in order]
 
