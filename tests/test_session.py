@@ -257,6 +257,16 @@ def test_a_lesion_painted_with_a_new_label_is_added(session):
         session.add_painted(value + 1)
     back = ReviewSession.restore(vol, folder=session.folder)
     assert back.finding(f.id).label == value and np.array_equal(back.mask(f.id), ball)
+    # a lesion larger than a nodule (over 30 mm) is added as the lexicon names it: a mass
+    big = (zz - c[0]) ** 2 * sp[0] ** 2 + ((yy - c[1]) ** 2 + (xx - 20) ** 2) * sp[1] ** 2
+    big = (big <= 18.0**2) & (session.labels == 0)
+    session.labels[big] = value + 1
+    m = session.add_painted(value + 1)
+    assert m.diameter_mm > 30.0 and m.kind == "mass"
+    assert (
+        session.sentences[m.id].startswith(f"A {m.diameter_mm:.0f}")
+        and "mass" in session.sentences[m.id]
+    )
 
 
 def _attention(case):

@@ -651,7 +651,10 @@ class ReviewSession:
         before: Any = None,
     ) -> Finding:
         """A finding the reader added on ``region`` (labelled ``label`` in :attr:`labels`),
-        measured on the CT: id one past the highest ``F<n>``, status ``"added"``, score 1."""
+        measured on the CT: id one past the highest ``F<n>``, status ``"added"``, score 1. A
+        "solid nodule" larger than the lexicon's nodule (over
+        :data:`~napari_ctreport.report.guidelines.MASS_THRESHOLD_MM`) is added as a mass."""
+        from ..report.guidelines import MASS_THRESHOLD_MM
         from ..report.measure import finding_from_mask
 
         n = 1 + max([0] + [int(f.id[1:]) for f in self.findings if f.id[1:].isdigit()])
@@ -665,6 +668,8 @@ class ReviewSession:
             label=label,
             status="added",
         )
+        if f.kind == "solid nodule" and f.diameter_mm > MASS_THRESHOLD_MM:
+            f.kind = "mass"  # the lexicon's name for a lesion of this size
         f.attributes.update(attributes or {})
         self.labels[region] = label
         self._labels_dirty = True
