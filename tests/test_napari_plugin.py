@@ -81,6 +81,14 @@ def test_a_study_folder_opens_each_series_as_a_layer(make_napari_viewer, tmp_pat
     assert dock.current_layer() is layers[1]
     viewer.layers.selection.active = layers[0]
     assert dock.current_layer() is layers[0] and "3.00 mm" in dock.info.text()
+    # with a review of the other series shown, the status line says which is which
+    from napari_ctreport._napari.review_dock import RunResult
+
+    dock.result = RunResult(analysis=None, session=None, volume=None, ct_name="thin")
+    viewer.layers.selection.active = layers[1]
+    viewer.layers.selection.active = layers[0]
+    assert dock.status.text() == "Reviewing the findings of thin; Run analyses thick."
+    dock.result = None
     assert np.array_equal(layers[1].data, thin.array) and np.array_equal(
         layers[0].data, thick.array
     )

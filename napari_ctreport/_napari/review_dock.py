@@ -470,6 +470,11 @@ class ReviewDock(QWidget):
             record = {"spacing_zyx": list(layer.scale[-3:]), "source_name": layer.name}
         self.info.setText(study_summary(record, tuple(layer.data.shape)))
         self.warnings.setText("\n".join(f"⚠ {w}" for w in record.get("warnings", [])))
+        if self.result is not None and self.result.ct_name != layer.name and not self.busy:
+            # the table still holds another CT's review until this one is run (or restored)
+            self.status.setText(
+                f"Reviewing the findings of {self.result.ct_name}; Run analyses {layer.name}."
+            )
         self._offer_restore(layer)
         self._offer_case(layer)
 
