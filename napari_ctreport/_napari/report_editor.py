@@ -145,8 +145,13 @@ class ReportEditor(QTabWidget):
                     sel = QTextEdit.ExtraSelection()
                     sel.format.setBackground(HIGHLIGHT)
                     sel.format.setProperty(QTextFormat.Property.FullWidthSelection, True)
+                    # the line itself (BlockUnderCursor took the line break before it too,
+                    # so the highlight began at the end of the line above)
                     cursor = QTextCursor(doc.findBlockByNumber(i))
-                    cursor.select(QTextCursor.SelectionType.BlockUnderCursor)
+                    cursor.movePosition(QTextCursor.MoveOperation.StartOfBlock)
+                    cursor.movePosition(
+                        QTextCursor.MoveOperation.EndOfBlock, QTextCursor.MoveMode.KeepAnchor
+                    )
                     sel.cursor = cursor
                     sels.append(sel)
             edit.setExtraSelections(sels)
