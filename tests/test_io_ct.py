@@ -534,6 +534,35 @@ def test_a_series_is_chosen_by_number_or_uid(tmp_path: Path) -> None:
         load_ct(next(tmp_path.glob("thin_*")), series="2")
 
 
+def test_a_series_with_no_geometry_is_set_aside(real: Path, tmp_path: Path) -> None:
+    """A study folder as PACS exports it often holds a dose report or screen capture stored as
+    CT (secondary capture, no ImagePositionPatient) in its own series. It used to refuse the
+    whole folder ("no image position/orientation"); it is now set aside with a warning naming
+    it, and the CT series opens. Alone, it is still refused."""
+    for f in (real / "dcmqi_ct3slice" / "ct-3slice").iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    ds = pydicom.dcmread(tmp_path / "01.dcm")
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesNumber, ds.SeriesDescription = 999, "Dose Report"
+    ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
+    for key in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        delattr(ds, key)
+    ds.save_as(tmp_path / "dose.dcm")
+    vol = load_ct(tmp_path)
+    assert vol.shape == (3, 512, 512)
+    assert any(
+        "series 'Dose Report' #999 (1 images) set aside: no image position" in w
+        for w in vol.warnings
+    )
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.move(tmp_path / "dose.dcm", alone / "dose.dcm")
+    with pytest.raises(GeometryError, match="no image position"):
+        load_ct(alone)
+
+
 def test_mixed_sizes_refused(real: Path, tmp_path: Path) -> None:
     src = real / "dcmqi_ct3slice" / "ct-3slice"
     for f in src.iterdir():

@@ -1002,10 +1002,17 @@ def _ct_series_of(
     for h in ct:
         if not h.is_localizer:
             series.setdefault(h.series_uid, []).append(h)
-    # expand into slices; set aside single non-axial images
+    # expand into slices; set aside single non-axial images, and series with no geometry (a
+    # dose report or screen capture stored as CT) when another series has it
     series_slices: dict[str, list[_Slice]] = {}
+    unplaced: list[tuple[str, list[DicomHeader], GeometryError]] = []
     for uid, hs in list(series.items()):
-        sl = [s for h in hs for s in _slices_of(h)]
+        try:
+            sl = [s for h in hs for s in _slices_of(h)]
+        except GeometryError as err:
+            unplaced.append((uid, hs, err))
+            del series[uid]
+            continue
         if len(sl) == 1 and not _is_axial(sl[0]):
             vol_warnings.append(
                 f"{name}: single {_plane_name(sl[0])} image {hs[0].path.name} set aside as a localizer"
@@ -1014,7 +1021,13 @@ def _ct_series_of(
             continue
         series_slices[uid] = sl
     if not series_slices:
+        if unplaced:
+            raise unplaced[0][2]
         raise LocalizerError(folder, "only localizer/scout images here, no axial CT series")
+    for uid, hs, err in unplaced:
+        vol_warnings.append(
+            f"{name}: series {_series_info(uid, hs, len(hs)).label} set aside: {err.problem}"
+        )
     return series, series_slices
 
 
