@@ -64,14 +64,12 @@ SERIES_HELP = (
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .io.case import CASE_JSON
-    from .io.ct import ct_series, load_ct
+    from .io.ct import ct_series, is_dicom_folder, load_ct
 
     volume = load_ct(args.path, series=args.series)
     meta = volume.metadata
     arr = volume.array
-    folder = Path(args.path)
-    series = ct_series(folder) if folder.is_dir() and not (folder / CASE_JSON).is_file() else []
+    series = ct_series(args.path) if is_dicom_folder(args.path) else []
     info: dict[str, Any] = {
         "path": str(args.path),
         "format": meta.get("format"),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import CTReadError
-from ..io.ct import SeriesInfo, ct_series, load_ct, probe_ct
+from ..io.ct import SeriesInfo, ct_series, is_dicom_folder, load_ct, probe_ct
 from .layers import image_layer_data
 
 #: A DICOM folder with several CT series (a study: thin and thick slices, other kernels or
@@ -76,11 +76,7 @@ def read_ct(path: PathOrPaths) -> list[tuple[Any, ...]]:
 
 def _study_series(path: Path) -> list[SeriesInfo]:
     """The CT series of a DICOM folder (largest first); none for anything else."""
-    from ..io.case import CASE_JSON
-
-    if not path.is_dir() or (path / CASE_JSON).is_file():
-        return []
-    return ct_series(path)
+    return ct_series(path) if is_dicom_folder(path) else []
 
 
 def _read_series(folder: Path, series: list[SeriesInfo]) -> list[tuple[Any, ...]]:

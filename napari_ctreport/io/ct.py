@@ -15,11 +15,12 @@ subclasses of :class:`~napari_ctreport.io.errors.CTReadError` with the file and 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1053,20 +1054,15 @@ def ct_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
     folder = Path(path)
     if not folder.is_dir():
         raise UnreadableError(folder, "not a folder")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module="pydicom")
-        warnings.filterwarnings("ignore", category=UserWarning, module="pydicom.*")
-        try:
-            series, slices = _ct_series_of(folder, read_dicom_headers(folder), [])
-        except (UnreadableError, NotCTError, LocalizerError, GeometryError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - as load_ct: no library traceback for the user
-            log.debug("unexpected error reading %s", folder, exc_info=True)
-            raise UnreadableError(
-                folder, f"could not be read ({type(exc).__name__}: {exc})"[:300]
-            ) from None
-    order = sorted(slices, key=lambda u: (len(slices[u]), u), reverse=True)
-    return [_series_info(u, series[u], len(slices[u])) for u in order]
+    with _reading(folder):
+        series, slices = _ct_series_of(folder, read_dicom_headers(folder), [])
+    return [_series_info(u, series[u], len(slices[u])) for u in _largest_first(slices)]
+
+
+def _largest_first(slices: dict[str, list[_Slice]]) -> list[str]:
+    """SeriesInstanceUIDs by decreasing number of slices (ties: the greater UID first); the
+    first is the series :func:`load_ct` opens by default."""
+    return sorted(slices, key=lambda u: (len(slices[u]), u), reverse=True)
 
 
 def _pick_series(
@@ -1074,7 +1070,7 @@ def _pick_series(
 ) -> str:
     """The SeriesInstanceUID to load: ``want`` (a UID or a SeriesNumber) or the largest."""
     if want is None:
-        return max(slices, key=lambda u: (len(slices[u]), u))
+        return _largest_first(slices)[0]
     want = str(want).strip()
     hits = [u for u in slices if u == want] or [
         u for u in slices if _text(series[u][0].ds, "SeriesNumber") == want
@@ -1215,13 +1211,41 @@ def load_ct(
     p = Path(path)
     if not p.exists():
         raise UnreadableError(p, "no such file or folder")
+    return _load_ct(
+        p, resample_tolerance=resample_tolerance, on_progress=on_progress, series=series
+    )
+
+
+def is_dicom_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether :func:`load_ct` reads ``path`` as a folder of DICOM files: a folder that is not
+    a case folder (``case.json``). Such a folder may hold several CT series (:func:`ct_series`)."""
+    from .case import CASE_JSON
+
+    p = Path(path)
+    return p.is_dir() and not (p / CASE_JSON).is_file()
+
+
+@contextlib.contextmanager
+def _reading(p: Path) -> Iterator[None]:
+    """Read CT from ``p``: pydicom's complaints about odd headers are silenced (not the user's
+    business), and anything but a :class:`CTReadError` is refused as an :class:`UnreadableError`
+    naming ``p`` (never a library traceback in the user's face)."""
     with warnings.catch_warnings():
-        # pydicom/SimpleITK complaints about odd headers are not the user's business
         warnings.filterwarnings("ignore", module="pydicom")
         warnings.filterwarnings("ignore", category=UserWarning, module="pydicom.*")
-        return _load_ct(
-            p, resample_tolerance=resample_tolerance, on_progress=on_progress, series=series
-        )
+        try:
+            yield
+        except (UnreadableError, NotCTError, LocalizerError, GeometryError):
+            raise
+        except MemoryError:
+            raise UnreadableError(p, "not enough memory to load this volume") from None
+        except PermissionError:
+            raise UnreadableError(p, "permission denied") from None
+        except Exception as exc:  # noqa: BLE001 - never leak a library traceback to the user
+            log.debug("unexpected error reading %s", p, exc_info=True)
+            raise UnreadableError(
+                p, f"could not be read ({type(exc).__name__}: {exc})"[:300]
+            ) from None
 
 
 def _cases_hint(folder: Path) -> str:
@@ -1265,21 +1289,19 @@ def _load_ct(
     on_progress: Callable[[int, int], None] | None,
     series: str | None = None,
 ) -> CTVolume:
-    from .case import CASE_JSON
-
-    if series is not None and not (p.is_dir() and not (p / CASE_JSON).is_file()):
+    if series is not None and not is_dicom_folder(p):
         raise UnreadableError(p, "a series can only be chosen in a folder of DICOM files")
-    try:
-        if p.is_dir() and (p / CASE_JSON).is_file():
-            return _load_case_image(
-                p, resample_tolerance=resample_tolerance, on_progress=on_progress
-            )
-        if p.is_dir():
+    with _reading(p):
+        if is_dicom_folder(p):
             return _load_dicom_folder(
                 p,
                 resample_tolerance=resample_tolerance,
                 on_progress=on_progress,
                 series_wanted=series,
+            )
+        if p.is_dir():  # a case folder
+            return _load_case_image(
+                p, resample_tolerance=resample_tolerance, on_progress=on_progress
             )
         suffix = _suffix(p)
         if suffix in VOLUME_SUFFIXES:
@@ -1291,12 +1313,3 @@ def _load_ct(
         if p.stat().st_size == 0:
             raise UnreadableError(p, "empty file")
         raise UnreadableError(p, "unknown file format (expected DICOM, NIfTI, NRRD or MHA/MHD)")
-    except (UnreadableError, NotCTError, LocalizerError, GeometryError):
-        raise
-    except MemoryError:
-        raise UnreadableError(p, "not enough memory to load this volume") from None
-    except PermissionError:
-        raise UnreadableError(p, "permission denied") from None
-    except Exception as exc:  # noqa: BLE001 - never leak a library traceback to the user
-        log.debug("unexpected error reading %s", p, exc_info=True)
-        raise UnreadableError(p, f"could not be read ({type(exc).__name__}: {exc})"[:300]) from None
