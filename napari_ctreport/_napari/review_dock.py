@@ -17,6 +17,7 @@ the last step is done.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -1135,7 +1136,7 @@ class ReviewDock(QWidget):
         s.mask_changed(ids)
         # a label no finding has (napari's "new label"): a lesion the model missed, painted
         for value in sorted(v for v in painted if v > 0 and s.by_label(v) is None):
-            if (s.labels == value).any():
+            with contextlib.suppress(ValueError):  # painted over again: no voxel has it now
                 s.add_painted(value)
 
     # -- views ----------------------------------------------------------------------------
