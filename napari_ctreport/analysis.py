@@ -1246,6 +1246,100 @@ def _density_rules(
     return f, mask
 
 
+def solid_component_mm(*, mask: np.ndarray, volume: CTVolume) -> float | None:
+    """The longest axial diameter (mm) of a subsolid lesion's solid component.
+
+    Parameters
+    ----------
+    mask
+        The lesion's voxels, on the grid of ``volume``.
+    volume
+        The CT.
+
+    Returns
+    -------
+    float or None
+        The diameter of the largest connected part of ``mask`` denser than
+        :data:`SOLID_MIN_HU`, rounded to 0.1 mm (what the analysis writes as a part-solid
+        nodule's ``attributes["solid_diameter_mm"]``), or ``None`` when it has no such part.
+    """
+    from .report.measure import axial_diameters
+
+    core = _solid_core(np.asarray(mask, dtype=bool), volume)
+    if core is None:
+        return None
+    box = tight_box(core)
+    return round(float(axial_diameters(core[box], spacing_zyx=volume.spacing_zyx)[0]), 1)
+
+
+def kind_from_ct(*, mask: np.ndarray, volume: CTVolume) -> str:
+    """The kind of nodule a region the reader marked shows on the CT.
+
+    A guess for a finding the reader adds (a drawn box, a painted mask) that the reader can
+    change. It reads the region as the analysis reads its own findings, with the same
+    boundaries, and is not misled by the aerated lung a loose brush stroke or a box takes in:
+
+    - its core is the largest connected part denser than a solid lesion's boundary
+      (``REFINE_HU`` of a solid nodule, -500 HU); its extent is the part denser than the
+      subsolid boundary (-750 HU);
+    - no core of :data:`MIN_NODULE_MM` or more, or a core whose mean is below
+      :data:`SOLID_MIN_HU`: a ``"ground-glass nodule"`` (a ``"solid nodule"``, the kind the
+      reader is asked to check, when the CT shows nothing there: no extent that long);
+    - a core whose densest tenth of its own voxels (a contrast-filled vessel or a rib that
+      runs on beyond it left out, :data:`CALCIUM_MAX_REACH_MM`) reaches
+      :data:`CALCIFIED_MIN_HU`: a ``"calcified nodule"``;
+    - an extent at least :data:`GROUND_GLASS_HALO` times as long as the core (a solid part in
+      a wide ground-glass halo): a ``"part-solid nodule"``;
+    - else a ``"solid nodule"``, or a ``"mass"`` over
+      :data:`~napari_ctreport.report.guidelines.MASS_THRESHOLD_MM`.
+
+    A pleural effusion is not guessed: it reads as a solid lesion (fluid is soft tissue on CT).
+
+    Parameters
+    ----------
+    mask
+        The region, on the grid of ``volume`` (a boolean array of its shape).
+    volume
+        The CT.
+
+    Returns
+    -------
+    str
+        One of the lexicon's nodule kinds, or ``"mass"``.
+
+    Raises
+    ------
+    ValueError
+        When ``mask`` holds no voxel.
+    """
+    from .report.measure import axial_diameters
+
+    mask = np.asarray(mask, dtype=bool)
+    box = mask_box(mask, volume, 0.0)
+    if box is None:
+        raise ValueError("the region holds no voxel")
+    m = mask[box]
+    hu = np.asarray(volume.array[box], dtype=np.float32)
+    sp = volume.spacing_zyx
+
+    def long_axis(region: np.ndarray) -> float:
+        return float(axial_diameters(region, spacing_zyx=sp)[0]) if region.any() else 0.0
+
+    core = largest_component(m & (hu > REFINE_HU["solid nodule"]))
+    extent_mm = long_axis(largest_component(m & (hu > REFINE_HU["part-solid nodule"])))
+    core_mm = long_axis(core)
+    if core_mm < MIN_NODULE_MM or float(hu[core].mean()) < SOLID_MIN_HU:
+        # no soft tissue: ground glass, if the CT shows anything there at all
+        return "ground-glass nodule" if extent_mm >= MIN_NODULE_MM else "solid nodule"
+    whole = np.zeros(mask.shape, dtype=bool)
+    whole[box] = core
+    if _calcium(whole, volume):
+        return "calcified nodule"
+    if extent_mm >= GROUND_GLASS_HALO * core_mm:
+        return "part-solid nodule"  # a solid part in a wide ground-glass halo
+    return "mass" if extent_mm > MASS_THRESHOLD_MM else "solid nodule"
+
+
 def _touches(
     mask: np.ndarray, labels: np.ndarray, which: set[int], volume: CTVolume, mm: float
 ) -> bool:

@@ -1475,3 +1475,63 @@ def test_a_nodule_is_on_a_mass_only_within_the_distance() -> None:
     beyond = np.roll(above, 1, axis=0)  # a slice of lung between: 10 mm
     assert not _touches(beyond, labels, {1}, vol, 2.0)
     assert not _touches(np.roll(above, 30, axis=1), labels, {1}, vol, 2.0)  # past its edge
+
+
+def _lesion_phantom():
+    """Lung (-850 HU) at 0.8 x 0.8 x 1.5 mm, blurred as a scanner does and with noise, holding
+    a solid, a ground-glass, a part-solid (7 mm solid part) and a calcified nodule and a mass;
+    each lesion's ball (the truth) by kind."""
+    from scipy import ndimage as ndi
+
+    from napari_ctreport.io.volume import CTVolume
+
+    sp = np.array([1.5, 0.8, 0.8])
+    shape = (48, 200, 200)
+    zz, yy, xx = np.indices(shape, sparse=True)
+
+    def ball(c, r):
+        return ((zz - c[0]) * sp[0]) ** 2 + ((yy - c[1]) * sp[1]) ** 2 + (
+            (xx - c[2]) * sp[2]
+        ) ** 2 <= r**2
+
+    arr = np.full(shape, -850.0, dtype=np.float32)
+    truth = {
+        "solid nodule": ball((12, 40, 40), 4.5),
+        "ground-glass nodule": ball((12, 40, 120), 6.0),
+        "part-solid nodule": ball((12, 120, 40), 7.0),
+        "calcified nodule": ball((12, 120, 120), 3.5),
+        "mass": ball((32, 100, 150), 19.0),
+    }
+    arr[truth["solid nodule"] | truth["mass"]] = 40.0
+    arr[truth["ground-glass nodule"] | truth["part-solid nodule"]] = -600.0
+    arr[ball((12, 120, 40), 3.5)] = 40.0  # the part-solid nodule's solid part
+    arr[truth["calcified nodule"]] = 40.0
+    arr[ball((12, 120, 120), 2.0)] = 500.0
+    arr = ndi.gaussian_filter(arr, sigma=0.6 / sp)
+    arr += np.random.default_rng(3).normal(0.0, 20.0, shape).astype(np.float32)
+    vol = CTVolume(array=arr, spacing_zyx=tuple(sp), origin_lps=(0.0, 0.0, 0.0))
+    return vol, truth
+
+
+def test_kind_from_ct_reads_the_lesion_a_reader_marks():
+    """A region the reader marks (a lesion's own voxels, or a brush stroke 2 mm looser, into
+    the lung) is read as the kind the CT shows; a part-solid nodule's solid part is measured."""
+    from scipy import ndimage as ndi
+
+    from napari_ctreport.analysis import kind_from_ct, solid_component_mm
+
+    vol, truth = _lesion_phantom()
+    loose = np.ones((3, 5, 5), dtype=bool)  # 1.5 mm x 1.6 mm: a loose brush
+    for kind, m in truth.items():
+        assert kind_from_ct(mask=m, volume=vol) == kind, kind
+        grown = ndi.binary_dilation(m, structure=loose)
+        assert kind_from_ct(mask=grown, volume=vol) == kind, f"{kind}, 2 mm looser"
+    solid = solid_component_mm(mask=truth["part-solid nodule"], volume=vol)
+    assert solid is not None and 6.0 <= solid <= 8.5  # a 7 mm solid part
+    assert solid_component_mm(mask=truth["ground-glass nodule"], volume=vol) is None
+    # nothing on the CT there (the reader marked aerated lung): the reader's own kind to check
+    air = np.zeros(vol.shape, dtype=bool)
+    air[40:44, 180:190, 180:190] = True
+    assert kind_from_ct(mask=air, volume=vol) == "solid nodule"
+    with pytest.raises(ValueError, match="no voxel"):
+        kind_from_ct(mask=np.zeros(vol.shape, dtype=bool), volume=vol)

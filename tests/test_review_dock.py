@@ -135,6 +135,9 @@ def test_review_loop(
     assert (s.labels == added.label).any() and np.array_equal(r.masks.data, s.labels)
     assert s.sentences[added.id] in dock.report_editor.findings_edit.toPlainText()
     assert dock.selected == added.id
+    # its kind is read from the CT, and the status line says so
+    assert added.attributes["kind_from_ct"] is True
+    assert dock.status.text().startswith(f"Added {added.id}: a {added.kind}, as the CT shows")
 
     # -- move its box on the canvas (the layer's data changes as a drag leaves it) ------------
     before = added.center_lps_mm
@@ -724,6 +727,7 @@ def test_painting_with_a_new_label_adds_a_finding(sample_dock, qtbot, autosave, 
     qtbot.waitUntil(lambda: len(s.findings) == n + 1, timeout=20000)
     f = s.findings[-1]
     assert f.status == "added" and f.label == value and int((s.labels == value).sum()) == 100
+    assert dock.status.text().startswith(f"Added {f.id}: a {f.kind}, as the CT shows")
     qtbot.waitUntil(lambda: dock.table.rowCount() == n + 1, timeout=5000)
     assert s.sentences[f.id] in dock.report_editor.findings_edit.toPlainText()
     first = s.findings[0]

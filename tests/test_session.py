@@ -500,3 +500,53 @@ def test_a_case_folder_is_reviewed_with_its_own_text(tmp_path):
     assert s.draft.impression == "Typed impression."
     restored = ReviewSession.restore(volume, root=tmp_path / "autosave")
     assert restored.finding(f2.id).status == "rejected" and restored.extra_lines == [own]
+
+
+def test_an_added_finding_takes_the_kind_the_ct_shows(tmp_path):
+    """A lesion the reader adds with no kind named is read from the CT (ground glass is not
+    added as a solid nodule); a part-solid nodule, added or renamed, gets its solid part
+    measured, which sets its follow-up; a kind the reader names is kept."""
+    from test_analysis import _lesion_phantom
+
+    from napari_ctreport._napari.session import ReviewSession
+    from napari_ctreport.report.guidelines import recommendation
+
+    vol, truth = _lesion_phantom()
+    empty = Analysis(
+        volume_info={},
+        findings=[],
+        report=write_report([]),
+        attention=None,
+        attention_per_finding={},
+        labels=np.zeros(vol.shape, dtype=np.int32),
+        model_info={"name": "none", "version": "0", "sha256": ""},
+        device="cpu",
+        timings_s={},
+    )
+    session = ReviewSession.from_analysis(empty, vol, autosave_root=tmp_path)
+
+    def box(m):
+        idx = np.argwhere(m)
+        return idx.min(axis=0) - 1.5, idx.max(axis=0) + 1.5
+
+    glass = session.add_box(*box(truth["ground-glass nodule"]))
+    assert glass.kind == "ground-glass nodule" and glass.attributes["kind_from_ct"] is True
+    assert "ground-glass" in session.sentences[glass.id]
+    session.labels[truth["part-solid nodule"]] = 9  # napari's brush, a new label
+    part = session.add_painted(9)
+    assert part.kind == "part-solid nodule"
+    assert 6.0 <= part.attributes["solid_diameter_mm"] <= 8.5  # its 7 mm solid part
+    assert "solid component" in session.sentences[part.id]
+    # a solid part of 6 mm or more makes it highly suspicious (Fleischner 2017)
+    assert any("highly suspicious" in line for line in recommendation([part]))
+    solid = session.add_box(*box(truth["solid nodule"]))
+    assert solid.kind == "solid nodule" and "solid_diameter_mm" not in solid.attributes
+    session.set_kind(solid.id, "part-solid nodule")  # the reader says so: its solid part
+    assert solid.attributes["solid_diameter_mm"] >= 8.0 and "kind_from_ct" not in solid.attributes
+    session.set_kind(solid.id, "solid nodule")
+    assert "solid_diameter_mm" not in solid.attributes
+    named = session.add_box(*box(truth["calcified nodule"]), kind="solid nodule")
+    assert named.kind == "solid nodule" and "kind_from_ct" not in named.attributes
+    back = ReviewSession.restore(vol, folder=session.folder)
+    assert back.finding(part.id).attributes == part.attributes
+    assert back.finding(glass.id).kind == "ground-glass nodule"

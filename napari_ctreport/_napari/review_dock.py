@@ -1113,6 +1113,7 @@ class ReviewDock(QWidget):
             self._redraw_boxes()
             return
         self.select_finding(f.id)
+        self.status.setText(_added_text(f))
 
     def _on_paint(self, event) -> None:
         if self.result is None or getattr(event, "source", None) is not self.result.masks:
@@ -1137,7 +1138,7 @@ class ReviewDock(QWidget):
         # a label no finding has (napari's "new label"): a lesion the model missed, painted
         for value in sorted(v for v in painted if v > 0 and s.by_label(v) is None):
             with contextlib.suppress(ValueError):  # painted over again: no voxel has it now
-                s.add_painted(value)
+                self.status.setText(_added_text(s.add_painted(value)))
 
     # -- views ----------------------------------------------------------------------------
     def _session_changed(self, action: str, finding_id: str | None) -> None:
@@ -1338,6 +1339,16 @@ def _warm_glyphs(viewer, chars: str):
         if time.perf_counter() - t0 > SLICE_BUDGET_S:
             yield "glyphs"
             t0 = time.perf_counter()
+
+
+def _added_text(f) -> str:
+    """The status line for a finding the reader drew or painted."""
+    if f.attributes.get("kind_from_ct"):
+        return (
+            f"Added {f.id}: a {f.kind}, as the CT shows it there. "
+            "If it is not, change its kind in the table."
+        )
+    return f"Added {f.id}: a {f.kind}."
 
 
 def _add_rectangles(layer, rects: list[np.ndarray], kw: dict[str, Any]):

@@ -483,6 +483,8 @@ class ReviewSession:
             return f
         before = f.to_dict()
         f.kind = kind
+        f.attributes.pop("kind_from_ct", None)  # the reader's own now
+        self._measure_solid_component(f, self.mask(finding_id))
         self._mark_edited(f)
         self._refresh_sentence(f)
         self._log("kind", finding_id, before, f.to_dict())
@@ -577,13 +579,14 @@ class ReviewSession:
         lo_index_zyx: Sequence[float],
         hi_index_zyx: Sequence[float],
         *,
-        kind: str = "solid nodule",
+        kind: str | None = None,
     ) -> Finding:
         """Add a finding the model missed from a box drawn by the reader.
 
         Its mask is the largest connected region above :data:`ADDED_LESION_MIN_HU` inside the
         ellipsoid inscribed in the box (the ellipsoid itself when the box holds no such voxel);
-        status ``"added"``, score 1.
+        status ``"added"``, score 1. With no ``kind`` it is the kind the CT shows there
+        (:func:`~napari_ctreport.analysis.kind_from_ct`), for the reader to check.
         """
         return self._add_region(lo_index_zyx, hi_index_zyx, kind=kind)
 
@@ -593,7 +596,7 @@ class ReviewSession:
         lo_yx: Sequence[float],
         hi_yx: Sequence[float],
         *,
-        kind: str = "solid nodule",
+        kind: str | None = None,
     ) -> Finding:
         """Add a finding from a rectangle the reader drew on axial slice ``z_index`` (index
         coordinates of its outer corners): the box is as deep in mm as the rectangle is wide
@@ -606,10 +609,11 @@ class ReviewSession:
         half_z = max(0.5, half_mm / sp[0])
         return self.add_box((z_index - half_z, *lo_yx), (z_index + half_z, *hi_yx), kind=kind)
 
-    def add_painted(self, label: int, *, kind: str = "solid nodule") -> Finding:
+    def add_painted(self, label: int, *, kind: str | None = None) -> Finding:
         """Add a finding the model missed that the reader painted in :attr:`labels` with a label
         value no finding has (napari's "new label"): its mask is every voxel of that value,
-        measured on the CT; status ``"added"``, score 1.
+        measured on the CT; status ``"added"``, score 1; with no ``kind``, the kind the CT shows
+        there (:meth:`add_box`).
 
         Raises
         ------
@@ -629,7 +633,7 @@ class ReviewSession:
         lo_index_zyx: Sequence[float],
         hi_index_zyx: Sequence[float],
         *,
-        kind: str,
+        kind: str | None,
         attributes: dict[str, Any] | None = None,
         before: Any = None,
     ) -> Finding:
@@ -646,16 +650,24 @@ class ReviewSession:
         region: np.ndarray,
         label: int,
         *,
-        kind: str,
+        kind: str | None,
         attributes: dict[str, Any] | None = None,
         before: Any = None,
     ) -> Finding:
         """A finding the reader added on ``region`` (labelled ``label`` in :attr:`labels`),
-        measured on the CT: id one past the highest ``F<n>``, status ``"added"``, score 1. A
+        measured on the CT: id one past the highest ``F<n>``, status ``"added"``, score 1. With
+        ``kind`` ``None`` its kind is read from the CT
+        (:func:`~napari_ctreport.analysis.kind_from_ct`; ``attributes["kind_from_ct"]``). A
         "solid nodule" larger than the lexicon's nodule (over
-        :data:`~napari_ctreport.report.guidelines.MASS_THRESHOLD_MM`) is added as a mass."""
+        :data:`~napari_ctreport.report.guidelines.MASS_THRESHOLD_MM`) is added as a mass; a
+        part-solid nodule gets its solid component measured."""
+        from ..analysis import kind_from_ct
         from ..report.guidelines import MASS_THRESHOLD_MM
         from ..report.measure import finding_from_mask
+
+        guessed = kind is None
+        if kind is None:
+            kind = kind_from_ct(mask=region, volume=self.volume)
 
         n = 1 + max([0] + [int(f.id[1:]) for f in self.findings if f.id[1:].isdigit()])
         f = finding_from_mask(
@@ -671,6 +683,9 @@ class ReviewSession:
         if f.kind == "solid nodule" and f.diameter_mm > MASS_THRESHOLD_MM:
             f.kind = "mass"  # the lexicon's name for a lesion of this size
         f.attributes.update(attributes or {})
+        if guessed:
+            f.attributes["kind_from_ct"] = True
+        self._measure_solid_component(f, region)
         self.labels[region] = label
         self._labels_dirty = True
         self.findings.append(f)
@@ -862,6 +877,23 @@ class ReviewSession:
             "mean_hu",
         ):
             setattr(f, name, getattr(new, name))
+        self._measure_solid_component(f, mask)
+
+    def _measure_solid_component(self, f: Finding, mask: np.ndarray) -> None:
+        """A part-solid nodule's ``attributes["solid_diameter_mm"]`` measured on ``mask``
+        (its follow-up depends on it: Fleischner 2017); any other kind has none. A finding with
+        no voxel (a case without its mask) keeps what it had."""
+        from ..analysis import solid_component_mm
+
+        if not mask.any():
+            return
+        solid = None
+        if f.kind == "part-solid nodule":
+            solid = solid_component_mm(mask=mask, volume=self.volume)
+        if solid is None:
+            f.attributes.pop("solid_diameter_mm", None)
+        else:
+            f.attributes["solid_diameter_mm"] = solid
 
     @staticmethod
     def _mark_edited(f: Finding) -> None:
@@ -1052,7 +1084,8 @@ def _case_edit_log(entries: Sequence[dict[str, Any]]) -> list[EditRecord]:
 
 def _measurements(d: dict[str, Any]) -> tuple:
     keys = ("side", "zone", "center_lps_mm", "bbox_lps_mm", "diameter_mm", "volume_ml", "mean_hu")
-    return tuple(json.dumps(d[k]) for k in keys)
+    solid = (d.get("attributes") or {}).get("solid_diameter_mm")
+    return (*(json.dumps(d[k]) for k in keys), json.dumps(solid))
 
 
 def _report_lines(report: Report) -> list[str]:
