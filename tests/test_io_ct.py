@@ -22,7 +22,7 @@ from napari_ctreport.io import (
     UnreadableError,
 )
 from napari_ctreport.io.ct import axis_codes, canonicalize, load_ct, probe_ct
-from napari_ctreport.io.write import read_labels, write_dicom_series
+from napari_ctreport.io.write import read_labels, write_dicom_series, write_volume
 
 
 @pytest.fixture(scope="module")
@@ -661,3 +661,24 @@ def test_canonicalize_oblique_linear_field() -> None:
 def test_errors_are_ctreaderrors(real: Path) -> None:
     for sub in (UnreadableError, NotCTError, LocalizerError, GeometryError):
         assert issubclass(sub, CTReadError)
+
+
+def test_the_series_a_dicom_file_belongs_to(tmp_path: Path) -> None:
+    """``series_of_file``: the series of its folder that a DICOM file is one image of; nothing
+    for a file alone in its folder, a NIfTI or a file that is not DICOM."""
+    from napari_ctreport.io.ct import series_of_file
+
+    thin, thick = _study_of_two_series(tmp_path)
+    files = sorted(tmp_path.glob("thick_*"))
+    s = series_of_file(files[2])
+    assert s is not None and (s.description, s.number, s.images) == ("thick", "5", 6)
+    assert np.array_equal(load_ct(tmp_path, series=s.uid).array, thick.array)
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(files[0], lone)
+    assert series_of_file(lone / files[0].name) is None
+    nifti = tmp_path / "ct.nii.gz"
+    write_volume(thin, nifti)
+    assert series_of_file(nifti) is None
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    assert series_of_file(tmp_path / "notes.txt") is None

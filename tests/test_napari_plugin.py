@@ -176,3 +176,41 @@ def test_torch_imports_after_napari_opened_a_canvas():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("ok")
+
+
+def test_the_files_of_a_series_dropped_together_open_it_once(
+    make_napari_viewer, tmp_path, monkeypatch
+):
+    """Several files of a series dropped without Shift: napari hands them to the reader one at
+    a time. The first opens its whole series (the 12 images of 'thin'; before, each file was a
+    one-slice layer), the others add nothing; a notification says so. A file alone in its
+    folder is that image; a file of a series no layer shows, or past SAME_DROP_S, opens it
+    again."""
+    import shutil
+
+    import napari.utils.notifications as notifications
+    from test_io_ct import _study_of_two_series
+
+    from napari_ctreport._napari import reader
+
+    said: list[str] = []
+    monkeypatch.setattr(notifications, "show_info", said.append)
+    thin, _ = _study_of_two_series(tmp_path)
+    files = sorted(str(p) for p in tmp_path.glob("thin_*"))
+    assert len(files) == 12
+    viewer = make_napari_viewer()
+    layers = viewer.open(files, plugin="napari-ctreport")  # stack=False: one call per file
+    assert len(layers) == 1 and np.array_equal(layers[0].data, thin.array)
+    assert len(said) == 1 and "is one image of 'thin' #2 (12 images)" in said[0]
+    viewer.layers.remove(layers[0])  # deleted, and dropped again at once: it opens again
+    (layers,) = viewer.open(files[2:5], plugin="napari-ctreport")
+    assert np.array_equal(layers.data, thin.array)
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(files[4], lone)
+    (one,) = viewer.open(str(lone / Path(files[4]).name), plugin="napari-ctreport")
+    assert one.data.shape == (1, *thin.shape[1:])
+    assert sum(np.array_equal(one.data[0], image) for image in thin.array) == 1
+    monkeypatch.setattr(reader, "SAME_DROP_S", 0.0)
+    (again,) = viewer.open(files[7], plugin="napari-ctreport")
+    assert np.array_equal(again.data, thin.array)

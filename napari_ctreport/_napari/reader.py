@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..io import CTReadError
-from ..io.ct import SeriesInfo, ct_series, is_dicom_folder, load_ct, probe_ct
-from .layers import image_layer_data
+from ..io.ct import SeriesInfo, ct_series, is_dicom_folder, load_ct, probe_ct, series_of_file
+from .layers import META_KEY, image_layer_data
 
 #: A DICOM folder with several CT series (a study: thin and thick slices, other kernels or
 #: phases) opens each series as its own layer when they hold at most this many images together:
@@ -17,7 +18,18 @@ from .layers import image_layer_data
 #: warning names the others (``ctreport info FOLDER`` lists them; ``--series`` opens one).
 ALL_SERIES_MAX_IMAGES = 2000
 
+#: One image of a CT series opens the whole series (as ITK-SNAP and Slicer do). napari hands
+#: the files of a drop over one at a time (several files dropped without Shift): a file of a
+#: series this reader opened whole from the same folder adds nothing when the last file of it
+#: came less than this many seconds before and the series is a layer of the viewer, so the drop
+#: gives one layer, not one per file.
+SAME_DROP_S = 5.0
+
 PathOrPaths = str | Sequence[str]
+
+#: (folder, SeriesInstanceUID) of the series opened whole from one of their files -> when the
+#: last file of that series came (``time.monotonic()``); see :data:`SAME_DROP_S`.
+_opened_whole: dict[tuple[str, str], float] = {}
 
 
 def _single_path(path: PathOrPaths) -> str | None:
@@ -65,6 +77,10 @@ def read_ct(path: PathOrPaths) -> list[tuple[Any, ...]]:
         series = _study_series(Path(single))
         if len(series) > 1 and sum(s.images for s in series) <= ALL_SERIES_MAX_IMAGES:
             return _read_series(Path(single), series)
+        if Path(single).is_file():
+            whole = _whole_series(Path(single))
+            if whole is not None:
+                return whole
         volume = load_ct(single)
     except CTReadError as err:
         show_error(str(err))
@@ -72,6 +88,42 @@ def read_ct(path: PathOrPaths) -> list[tuple[Any, ...]]:
     for line in volume.warnings:
         show_warning(line)
     return [image_layer_data(volume)]
+
+
+def _whole_series(file: Path) -> list[tuple[Any, ...]] | None:
+    """The whole CT series that the DICOM ``file`` is one image of, as a layer (``[(None,)]``,
+    no layer, for another file of a series just opened this way and still open:
+    :data:`SAME_DROP_S`), or ``None`` when the file is not one image of a larger series in its
+    folder."""
+    from napari.utils.notifications import show_info, show_warning
+
+    series = series_of_file(file)
+    if series is None:
+        return None
+    key = (str(file.parent.resolve()), series.uid)
+    last = _opened_whole.get(key)
+    _opened_whole[key] = time.monotonic()
+    if last is not None and _opened_whole[key] - last < SAME_DROP_S and _is_a_layer(series.uid):
+        return [(None,)]  # dropped with a file of it: the series is open already
+    volume = load_ct(file.parent, series=series.uid)
+    _opened_whole[key] = time.monotonic()
+    show_info(f"{file.name} is one image of {series.label} in {file.parent}: the series opened")
+    for line in volume.warnings:
+        show_warning(line)
+    return [image_layer_data(volume)]
+
+
+def _is_a_layer(series_uid: str) -> bool:
+    """Whether a layer of napari's current viewer shows the CT series ``series_uid``."""
+    from napari import current_viewer
+
+    viewer = current_viewer()
+    if viewer is None:
+        return False
+    return any(
+        ((layer.metadata or {}).get(META_KEY) or {}).get("series_uid") == series_uid
+        for layer in viewer.layers
+    )
 
 
 def _study_series(path: Path) -> list[SeriesInfo]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GeometryError, LocalizerError, NotCTError, UnreadableError
+from .errors import CTReadError, GeometryError, LocalizerError, NotCTError, UnreadableError
 from .volume import CTVolume
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "load_ct",
     "probe_ct",
     "read_dicom_headers",
+    "series_of_file",
     "sitk_array_affine",
 ]
 
@@ -1057,6 +1058,35 @@ def ct_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
     with _reading(folder):
         series, slices = _ct_series_of(folder, read_dicom_headers(folder), [])
     return [_series_info(u, series[u], len(slices[u])) for u in _largest_first(slices)]
+
+
+def series_of_file(path: str | os.PathLike[str]) -> SeriesInfo | None:
+    """The CT series of the DICOM folder holding ``path`` that this DICOM file is an image of,
+    when that series holds other images too (one slice of a series, dropped or picked alone).
+
+    Reads the file's header, and when it is a CT image with a SeriesInstanceUID, the headers of
+    its folder (:func:`ct_series`).
+
+    Returns
+    -------
+    SeriesInfo or None
+        ``None`` for anything else: not a DICOM file, no series UID, no other image of its
+        series in its folder, or a folder that cannot be read as CT (the file alone may be).
+    """
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() in VOLUME_SUFFIXES or p.name.endswith(".nii.gz"):
+        return None
+    try:
+        uid = str(_dcmread(p, headers_only=True).get("SeriesInstanceUID", "") or "")
+    except Exception:  # noqa: BLE001 (not DICOM: loading it alone says why)
+        return None
+    if not uid:
+        return None
+    try:
+        found = [s for s in ct_series(p.parent) if s.uid == uid]
+    except CTReadError:
+        return None
+    return found[0] if found and found[0].images > 1 else None
 
 
 def _largest_first(slices: dict[str, list[_Slice]]) -> list[str]:
