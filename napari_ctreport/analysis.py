@@ -211,6 +211,10 @@ PLEURAL_MASS_OWN_LUNG = True
 #: within 5 or 10 mm of the lung all gave medians of -1 to -5 %, but crept along the pleura.)
 EFFUSION_GROW_MM = 10.0
 EFFUSION_NEAR_LUNG_MM = 10.0
+#: An effusion the reader marked (:func:`effusion_in_region`) is followed through the fluid
+#: beside the lungs in up to this many growths of :data:`EFFUSION_GROW_MM` (it stops when one
+#: adds under 1 %): a box drawn on one slice holds only a slab of it.
+EFFUSION_FOLLOW_STEPS = 20
 #: Fill each effusion out to the fluid's own boundary after that growth
 #: (:func:`~napari_ctreport.report.refine.refine_effusion`); False switches it off.
 EFFUSION_FILL = True
@@ -1270,6 +1274,81 @@ def solid_component_mm(*, mask: np.ndarray, volume: CTVolume) -> float | None:
         return None
     box = tight_box(core)
     return round(float(axial_diameters(core[box], spacing_zyx=volume.spacing_zyx)[0]), 1)
+
+
+def effusion_in_region(
+    *,
+    region: np.ndarray,
+    volume: CTVolume,
+    lungs: np.ndarray | None,
+    taken: np.ndarray | None = None,
+) -> np.ndarray:
+    """The pleural effusion a region the reader marked holds, measured as the analysis measures
+    its own: its fluid, grown through the fluid beside the lungs and filled out to the fluid's
+    own boundary.
+
+    A box drawn around an effusion also takes in the chest wall, the diaphragm and the liver
+    (measured as one region, 2-7 times the effusion's volume on the synthetic sets), and its
+    depth is its width, not the effusion's length. The fluid is the region's voxels in
+    :data:`FLUID_HU` (lightly smoothed) outside the lungs and within
+    :data:`EFFUSION_NEAR_LUNG_MM` of them, opened in-plane as the growth opens it; its largest
+    part is grown (``_grow_effusion``) and filled (:func:`~napari_ctreport.report.refine.
+    refine_effusion`) as the analysis grows and fills an effusion the network drew.
+
+    Parameters
+    ----------
+    region
+        The marked voxels (boolean, on the grid of ``volume``).
+    volume
+        The CT.
+    lungs
+        The lung mask (:func:`~napari_ctreport.report.anatomy.segment_lungs`), or ``None``.
+    taken
+        Voxels of other findings, never added.
+
+    Returns
+    -------
+    numpy.ndarray
+        The effusion's voxels (boolean), or a copy of ``region`` when it holds no fluid beside a
+        lung (nothing to measure: the reader's region stands).
+    """
+    from scipy import ndimage as ndi
+
+    region = np.asarray(region, dtype=bool)
+    box = mask_box(region, volume, 0.0)
+    if box is None or lungs is None or not lungs.any():
+        return region.copy()
+    sp = volume.spacing_zyx
+    lung = lungs[box] > 0
+    hu = ndi.gaussian_filter(np.asarray(volume.array[box], dtype=np.float32), (0.0, 1.0, 1.0))
+    fluid = (
+        region[box]
+        & ~lung
+        & (hu > FLUID_HU[0])
+        & (hu < FLUID_HU[1])
+        & (ndi.distance_transform_edt(~lung, sampling=sp) <= EFFUSION_NEAR_LUNG_MM)
+    )
+    opened = largest_component(ndi.binary_opening(fluid, structure=np.ones((1, 3, 3), bool)))
+    # a thin effusion on a coarse grid does not survive the opening: its fluid as it is then
+    fluid = (
+        opened if 2 * opened.sum() >= largest_component(fluid).sum() else largest_component(fluid)
+    )
+    if not fluid.any():
+        return region.copy()
+    seed = np.zeros(region.shape, dtype=bool)
+    seed[box] = fluid
+    if taken is not None:
+        seed &= ~taken
+    grown = seed
+    for _ in range(EFFUSION_FOLLOW_STEPS):
+        more = _grow_effusion(grown, volume, lungs)
+        if taken is not None:
+            more &= ~taken
+        done = int(more.sum()) <= int(grown.sum()) * 1.01
+        grown = more
+        if done:
+            break
+    return refine_effusion(grown, volume=volume, taken=taken)
 
 
 def kind_from_ct(*, mask: np.ndarray, volume: CTVolume) -> str:

@@ -872,3 +872,36 @@ def test_a_case_folder_is_opened_for_review(
         again = read_case(out)
         assert [f.status for f in again.findings][0] == "rejected"
         assert again.original["report"]["findings"] == case.report["findings"]
+
+
+def test_a_drawn_box_named_an_effusion_is_measured_on_its_fluid(
+    sample_dock, qtbot, autosave, monkeypatch
+):
+    """The reader draws a rectangle over an effusion the model missed (the sample's F4, 74 ml)
+    and names it an effusion in the table: it is measured on the fluid it holds, not on the
+    chest wall and liver the box also took in, and the status line says so."""
+    viewer, dock = sample_dock()
+    gt = viewer.layers["Sample lesions (ground truth)"]
+    truth = np.asarray(gt.data) == 4
+    _instant_analysis(monkeypatch, viewer, set_aside=("F4",))
+    _run_and_wait(qtbot, dock)
+    r, s = dock.result, dock.result.session
+    n = len(s.findings)
+    idx = np.argwhere(truth)
+    z = int(np.median(idx[:, 0]))
+    (y0, x0), (y1, x1) = (
+        idx[idx[:, 0] == z][:, 1:].min(axis=0),
+        idx[idx[:, 0] == z][:, 1:].max(axis=0),
+    )
+    rect = np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], float)
+    r.boxes.add_rectangles(rect)
+    qtbot.waitUntil(lambda: len(s.findings) == n + 1, timeout=20000)
+    added = s.findings[-1]
+    drawn_ml = added.volume_ml
+    assert drawn_ml > 1.5 * 74.4
+    dock.table.item(dock.table.row_of(added.id), 1).setText("pleural effusion")
+    qtbot.waitUntil(lambda: added.kind == "pleural effusion", timeout=5000)
+    assert 0.6 * 74.4 <= added.volume_ml <= 1.2 * 74.4
+    assert dock.status.text().startswith(f"{added.id} measured as a pleural effusion")
+    assert np.array_equal(r.masks.data, s.labels)
+    assert np.count_nonzero(s.mask(added.id) & truth) > 0.6 * np.count_nonzero(truth)

@@ -550,3 +550,49 @@ def test_an_added_finding_takes_the_kind_the_ct_shows(tmp_path):
     back = ReviewSession.restore(vol, folder=session.folder)
     assert back.finding(part.id).attributes == part.attributes
     assert back.finding(glass.id).kind == "ground-glass nodule"
+
+
+def test_an_effusion_the_reader_marks_is_measured_on_its_fluid(tmp_path):
+    """A rectangle drawn around a missed effusion also holds chest wall and liver (here three
+    times its volume); named an effusion (in the table, or when added), it is measured on the
+    fluid it holds, followed through the fluid beside the lung, as the analysis measures one.
+    A mask the reader painted stays as painted."""
+    from napari_ctreport._napari.session import ReviewSession
+
+    case = generate_case(seed=7, shape=(60, 160, 160))  # a 130 ml effusion on 2.3 mm pixels
+    (eff,) = [f for f in case.findings if f.kind == "pleural effusion"]
+    truth = case.labels == eff.label
+    a = _analysis(case)
+    a.findings, a.labels = [], np.zeros_like(case.labels)
+    a.report = write_report([])
+    session = ReviewSession.from_analysis(a, case.volume, autosave_root=tmp_path)
+    idx = np.argwhere(truth)
+    z = int(np.median(idx[:, 0]))
+    on = idx[idx[:, 0] == z][:, 1:]
+    lo, hi = on.min(axis=0) - 0.5, on.max(axis=0) + 0.5
+
+    def dice(m):
+        return 2 * (m & truth).sum() / (m.sum() + truth.sum())
+
+    drawn = session.add_rectangle(z, lo, hi)
+    assert drawn.kind != "pleural effusion" and drawn.volume_ml > 2 * eff.volume_ml
+    assert dice(session.mask(drawn.id)) < 0.5
+    session.set_kind(drawn.id, "pleural effusion")
+    assert 0.6 * eff.volume_ml <= drawn.volume_ml <= 1.2 * eff.volume_ml
+    assert dice(session.mask(drawn.id)) > 0.7 and drawn.side == eff.side
+    assert "pleural effusion" in session.sentences[drawn.id]
+    assert session.edit_log[-1].after["volume_ml"] == pytest.approx(drawn.volume_ml, abs=1e-3)
+    # named an effusion as it is added: the same fluid
+    session.labels[session.mask(drawn.id)] = 0
+    session.set_status(drawn.id, "rejected")
+    named = session.add_rectangle(z, lo, hi, kind="pleural effusion")
+    assert dice(session.mask(named.id)) > 0.7
+    # a mask the reader painted is the reader's: naming it an effusion keeps it
+    session.labels[session.mask(named.id)] = 0
+    session.set_status(named.id, "rejected")
+    session.labels[truth & (np.arange(truth.shape[0]) < z)[:, None, None]] = 50
+    painted = session.add_painted(50)
+    before = session.mask(painted.id).copy()
+    session.set_kind(painted.id, "pleural effusion")
+    assert np.array_equal(session.mask(painted.id), before)
+    assert painted.attributes["mask_by_reader"] is True

@@ -44,6 +44,7 @@ from qtpy.QtWidgets import (
 from ..io import WINDOW_PRESETS, window_limits
 from ..io.case import read_case
 from ..io.volume import CTVolume
+from ..report.writer import format_ml
 from .findings_table import FindingsTable
 from .layers import (
     META_KEY,
@@ -1026,7 +1027,19 @@ class ReviewDock(QWidget):
     # -- edits from the widgets and layers ------------------------------------------------
     def _kind_edited(self, fid: str, kind: str) -> None:
         if self.result is not None:
-            QTimer.singleShot(0, lambda: self.result.session.set_kind(fid, kind))
+            QTimer.singleShot(0, lambda: self._set_kind(fid, kind))
+
+    def _set_kind(self, fid: str, kind: str) -> None:
+        r = self.result
+        if r is None:
+            return
+        before = r.session.finding(fid).volume_ml
+        f = r.session.set_kind(fid, kind)
+        if kind == "pleural effusion" and f.volume_ml != before:
+            self.status.setText(
+                f"{fid} measured as a pleural effusion, on the fluid it holds: "
+                f"{format_ml(f.volume_ml)} (was {format_ml(before)})."
+            )
 
     def _location_edited(self, fid: str, side: str, zone: str) -> None:
         if self.result is not None:

@@ -475,7 +475,13 @@ class ReviewSession:
         return f
 
     def set_kind(self, finding_id: str, kind: str) -> Finding:
-        """Change a finding's kind (one of the lexicon's kinds)."""
+        """Change a finding's kind (one of the lexicon's kinds).
+
+        A finding that becomes a pleural effusion is measured as the analysis measures one:
+        its mask is redrawn on the fluid it holds (:func:`~napari_ctreport.analysis.
+        effusion_in_region`: a box drawn around an effusion also holds chest wall and liver),
+        unless the reader painted its mask (``attributes["mask_by_reader"]``). A part-solid
+        nodule gets its solid component measured."""
         if kind not in KINDS:
             raise ValueError(f"unknown finding kind {kind!r}")
         f = self.finding(finding_id)
@@ -484,6 +490,8 @@ class ReviewSession:
         before = f.to_dict()
         f.kind = kind
         f.attributes.pop("kind_from_ct", None)  # the reader's own now
+        if kind == "pleural effusion" and not f.attributes.get("mask_by_reader"):
+            self._redraw_as_effusion(f)
         self._measure_solid_component(f, self.mask(finding_id))
         self._mark_edited(f)
         self._refresh_sentence(f)
@@ -526,6 +534,7 @@ class ReviewSession:
             self._remeasure(f, m)
             after = f.to_dict()
             if _measurements(before) != _measurements(after):
+                f.attributes["mask_by_reader"] = True  # painted: never redrawn for the reader
                 self._mark_edited(f)
                 after = f.to_dict()
                 self._refresh_sentence(f)
@@ -626,7 +635,7 @@ class ReviewSession:
         region = self.labels == label
         if not region.any():
             raise ValueError(f"no voxel is painted with label {label}")
-        return self._add_finding(region, label, kind=kind)
+        return self._add_finding(region, label, kind=kind, attributes={"mask_by_reader": True})
 
     def _add_region(
         self,
@@ -668,6 +677,8 @@ class ReviewSession:
         guessed = kind is None
         if kind is None:
             kind = kind_from_ct(mask=region, volume=self.volume)
+        elif kind == "pleural effusion" and not (attributes or {}).get("mask_by_reader"):
+            region = self._effusion_in(region, taken=self.labels > 0)
 
         n = 1 + max([0] + [int(f.id[1:]) for f in self.findings if f.id[1:].isdigit()])
         f = finding_from_mask(
@@ -878,6 +889,26 @@ class ReviewSession:
         ):
             setattr(f, name, getattr(new, name))
         self._measure_solid_component(f, mask)
+
+    def _effusion_in(self, region: np.ndarray, *, taken: np.ndarray) -> np.ndarray:
+        from ..analysis import effusion_in_region
+
+        return effusion_in_region(
+            region=region, volume=self.volume, lungs=self.ensure_lungs(), taken=taken
+        )
+
+    def _redraw_as_effusion(self, f: Finding) -> None:
+        """``f``'s mask redrawn on the pleural effusion it holds, and ``f`` measured on it."""
+        old = self.mask(f.id)
+        if not old.any():
+            return
+        new = self._effusion_in(old, taken=(self.labels > 0) & ~old)
+        if np.array_equal(new, old):
+            return
+        self.labels[old] = 0
+        self.labels[new] = f.label
+        self._labels_dirty = True
+        self._remeasure(f, new)
 
     def _measure_solid_component(self, f: Finding, mask: np.ndarray) -> None:
         """A part-solid nodule's ``attributes["solid_diameter_mm"]`` measured on ``mask``
