@@ -61,12 +61,36 @@ SERIES_HELP = (
 )
 
 
+def _whole_series(path: str) -> Any:
+    """The series a DICOM file at ``path`` is one image of, when its folder holds more of it
+    (as the napari reader opens it: one slice is not a CT to analyse), with a warning saying
+    so; else ``None``."""
+    from .io.ct import load_ct, series_of_file
+
+    whole = series_of_file(path) if Path(path).is_file() else None
+    if whole is None:
+        return None
+    volume = load_ct(Path(path).parent, series=whole.uid)
+    volume.warnings.append(
+        f"{Path(path).name} is one image of {whole.label}: the whole series was opened"
+    )
+    return volume
+
+
+def _open_ct(path: str, series: str | None) -> Any:
+    """The CT at ``path`` (``series`` of a DICOM folder, or the series a file is one image of:
+    :func:`_whole_series`)."""
+    from .io.ct import load_ct
+
+    return (None if series is not None else _whole_series(path)) or load_ct(path, series=series)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .io.ct import ct_series, is_dicom_folder, load_ct
+    from .io.ct import ct_series, is_dicom_folder
 
-    volume = load_ct(args.path, series=args.series)
+    volume = _open_ct(args.path, args.series)
     meta = volume.metadata
     arr = volume.array
     series = ct_series(args.path) if is_dicom_folder(args.path) else []
@@ -216,11 +240,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import analyze
 
-    source: Any = args.path
-    if args.series is not None:
-        from .io.ct import load_ct
-
-        source = load_ct(args.path, series=args.series)
+    # a path is loaded by analyze, with its progress
+    source: Any = _open_ct(args.path, args.series) if args.series else _whole_series(args.path)
+    source = args.path if source is None else source
     progress = _Progress("analyze")
     result = analyze(source, model=args.model, device=args.device, progress=progress)
     for line in result.volume_info.get("warnings", []):

@@ -213,6 +213,15 @@ def test_a_series_of_a_study_folder_is_listed_and_chosen(tmp_path, capsys):
     assert json.loads(out.read_text())["input"]["series_uid"] == doc["series_uid"]
     assert main(["info", study, "--series", "9"]) == 2
     assert "no CT series has the number or UID '9'" in capsys.readouterr().err
+    # one file of a series: the whole series, as the napari reader opens it, and a warning
+    one = str(sorted((tmp_path / "study").glob("thick_*"))[3])
+    assert main(["info", one, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["size_zyx"] == [6, 20, 24]
+    assert any("is one image of 'thick' #5 (6 images)" in w for w in doc["warnings"])
+    assert main(["analyze", one, "--out", str(out), "--device", "cpu"]) == 0
+    assert "is one image of 'thick' #5" in capsys.readouterr().err
+    assert json.loads(out.read_text())["input"]["series_uid"] == doc["series_uid"]
 
 
 def test_analyze_bad_input_exit_2(tmp_path, capsys):
