@@ -410,16 +410,27 @@ def test_second_run_keep_both_then_replace(
     assert dock.table.rowCount() == n
     # the dock now edits the second run; the first run's session is left alone
     assert first.session.on_change is None and second.session.on_change is not None
-    # painting the first run's masks re-measures nothing of the second run's
-    remeasured = []
+    # painting the first run's masks makes it the run reviewed, re-measured in its own session
+    # (before session 43 the stroke was ignored: the first run's findings went stale)
+    remeasured, remeasured_first = [], []
     monkeypatch.setattr(second.session, "mask_changed", lambda ids=None: remeasured.append(ids))
+    monkeypatch.setattr(
+        first.session, "mask_changed", lambda ids=None: remeasured_first.append(ids)
+    )
     f0 = first.session.findings[0]
     z, y, x = np.argwhere(first.masks.data == f0.label)[0]
     first.masks.paint((z, y, x), 0)
-    qtbot.wait(600)  # past the re-measure delay
-    assert remeasured == []
-    second.masks.paint((z, y, x), 0)  # while its own masks are
+    qtbot.waitUntil(lambda: len(remeasured_first) == 1, timeout=5000)
+    assert remeasured == [] and remeasured_first == [[f0.id]]
+    assert dock.result is first and dock.status.text() == f"Reviewing the findings of {ct}."
+    assert first.session.on_change is not None and second.session.on_change is None
+    second.masks.paint((z, y, x), 0)  # and back
     qtbot.waitUntil(lambda: len(remeasured) == 1, timeout=5000)
+    assert dock.result is second and len(remeasured_first) == 1
+    viewer.layers.selection.active = first.boxes  # selecting a run's layer reviews that run
+    assert dock.result is first
+    viewer.layers.selection.active = second.masks
+    assert dock.result is second and dock.table.rowCount() == n
 
     # -- each run autosaves on its own; a restart restores both side by side ----------------
     from napari_ctreport._napari.review_dock import ReviewDock
@@ -730,10 +741,24 @@ def test_painting_with_a_new_label_adds_a_finding(sample_dock, qtbot, autosave, 
     assert dock.status.text().startswith(f"Added {f.id}: a {f.kind}, as the CT shows")
     qtbot.waitUntil(lambda: dock.table.rowCount() == n + 1, timeout=5000)
     assert s.sentences[f.id] in dock.report_editor.findings_edit.toPlainText()
+    # napari 0.9's brush (a masked paint atom, not data_setitem's 3-tuple): a stroke that
+    # erases part of a finding re-measures it (before session 43 brush strokes were ignored)
+    second = s.findings[1]
+    vol_before = second.volume_ml
+    r.masks.brush_size = 5
+    r.masks.paint(tuple(np.argwhere(s.labels == second.label)[0]), 0)
+    qtbot.waitUntil(lambda: second.volume_ml < vol_before, timeout=20000)
+    assert s.edit_log[-1].action == "mask" and s.edit_log[-1].finding_id == second.id
+    assert second.attributes["mask_by_reader"] is True
+    # and a brush stroke with a new label adds a finding
+    z, y0, x0 = _free_square(s.labels, r.volume.array, 10)
+    r.masks.paint((z, y0 + 5, x0 + 5), value + 1)
+    qtbot.waitUntil(lambda: len(s.findings) == n + 2, timeout=20000)
+    assert s.findings[-1].label == value + 1
     first = s.findings[0]
     r.masks.data_setitem(np.nonzero(s.labels == first.label), 0)  # erase a whole mask
     qtbot.waitUntil(lambda: first.status == "rejected", timeout=20000)
-    assert len(s.findings) == n + 1
+    assert len(s.findings) == n + 2
 
 
 def test_running_again_says_what_replacing_would_discard(sample_dock, qtbot, autosave, monkeypatch):
@@ -905,3 +930,36 @@ def test_a_drawn_box_named_an_effusion_is_measured_on_its_fluid(
     assert dock.status.text().startswith(f"{added.id} measured as a pleural effusion")
     assert np.array_equal(r.masks.data, s.labels)
     assert np.count_nonzero(s.mask(added.id) & truth) > 0.6 * np.count_nonzero(truth)
+
+
+def test_each_ct_keeps_its_review(sample_dock, qtbot, autosave, monkeypatch):
+    """Two CTs analysed: picking either (in the layer list or the combo) shows its own review
+    in the table and the report, and edits go to that CT's session."""
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    ct = viewer.layers["Sample chest CT"]
+    _run_and_wait(qtbot, dock)
+    first = dock.result
+    other = viewer.add_image(
+        ct.data, name="Other CT", scale=ct.scale, translate=ct.translate, metadata=ct.metadata
+    )
+    viewer.layers.selection.active = other
+    assert dock.current_layer() is other and dock.result is first
+    assert dock.status.text() == "Reviewing the findings of Sample chest CT; Run analyses Other CT."
+    _run_and_wait(qtbot, dock)
+    second = dock.result
+    assert second is not first and second.ct_name == "Other CT"
+    fid = second.session.findings[0].id
+    dock.select_finding(fid)
+    dock.set_status("rejected")
+    viewer.layers.selection.active = ct  # back to the first CT: its own review
+    assert dock.result is first and dock.current_layer() is ct
+    assert dock.status.text() == "Reviewing the findings of Sample chest CT."
+    assert dock.table.item(dock.table.row_of(fid), 7).text() != "rejected"
+    dock.select_finding(fid)
+    dock.set_status("accepted")
+    assert first.session.finding(fid).status == "accepted"
+    assert second.session.finding(fid).status == "rejected"
+    dock.layer_combo.setCurrentText("Other CT")  # the combo too
+    assert dock.result is second
+    assert dock.table.item(dock.table.row_of(fid), 7).text() == "rejected"

@@ -451,12 +451,54 @@ class ReviewDock(QWidget):
         self._show_study()
 
     def _follow_active(self, event: object = None) -> None:
-        """Pick the CT layer the reader selects in the layer list (not during a run)."""
+        """Follow the layer the reader selects in the layer list (not during a run): a CT layer
+        is picked (and its review shown, :meth:`_show_study`); a layer of a run (its findings,
+        masks or attention) makes that run the one reviewed."""
         active = self.viewer.layers.selection.active
-        if self.busy or active is None or active not in self.ct_layers():
+        if self.busy or active is None:
+            return
+        run = next(
+            (r for r in self.results if active in (r.boxes, r.masks, r.attention, r.set_aside)),
+            None,
+        )
+        if run is not None:
+            self._review(run)
+            if run.ct_name in self.ct_layers():
+                active = self.viewer.layers[run.ct_name]
+        if active not in self.ct_layers():
             return
         if active.name != self.layer_combo.currentText():
             self.layer_combo.setCurrentText(active.name)
+
+    def _review(self, r: RunResult) -> None:
+        """Make ``r`` (a run kept beside the one reviewed: another CT's, or an earlier run of
+        this CT) the run the table, the report and the edits of the layers work on. Strokes
+        still waiting to be measured are measured in the run they were painted in first."""
+        if r is self.result or self.busy or r.session is None:
+            return
+        if self._paint_timer.isActive():
+            self._paint_timer.stop()
+            self._remeasure_painted()
+        if self.result is not None and self.result.session is not None:
+            self.result.session.on_change = None
+        self.result = r
+        r.session.on_change = self._session_changed
+        self.selected = None
+        self._set_review_enabled(True)
+        self._refresh_views()
+        self.status.setText(f"Reviewing the findings of {r.ct_name}{r.suffix}.")
+
+    def _run_of(self, source: object, attr: str) -> RunResult | None:
+        """The run whose layer ``attr`` (``"masks"``, ``"boxes"``) is ``source``: an edit of a
+        kept run's layer makes that run the one reviewed (:meth:`_review`), so that no stroke is
+        lost; ``None`` for any other layer, or during a run."""
+        if self.result is not None and getattr(self.result, attr) is source:
+            return self.result
+        run = next((r for r in self.results if getattr(r, attr) is source), None)
+        if run is None or self.busy:
+            return None
+        self._review(run)
+        return run
 
     def _show_study(self, *_: object) -> None:
         layer = self.current_layer()
@@ -473,10 +515,14 @@ class ReviewDock(QWidget):
         self.info.setText(study_summary(record, tuple(layer.data.shape)))
         self.warnings.setText("\n".join(f"⚠ {w}" for w in record.get("warnings", [])))
         if self.result is not None and self.result.ct_name != layer.name and not self.busy:
-            # the table still holds another CT's review until this one is run (or restored)
-            self.status.setText(
-                f"Reviewing the findings of {self.result.ct_name}; Run analyses {layer.name}."
-            )
+            kept = [r for r in self.results if r.ct_name == layer.name]
+            if kept:
+                self._review(kept[-1])  # this CT's latest run
+            else:
+                # the table still holds another CT's review until this one is run (or restored)
+                self.status.setText(
+                    f"Reviewing the findings of {self.result.ct_name}; Run analyses {layer.name}."
+                )
         self._offer_restore(layer)
         self._offer_case(layer)
 
@@ -1056,8 +1102,10 @@ class ReviewDock(QWidget):
             self.result.session.set_impression(text)
 
     def _on_boxes_data(self, event) -> None:
-        r = self.result
-        if r is None or self._syncing_boxes or event.source is not r.boxes:
+        if self._syncing_boxes:
+            return
+        r = self._run_of(event.source, "boxes")
+        if r is None:
             return
         action = str(event.action)
         ids = r.boxes.features["finding_id"].to_numpy()
@@ -1129,15 +1177,12 @@ class ReviewDock(QWidget):
         self.status.setText(_added_text(f))
 
     def _on_paint(self, event) -> None:
-        if self.result is None or getattr(event, "source", None) is not self.result.masks:
-            return  # the masks of a run kept beside the reviewed one: not this session's labels
+        if self._run_of(getattr(event, "source", None), "masks") is None:
+            return
         for atom in event.value or []:
-            try:
-                _, old, new = atom
-            except (TypeError, ValueError):
-                continue
-            self._painted.update(int(v) for v in np.unique(np.asarray(old)))
-            self._painted.add(int(new))
+            old, new = _paint_values(atom)
+            self._painted.update(int(v) for v in old)
+            self._painted.update(int(v) for v in new)
         self._paint_timer.start()
 
     def _remeasure_painted(self) -> None:
@@ -1352,6 +1397,23 @@ def _warm_glyphs(viewer, chars: str):
         if time.perf_counter() - t0 > SLICE_BUDGET_S:
             yield "glyphs"
             t0 = time.perf_counter()
+
+
+def _paint_values(atom: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The label values a napari paint-history atom replaced, and those it wrote.
+
+    napari 0.9's brush, fill and polygon store a ``_MaskedPaintAtom`` (``slice_key``, ``mask``,
+    ``old_values``, ``new_value``); ``data_setitem`` and older napari the 3-tuple ``(indices,
+    old values, new values)``. Anything else: none (before session 43 only the 3-tuple was
+    read, so brush strokes on napari 0.9 re-measured nothing)."""
+    old = getattr(atom, "old_values", None)
+    new = getattr(atom, "new_value", None)
+    if old is None:
+        try:
+            _, old, new = atom
+        except (TypeError, ValueError):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.unique(np.asarray(old)), np.unique(np.asarray(new))
 
 
 def _added_text(f) -> str:
