@@ -750,6 +750,11 @@ def test_painting_with_a_new_label_adds_a_finding(sample_dock, qtbot, autosave, 
     qtbot.waitUntil(lambda: second.volume_ml < vol_before, timeout=20000)
     assert s.edit_log[-1].action == "mask" and s.edit_log[-1].finding_id == second.id
     assert second.attributes["mask_by_reader"] is True
+    # napari's undo (Ctrl+Z) writes the labels back without a paint event: measured again
+    r.masks.undo()
+    qtbot.waitUntil(lambda: abs(second.volume_ml - vol_before) < 0.01, timeout=20000)
+    r.masks.redo()
+    qtbot.waitUntil(lambda: second.volume_ml < vol_before - 0.01, timeout=20000)
     # and a brush stroke with a new label adds a finding
     z, y0, x0 = _free_square(s.labels, r.volume.array, 10)
     r.masks.paint((z, y0 + 5, x0 + 5), value + 1)

@@ -885,6 +885,7 @@ class ReviewDock(QWidget):
         else:
             r.masks = self.viewer.add_labels(data, **{**kw, "name": f"{ct_name} masks{suffix}"})
             r.masks.events.paint.connect(self._on_paint)
+            self._watch_history(r.masks)
         yield "masks layer"
         yield from _warm_glyphs(self.viewer, prepared["glyphs"])
         rects, kw = prepared["boxes"]
@@ -1184,6 +1185,23 @@ class ReviewDock(QWidget):
             self._painted.update(int(v) for v in old)
             self._painted.update(int(v) for v in new)
         self._paint_timer.start()
+
+    def _watch_history(self, layer) -> None:
+        """napari's undo and redo of a masks layer (Ctrl+Z) write the label map without a paint
+        event: after either, every finding of its run is measured again (and a label a redo
+        brings back is added), as after a stroke."""
+        for name in ("undo", "redo"):
+            step = getattr(layer, name)
+
+            def replay(step=step, layer=layer) -> None:
+                step()
+                r = self._run_of(layer, "masks")
+                if r is not None:
+                    self._painted.update(f.label for f in r.session.findings if f.label)
+                    self._painted.update(int(v) for v in np.unique(np.asarray(layer.data)))
+                    self._paint_timer.start()
+
+            setattr(layer, name, replay)
 
     def _remeasure_painted(self) -> None:
         r = self.result
