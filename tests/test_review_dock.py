@@ -968,3 +968,63 @@ def test_each_ct_keeps_its_review(sample_dock, qtbot, autosave, monkeypatch):
     dock.layer_combo.setCurrentText("Other CT")  # the combo too
     assert dock.result is second
     assert dock.table.item(dock.table.row_of(fid), 7).text() == "rejected"
+
+
+def test_napari_own_mouse_tools_reach_the_review(sample_dock, qtbot, autosave, monkeypatch):
+    """The reader's own gestures, through napari's mouse callbacks (not layer methods): a
+    rectangle drawn with the rectangle tool adds a finding, a box dragged in select mode moves
+    it, a brush stroke on the masks re-measures (the stroke napari 0.9 records as a masked
+    paint atom, which the dock once skipped)."""
+    testing = pytest.importorskip("napari.utils._test_utils")
+    from napari.utils.interactions import (
+        mouse_move_callbacks,
+        mouse_press_callbacks,
+        mouse_release_callbacks,
+    )
+
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+    r, s = dock.result, dock.result.session
+    sp, tr = np.asarray(r.volume.spacing_zyx), np.asarray(r.volume.translate_zyx)
+
+    def gesture(layer, start, *path):
+        """Press at ``start``, drag through ``path``, release at its end (index coordinates
+        of the CT, on the slice shown)."""
+        world = [tuple(np.asarray(p, float) * sp + tr) for p in (start, *path)]
+        viewer.dims.set_point(0, world[0][0])
+
+        def event(kind, at, dragging=False):
+            return testing.read_only_mouse_event(
+                type=kind, is_dragging=dragging, position=at, dims_displayed=[1, 2]
+            )
+
+        mouse_press_callbacks(layer, event("mouse_press", world[0]))
+        for at in world[1:]:
+            mouse_move_callbacks(layer, event("mouse_move", at, True))
+        mouse_release_callbacks(layer, event("mouse_release", world[-1]))
+
+    n = len(s.findings)
+    z, y0, x0 = _free_square(s.labels, r.volume.array, 14)
+    viewer.layers.selection.active = r.boxes
+    r.boxes.mode = "add_rectangle"
+    gesture(r.boxes, (z, y0, x0), (z, y0 + 7, x0 + 7), (z, y0 + 14, x0 + 14))
+    qtbot.waitUntil(lambda: len(s.findings) == n + 1, timeout=20000)
+    added = s.findings[-1]
+    assert added.status == "added" and dock.status.text().startswith(f"Added {added.id}")
+    before = added.center_lps_mm
+    r.boxes.mode = "select"
+    gesture(r.boxes, (z, y0 + 7, x0 + 7), *[(z, y0 + 7, x0 + 7 + k) for k in range(1, 6)])
+    qtbot.waitUntil(lambda: s.edit_log[-1].action == "box", timeout=20000)
+    assert added.center_lps_mm[0] > before[0] + 2.0  # towards the patient's left
+    first = s.findings[0]
+    volume = first.volume_ml
+    at = np.argwhere(s.labels == first.label)
+    at = at[at[:, 0] == int(np.median(at[:, 0]))].mean(axis=0)
+    viewer.layers.selection.active = r.masks
+    r.masks.mode = "paint"
+    r.masks.selected_label = 0
+    r.masks.brush_size = 8
+    gesture(r.masks, at, at + (0, 0, 3))
+    qtbot.waitUntil(lambda: first.volume_ml < volume, timeout=20000)
+    assert s.edit_log[-1].action == "mask" and s.edit_log[-1].finding_id == first.id
