@@ -582,6 +582,12 @@ def test_an_effusion_the_reader_marks_is_measured_on_its_fluid(tmp_path):
     assert dice(session.mask(drawn.id)) > 0.7 and drawn.side == eff.side
     assert "pleural effusion" in session.sentences[drawn.id]
     assert session.edit_log[-1].after["volume_ml"] == pytest.approx(drawn.volume_ml, abs=1e-3)
+    # named something else again (a slip): the region drawn comes back
+    region, drawn_ml = session.mask(drawn.id).copy(), drawn.volume_ml
+    session.set_kind(drawn.id, "mass")
+    assert drawn.volume_ml > 2 * eff.volume_ml and dice(session.mask(drawn.id)) < 0.5
+    session.set_kind(drawn.id, "pleural effusion")
+    assert np.array_equal(session.mask(drawn.id), region) and drawn.volume_ml == drawn_ml
     # named an effusion as it is added: the same fluid
     session.labels[session.mask(drawn.id)] = 0
     session.set_status(drawn.id, "rejected")

@@ -318,6 +318,9 @@ class ReviewSession:
     _labels_seq_saved: int = -1
     _labels_dirty: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: finding id -> (its voxels before it was redrawn as an effusion, after): a rename back
+    #: gives the reader's region back while the mask is still the redrawn one (flat indices)
+    _before_effusion: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -492,6 +495,8 @@ class ReviewSession:
         f.attributes.pop("kind_from_ct", None)  # the reader's own now
         if kind == "pleural effusion" and not f.attributes.get("mask_by_reader"):
             self._redraw_as_effusion(f)
+        elif before["kind"] == "pleural effusion":
+            self._undo_effusion_redraw(f)
         self._measure_solid_component(f, self.mask(finding_id))
         self._mark_edited(f)
         self._refresh_sentence(f)
@@ -909,6 +914,24 @@ class ReviewSession:
         self.labels[new] = f.label
         self._labels_dirty = True
         self._remeasure(f, new)
+        self._before_effusion[f.id] = (np.flatnonzero(old), np.flatnonzero(new))
+
+    def _undo_effusion_redraw(self, f: Finding) -> None:
+        """``f`` named something else after :meth:`_redraw_as_effusion`: its mask goes back to
+        the region it had (less voxels other findings took since), unless it was edited since."""
+        saved = self._before_effusion.pop(f.id, None)
+        if saved is None:
+            return
+        old, new = saved
+        mask = self.mask(f.id)
+        if not np.array_equal(np.flatnonzero(mask), new):
+            return  # painted or moved since: the reader's mask now
+        self.labels[mask] = 0
+        idx = np.unravel_index(old, self.labels.shape)
+        free = self.labels[idx] == 0
+        self.labels[tuple(i[free] for i in idx)] = f.label
+        self._labels_dirty = True
+        self._remeasure(f, self.labels == f.label)
 
     def _measure_solid_component(self, f: Finding, mask: np.ndarray) -> None:
         """A part-solid nodule's ``attributes["solid_diameter_mm"]`` measured on ``mask``
