@@ -138,6 +138,8 @@ def test_review_loop(
     # its kind is read from the CT, and the status line says so
     assert added.attributes["kind_from_ct"] is True
     assert dock.status.text().startswith(f"Added {added.id}: a {added.kind}, as the CT shows")
+    kind_cell = dock.table.item(dock.table.row_of(added.id), 1)
+    assert kind_cell.font().italic() and "Read from the CT" in kind_cell.toolTip()
 
     # -- move its box on the canvas (the layer's data changes as a drag leaves it) ------------
     before = added.center_lps_mm
@@ -185,6 +187,7 @@ def test_review_loop(
     # another edit of that finding (kind, via the table's combo column) keeps the typed text
     dock.table.item(dock.table.row_of(added.id), 1).setText("part-solid nodule")
     qtbot.waitUntil(lambda: added.kind == "part-solid nodule", timeout=5000)
+    assert not dock.table.item(dock.table.row_of(added.id), 1).font().italic()  # the reader's
     assert s.sentences[added.id] == typed
     assert "Compare with prior CT." in dock.report_editor.changes_view.toPlainText()
     # keyboard: accept with A while the dock has focus

@@ -118,6 +118,15 @@ class FindingsTable(QTableWidget):
                     item.setFlags(flags)
                     if c == KIND_COL:
                         item.setForeground(QColor(KIND_COLORS[f.kind]))
+                        if f.attributes.get("kind_from_ct"):
+                            # a finding the reader added: its kind read from the CT, to check
+                            font = item.font()
+                            font.setItalic(True)
+                            item.setFont(font)
+                            item.setToolTip(
+                                "Read from the CT where you added it: check it "
+                                "(double-click to change)"
+                            )
                     if c == STATUS_COL:
                         item.setForeground(QColor(STATUS_COLORS.get(f.status, "#d0d0d0")))
                     if f.status == "rejected" and c != STATUS_COL:
