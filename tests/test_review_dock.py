@@ -995,11 +995,13 @@ def test_napari_own_mouse_tools_reach_the_review(sample_dock, qtbot, autosave, m
         """Press at ``start``, drag through ``path``, release at its end (index coordinates
         of the CT, on the slice shown)."""
         world = [tuple(np.asarray(p, float) * sp + tr) for p in (start, *path)]
-        viewer.dims.set_point(0, world[0][0])
+        shown = list(viewer.dims.displayed)
+        (across,) = [a for a in range(3) if a not in shown]
+        viewer.dims.set_point(across, world[0][across])
 
         def event(kind, at, dragging=False):
             return testing.read_only_mouse_event(
-                type=kind, is_dragging=dragging, position=at, dims_displayed=[1, 2]
+                type=kind, is_dragging=dragging, position=at, dims_displayed=shown
             )
 
         mouse_press_callbacks(layer, event("mouse_press", world[0]))
@@ -1020,6 +1022,15 @@ def test_napari_own_mouse_tools_reach_the_review(sample_dock, qtbot, autosave, m
     gesture(r.boxes, (z, y0 + 7, x0 + 7), *[(z, y0 + 7, x0 + 7 + k) for k in range(1, 6)])
     qtbot.waitUntil(lambda: s.edit_log[-1].action == "box", timeout=20000)
     assert added.center_lps_mm[0] > before[0] + 2.0  # towards the patient's left
+    # on a coronal slice (the reader rolled the dims): the rectangle spans z and x
+    viewer.dims.order = (1, 0, 2)
+    z, y, x = _free_square(s.labels, r.volume.array, 14)
+    r.boxes.mode = "add_rectangle"
+    gesture(r.boxes, (z - 7, y, x), (z, y, x + 7), (z + 7, y, x + 14))
+    qtbot.waitUntil(lambda: len(s.findings) == n + 2, timeout=20000)
+    seen = np.argwhere(s.mask(s.findings[-1].id))
+    assert np.ptp(seen[:, 1]) > 0 and np.ptp(seen[:, 0]) > 0  # a box, not one row of voxels
+    viewer.dims.order = (0, 1, 2)
     first = s.findings[0]
     volume = first.volume_ml
     at = np.argwhere(s.labels == first.label)

@@ -602,3 +602,39 @@ def test_an_effusion_the_reader_marks_is_measured_on_its_fluid(tmp_path):
     session.set_kind(painted.id, "pleural effusion")
     assert np.array_equal(session.mask(painted.id), before)
     assert painted.attributes["mask_by_reader"] is True
+
+
+def test_a_rectangle_drawn_on_a_coronal_or_sagittal_slice_adds_the_lesion(tmp_path):
+    """The reader draws on the plane shown: on a coronal (or sagittal) slice the rectangle spans
+    z and x (or z and y), and the box is as deep across that plane as the rectangle is wide.
+    Before, every rectangle was read as axial: one drawn on a coronal slice gave a box of zero
+    height. On an axial slice ``add_drawn`` is ``add_rectangle``."""
+    from napari_ctreport._napari.session import ReviewSession
+
+    case = generate_case(seed=3, shape=(60, 160, 160))
+    (truth,) = [f for f in case.findings if f.id == "F2"]  # a 9 mm solid nodule on 5 mm slices
+    labels = case.labels.copy()
+    labels[labels == truth.label] = 0
+    a = _analysis(case)
+    a.findings, a.labels = [f for f in case.findings if f is not truth], labels
+    a.report = write_report(a.findings)
+    idx = np.argwhere(case.labels == truth.label)
+    lo, hi = idx.min(axis=0) - 1.5, idx.max(axis=0) + 1.5
+    mid = np.round(idx.mean(axis=0))
+    got = {}
+    for name, axis in (("axial", 0), ("coronal", 1), ("sagittal", 2)):
+        session = ReviewSession.from_analysis(a, case.volume, autosave_root=tmp_path / name)
+        corners = []
+        (p, q) = [k for k in range(3) if k != axis]
+        for u, w in ((lo[p], lo[q]), (lo[p], hi[q]), (hi[p], hi[q]), (hi[p], lo[q])):
+            c = np.empty(3)
+            c[axis], c[p], c[q] = mid[axis], u, w
+            corners.append(c)
+        f = session.add_drawn(np.array(corners))
+        m = session.mask(f.id)
+        got[name] = m
+        assert (m & (case.labels == truth.label)).sum() >= 0.8 * len(idx), name
+        assert np.ptp(np.argwhere(m), axis=0).min() > 0, name  # a box, not a flat slab
+    axial = ReviewSession.from_analysis(a, case.volume, autosave_root=tmp_path / "plain")
+    f = axial.add_rectangle(int(mid[0]), lo[1:], hi[1:])
+    assert np.array_equal(axial.mask(f.id), got["axial"])

@@ -1163,13 +1163,13 @@ class ReviewDock(QWidget):
         r.session.move_box(fid, (lo[0], y0, x0), (hi[0], y1, x1))
 
     def _box_drawn(self, vertices: np.ndarray) -> None:
-        """A new rectangle: a finding the model missed (box depth = its in-plane size)."""
+        """A new rectangle, on an axial, coronal or sagittal slice: a finding the model missed
+        (box depth = its size in the plane)."""
         r = self.result
         if r is None:
             return
-        z, y0, x0, y1, x1 = rectangle_extent(vertices)
         try:
-            f = r.session.add_rectangle(z, (y0, x0), (y1, x1))
+            f = r.session.add_drawn(vertices)
         except ValueError as e:
             self.status.setText(str(e))
             self._redraw_boxes()

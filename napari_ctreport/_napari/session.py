@@ -623,6 +623,22 @@ class ReviewSession:
         half_z = max(0.5, half_mm / sp[0])
         return self.add_box((z_index - half_z, *lo_yx), (z_index + half_z, *hi_yx), kind=kind)
 
+    def add_drawn(self, vertices: np.ndarray, *, kind: str | None = None) -> Finding:
+        """Add a finding from a rectangle the reader drew on a slice of any plane: axial,
+        coronal or sagittal (CT index coordinates of its corners; the plane is the axis along
+        which they do not vary). The box is as deep across that plane, in mm, as the rectangle
+        is wide (the mean of its two sides), centred on the slice (:meth:`add_box`)."""
+        v = np.asarray(vertices, dtype=float).reshape(-1, 3)
+        axis = int(np.argmin(np.ptp(v, axis=0)))  # the slice's axis: constant along it
+        lo, hi = v.min(axis=0), v.max(axis=0)
+        sp = np.asarray(self.volume.spacing_zyx, dtype=float)
+        sides = [a for a in range(3) if a != axis]
+        half_mm = float(np.mean([(hi[a] - lo[a]) * sp[a] for a in sides])) / 2.0
+        at = float(np.round(v[:, axis].mean()))
+        half = max(0.5, half_mm / sp[axis])
+        lo[axis], hi[axis] = at - half, at + half
+        return self.add_box(lo, hi, kind=kind)
+
     def add_painted(self, label: int, *, kind: str | None = None) -> Finding:
         """Add a finding the model missed that the reader painted in :attr:`labels` with a label
         value no finding has (napari's "new label"): its mask is every voxel of that value,
