@@ -1042,3 +1042,24 @@ def test_napari_own_mouse_tools_reach_the_review(sample_dock, qtbot, autosave, m
     gesture(r.masks, at, at + (0, 0, 3))
     qtbot.waitUntil(lambda: first.volume_ml < volume, timeout=20000)
     assert s.edit_log[-1].action == "mask" and s.edit_log[-1].finding_id == first.id
+
+
+def test_a_finding_is_found_on_the_plane_shown(sample_dock, qtbot, autosave, monkeypatch):
+    """Clicking a finding with a coronal or sagittal plane shown moves that plane's slider to
+    the finding and centres it (before, only the axial slider moved: the finding could be on
+    another coronal slice than the one shown)."""
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+    r, s = dock.result, dock.result.session
+    f = s.findings[-1]
+    x, y, _ = f.center_lps_mm
+    for order, across, shown in (((1, 0, 2), 1, (0, 2)), ((2, 0, 1), 2, (0, 1))):
+        viewer.dims.order = order
+        dock.select_finding(s.findings[0].id)
+        dock.select_finding(f.id)
+        point = viewer.dims.point
+        assert abs(point[across] - (y, x)[across - 1]) <= r.volume.spacing_zyx[across]
+        centre = tuple(viewer.scene.camera.center)[-2:]
+        want = tuple(point[a] for a in shown)
+        assert np.allclose(centre, want, atol=1.0)

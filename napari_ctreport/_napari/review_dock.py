@@ -956,17 +956,21 @@ class ReviewDock(QWidget):
         self._show_attention()
 
     def _go_to(self, f, volume: CTVolume) -> int:
-        """Show the axial slice through the middle of a finding's box, centred on it; returns
-        that slice's index."""
+        """Show the slice through the middle of a finding's box in the plane shown (axial,
+        coronal or sagittal), centred on it; returns the axial slice's index."""
         x, y, _ = f.center_lps_mm
         lo, hi = finding_box_index(f, volume)
         zi = int(np.clip(np.round((lo[0] + hi[0]) / 2.0), 0, volume.shape[0] - 1))
         z_world = volume.translate_zyx[0] + zi * volume.spacing_zyx[0]
-        self.viewer.dims.set_point(0, z_world)
-        # napari >= 0.9 keeps the camera on the scene; older releases on the viewer.
+        at = (z_world, y, x)  # world (LPS z, y, x)
+        for axis, value in enumerate(at):
+            self.viewer.dims.set_point(axis, value)
+        # napari >= 0.9 keeps the camera on the scene; older releases on the viewer. The
+        # camera's centre is in the dims' order (its last two: the plane shown).
         scene = getattr(self.viewer, "scene", None)
         camera = scene.camera if scene is not None else self.viewer.camera
-        camera.center = (z_world, y, x)
+        order = tuple(self.viewer.dims.order)[-3:]
+        camera.center = tuple(at[a] for a in order) if len(order) == 3 else at
         return zi
 
     # -- set-aside candidates -------------------------------------------------------------
