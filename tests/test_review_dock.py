@@ -1042,6 +1042,15 @@ def test_napari_own_mouse_tools_reach_the_review(sample_dock, qtbot, autosave, m
     gesture(r.masks, at, at + (0, 0, 3))
     qtbot.waitUntil(lambda: first.volume_ml < volume, timeout=20000)
     assert s.edit_log[-1].action == "mask" and s.edit_log[-1].finding_id == first.id
+    # napari's Delete key on a selected box rejects its finding
+    from napari.layers.shapes._shapes_key_bindings import delete_selected_shapes
+
+    viewer.layers.selection.active = r.boxes
+    r.boxes.mode = "select"
+    dock.select_finding(added.id)
+    assert r.boxes.selected_data
+    delete_selected_shapes(r.boxes)
+    qtbot.waitUntil(lambda: added.status == "rejected", timeout=20000)
 
 
 def test_a_finding_is_found_on_the_plane_shown(sample_dock, qtbot, autosave, monkeypatch):
