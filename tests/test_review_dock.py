@@ -397,6 +397,12 @@ def test_second_run_keep_both_then_replace(
 
     # -- second run, "Keep both": new layers beside the first run's ------------------------
     asked = _answer_question(monkeypatch, "Keep both")
+    edit = dock.report_editor.findings_edit  # typing when Run is pressed: the first run's text
+    edit.setFocus()
+    cursor = edit.textCursor()
+    cursor.movePosition(cursor.MoveOperation.End)
+    edit.setTextCursor(cursor)
+    qtbot.keyClicks(edit, " Typed before the second run.")
     _run_and_wait(qtbot, dock)
     assert len(asked) == 1 and "already has findings" in asked[0][0]
     assert {"Replace", "Keep both"} <= {t.replace("&", "") for t in asked[0][1]}
@@ -410,6 +416,11 @@ def test_second_run_keep_both_then_replace(
     for ly in (first.attention, first.masks, first.boxes, second.masks, second.boxes):
         assert ly in viewer.layers
     assert second.session.model_info["version"] == "run 2"
+    typed = "Typed before the second run."
+    assert any(typed in t for t in [*first.session.sentences.values(), *first.session.extra_lines])
+    assert not any(
+        typed in t for t in [*second.session.sentences.values(), *second.session.extra_lines]
+    )
     assert dock.table.rowCount() == n
     # the dock now edits the second run; the first run's session is left alone
     assert first.session.on_change is None and second.session.on_change is not None
@@ -960,7 +971,19 @@ def test_each_ct_keeps_its_review(sample_dock, qtbot, autosave, monkeypatch):
     fid = second.session.findings[0].id
     dock.select_finding(fid)
     dock.set_status("rejected")
+    # text being typed when the reader picks the other CT stays with the review it was typed in
+    edit = dock.report_editor.findings_edit
+    edit.setFocus()
+    cursor = edit.textCursor()
+    cursor.movePosition(cursor.MoveOperation.End)
+    edit.setTextCursor(cursor)
+    qtbot.keyClicks(edit, " Typed on the other CT.")
     viewer.layers.selection.active = ct  # back to the first CT: its own review
+    assert any("Typed on the other CT." in t for t in second.session.sentences.values()) or any(
+        "Typed on the other CT." in t for t in second.session.extra_lines
+    )
+    assert not any("Typed on the other CT." in t for t in first.session.sentences.values())
+    assert not any("Typed on the other CT." in t for t in first.session.extra_lines)
     assert dock.result is first and dock.current_layer() is ct
     assert dock.status.text() == "Reviewing the findings of Sample chest CT."
     assert dock.table.item(dock.table.row_of(fid), 7).text() != "rejected"

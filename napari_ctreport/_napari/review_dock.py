@@ -476,6 +476,7 @@ class ReviewDock(QWidget):
         still waiting to be measured are measured in the run they were painted in first."""
         if r is self.result or self.busy or r.session is None:
             return
+        self.report_editor.commit()  # text being typed belongs to the review shown until now
         if self._paint_timer.isActive():
             self._paint_timer.stop()
             self._remeasure_painted()
@@ -846,7 +847,12 @@ class ReviewDock(QWidget):
         ``yield`` is a point where the event loop may run (see the module docstring). With
         ``reuse`` (a run being replaced), its layers get the new data instead."""
         if self.result is not None:
-            self.result.session.on_change = None
+            self.report_editor.commit()  # text being typed belongs to the review shown so far
+            if self._paint_timer.isActive():  # and so do strokes not yet measured
+                self._paint_timer.stop()
+                self._remeasure_painted()
+            if self.result.session is not None:
+                self.result.session.on_change = None
             self.result = None
         r = RunResult(
             analysis=analysis, session=session, volume=volume, ct_name=ct_name, suffix=suffix
