@@ -664,6 +664,7 @@ class ReviewDock(QWidget):
         layer = self.current_layer()
         if layer is None or self.busy:
             return None
+        self.report_editor.commit()  # typed text counts among the changes a replace discards
         self._replace_choice = None
         runs = [r.session.run for r in self.results if r.ct_name == layer.name]
         run_no = 1
