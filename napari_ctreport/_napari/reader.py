@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from ..io import CTReadError
-from ..io.ct import SeriesInfo, ct_series, is_dicom_folder, load_ct, probe_ct, series_of_file
+from ..io.ct import (
+    SeriesInfo,
+    ct_series,
+    dicom_series_uid,
+    is_dicom_folder,
+    load_ct,
+    probe_ct,
+    series_of_file,
+)
 from .layers import META_KEY, image_layer_data
 
 #: A DICOM folder with several CT series (a study: thin and thick slices, other kernels or
@@ -94,17 +102,22 @@ def _whole_series(file: Path) -> list[tuple[Any, ...]] | None:
     """The whole CT series that the DICOM ``file`` is one image of, as a layer (``[(None,)]``,
     no layer, for another file of a series just opened this way and still open:
     :data:`SAME_DROP_S`), or ``None`` when the file is not one image of a larger series in its
-    folder."""
+    folder. The file's own header is checked against the series just opened before its
+    folder's headers are read: those are read once per drop, not once per file."""
     from napari.utils.notifications import show_info, show_warning
 
+    uid = dicom_series_uid(file)
+    if uid is None:
+        return None
+    key = (str(file.parent.resolve()), uid)
+    last = _opened_whole.get(key)
+    now = time.monotonic()
+    if last is not None and now - last < SAME_DROP_S and _is_a_layer(uid):
+        _opened_whole[key] = now
+        return [(None,)]  # dropped with a file of it: the series is open already
     series = series_of_file(file)
     if series is None:
         return None
-    key = (str(file.parent.resolve()), series.uid)
-    last = _opened_whole.get(key)
-    _opened_whole[key] = time.monotonic()
-    if last is not None and _opened_whole[key] - last < SAME_DROP_S and _is_a_layer(series.uid):
-        return [(None,)]  # dropped with a file of it: the series is open already
     volume = load_ct(file.parent, series=series.uid)
     _opened_whole[key] = time.monotonic()
     show_info(f"{file.name} is one image of {series.label} in {file.parent}: the series opened")

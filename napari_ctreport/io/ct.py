@@ -37,6 +37,7 @@ __all__ = [
     "canonicalize",
     "load_ct",
     "probe_ct",
+    "dicom_series_uid",
     "read_dicom_headers",
     "series_of_file",
     "sitk_array_affine",
@@ -1060,19 +1061,9 @@ def ct_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
     return [_series_info(u, series[u], len(slices[u])) for u in _largest_first(slices)]
 
 
-def series_of_file(path: str | os.PathLike[str]) -> SeriesInfo | None:
-    """The CT series of the DICOM folder holding ``path`` that this DICOM file is an image of,
-    when that series holds other images too (one slice of a series, dropped or picked alone).
-
-    Reads the file's header, and when it is a CT image with a SeriesInstanceUID, the headers of
-    its folder (:func:`ct_series`).
-
-    Returns
-    -------
-    SeriesInfo or None
-        ``None`` for anything else: not a DICOM file, no series UID, no other image of its
-        series in its folder, or a folder that cannot be read as CT (the file alone may be).
-    """
+def dicom_series_uid(path: str | os.PathLike[str]) -> str | None:
+    """The SeriesInstanceUID in a DICOM file's header (one header read), or ``None``: not a
+    DICOM file, or none in it."""
     p = Path(path)
     if not p.is_file() or p.suffix.lower() in VOLUME_SUFFIXES or p.name.endswith(".nii.gz"):
         return None
@@ -1080,10 +1071,27 @@ def series_of_file(path: str | os.PathLike[str]) -> SeriesInfo | None:
         uid = str(_dcmread(p, headers_only=True).get("SeriesInstanceUID", "") or "")
     except Exception:  # noqa: BLE001 (not DICOM: loading it alone says why)
         return None
-    if not uid:
+    return uid or None
+
+
+def series_of_file(path: str | os.PathLike[str]) -> SeriesInfo | None:
+    """The CT series of the DICOM folder holding ``path`` that this DICOM file is an image of,
+    when that series holds other images too (one slice of a series, dropped or picked alone).
+
+    Reads the file's header (:func:`dicom_series_uid`), and when it has a SeriesInstanceUID,
+    the headers of its folder (:func:`ct_series`).
+
+    Returns
+    -------
+    SeriesInfo or None
+        ``None`` for anything else: not a DICOM file, no series UID, no other image of its
+        series in its folder, or a folder that cannot be read as CT (the file alone may be).
+    """
+    uid = dicom_series_uid(path)
+    if uid is None:
         return None
     try:
-        found = [s for s in ct_series(p.parent) if s.uid == uid]
+        found = [s for s in ct_series(Path(path).parent) if s.uid == uid]
     except CTReadError:
         return None
     return found[0] if found and found[0].images > 1 else None
