@@ -829,23 +829,28 @@ def _grow_effusion(mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None)
     box = mask_box(mask, volume, EFFUSION_GROW_MM + 1.0)
     if box is None:
         return mask.copy()
-    sp = volume.spacing_zyx
     m = mask[box]
-    lung = lungs[box] > 0
-    hu = ndi.gaussian_filter(np.asarray(volume.array[box], dtype=np.float32), (0.0, 1.0, 1.0))
     fluid = (
-        (ndi.distance_transform_edt(~m, sampling=sp) <= EFFUSION_GROW_MM)
-        & (ndi.distance_transform_edt(~lung, sampling=sp) <= EFFUSION_NEAR_LUNG_MM)
-        & ~lung
-        & (hu > FLUID_HU[0])
-        & (hu < FLUID_HU[1])
-    )
+        ndi.distance_transform_edt(~m, sampling=volume.spacing_zyx) <= EFFUSION_GROW_MM
+    ) & _fluid_beside_lung(box, volume, lungs)
     # every edge between lung and soft tissue blurs through the fluid range: an in-plane opening
     # keeps fluid at least three voxels thick, not that one-voxel rim along the pleura
     fluid = ndi.binary_opening(fluid, structure=np.ones((1, 3, 3), dtype=bool))
     out = mask.copy()
     out[box] |= touching(fluid | m, m)
     return out
+
+
+def _fluid_beside_lung(box: tuple[slice, ...], volume: CTVolume, lungs: np.ndarray) -> np.ndarray:
+    """Within ``box``: voxels of fluid attenuation (:data:`FLUID_HU`, after light in-plane
+    smoothing) outside the lungs and within :data:`EFFUSION_NEAR_LUNG_MM` of them, where an
+    effusion can be."""
+    from scipy import ndimage as ndi
+
+    lung = lungs[box] > 0
+    hu = ndi.gaussian_filter(np.asarray(volume.array[box], dtype=np.float32), (0.0, 1.0, 1.0))
+    near = ndi.distance_transform_edt(~lung, sampling=volume.spacing_zyx) <= EFFUSION_NEAR_LUNG_MM
+    return near & ~lung & (hu > FLUID_HU[0]) & (hu < FLUID_HU[1])
 
 
 def _own_hu(mask: np.ndarray, volume: CTVolume) -> np.ndarray:
@@ -1318,21 +1323,11 @@ def effusion_in_region(
     box = mask_box(region, volume, 0.0)
     if box is None or lungs is None or not lungs.any():
         return region.copy()
-    sp = volume.spacing_zyx
-    lung = lungs[box] > 0
-    hu = ndi.gaussian_filter(np.asarray(volume.array[box], dtype=np.float32), (0.0, 1.0, 1.0))
-    fluid = (
-        region[box]
-        & ~lung
-        & (hu > FLUID_HU[0])
-        & (hu < FLUID_HU[1])
-        & (ndi.distance_transform_edt(~lung, sampling=sp) <= EFFUSION_NEAR_LUNG_MM)
-    )
+    fluid = region[box] & _fluid_beside_lung(box, volume, lungs)
     opened = largest_component(ndi.binary_opening(fluid, structure=np.ones((1, 3, 3), bool)))
     # a thin effusion on a coarse grid does not survive the opening: its fluid as it is then
-    fluid = (
-        opened if 2 * opened.sum() >= largest_component(fluid).sum() else largest_component(fluid)
-    )
+    whole = largest_component(fluid)
+    fluid = opened if 2 * opened.sum() >= whole.sum() else whole
     if not fluid.any():
         return region.copy()
     seed = np.zeros(region.shape, dtype=bool)
