@@ -476,10 +476,7 @@ class ReviewDock(QWidget):
         still waiting to be measured are measured in the run they were painted in first."""
         if r is self.result or self.busy or r.session is None:
             return
-        self.report_editor.commit()  # text being typed belongs to the review shown until now
-        if self._paint_timer.isActive():
-            self._paint_timer.stop()
-            self._remeasure_painted()
+        self._take_pending_edits()
         if self.result is not None and self.result.session is not None:
             self.result.session.on_change = None
         self.result = r
@@ -488,6 +485,14 @@ class ReviewDock(QWidget):
         self._set_review_enabled(True)
         self._refresh_views()
         self.status.setText(f"Reviewing the findings of {r.ct_name}{r.suffix}.")
+
+    def _take_pending_edits(self) -> None:
+        """Text being typed in the report editor and strokes not yet measured go into the
+        review shown now (before the dock shows another)."""
+        self.report_editor.commit()
+        if self._paint_timer.isActive():
+            self._paint_timer.stop()
+            self._remeasure_painted()
 
     def _run_of(self, source: object, attr: str) -> RunResult | None:
         """The run whose layer ``attr`` (``"masks"``, ``"boxes"``) is ``source``: an edit of a
@@ -848,10 +853,7 @@ class ReviewDock(QWidget):
         ``yield`` is a point where the event loop may run (see the module docstring). With
         ``reuse`` (a run being replaced), its layers get the new data instead."""
         if self.result is not None:
-            self.report_editor.commit()  # text being typed belongs to the review shown so far
-            if self._paint_timer.isActive():  # and so do strokes not yet measured
-                self._paint_timer.stop()
-                self._remeasure_painted()
+            self._take_pending_edits()
             if self.result.session is not None:
                 self.result.session.on_change = None
             self.result = None
