@@ -994,6 +994,8 @@ def test_each_ct_keeps_its_review(sample_dock, qtbot, autosave, monkeypatch):
     dock.layer_combo.setCurrentText("Other CT")  # the combo too
     assert dock.result is second
     assert dock.table.item(dock.table.row_of(fid), 7).text() == "rejected"
+    viewer.layers.selection.active = first.masks  # a run's layer: its CT is picked too
+    assert dock.result is first and dock.current_layer() is ct
 
 
 def test_napari_own_mouse_tools_reach_the_review(sample_dock, qtbot, autosave, monkeypatch):

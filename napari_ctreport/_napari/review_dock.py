@@ -463,8 +463,9 @@ class ReviewDock(QWidget):
         )
         if run is not None:
             self._review(run)
-            if run.ct_name in self.ct_layers():
-                active = self.viewer.layers[run.ct_name]
+            ct = [ly for ly in self.ct_layers() if ly.name == run.ct_name]
+            if ct:
+                active = ct[0]  # its CT is the one picked
         if active not in self.ct_layers():
             return
         if active.name != self.layer_combo.currentText():
