@@ -497,7 +497,7 @@ class ReviewSession:
             self._redraw_as_effusion(f)
         elif before["kind"] == "pleural effusion":
             self._undo_effusion_redraw(f)
-        self._measure_solid_component(f, self.mask(finding_id))
+        self._measure_solid_component(f)
         self._mark_edited(f)
         self._refresh_sentence(f)
         self._log("kind", finding_id, before, f.to_dict())
@@ -949,12 +949,15 @@ class ReviewSession:
         self._labels_dirty = True
         self._remeasure(f, self.labels == f.label)
 
-    def _measure_solid_component(self, f: Finding, mask: np.ndarray) -> None:
-        """A part-solid nodule's ``attributes["solid_diameter_mm"]`` measured on ``mask``
-        (its follow-up depends on it: Fleischner 2017); any other kind has none. A finding with
-        no voxel (a case without its mask) keeps what it had."""
+    def _measure_solid_component(self, f: Finding, mask: np.ndarray | None = None) -> None:
+        """A part-solid nodule's ``attributes["solid_diameter_mm"]`` measured on ``mask`` (its
+        voxels when ``None``; its follow-up depends on it: Fleischner 2017); any other kind has
+        none. A finding with no voxel (a case without its mask) keeps what it had."""
         from ..analysis import solid_component_mm
 
+        if f.kind != "part-solid nodule" and "solid_diameter_mm" not in f.attributes:
+            return  # nothing to measure or to drop: no need to look at its voxels
+        mask = self.mask(f.id) if mask is None else mask
         if not mask.any():
             return
         solid = None
