@@ -3,12 +3,16 @@ a case folder's own findings are shown instead of a run.
 
 Usage (headless): xvfb-run -a -s "-screen 0 1800x1100x24" .venv/bin/python scripts/dock_screenshot.py \
     sample|PATH OUT.png [--model DIR] [--window lung|mediastinum|soft tissue|bone]
+    [--select F2] [--plane axial|coronal|sagittal]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+
+#: napari's dims order (z, y, x) for each plane: the sliced axis first.
+PLANE_ORDER = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
 
 
 def main() -> None:
@@ -18,6 +22,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model folder (default: shipped model)")
     parser.add_argument("--window", default="lung")
     parser.add_argument("--select", default=None, help="finding ID to jump to (default: the first)")
+    parser.add_argument(
+        "--plane", default="axial", choices=sorted(PLANE_ORDER), help="the plane shown"
+    )
     args = parser.parse_args()
 
     import napari
@@ -48,6 +55,7 @@ def main() -> None:
         app.processEvents()
         time.sleep(0.02)
     dock.apply_window(args.window)
+    viewer.dims.order = PLANE_ORDER[args.plane]
     if dock.table.ids:
         dock.select_finding(args.select if args.select in dock.table.ids else dock.table.ids[0])
     for _ in range(50):

@@ -9,6 +9,7 @@ from napari_ctreport._napari.layers import (
     LABEL_LIGHT,
     box_rectangles,
     label_text_colors,
+    rectangle_plane,
 )
 from napari_ctreport.io import CTVolume
 
@@ -21,8 +22,8 @@ def _volume() -> CTVolume:
 
 def test_label_colour_follows_the_ct_under_the_label():
     vol = _volume()
-    left = box_rectangles(np.array([2, 40, 5]), np.array([4, 60, 25]), vol.shape)
-    right = box_rectangles(np.array([2, 40, 55]), np.array([4, 60, 75]), vol.shape)
+    left = box_rectangles(np.array([2, 40, 5]), np.array([4, 60, 25]), vol.shape, planes=(0,))
+    right = box_rectangles(np.array([2, 40, 55]), np.array([4, 60, 75]), vol.shape, planes=(0,))
     rects, texts = left + right, ["F1 solid nodule 0.90"] * (len(left) + len(right))
     # soft-tissue limits: the 300 HU block is white, air black
     colors = label_text_colors(vol, rects, texts, limits=(-160.0, 240.0))
@@ -34,7 +35,43 @@ def test_label_colour_follows_the_ct_under_the_label():
 
 def test_label_at_the_top_edge_samples_the_box_itself():
     vol = _volume()
-    rects = box_rectangles(np.array([0, 0, 55]), np.array([2, 20, 75]), vol.shape)
+    rects = box_rectangles(np.array([0, 0, 55]), np.array([2, 20, 75]), vol.shape, planes=(0,))
     assert label_text_colors(vol, rects, ["F2 mass 0.5"] * len(rects), limits=(-160, 240)) == [
         LABEL_DARK
     ] * len(rects)
+
+
+def test_a_box_is_outlined_on_every_plane():
+    """A box is drawn as a rectangle on each axial, coronal and sagittal slice whose centre it
+    spans, so each view shows its outline; each rectangle says which plane and slice it lies on
+    and spans the box's two other axes. A box thinner than a slice gets the nearest one."""
+    lo, hi = np.array([2.6, 39.5, 4.5]), np.array([5.4, 60.5, 25.5])
+    rects = box_rectangles(lo, hi, (10, 100, 100))
+    planes = [rectangle_plane(v) for v in rects]
+    assert [(a, i) for a, i, _, _ in planes] == (
+        [(0, z) for z in range(3, 6)]
+        + [(1, y) for y in range(40, 61)]
+        + [(2, x) for x in range(5, 26)]
+    )
+    for axis, _, v_lo, v_hi in planes:
+        sides = [a for a in range(3) if a != axis]
+        np.testing.assert_allclose(v_lo[sides], lo[sides])
+        np.testing.assert_allclose(v_hi[sides], hi[sides])
+    thin = box_rectangles(np.array([4.1, 10, 10]), np.array([4.3, 20, 20]), (10, 100, 100))
+    assert [rectangle_plane(v)[:2] for v in thin if rectangle_plane(v)[0] == 0] == [(0, 4)]
+
+
+def test_label_colour_on_a_coronal_slice_samples_inside_the_lower_edge():
+    """On a coronal slice turned head up napari draws a box's label inside its lower-left corner
+    (the least z), so its colour is picked for the CT there, not for what lies above an axial
+    rectangle."""
+    arr = np.full((10, 100, 100), -1000, dtype=np.int16)
+    arr[3:, 40:61, :] = 300  # bright inside the box, from its lower edge up
+    vol = CTVolume(array=arr, spacing_zyx=(1.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    rects = box_rectangles(np.array([2, 40, 5]), np.array([8, 60, 25]), vol.shape, planes=(0, 1))
+    colors = label_text_colors(vol, rects, ["F1 mass 0.9"] * len(rects), limits=(-160, 240))
+    by_plane = {
+        a: {c for v, c in zip(rects, colors, strict=True) if rectangle_plane(v)[0] == a}
+        for a in (0, 1)
+    }
+    assert by_plane == {0: {LABEL_LIGHT}, 1: {LABEL_DARK}}

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_ctreport._napari.layers import rectangle_plane
+
 pytestmark = pytest.mark.gui
 
 
@@ -150,13 +152,8 @@ def test_review_loop(
     r.boxes.data = data
     qtbot.waitUntil(lambda: added.center_lps_mm[0] > before[0] + 2.0, timeout=20000)
     assert added.status == "added" and s.edit_log[-1].action == "box"
-    # every rectangle of the box moved with it
-    xs = [
-        v[:, 2].min()
-        for v, fid in zip(r.boxes.data, r.boxes.features["finding_id"], strict=True)
-        if fid == added.id
-    ]
-    assert np.ptp(xs) < 1e-6
+    # every rectangle of the box, on every plane, moved with it
+    _assert_outlines_box(r.boxes, added.id, *_box(added, r.volume))
 
     # -- reject the model's first finding through the table + button -------------------------
     first = s.findings[0]
@@ -261,6 +258,24 @@ def _box(f, volume):
     from napari_ctreport._napari.layers import finding_box_index
 
     return finding_box_index(f, volume)
+
+
+def _assert_outlines_box(layer, finding_id, lo, hi) -> None:
+    """The boxes layer outlines a finding's box ``(lo, hi)`` (CT index) on each plane: every
+    rectangle of it spans the box's two axes of its plane, and each plane has some. With no
+    ``finding_id``, every rectangle of the layer (the set-aside outline)."""
+
+    planes = set()
+    ids = layer.features["finding_id"] if finding_id else [None] * len(layer.data)
+    for v, fid in zip(layer.data, ids, strict=True):
+        if fid != finding_id:
+            continue
+        axis, _, v_lo, v_hi = rectangle_plane(v)
+        sides = [a for a in range(3) if a != axis]
+        np.testing.assert_allclose(v_lo[sides], np.asarray(lo)[sides], atol=1e-3)
+        np.testing.assert_allclose(v_hi[sides], np.asarray(hi)[sides], atol=1e-3)
+        planes.add(axis)
+    assert planes == {0, 1, 2}
 
 
 def _rects(s, f, volume):
@@ -557,12 +572,7 @@ def test_move_box_with_the_mouse(sample_dock, qtbot, autosave, monkeypatch):
     assert int(s.mask(f.id).sum()) == pytest.approx(n_vox, rel=0.05)  # the mask moved along
     assert f.status == "edited" and s.edit_log[-1].finding_id == f.id
     # every slice's rectangle of that box follows, and the layer shows the session's box
-    xs = [
-        v[:, 2].min()
-        for v, fid in zip(r.boxes.data, r.boxes.features["finding_id"], strict=True)
-        if fid == f.id
-    ]
-    assert np.ptp(xs) < 1e-6 and xs[0] == pytest.approx(lo2[2], abs=1e-3)
+    _assert_outlines_box(r.boxes, f.id, lo2, hi2)
 
 
 def _rounded(v) -> tuple[float, ...]:
@@ -685,8 +695,15 @@ def test_a_set_aside_candidate_is_shown_and_added(
     assert r.set_aside is not None and r.set_aside in viewer.layers
     assert viewer.layers.selection.active is active
     lo, hi = finding_box_index(c, r.volume)
-    zs = sorted(int(v[0, 0]) for v in r.set_aside.data)
+    zs = sorted(int(v[0, 0]) for v in r.set_aside.data if rectangle_plane(v)[0] == 0)
     assert zs and zs[0] >= lo[0] and zs[-1] <= hi[0]
+    _assert_outlines_box(r.set_aside, None, lo, hi)  # on the coronal and sagittal planes too
+    n_outline = len(r.set_aside.data)
+    viewer.dims.ndisplay = 3  # its outer rectangles alone in 3-D
+    assert 3 <= len(r.set_aside.data) <= 6
+    _assert_outlines_box(r.set_aside, None, lo, hi)
+    viewer.dims.ndisplay = 2
+    assert len(r.set_aside.data) == n_outline
     z_idx = (viewer.dims.point[0] - r.volume.translate_zyx[0]) / r.volume.spacing_zyx[0]
     assert zs[0] <= round(z_idx) <= zs[-1]
     assert "vessel" in dock.status.text()
@@ -1053,8 +1070,24 @@ def test_napari_own_mouse_tools_reach_the_review(sample_dock, qtbot, autosave, m
     r.boxes.mode = "add_rectangle"
     gesture(r.boxes, (z - 7, y, x), (z, y, x + 7), (z + 7, y, x + 14))
     qtbot.waitUntil(lambda: len(s.findings) == n + 2, timeout=20000)
-    seen = np.argwhere(s.mask(s.findings[-1].id))
+    coronal = s.findings[-1]
+    seen = np.argwhere(s.mask(coronal.id))
     assert np.ptp(seen[:, 1]) > 0 and np.ptp(seen[:, 0]) > 0  # a box, not one row of voxels
+    # its box is outlined on the coronal slice shown, selected, and dragging it up (towards
+    # the head) moves the box in z, not in x
+    lo, hi = _box(coronal, r.volume)
+    shown_y = int(round((viewer.dims.point[1] - tr[1]) / sp[1]))
+    assert r.boxes.selected_data and {
+        rectangle_plane(r.boxes.data[i])[:2] for i in r.boxes.selected_data
+    } == {(1, shown_y)}
+    r.boxes.mode = "select"
+    zc, xc = (lo[0] + hi[0]) / 2, (lo[2] + hi[2]) / 2
+    gesture(r.boxes, (zc, shown_y, xc), *[(zc + k, shown_y, xc) for k in range(1, 5)])
+    qtbot.waitUntil(lambda: _box(coronal, r.volume)[0][0] > lo[0] + 2, timeout=20000)
+    lo2, hi2 = _box(coronal, r.volume)
+    assert lo2[0] - lo[0] == pytest.approx(4, abs=1.0) and lo2[2] == pytest.approx(lo[2], abs=0.5)
+    assert s.edit_log[-1].action == "box" and s.edit_log[-1].finding_id == coronal.id
+    _assert_outlines_box(r.boxes, coronal.id, lo2, hi2)
     viewer.dims.order = (0, 1, 2)
     first = s.findings[0]
     volume = first.volume_ml
@@ -1097,3 +1130,23 @@ def test_a_finding_is_found_on_the_plane_shown(sample_dock, qtbot, autosave, mon
         centre = tuple(viewer.scene.camera.center)[-2:]
         want = tuple(point[a] for a in shown)
         assert np.allclose(centre, want, atol=1.0)
+        # the finding's box is outlined and selected on the slice shown
+        index = int(
+            round((point[across] - r.volume.translate_zyx[across]) / r.volume.spacing_zyx[across])
+        )
+        assert r.boxes.selected_data and {
+            rectangle_plane(r.boxes.data[i])[:2] for i in r.boxes.selected_data
+        } == {(across, index)}
+    # a 3-D view outlines each box with its six outer rectangles (all of them fill it in), one
+    # labelled; back in 2-D every slice has its rectangle again
+    full = len(r.boxes.data)
+    viewer.dims.ndisplay = 3
+    ids = list(r.boxes.features["finding_id"])
+    assert sorted(set(ids)) == sorted(x.id for x in s.findings)
+    for x in s.findings:
+        mine = [v for v, fid in zip(r.boxes.data, ids, strict=True) if fid == x.id]
+        assert 3 <= len(mine) <= 6 and len(mine) < len(_rects(s, x, r.volume))
+        _assert_outlines_box(r.boxes, x.id, *_box(x, r.volume))
+    assert sum(bool(t) for t in r.boxes.features["label"]) == len(s.findings)
+    viewer.dims.ndisplay = 2
+    assert len(r.boxes.data) == full and all(r.boxes.features["label"])

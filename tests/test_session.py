@@ -126,7 +126,7 @@ def test_an_in_plane_move_keeps_every_voxel_of_the_mask(session):
         mask = session.mask(f.id)
         n, zs = int(mask.sum()), set(np.argwhere(mask)[:, 0])
         lo, hi = finding_box_index(f, session.volume)
-        rects = box_rectangles(lo, hi, session.volume.shape)
+        rects = box_rectangles(lo, hi, session.volume.shape, planes=(0,))
         assert {int(r[0, 0]) for r in rects} == zs
         session.move_box(f.id, lo + (0, 2, -2), hi + (0, 2, -2))
         assert int(session.mask(f.id).sum()) == n

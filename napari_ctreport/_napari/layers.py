@@ -121,26 +121,56 @@ def voxel_range(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return start, stop
 
 
-def box_rectangles(lo: np.ndarray, hi: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
-    """One axial rectangle ``(4, 3)`` (CT index z, y, x) per slice whose centre the box spans
-    (:func:`voxel_range`; the nearest slice when it spans none)."""
+#: The planes a finding's box is drawn on: axial (0), coronal (1) and sagittal (2), as the axis
+#: of the CT index (z, y, x) that is constant over the plane.
+PLANES: tuple[int, ...] = (0, 1, 2)
+
+
+def box_rectangles(
+    lo: np.ndarray, hi: np.ndarray, shape: tuple[int, ...], *, planes: tuple[int, ...] = PLANES
+) -> list[np.ndarray]:
+    """The rectangles ``(4, 3)`` (CT index z, y, x) a box is drawn with: for each plane in
+    ``planes`` (:data:`PLANES`), one on each slice of that plane whose centre the box spans
+    (:func:`voxel_range`; the nearest slice when it spans none), axial ones first. napari shows
+    a shape only on the slice it lies in, so each view shows the box's outline on its plane."""
     start, stop = voxel_range(lo, hi)
-    z0 = max(0, int(start[0]))
-    z1 = min(int(shape[0]) - 1, int(stop[0]) - 1)
-    if z1 < z0:
-        z0 = z1 = int(np.clip(np.round((lo[0] + hi[0]) / 2.0), 0, shape[0] - 1))
-    y0, x0, y1, x1 = float(lo[1]), float(lo[2]), float(hi[1]), float(hi[2])
-    return [
-        np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], dtype=float)
-        for z in range(z0, z1 + 1)
-    ]
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    out: list[np.ndarray] = []
+    for axis in planes:
+        first = max(0, int(start[axis]))
+        last = min(int(shape[axis]) - 1, int(stop[axis]) - 1)
+        if last < first:
+            first = last = int(np.clip(np.round((lo[axis] + hi[axis]) / 2.0), 0, shape[axis] - 1))
+        b, c = (a for a in range(3) if a != axis)
+        corner = np.empty((4, 3), dtype=float)
+        corner[:, b] = (lo[b], lo[b], hi[b], hi[b])
+        corner[:, c] = (lo[c], hi[c], hi[c], lo[c])
+        for i in range(first, last + 1):
+            v = corner.copy()
+            v[:, axis] = i
+            out.append(v)
+    return out
 
 
-def rectangle_extent(vertices: np.ndarray) -> tuple[int, float, float, float, float]:
-    """``(z, y0, x0, y1, x1)`` of a drawn or edited axial rectangle (CT index coordinates)."""
-    v = np.asarray(vertices, dtype=float)
-    z = int(np.round(v[:, 0].mean()))
-    return z, float(v[:, 1].min()), float(v[:, 2].min()), float(v[:, 1].max()), float(v[:, 2].max())
+def rectangle_plane(vertices: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """``(axis, index, lo, hi)`` of a drawn or edited rectangle (CT index coordinates): the plane
+    it lies on (the axis its corners do not vary along; 0 axial, 1 coronal, 2 sagittal), the
+    slice's index along that axis, and its corners' least and greatest coordinates per axis."""
+    v = np.asarray(vertices, dtype=float).reshape(-1, 3)
+    axis = int(np.argmin(np.ptp(v, axis=0)))
+    return axis, int(np.round(v[:, axis].mean())), v.min(axis=0), v.max(axis=0)
+
+
+def outer_rectangles(rects: list[np.ndarray]) -> np.ndarray:
+    """Which of a box's rectangles (:func:`box_rectangles`) lie on its outer slices, the first
+    and last of each plane: in a 3-D view these six draw the box's outline, where all of them
+    together fill it in."""
+    planes = [rectangle_plane(v)[:2] for v in rects]
+    ends: dict[int, tuple[int, int]] = {}
+    for axis, i in planes:
+        first, last = ends.get(axis, (i, i))
+        ends[axis] = (min(first, i), max(last, i))
+    return np.array([i in ends[axis] for axis, i in planes], dtype=bool)
 
 
 def box_label(finding: Any) -> str:
@@ -167,20 +197,28 @@ def label_text_colors(
     limits: tuple[float, float] | None = None,
 ) -> list[str]:
     """Per rectangle, the text colour that reads best over the CT where its label is drawn
-    (above the rectangle's upper-left corner): :data:`LABEL_DARK` where the CT there is mostly
+    (at the rectangle's least corner on its plane: above its upper-left corner on an axial
+    slice, inside its lower-left one on a coronal or sagittal slice turned head up): :data:`LABEL_DARK` where the CT there is mostly
     bright between the display ``limits`` (HU; default: the volume's opening window), else
     :data:`LABEL_LIGHT`. White labels over the mediastinum in a lung window are unreadable."""
     lo_hu, hi_hu = limits if limits is not None else window_limits(*volume.default_window())
     arr = volume.array
     out = []
     for v, text in zip(rects, texts, strict=True):
-        z, y0, x0 = (int(round(c)) for c in np.asarray(v).min(axis=0))
-        z = min(max(z, 0), arr.shape[0] - 1)
-        ys = slice(max(0, y0 - 2 - LABEL_HEIGHT_VOX), max(0, y0 - 2))
-        xs = slice(max(0, x0), max(0, x0 + int(LABEL_CHAR_VOX * max(len(text), 1))))
-        patch = np.asarray(arr[z, ys, xs], dtype=np.float32)
+        axis, i, lo, _ = rectangle_plane(v)
+        b, c = (a for a in range(3) if a != axis)
+        row, col = int(round(lo[b])), int(round(lo[c]))
+        at: list[Any] = [None, None, None]
+        at[axis] = min(max(i, 0), arr.shape[axis] - 1)
+        # axial: above the rectangle; coronal and sagittal (head up, the least z at the bottom):
+        # inside its lower edge, where napari draws text anchored at the least corner
+        first = row - 2 - LABEL_HEIGHT_VOX if axis == 0 else row + 1
+        at[b] = slice(max(0, first), max(0, first + LABEL_HEIGHT_VOX))
+        at[c] = slice(max(0, col), max(0, col + int(LABEL_CHAR_VOX * max(len(text), 1))))
+        patch = np.asarray(arr[tuple(at)], dtype=np.float32)
         if patch.size == 0:
-            patch = np.asarray(arr[z, max(0, y0) : y0 + 3, xs], dtype=np.float32)
+            at[b] = slice(max(0, row), row + 3)
+            patch = np.asarray(arr[tuple(at)], dtype=np.float32)
         bright = (
             float(np.mean(np.clip((patch - lo_hu) / max(hi_hu - lo_hu, 1e-6), 0.0, 1.0)))
             if patch.size
@@ -196,10 +234,13 @@ def boxes_layer_data(
     *,
     name: str = "Findings",
     limits: tuple[float, float] | None = None,
+    outline: bool = False,
 ) -> tuple[list[np.ndarray], dict, str]:
-    """A napari Shapes layer tuple: axial rectangles of every finding's 3-D box, one per slice,
-    with edge colour per kind (grey when rejected) and text ``"F1 solid nodule 0.93"`` in a
-    colour that reads over the CT under it shown between ``limits`` (:func:`label_text_colors`)."""
+    """A napari Shapes layer tuple: the rectangles of every finding's 3-D box, one per slice on
+    each plane (:func:`box_rectangles`), with edge colour per kind (grey when rejected) and text
+    ``"F1 solid nodule 0.93"`` in a colour that reads over the CT under it shown between
+    ``limits`` (:func:`label_text_colors`). With ``outline`` (for a 3-D view), only the six
+    rectangles on the box's outer slices (:func:`outer_rectangles`), one of them labelled."""
     from ..report.lexicon import KIND_COLORS
 
     data: list[np.ndarray] = []
@@ -209,9 +250,11 @@ def boxes_layer_data(
     for f in findings:
         lo, hi = finding_box_index(f, volume)
         rects = box_rectangles(lo, hi, volume.shape)
+        if outline:
+            rects = [v for v, outer in zip(rects, outer_rectangles(rects), strict=True) if outer]
         data += rects
         ids += [f.id] * len(rects)
-        labels += [box_label(f)] * len(rects)
+        labels += [box_label(f)] + ["" if outline else box_label(f)] * (len(rects) - 1)
         colors += [REJECTED_COLOR if f.status == "rejected" else KIND_COLORS[f.kind]] * len(rects)
     text_colors = label_text_colors(volume, data, labels, limits=limits)
     kwargs = {

@@ -4,7 +4,7 @@ The dock holds no file, model or measurement logic: analysis runs
 :func:`napari_ctreport.analysis.analyze` in a :func:`napari.qt.threading.thread_worker`, and every
 edit goes through :class:`~napari_ctreport._napari.session.ReviewSession` (which measures with
 :mod:`napari_ctreport.report.measure`, writes with :mod:`napari_ctreport.report.writer` and
-autosaves). Layers: boxes (Shapes, one axial rectangle per slice of a finding's 3-D box),
+autosaves). Layers: boxes (Shapes, a rectangle per slice of a finding's 3-D box on each plane),
 attention (Image, additive inferno) and masks (Labels, one label per finding).
 
 Keeping the viewer responsive: the layers' data are built in the worker thread
@@ -53,7 +53,8 @@ from .layers import (
     finding_box_index,
     label_text_colors,
     labels_layer_data,
-    rectangle_extent,
+    outer_rectangles,
+    rectangle_plane,
     result_layers_data,
     study_summary,
     volume_from_layer,
@@ -193,6 +194,7 @@ class ReviewDock(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.layers.selection.events.active.connect(self._follow_active)
+        self.viewer.dims.events.ndisplay.connect(self._view_changed)
         #: R/L, A/P, S/I at the canvas edges while a CT of ours (patient LPS) is open.
         self.orientation = OrientationLetters(self.viewer)
         self._refresh_layers()
@@ -939,7 +941,8 @@ class ReviewDock(QWidget):
         session.on_change = self._session_changed
         self._set_review_enabled(True)
         self.selected = None
-        self._refresh_views(boxes=False)  # the layers were just drawn from the session
+        # the layers were just drawn from the session (for a 2-D view: a 3-D one shows outlines)
+        self._refresh_views(boxes=self._in_3d())
         yield "table and report"
         active = [f for f in session.findings if f.status != "rejected"]
         if active:
@@ -960,14 +963,14 @@ class ReviewDock(QWidget):
             self.table.blockSignals(True)
             self.table.select_finding(finding_id)
             self.table.blockSignals(False)
-        zi = self._go_to(f, r.volume)
-        self._select_box(finding_id, zi)
+        self._go_to(f, r.volume)
+        self._select_box(finding_id)
         self.report_editor.highlight(finding_id)
         self._show_attention()
 
-    def _go_to(self, f, volume: CTVolume) -> int:
+    def _go_to(self, f, volume: CTVolume) -> None:
         """Show the slice through the middle of a finding's box in the plane shown (axial,
-        coronal or sagittal), centred on it; returns the axial slice's index."""
+        coronal or sagittal), centred on it."""
         x, y, _ = f.center_lps_mm
         lo, hi = finding_box_index(f, volume)
         zi = int(np.clip(np.round((lo[0] + hi[0]) / 2.0), 0, volume.shape[0] - 1))
@@ -981,7 +984,6 @@ class ReviewDock(QWidget):
         camera = scene.camera if scene is not None else self.viewer.camera
         order = tuple(self.viewer.dims.order)[-3:]
         camera.center = tuple(at[a] for a in order) if len(order) == 3 else at
-        return zi
 
     # -- set-aside candidates -------------------------------------------------------------
     def show_set_aside(self, candidate_id: str) -> None:
@@ -993,9 +995,7 @@ class ReviewDock(QWidget):
             c = r.session.set_aside_candidate(candidate_id)
         except KeyError:
             return
-        lo, hi = finding_box_index(c, r.volume)
-        label = f"{c.id} set aside: {c.attributes.get('dropped_by', '?')}"
-        self._outline_set_aside(r, box_rectangles(lo, hi, r.volume.shape), label)
+        self._outline_set_aside(r, self._box_outline(c, r.volume), _set_aside_label(c))
         self._go_to(c, r.volume)
         self.status.setText(f"Set aside: {candidate_text(c)}")
 
@@ -1046,17 +1046,32 @@ class ReviewDock(QWidget):
         self.status.setText(f"Added set-aside {candidate_id} as {f.id}.")
         self.select_finding(f.id)
 
-    def _select_box(self, finding_id: str, z_index: int) -> None:
-        boxes = self.result.boxes if self.result else None
-        if boxes is None:
-            return
-        ids = boxes.features["finding_id"].to_numpy()
-        hits = [
+    def _shown_slice(self, volume: CTVolume) -> tuple[int, int]:
+        """``(axis, index)`` of the slice shown: the plane's axis of the CT index (0 axial, 1
+        coronal, 2 sagittal; axial in a 3-D view) and the slice's index along it."""
+        dims = self.viewer.dims
+        extra = dims.ndim - 3  # leading dims of other layers, if any
+        axis = int(dims.order[-3]) - extra if dims.ndisplay == 2 and dims.ndim >= 3 else 0
+        axis = axis if 0 <= axis < 3 else 0
+        at = (dims.point[extra + axis] - volume.translate_zyx[axis]) / volume.spacing_zyx[axis]
+        return axis, int(np.round(at))
+
+    def _box_hits(self, finding_id: str) -> list[int]:
+        """The rectangles of a finding's box on the slice shown."""
+        r = self.result
+        if r is None or r.boxes is None:
+            return []
+        shown = self._shown_slice(r.volume)
+        ids = r.boxes.features["finding_id"].to_numpy()
+        return [
             i
             for i, fid in enumerate(ids)
-            if fid == finding_id and int(round(boxes.data[i][0, 0])) == z_index
+            if fid == finding_id and rectangle_plane(r.boxes.data[i])[:2] == shown
         ]
-        boxes.selected_data = set(hits)
+
+    def _select_box(self, finding_id: str) -> None:
+        if self.result is not None and self.result.boxes is not None:
+            self.result.boxes.selected_data = set(self._box_hits(finding_id))
 
     def step_finding(self, step: int) -> None:
         """Select the next (``+1``) or previous (``-1``) finding in table order."""
@@ -1160,21 +1175,17 @@ class ReviewDock(QWidget):
             f = r.session.finding(fid)
         except KeyError:
             return False
-        lo, hi = finding_box_index(f, r.volume)
-        _, y0, x0, y1, x1 = rectangle_extent(vertices)
-        return not np.allclose((y0, x0, y1, x1), (lo[1], lo[2], hi[1], hi[2]), atol=1e-3)
+        return _edited_box(finding_box_index(f, r.volume), vertices) is not None
 
     def _box_edited(self, fid: str, vertices: np.ndarray) -> None:
-        """A box rectangle was moved or resized on one slice: the 3-D box follows in y/x."""
+        """A box rectangle was moved or resized on a slice of any plane: the 3-D box follows in
+        the plane's two axes and keeps its extent across it."""
         r = self.result
         if r is None:
             return
-        f = r.session.finding(fid)
-        lo, hi = finding_box_index(f, r.volume)
-        _, y0, x0, y1, x1 = rectangle_extent(vertices)
-        if np.allclose((y0, x0, y1, x1), (lo[1], lo[2], hi[1], hi[2]), atol=1e-3):
-            return
-        r.session.move_box(fid, (lo[0], y0, x0), (hi[0], y1, x1))
+        box = _edited_box(finding_box_index(r.session.finding(fid), r.volume), vertices)
+        if box is not None:
+            r.session.move_box(fid, *box)
 
     def _box_drawn(self, vertices: np.ndarray) -> None:
         """A new rectangle, on an axial, coronal or sagittal slice: a finding the model missed
@@ -1250,15 +1261,39 @@ class ReviewDock(QWidget):
             self._redraw_boxes()
             self._recolor_masks()
 
-    def _redraw_boxes(self) -> None:
-        """Bring the boxes layer in line with the session. Only the rectangles of findings whose
-        box changed (moved, resized, added, deleted) are replaced; colours and labels of the others
-        are updated in place (an accept or a kind change re-triangulates nothing)."""
-        r = self.result
-        if r is None or r.boxes is None:
+    def _in_3d(self) -> bool:
+        return self.viewer.dims.ndisplay == 3
+
+    def _view_changed(self, event: object = None) -> None:
+        """The view went 3-D or back to 2-D: every run's boxes are drawn again, as outlines (a
+        box's outer rectangles) in 3-D and slice by slice in 2-D; so is a set-aside outline."""
+        for r in self.results:
+            self._redraw_boxes(r)
+            current = self.set_aside_panel.current_id() if r is self.result else None
+            if current is not None and r.set_aside in self.viewer.layers:
+                with contextlib.suppress(KeyError):
+                    c = r.session.set_aside_candidate(current)
+                    self._outline_set_aside(r, self._box_outline(c, r.volume), _set_aside_label(c))
+
+    def _box_outline(self, f, volume: CTVolume) -> list[np.ndarray]:
+        """A box's rectangles for the view: every slice's in 2-D, the outer ones in 3-D."""
+        rects = box_rectangles(*finding_box_index(f, volume), volume.shape)
+        if self._in_3d():
+            rects = [v for v, outer in zip(rects, outer_rectangles(rects), strict=True) if outer]
+        return rects
+
+    def _redraw_boxes(self, r: RunResult | None = None) -> None:
+        """Bring a run's boxes layer (default: the reviewed run's) in line with its session.
+        Only the rectangles of findings whose box changed (moved, resized, added, deleted; the
+        view turned 3-D or 2-D) are replaced; colours and labels of the others are updated in
+        place (an accept or a kind change re-triangulates nothing)."""
+        r = self.result if r is None else r
+        if r is None or r.boxes is None or r.boxes not in self.viewer.layers:
             return
         layer = r.boxes
-        data, kw, _ = boxes_layer_data(r.session.findings, r.volume, limits=self._ct_limits(r))
+        data, kw, _ = boxes_layer_data(
+            r.session.findings, r.volume, limits=self._ct_limits(r), outline=self._in_3d()
+        )
         want_ids = list(kw["features"]["finding_id"])
         have_ids = [str(v) for v in layer.features["finding_id"].to_numpy()]
         if len(have_ids) != len(layer.data):  # features out of step: start over
@@ -1306,17 +1341,10 @@ class ReviewDock(QWidget):
                 layer.feature_defaults = kw["feature_defaults"]
         finally:
             self._syncing_boxes = False
-        if self.selected is not None:
-            lo, hi = finding_box_index(r.session.finding(self.selected), r.volume)
-            z = int(
-                np.round(
-                    (self.viewer.dims.point[0] - r.volume.translate_zyx[0])
-                    / r.volume.spacing_zyx[0]
-                )
-            )
-            rects = box_rectangles(lo, hi, r.volume.shape)
-            if any(int(v[0, 0]) == z for v in rects):
-                self._select_box(self.selected, z)
+        if self.selected is not None and r is self.result:
+            hits = self._box_hits(self.selected)
+            if hits:
+                layer.selected_data = set(hits)
 
     def _window_changed(self, event: object = None) -> None:
         self._label_timer.start()  # debounced: a window drag changes the limits many times
@@ -1486,6 +1514,26 @@ def _text_columns(features: dict[str, list]) -> dict[str, np.ndarray]:
     """``features`` as object columns: an empty list makes a float column in pandas, and the
     text defaults (``""``) then failed to convert, so a run with no finding never showed."""
     return {k: np.asarray(v, dtype=object) for k, v in features.items()}
+
+
+def _set_aside_label(candidate) -> str:
+    """The text on a set-aside candidate's grey outline: its id and the rule that dropped it."""
+    return f"{candidate.id} set aside: {candidate.attributes.get('dropped_by', '?')}"
+
+
+def _edited_box(
+    box: tuple[np.ndarray, np.ndarray], vertices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A box ``(lo, hi)`` (CT index) after one of its rectangles became ``vertices``: the two
+    axes of the rectangle's plane from the rectangle, the third as it was; ``None`` when the
+    rectangle still matches the box."""
+    axis, _, v_lo, v_hi = rectangle_plane(vertices)
+    lo, hi = (np.array(v, dtype=float) for v in box)
+    sides = [a for a in range(3) if a != axis]
+    if np.allclose(np.r_[v_lo[sides], v_hi[sides]], np.r_[lo[sides], hi[sides]], atol=1e-3):
+        return None
+    lo[sides], hi[sides] = v_lo[sides], v_hi[sides]
+    return lo, hi
 
 
 def _groups(ids: list[str]) -> dict[str, list[int]]:
