@@ -45,7 +45,7 @@ from ..io.volume import CTVolume
 from ..report.findings import Finding
 from ..report.lexicon import KINDS, SIDES, ZONES
 from ..report.writer import Report, Sentence, describe_finding, write_report
-from .layers import finding_box_index, voxel_range
+from .layers import finding_box_index, rectangle_plane, voxel_range
 
 log = logging.getLogger(__name__)
 
@@ -628,13 +628,10 @@ class ReviewSession:
         coronal or sagittal (CT index coordinates of its corners; the plane is the axis along
         which they do not vary). The box is as deep across that plane, in mm, as the rectangle
         is wide (the mean of its two sides), centred on the slice (:meth:`add_box`)."""
-        v = np.asarray(vertices, dtype=float).reshape(-1, 3)
-        axis = int(np.argmin(np.ptp(v, axis=0)))  # the slice's axis: constant along it
-        lo, hi = v.min(axis=0), v.max(axis=0)
+        axis, at, lo, hi = rectangle_plane(vertices)
         sp = np.asarray(self.volume.spacing_zyx, dtype=float)
         sides = [a for a in range(3) if a != axis]
         half_mm = float(np.mean([(hi[a] - lo[a]) * sp[a] for a in sides])) / 2.0
-        at = float(np.round(v[:, axis].mean()))
         half = max(0.5, half_mm / sp[axis])
         lo[axis], hi[axis] = at - half, at + half
         return self.add_box(lo, hi, kind=kind)
