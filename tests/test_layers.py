@@ -7,6 +7,7 @@ import numpy as np
 from napari_ctreport._napari.layers import (
     LABEL_DARK,
     LABEL_LIGHT,
+    box_edge_widths,
     box_rectangles,
     label_text_colors,
     rectangle_plane,
@@ -75,3 +76,26 @@ def test_label_colour_on_a_coronal_slice_samples_inside_the_lower_edge():
         for a in (0, 1)
     }
     assert by_plane == {0: {LABEL_LIGHT}, 1: {LABEL_DARK}}
+
+
+def test_box_edges_are_as_thin_across_thick_slices_as_along_the_pixels():
+    """napari draws an edge as wide in voxels along both axes of a plane: on a coronal slice of
+    5 mm slices a 2-voxel edge would be 10 mm thick at the box's top and bottom. Coronal and
+    sagittal rectangles get a width narrowed by the plane's spacing ratio (not under 0.5 voxel);
+    axial ones of square pixels keep 2."""
+    lo, hi = np.array([2, 10, 10]), np.array([6, 30, 30])
+    for spacing, across in (((5.0, 0.7, 0.7), 0.5), ((1.25, 0.7, 0.7), 2 * 0.7 / 1.25)):
+        vol = CTVolume(
+            array=np.zeros((10, 40, 40), np.int16), spacing_zyx=spacing, origin_lps=(0, 0, 0)
+        )
+        rects = box_rectangles(lo, hi, vol.shape)
+        widths = box_edge_widths(rects, vol)
+        by_plane = {
+            a: {
+                round(w, 6)
+                for v, w in zip(rects, widths, strict=True)
+                if rectangle_plane(v)[0] == a
+            }
+            for a in range(3)
+        }
+        assert by_plane == {0: {2.0}, 1: {round(across, 6)}, 2: {round(across, 6)}}

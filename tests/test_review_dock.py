@@ -1130,7 +1130,12 @@ def test_a_finding_is_found_on_the_plane_shown(sample_dock, qtbot, autosave, mon
         centre = tuple(viewer.scene.camera.center)[-2:]
         want = tuple(point[a] for a in shown)
         assert np.allclose(centre, want, atol=1.0)
-        # the finding's box is outlined and selected on the slice shown
+        # the finding's box is outlined and selected on the slice shown, its edge narrowed
+        # across the thicker slices (2.6 mm slices, 1.3 mm pixels)
+        widths = [r.boxes.edge_width[i] for i in r.boxes.selected_data]
+        assert widths == pytest.approx(
+            [2 * r.volume.spacing_zyx[2] / r.volume.spacing_zyx[0]] * len(widths)
+        )
         index = int(
             round((point[across] - r.volume.translate_zyx[across]) / r.volume.spacing_zyx[across])
         )

@@ -173,6 +173,27 @@ def outer_rectangles(rects: list[np.ndarray]) -> np.ndarray:
     return np.array([i in ends[axis] for axis, i in planes], dtype=bool)
 
 
+#: A box rectangle's edge width in voxels (napari's units for a layer scaled like the CT), and
+#: the least it is narrowed to on a coronal or sagittal slice (:func:`box_edge_widths`).
+BOX_EDGE, BOX_EDGE_MIN = 2.0, 0.5
+
+
+def box_edge_widths(rects: list[np.ndarray], volume: CTVolume) -> list[float]:
+    """Each rectangle's edge width (voxels). napari draws an edge as wide in voxels along both
+    axes of the plane, so on a coronal slice of 5 mm slices and 0.7 mm pixels a 2-voxel edge
+    was 10 mm thick at the box's top and bottom and 1.4 mm at its sides, hiding the anatomy at
+    the lesion's upper and lower edge. The width is narrowed by the plane's spacing ratio (the
+    finer over the coarser), to no less than :data:`BOX_EDGE_MIN` so the sides stay visible;
+    axial rectangles of square pixels keep :data:`BOX_EDGE`."""
+    sp = np.asarray(volume.spacing_zyx, dtype=float)
+    out = []
+    for v in rects:
+        axis = rectangle_plane(v)[0]
+        b, c = (sp[a] for a in range(3) if a != axis)
+        out.append(float(np.clip(BOX_EDGE * min(b, c) / max(b, c), BOX_EDGE_MIN, BOX_EDGE)))
+    return out
+
+
 def box_label(finding: Any) -> str:
     """Text on a finding's box, e.g. ``"F1 solid nodule 0.93"``."""
     if finding.status == "rejected":
@@ -262,7 +283,7 @@ def boxes_layer_data(
         "shape_type": "rectangle",
         "scale": volume.spacing_zyx,
         "translate": volume.translate_zyx,
-        "edge_width": 2,
+        "edge_width": box_edge_widths(data, volume) if data else BOX_EDGE,
         "edge_color": colors if colors else "#ff4040",
         "face_color": "transparent",
         "features": {"finding_id": ids, "label": labels, "text_color": text_colors},

@@ -47,7 +47,9 @@ from ..io.volume import CTVolume
 from ..report.writer import format_ml
 from .findings_table import FindingsTable
 from .layers import (
+    BOX_EDGE,
     META_KEY,
+    box_edge_widths,
     box_rectangles,
     boxes_layer_data,
     finding_box_index,
@@ -917,8 +919,17 @@ class ReviewDock(QWidget):
                 **{
                     k: v
                     for k, v in kw.items()
-                    if k not in ("edge_color", "features", "feature_defaults", "shape_type", "name")
+                    if k
+                    not in (
+                        "edge_color",
+                        "edge_width",
+                        "features",
+                        "feature_defaults",
+                        "shape_type",
+                        "name",
+                    )
                 },
+                edge_width=BOX_EDGE,  # what the reader draws
                 name=f"{ct_name} findings{suffix}",
                 features={k: np.empty(0, dtype=object) for k in kw["features"]},
             )
@@ -1029,7 +1040,10 @@ class ReviewDock(QWidget):
         if rects:
             layer.feature_defaults = {"label": label}
             layer.add_rectangles(
-                rects, edge_color=SET_ASIDE_COLOR, face_color="transparent", edge_width=2
+                rects,
+                edge_color=SET_ASIDE_COLOR,
+                face_color="transparent",
+                edge_width=box_edge_widths(rects, r.volume),
             )
 
     def add_set_aside(self, candidate_id: str) -> None:
@@ -1328,7 +1342,7 @@ class ReviewDock(QWidget):
                         [data[j] for j in add],
                         edge_color=[kw["edge_color"][j] for j in add],
                         face_color="transparent",
-                        edge_width=2,
+                        edge_width=[kw["edge_width"][j] for j in add],
                     )
                 colors = [kw["edge_color"][j] for j in order]
                 if colors and not np.allclose(
@@ -1500,7 +1514,10 @@ def _add_rectangles(layer, rects: list[np.ndarray], kw: dict[str, Any]):
             j += 1
         layer.feature_defaults = {k: v[i] for k, v in features.items()}
         layer.add_rectangles(
-            rects[i:j], edge_color=colors[i:j], face_color="transparent", edge_width=2
+            rects[i:j],
+            edge_color=colors[i:j],
+            face_color="transparent",
+            edge_width=kw["edge_width"][i:j],
         )
         i = j
         if time.perf_counter() - t0 > SLICE_BUDGET_S:
