@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -327,6 +329,68 @@ def test_a_single_slice_nifti_is_a_one_slice_volume(tmp_path: Path) -> None:
     vol = load_ct(tmp_path / "slice.nii.gz")
     assert vol.shape == (1, 64, 48) and np.array_equal(vol.array[0], arr)
     assert vol.spacing_zyx[1:] == pytest.approx((0.7, 0.8))
+
+
+def _small_nifti(path: Path) -> np.ndarray:
+    """Write a 12 x 32 x 24 int16 CT-like volume (air around a body, a ramp of values so every
+    slice differs) to ``path`` with SimpleITK; returns its array."""
+    arr = np.full((12, 32, 24), -1000, np.int16)
+    arr[:, 4:28, 4:20] = (np.arange(12, dtype=np.int16) * 25 - 100)[:, None, None]
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing((0.8, 0.7, 2.5))
+    sitk.WriteImage(image, str(path))
+    return arr
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_truncated_nifti_is_refused(tmp_path: Path, suffix: str) -> None:
+    """A NIfTI cut short (a copy or download that stopped) is refused naming the file and
+    saying it is truncated, as a truncated NRRD/MHA/DICOM is; SimpleITK read it silently, the
+    missing slices as 0 HU, and ``ctreport analyze`` reported a normal CT with exit 0."""
+    intact = tmp_path / f"ct{suffix}"
+    arr = _small_nifti(intact)
+    vol = load_ct(intact)
+    assert vol.shape == arr.shape and not vol.warnings
+    data = intact.read_bytes()
+    # (a .nii.gz cut in its 8-byte gzip trailer only still holds the whole image: not refused)
+    ends = (len(data) * 2 // 3, len(data) - (12 if suffix == ".nii.gz" else 1), len(data) // 10)
+    for keep in (*ends, 200) if suffix == ".nii" else ends:  # (200: inside the header)
+        cut = tmp_path / f"cut_{keep}{suffix}"
+        cut.write_bytes(data[:keep])
+        with pytest.raises(UnreadableError) as err:
+            load_ct(cut)
+        msg = str(err.value)
+        assert msg.startswith(str(cut)) and "truncated" in msg, msg
+        assert "\n" not in msg and "Traceback" not in msg
+
+
+def test_a_nifti_gz_is_checked_after_decompression(tmp_path: Path) -> None:
+    """A ``.nii.gz`` whose gzip stream is whole but holds less image data than its header
+    describes is refused; one written as several gzip members (the length in the last
+    trailer is then not the file's) still opens."""
+    raw = tmp_path / "ct.nii"
+    arr = _small_nifti(raw)
+    data = raw.read_bytes()
+    short = tmp_path / "short.nii.gz"
+    short.write_bytes(gzip.compress(data[: len(data) - 24 * 32 * 2]))  # one slice missing
+    with pytest.raises(UnreadableError, match="truncated") as err:
+        load_ct(short)
+    assert f"{len(data) - 24 * 32 * 2:,} of the {len(data):,} bytes" in str(err.value)
+    members = tmp_path / "members.nii.gz"
+    members.write_bytes(gzip.compress(data[:5000]) + gzip.compress(data[5000:]))
+    assert np.array_equal(load_ct(members).array, arr)
+
+
+def test_a_truncated_nifti_is_one_line_exit_2_in_the_cli(tmp_path: Path, capsys) -> None:
+    """``ctreport info`` / ``analyze`` of a truncated NIfTI: one line naming the file, exit 2."""
+    from napari_ctreport.cli import main
+
+    _small_nifti(tmp_path / "ct.nii.gz")
+    data = (tmp_path / "ct.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 2])
+    assert main(["info", str(tmp_path / "cut.nii.gz")]) == 2
+    err_lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err_lines) == 1 and "cut.nii.gz" in err_lines[0] and "truncated" in err_lines[0]
 
 
 def test_voxels_that_are_not_numbers_are_read_as_air(tmp_path: Path) -> None:
@@ -682,3 +746,51 @@ def test_the_series_a_dicom_file_belongs_to(tmp_path: Path) -> None:
     assert series_of_file(nifti) is None
     (tmp_path / "notes.txt").write_text("not DICOM")
     assert series_of_file(tmp_path / "notes.txt") is None
+
+
+def test_the_file_named_wins_over_duplicates_at_its_position(real: Path) -> None:
+    """``693_UNCR.dcm`` is one of four files at one slice position (one series): its series,
+    opened from it with ``prefer``, shows its own pixels, not those of another of the four
+    (``ctreport info 693_UNCR.dcm`` showed 693_UNCI.dcm's); the warning says which was kept."""
+    from napari_ctreport.io.ct import series_of_file
+
+    folder = real / "pydicom_testfiles" / "ct"
+    alone = load_ct(folder / "693_UNCR.dcm")
+    for name in ("693_UNCR.dcm", "693_UNCI.dcm", "693_J2KR.dcm"):
+        s = series_of_file(folder / name)
+        assert s is not None and s.images == 4
+        vol = load_ct(folder, series=s.uid, prefer=folder / name)
+        assert vol.metadata["files"] == [str(folder / name)]
+        assert np.array_equal(vol.array, load_ct(folder / name).array)
+        assert any("3 duplicate" in w and f"{name} kept" in w for w in vol.warnings)
+    vol = load_ct(folder, series=s.uid, prefer=folder / "693_UNCR.dcm")
+    assert np.array_equal(vol.array, alone.array)
+    assert (int(vol.array.min()), int(vol.array.max())) == (-3024, 1468)
+    # a relative or differently spelled path names the same file
+    rel = Path(os.path.relpath(folder / "693_UNCR.dcm"))
+    assert load_ct(folder, series=s.uid, prefer=rel).metadata["files"] == [
+        str(folder / "693_UNCR.dcm")
+    ]
+    # a file not at a duplicated position, or not in the series: the usual choice
+    plain = load_ct(folder, series=s.uid)
+    other = load_ct(folder, series=s.uid, prefer=folder / "CT_small.dcm")
+    assert other.metadata["files"] == plain.metadata["files"]
+    assert not any("kept at its position" in w for w in plain.warnings + other.warnings)
+
+
+def test_a_file_of_a_series_without_uid_opens_its_series(real: Path) -> None:
+    """The TotalSegmentator DICOM series has no SeriesInstanceUID: one of its files is one
+    image of the series its folder opens as (20 slices, grouped under the UID ``""``), not a
+    CT of one slice."""
+    from napari_ctreport.io.ct import dicom_series_uid, series_of_file
+
+    folder = real / "totalsegmentator" / "example_ct_dicom"
+    file = sorted(folder.iterdir())[7]
+    assert dicom_series_uid(file) is None and dicom_series_uid(file, blank="") == ""
+    s = series_of_file(file)
+    assert s is not None and (s.uid, s.images) == ("", 20)
+    vol = load_ct(folder, series=s.uid, prefer=file)
+    whole = load_ct(folder)
+    assert vol.shape == whole.shape == (20, 512, 512)
+    assert np.array_equal(vol.array, whole.array)
+    assert dicom_series_uid(real / "totalsegmentator" / "example_ct.nii.gz", blank="") is None

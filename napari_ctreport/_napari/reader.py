@@ -15,8 +15,8 @@ from ..io.ct import (
     dicom_series_uid,
     is_dicom_folder,
     load_ct,
+    open_series_of_file,
     probe_ct,
-    series_of_file,
 )
 from .layers import META_KEY, image_layer_data
 
@@ -106,7 +106,7 @@ def _whole_series(file: Path) -> list[tuple[Any, ...]] | None:
     folder's headers are read: those are read once per drop, not once per file."""
     from napari.utils.notifications import show_info, show_warning
 
-    uid = dicom_series_uid(file)
+    uid = dicom_series_uid(file, blank="")  # a series without a UID is one too
     if uid is None:
         return None
     key = (str(file.parent.resolve()), uid)
@@ -115,13 +115,13 @@ def _whole_series(file: Path) -> list[tuple[Any, ...]] | None:
     if last is not None and now - last < SAME_DROP_S and _is_a_layer(uid):
         _opened_whole[key] = now
         return [(None,)]  # dropped with a file of it: the series is open already
-    series = series_of_file(file)
-    if series is None:
+    volume = open_series_of_file(file)
+    if volume is None:
         return None
-    volume = load_ct(file.parent, series=series.uid)
     _opened_whole[key] = time.monotonic()
-    show_info(f"{file.name} is one image of {series.label} in {file.parent}: the series opened")
-    for line in volume.warnings:
+    *others, opened = volume.warnings  # the last says the whole series was opened
+    show_info(f"{opened} (from {file.parent})")
+    for line in others:
         show_warning(line)
     return [image_layer_data(volume)]
 

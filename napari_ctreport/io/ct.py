@@ -16,10 +16,13 @@ subclasses of :class:`~napari_ctreport.io.errors.CTReadError` with the file and 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import itertools
 import logging
 import os
+import struct
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,12 +345,117 @@ def _hu_dtype(arr: np.ndarray) -> np.ndarray:
 NOT_A_NUMBER_HU = -1024.0
 
 
+#: Bytes read from a NIfTI file to parse its header (NIfTI-2: 540; NIfTI-1: 348).
+_NIFTI_HEADER_BYTES = 540
+#: Chunk size (bytes) in which a ``.nii.gz`` is decompressed to count its length.
+_GZIP_CHUNK = 1 << 20
+
+
+def _nifti_expected_size(head: bytes) -> int | None:
+    """Length (bytes) of a single-file NIfTI-1/-2 image (``n+1`` / ``n+2``) from its header:
+    ``vox_offset + prod(dim) * bitpix / 8``; ``None`` when ``head`` is not such a header (the
+    reader then says what is wrong). A header cut short itself gives its own length."""
+    if len(head) < 4:
+        return None
+    sizes = {struct.unpack(e + "i", head[:4])[0] for e in "<>"} & {348, 540}
+    if sizes and len(head) < min(sizes):  # cut inside the header: it is at least that long
+        return min(sizes)
+    for endian in "<>":
+        (sizeof_hdr,) = struct.unpack(endian + "i", head[:4])
+        if sizeof_hdr == 348 and head[344:348] == b"n+1\0":
+            dims = struct.unpack(endian + "8h", head[40:56])
+            (bitpix,) = struct.unpack(endian + "h", head[72:74])
+            (offset,) = struct.unpack(endian + "f", head[108:112])
+            break
+        if sizeof_hdr == 540 and len(head) >= 540 and head[4:8] == b"n+2\0":
+            (bitpix,) = struct.unpack(endian + "h", head[14:16])
+            dims = struct.unpack(endian + "8q", head[16:80])
+            (offset,) = struct.unpack(endian + "q", head[168:176])
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0 or not np.isfinite(offset):
+        return None
+    shape = dims[1 : ndim + 1]
+    if any(n < 1 for n in shape):
+        return None
+    n_bits = int(np.prod(np.array(shape, dtype=object))) * int(bitpix)
+    return max(int(offset), sizeof_hdr) + (n_bits + 7) // 8
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Refuse a NIfTI file (``.nii`` or gzip-compressed ``.nii.gz``) that is shorter than its
+    header says: SimpleITK reads one silently, the missing slices as 0 HU.
+
+    A ``.nii.gz`` is decompressed in chunks (never held whole) to count its length, unless the
+    length in its gzip trailer already matches the header's. Files whose header is not a
+    NIfTI-1/-2 one are left to SimpleITK to refuse.
+
+    Raises
+    ------
+    UnreadableError
+        The file (or its compressed stream) ends before the image data does.
+    """
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic != b"\x1f\x8b":  # not compressed: the file length says it
+        with open(path, "rb") as fh:
+            length = _nifti_expected_size(fh.read(_NIFTI_HEADER_BYTES))
+        on_disk = path.stat().st_size
+        if length is not None and on_disk < length:
+            raise UnreadableError(
+                path,
+                f"not a readable NIFTI image (truncated: the file ends after {on_disk:,} of the "
+                f"{length:,} bytes its header describes)",
+            )
+        return
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(max(size - 4, 0))
+        trailer = fh.read(4)
+    isize = struct.unpack("<I", trailer)[0] if len(trailer) == 4 else None
+    head = bytearray()
+    have = 0
+    need: int | None = None
+    ended_early = False
+    try:
+        with gzip.open(path, "rb") as gz:
+            while len(head) < _NIFTI_HEADER_BYTES and (
+                chunk := gz.read1(_NIFTI_HEADER_BYTES - len(head))
+            ):
+                head += chunk
+            have, need = len(head), _nifti_expected_size(bytes(head))
+            if need is None or isize == need % (1 << 32):  # not NIfTI, or complete
+                return
+            while have < need and (chunk := gz.read1(_GZIP_CHUNK)):
+                have += len(chunk)
+    except EOFError:  # the compressed stream ends before its end marker: cut short
+        ended_early = True
+    except (OSError, zlib.error):  # not gzip after all, or corrupt: SimpleITK says so
+        return
+    if need is None:  # cut inside the header
+        have, need = len(head), _nifti_expected_size(bytes(head))
+        if need is None and ended_early:
+            raise UnreadableError(
+                path, "not a readable NIFTI image (truncated: the gzip data ends before its header)"
+            )
+    if need is not None and (ended_early or have < need):
+        raise UnreadableError(
+            path,
+            "not a readable NIFTI image (truncated: the gzip data ends after "
+            f"{have:,} of the {need:,} bytes its header describes)",
+        )
+
+
 def _load_sitk(path: Path, fmt: str) -> CTVolume:
     import SimpleITK as sitk
 
     name = path.name
     if path.stat().st_size == 0:
         raise UnreadableError(path, "empty file")
+    if fmt == "nifti":
+        _check_nifti_complete(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -703,8 +811,13 @@ def _stack(
     on_progress: Callable[[int, int], None] | None,
     vol_warnings: list[str],
     gantry_tilt_tag: float | None,
+    prefer: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[_Slice], dict[str, Any]]:
-    """Stack 2-D slices into (array (k, row, col), index->LPS affine); returns also the kept slices."""
+    """Stack 2-D slices into (array (k, row, col), index->LPS affine); returns also the kept slices.
+
+    Of slices at one position (duplicates) the first by instance number is kept, or the one of
+    the file ``prefer`` (the file the user named) when it is one of them.
+    """
     name = where.name
     first = slices[0]
     for s in slices[1:]:
@@ -730,15 +843,27 @@ def _stack(
     # sort along the normal (instance number breaks ties), drop duplicates
     slices = sorted(slices, key=lambda s: (float(s.ipp @ normal), s.instance))
     d = np.array([float(s.ipp @ normal) for s in slices])
-    keep = [0]
+    groups = [[0]]  # indices of the slices at one position
     for i in range(1, len(slices)):
-        if d[i] - d[keep[-1]] >= _DUPLICATE_MM:
-            keep.append(i)
+        if d[i] - d[groups[-1][0]] >= _DUPLICATE_MM:
+            groups.append([i])
+        else:
+            groups[-1].append(i)
+    keep = [g[0] for g in groups]
+    preferred = False
+    if prefer is not None and len(groups) < len(slices):
+        want = prefer.resolve()
+        for k, g in enumerate(groups):
+            if len(g) > 1:
+                hit = next((i for i in g if slices[i].path.resolve() == want), None)
+                if hit is not None:
+                    keep[k], preferred = hit, True
     n_dup = len(slices) - len(keep)
     if n_dup:
         vol_warnings.append(
             f"{name}: {n_dup} duplicate slice(s) at the same position ignored "
-            f"(kept {len(keep)} of {len(slices)})"
+            f"(kept {len(keep)} of {len(slices)}"
+            + (f"; {prefer.name} kept at its position)" if preferred and prefer else ")")
         )
         slices = [slices[i] for i in keep]
         d = d[keep]
@@ -911,6 +1036,7 @@ def _volume_from_slices(
     resample_tolerance: float,
     on_progress: Callable[[int, int], None] | None,
     vol_warnings: list[str],
+    prefer: Path | None = None,
 ) -> CTVolume:
     ds0 = headers[0].ds
     tilt_tag = _float_or_none(ds0.get("GantryDetectorTilt"))
@@ -921,6 +1047,7 @@ def _volume_from_slices(
         on_progress=on_progress,
         vol_warnings=vol_warnings,
         gantry_tilt_tag=tilt_tag,
+        prefer=prefer,
     )
     codes = _disk_codes(kept)
     try:
@@ -1061,33 +1188,60 @@ def ct_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
     return [_series_info(u, series[u], len(slices[u])) for u in _largest_first(slices)]
 
 
-def dicom_series_uid(path: str | os.PathLike[str]) -> str | None:
-    """The SeriesInstanceUID in a DICOM file's header (one header read), or ``None``: not a
-    DICOM file, or none in it."""
-    p = Path(path)
+def _file_series_uid(p: Path) -> str | None:
+    """The SeriesInstanceUID of a DICOM file (``""`` when it has none), ``None`` when ``p`` is
+    not a DICOM file."""
     if not p.is_file() or p.suffix.lower() in VOLUME_SUFFIXES or p.name.endswith(".nii.gz"):
         return None
     try:
-        uid = str(_dcmread(p, headers_only=True).get("SeriesInstanceUID", "") or "")
+        with warnings.catch_warnings():  # pydicom's complaints about odd headers: not news
+            warnings.filterwarnings("ignore", module="pydicom")
+            warnings.filterwarnings("ignore", category=UserWarning, module="pydicom.*")
+            return str(_dcmread(p, headers_only=True).get("SeriesInstanceUID", "") or "")
     except Exception:  # noqa: BLE001 (not DICOM: loading it alone says why)
         return None
-    return uid or None
+
+
+def dicom_series_uid(path: str | os.PathLike[str], *, blank: str | None = None) -> str | None:
+    """The SeriesInstanceUID in a DICOM file's header (one header read).
+
+    Parameters
+    ----------
+    path
+        Any file.
+    blank
+        What to return for a DICOM file without a SeriesInstanceUID: ``None`` (the default),
+        or ``""``, the UID under which :func:`ct_series` and :func:`load_ct` group the images
+        of a folder that have none.
+
+    Returns
+    -------
+    str or None
+        The UID; ``None`` for a file that is not DICOM, ``blank`` for one without a UID.
+    """
+    uid = _file_series_uid(Path(path))
+    if uid is None:
+        return None
+    return uid or blank
 
 
 def series_of_file(path: str | os.PathLike[str]) -> SeriesInfo | None:
     """The CT series of the DICOM folder holding ``path`` that this DICOM file is an image of,
     when that series holds other images too (one slice of a series, dropped or picked alone).
 
-    Reads the file's header (:func:`dicom_series_uid`), and when it has a SeriesInstanceUID,
-    the headers of its folder (:func:`ct_series`).
+    Reads the file's header (:func:`dicom_series_uid`), then the headers of its folder
+    (:func:`ct_series`). A file without a SeriesInstanceUID belongs, as in :func:`load_ct` of
+    its folder, to the images of the folder that have none (the series whose ``uid`` is
+    ``""``). Open the series with ``load_ct(folder, series=info.uid, prefer=path)``, so that
+    the named file wins over other files at its slice position.
 
     Returns
     -------
     SeriesInfo or None
-        ``None`` for anything else: not a DICOM file, no series UID, no other image of its
-        series in its folder, or a folder that cannot be read as CT (the file alone may be).
+        ``None`` for anything else: not a DICOM file, no other image of its series in its
+        folder, or a folder that cannot be read as CT (the file alone may be).
     """
-    uid = dicom_series_uid(path)
+    uid = _file_series_uid(Path(path))
     if uid is None:
         return None
     try:
@@ -1095,6 +1249,29 @@ def series_of_file(path: str | os.PathLike[str]) -> SeriesInfo | None:
     except CTReadError:
         return None
     return found[0] if found and found[0].images > 1 else None
+
+
+def open_series_of_file(path: str | os.PathLike[str]) -> CTVolume | None:
+    """The whole series a DICOM file is one image of (:func:`series_of_file`), loaded with the
+    file's own pixels at its position, ``volume.warnings`` ending with one that says so; or
+    ``None`` when the file is not one image of a larger series in its folder."""
+    whole = series_of_file(path)
+    if whole is None:
+        return None
+    p = Path(path)
+    volume = load_ct(p.parent, series=whole.uid, prefer=p)
+    volume.warnings.append(f"{p.name} is one image of {whole.label}: the whole series was opened")
+    return volume
+
+
+def load_study(path: str | os.PathLike[str], *, series: str | None = None) -> CTVolume:
+    """What opening ``path`` means to a reader: :func:`load_ct`, except that a DICOM file that
+    is one image of a larger series in its folder opens that whole series
+    (:func:`open_series_of_file`), as ITK-SNAP and Slicer do; one slice is no CT to read. The
+    CLI, :func:`napari_ctreport.analyze` and the napari reader open paths this way; ``load_ct``
+    of a file still reads that file alone."""
+    whole = open_series_of_file(path) if series is None and Path(path).is_file() else None
+    return whole if whole is not None else load_ct(path, series=series)
 
 
 def _largest_first(slices: dict[str, list[_Slice]]) -> list[str]:
@@ -1126,6 +1303,7 @@ def _load_dicom_folder(
     resample_tolerance: float,
     on_progress: Callable[[int, int], None] | None,
     series_wanted: str | None = None,
+    prefer: Path | None = None,
 ) -> CTVolume:
     headers = read_dicom_headers(folder)
     vol_warnings: list[str] = []
@@ -1149,6 +1327,7 @@ def _load_dicom_folder(
         resample_tolerance=resample_tolerance,
         on_progress=on_progress,
         vol_warnings=vol_warnings,
+        prefer=prefer,
     )
 
 
@@ -1209,6 +1388,7 @@ def load_ct(
     resample_tolerance: float = 0.02,
     on_progress: Callable[[int, int], None] | None = None,
     series: str | None = None,
+    prefer: str | os.PathLike[str] | None = None,
 ) -> CTVolume:
     """Open a CT from a DICOM folder or file, NIfTI, NRRD or MHA/MHD as an axis-aligned LPS volume.
 
@@ -1228,6 +1408,12 @@ def load_ct(
         For a DICOM folder with several CT series (:func:`ct_series`): the one to open, by its
         SeriesNumber or SeriesInstanceUID. ``None``: the one with the most images (the others
         are then named in ``volume.warnings``).
+    prefer
+        For a DICOM folder: a file of it that wins over the other files at its slice position
+        when several are at one position (duplicates; otherwise the lowest InstanceNumber wins).
+        Pass the file the user named when its whole series is opened from it
+        (:func:`series_of_file`), so that the volume shows that file's pixels. Ignored for other
+        inputs and when the file is not at a duplicated position of the series opened.
 
     Returns
     -------
@@ -1250,7 +1436,11 @@ def load_ct(
     if not p.exists():
         raise UnreadableError(p, "no such file or folder")
     return _load_ct(
-        p, resample_tolerance=resample_tolerance, on_progress=on_progress, series=series
+        p,
+        resample_tolerance=resample_tolerance,
+        on_progress=on_progress,
+        series=series,
+        prefer=None if prefer is None else Path(prefer),
     )
 
 
@@ -1326,6 +1516,7 @@ def _load_ct(
     resample_tolerance: float,
     on_progress: Callable[[int, int], None] | None,
     series: str | None = None,
+    prefer: Path | None = None,
 ) -> CTVolume:
     if series is not None and not is_dicom_folder(p):
         raise UnreadableError(p, "a series can only be chosen in a folder of DICOM files")
@@ -1336,6 +1527,7 @@ def _load_ct(
                 resample_tolerance=resample_tolerance,
                 on_progress=on_progress,
                 series_wanted=series,
+                prefer=prefer,
             )
         if p.is_dir():  # a case folder
             return _load_case_image(
