@@ -34,7 +34,7 @@ from .report.refine import (
     refine_mask,
     touching,
 )
-from .report.writer import Report, Sentence, write_report
+from .report.writer import NO_LUNG_ML, Report, Sentence, write_report
 
 if TYPE_CHECKING:
     from .model.blob import BlobMeasure
@@ -1174,6 +1174,23 @@ def _findings_from_detections(
     return findings, kept, labels
 
 
+#: Why the analysis of a scan with no lung in it (less than
+#: :data:`~napari_ctreport.report.writer.NO_LUNG_ML` segmented) sets every finding aside.
+NO_LUNG_REASON = "no lung in the scan"
+
+
+def _set_aside_all(
+    findings: list[Finding], dropped: list[Finding], labels: np.ndarray, *, why: str
+) -> None:
+    """Move every finding to the set-aside list ``dropped`` (ids ``D<n>``, no region in
+    ``labels``, which is cleared), ``attributes["dropped_by"] = why``."""
+    for f in findings:
+        f.id, f.label = f"D{len(dropped) + 1}", 0
+        f.attributes["dropped_by"] = why
+        dropped.append(f)
+    labels[...] = 0
+
+
 def _density_rules(
     f: Finding,
     mask: np.ndarray,
@@ -1447,7 +1464,9 @@ def analyze(
     Parameters
     ----------
     source
-        A path readable by :func:`napari_ctreport.io.ct.load_ct` or a :class:`CTVolume`.
+        A path readable by :func:`napari_ctreport.io.ct.load_ct` (opened with
+        :func:`~napari_ctreport.io.ct.load_study`: one DICOM file of a series opens the
+        series, as the CLI and the napari reader open it) or a :class:`CTVolume`.
     model
         A model folder; ``None`` or ``"default"`` for the shipped default model.
     device
@@ -1491,10 +1510,10 @@ def analyze(
     if isinstance(source, CTVolume):
         volume = source
     else:
-        from .io.ct import load_ct
+        from .io.ct import load_study
 
         path = source
-        volume = load_ct(source)
+        volume = load_study(source)  # one DICOM file of a series: the series
     check_cancel(cancel)
     dev = pick_device(device)
     loaded = load_cached(model, device=str(dev))
@@ -1523,9 +1542,14 @@ def analyze(
     report_progress(0.82, "measuring findings")
     dropped: list[Finding] = []
     findings, kept, labels = _findings_from_detections(detections, volume, lungs, cancel, dropped)
-    report_progress(0.88, "writing report")
-    sentences = generate_sentences(loaded, kept, findings)
     lung_ml = float(np.count_nonzero(lungs)) * float(np.prod(volume.spacing_zyx)) / 1000.0
+    if lung_ml < NO_LUNG_ML and findings:  # a head or abdominal CT: no lung lesion to report
+        _set_aside_all(findings, dropped, labels, why=NO_LUNG_REASON)
+        findings, kept = [], []
+    check_cancel(cancel)
+    report_progress(0.88, "writing report")
+    sentences = generate_sentences(loaded, kept, findings, cancel=cancel)
+    check_cancel(cancel)
     base = write_report(findings, lung_ml=lung_ml)
     by_id = {f.id: s for f, s in zip(findings, sentences, strict=True)}
     sources = {fid: ("decoder" if ok else "writer") for fid, (_, ok) in by_id.items()}
@@ -1546,6 +1570,7 @@ def analyze(
     sp = np.asarray(volume.spacing_zyx)
     tr = np.asarray(volume.translate_zyx)
     for f, det in zip(findings, kept, strict=True):
+        check_cancel(cancel)
         lo, hi = det.attention_box
         w = det.attention / max(float(det.attention.max()), 1e-12)
         cell = (hi - lo) / np.asarray(w.shape)

@@ -244,6 +244,56 @@ def test_cancel_stops_analysis(case):
         analyze(case.volume, device="cpu", cancel=lambda: True)
 
 
+@pytest.mark.parametrize("step", ["writing report", "attention maps"])
+def test_cancel_is_heard_to_the_end(case, step):
+    """A cancel pressed while the report's sentences are decoded or the attention maps drawn
+    stops the run there (the decoder took ~3 s without looking)."""
+    import threading
+
+    ev = threading.Event()
+    seen = []
+
+    def progress(frac: float, message: str) -> None:
+        seen.append(message)
+        if message == step:
+            ev.set()
+
+    with pytest.raises(Cancelled):
+        analyze(case.volume, device="cpu", progress=progress, cancel=ev)
+    assert seen[-1] == step
+
+
+def test_a_scan_with_no_lung_sets_every_finding_aside(monkeypatch):
+    """A head or abdominal CT with no lung in it (under NO_LUNG_ML segmented): what the network
+    finds is no lung lesion. It is set aside ("no lung in the scan", shown to the reader, who
+    may add it) and the report says the lungs were not assessed, instead of an "11 mm solid
+    nodule in the left middle zone" with Fleischner advice beside "No lung is in the scanned
+    volume" (a head CT of ../shared did that)."""
+    import napari_ctreport.model.inference as inference
+    from napari_ctreport.analysis import NO_LUNG_REASON
+    from napari_ctreport.io.volume import CTVolume
+
+    arr = np.full((30, 80, 80), 30.0, dtype=np.float32)  # soft tissue
+    zz, yy, xx = np.mgrid[:30, :80, :80]
+    ball = (zz - 15) ** 2 + (yy - 40) ** 2 + (xx - 30) ** 2 <= 36
+    # a ball in a small air cavity (a sinus), which passes the plausibility rules
+    arr[4 * (zz - 15) ** 2 + (yy - 40) ** 2 + (xx - 30) ** 2 <= 144] = -900.0
+    arr[ball] = 60.0
+    vol = CTVolume(array=arr, spacing_zyx=(2.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    monkeypatch.setattr(
+        inference, "detect", lambda *a, **k: [_fake_detection("solid nodule", ball)]
+    )
+    a = analyze(vol, device="cpu")
+    assert a.volume_info["lung_ml"] < 1.0
+    assert a.findings == [] and not a.labels.any()
+    assert [(c.id, c.kind, c.attributes["dropped_by"]) for c in a.dropped] == [
+        ("D1", "solid nodule", NO_LUNG_REASON)
+    ]
+    assert a.report.findings == "No lung is in the scanned volume; the lungs were not assessed."
+    assert "Fleischner" not in a.report.impression and "nodule" not in a.report.impression
+    assert a.to_json_dict()["set_aside"][0]["dropped_by"] == NO_LUNG_REASON
+
+
 def _fake_detection(kind: str, mask: np.ndarray, score: float = 0.9):
     from napari_ctreport.model.inference import Detection
 

@@ -138,7 +138,8 @@ def test_normal_report() -> None:
 def test_a_scan_with_part_of_the_lungs_says_so(lung_ml, with_nodule) -> None:
     """A head or abdominal CT holds no lung or only its bases: "no nodule" alone would speak for
     lungs nobody saw. Under PARTIAL_LUNG_ML of segmented lung both sections say how much lung was
-    in the scan; with none, the report says the lungs were not assessed instead of "no nodule".
+    in the scan; with none, the report says the lungs were not assessed instead of "no nodule"
+    (with a lesion reported, that only part of them was).
     The note states no finding, so the report stays consistent with its findings."""
     from napari_ctreport.report.writer import NORMAL_IMPRESSION, PARTIAL_LUNG_ML
 
@@ -146,7 +147,12 @@ def test_a_scan_with_part_of_the_lungs_says_so(lung_ml, with_nodule) -> None:
     r = write_report(found, lung_ml=lung_ml)
     partial = lung_ml is not None and lung_ml < PARTIAL_LUNG_ML
     text = f"{r.findings}\n{r.impression}"
-    assert ("Only part of the lungs" in text) == (partial and lung_ml >= 1.0)
+    # a report with a lesion never says no lung was scanned: the segmentation missed lung
+    # the lesion lies in (the analysis sets its own findings aside when it finds no lung)
+    assert ("Only part of the lungs" in text) == (partial and (lung_ml >= 1.0 or with_nodule))
+    assert ("No lung is in the scanned volume" in text) == (
+        partial and lung_ml < 1.0 and not with_nodule
+    )
     assert ("not assessed" in text) == partial
     if partial and lung_ml >= 1.0:
         assert f"({lung_ml:.0f} ml of lung)" in r.findings and "ml of lung" in r.impression

@@ -1376,8 +1376,10 @@ def greedy_decode(
     logits_processor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     max_len: int | None = None,
     violations: list[bool] | None = None,
+    cancel: CancelCheck | None = None,
 ) -> list[list[str]]:
     """Greedy decoding of one sentence per memory row; returns word tokens (without BOS/EOS).
+    ``cancel`` is checked before each token step (:func:`check_cancel`).
 
     With ``violations`` (a list), it receives one flag per row: True where the decoder's own
     first choice was forbidden by ``logits_processor`` at some step (the sentence then says less
@@ -1391,6 +1393,7 @@ def greedy_decode(
     violated = torch.zeros(n, dtype=torch.bool, device=memory.device)
     with torch.no_grad():
         for _ in range(max_len - 1):
+            check_cancel(cancel)
             logits = (
                 net.decoder(
                     input_ids=ids, attention_mask=torch.ones_like(ids), encoder_hidden_states=memory
@@ -1427,9 +1430,14 @@ def greedy_decode(
 
 
 def generate_sentences(
-    loaded, detections: Sequence[Detection], findings: Sequence[Any]
+    loaded,
+    detections: Sequence[Detection],
+    findings: Sequence[Any],
+    *,
+    cancel: CancelCheck | None = None,
 ) -> list[tuple[str, bool]]:
-    """One sentence per finding from the report decoder, terminology-constrained and grounded.
+    """One sentence per finding from the report decoder, terminology-constrained and grounded;
+    ``cancel`` is checked at each decoding step.
 
     Returns ``(sentence, from_decoder)`` pairs: a decoded sentence that fails the grounding check
     (:func:`~napari_ctreport.report.parse.consistency_details` against its own finding) is
@@ -1447,7 +1455,9 @@ def generate_sentences(
     proc = TermConstraint(loaded.tokenizer, [c[0] for c in cons], [c[1] for c in cons])
     memory = decoder_memory(loaded, detections, findings)
     violated: list[bool] = []
-    decoded = greedy_decode(loaded, memory, logits_processor=proc, violations=violated)
+    decoded = greedy_decode(
+        loaded, memory, logits_processor=proc, violations=violated, cancel=cancel
+    )
     out: list[tuple[str, bool]] = []
     for toks, f, bad, (_, slots) in zip(decoded, findings, violated, cons, strict=True):
         text = fill(toks, f) if toks and not bad else None

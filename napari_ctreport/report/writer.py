@@ -258,12 +258,19 @@ def _impression_item(f: Finding) -> str:
     return f"{_cap(format_mm(f.diameter_mm))} {f.kind} in the {loc}."
 
 
-def coverage_note(lung_ml: float | None) -> tuple[str, str] | None:
+def coverage_note(lung_ml: float | None, *, lesions: bool = False) -> tuple[str, str] | None:
     """The findings sentence and the impression line that say only part of the lungs was in the
     scan (less than :data:`PARTIAL_LUNG_ML` of segmented lung), or ``None`` (a whole chest, or
-    ``lung_ml`` unknown). They name no finding kind, so they state no finding."""
+    ``lung_ml`` unknown). They name no finding kind, so they state no finding. With ``lesions``
+    (the report describes some) and under :data:`NO_LUNG_ML`, they say part of the lungs was
+    scanned, not that none was: the segmentation missed lung the reader found a lesion in."""
     if lung_ml is None or lung_ml >= PARTIAL_LUNG_ML:
         return None
+    if lung_ml < NO_LUNG_ML and lesions:
+        return (
+            "Only part of the lungs is in the scanned volume; the rest was not assessed.",
+            "Only part of the lungs was scanned.",
+        )
     if lung_ml < NO_LUNG_ML:
         return (
             "No lung is in the scanned volume; the lungs were not assessed.",
@@ -308,7 +315,7 @@ def write_report(
     """
     ordered = _order(findings)
     sentences: list[Sentence] = []
-    note = coverage_note(lung_ml)
+    note = coverage_note(lung_ml, lesions=bool(ordered))
     if not ordered:
         # (findings sentence, impression line) pairs; with no lung in the scan "no nodule" would
         # say nothing true about the lungs, and the note stands alone
