@@ -8,11 +8,13 @@ Exit status: 0 success, 2 bad input (one line on stderr naming the file and the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,42 @@ class BadInput(Exception):
 
 def _err(message: str) -> None:
     sys.stderr.write(f"ctreport: {message}\n")
+
+
+def _check_output(path: Path, option: str, *, folder: bool = False) -> None:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    Missing folders on the way are fine (they are created when written); the nearest one that
+    exists must be a folder this user may write in.
+
+    Parameters
+    ----------
+    path
+        The output path given on the command line.
+    option
+        The option it was given with (e.g. ``"--out"``), named in the message.
+    folder
+        Whether ``path`` is a folder to write into (else a file to write).
+
+    Raises
+    ------
+    BadInput
+        One line naming ``path``, the option and the problem (exit status 2).
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise BadInput(f"{path}: {option}: is a file, not a folder")
+    if not folder and path.is_dir():
+        raise BadInput(f"{path}: {option}: is a folder; give a file name")
+    if not folder and path.name in ("", ".", ".."):
+        raise BadInput(f"{path}: {option}: not a file name")
+    parent = (path if folder else path.parent).absolute()
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInput(f"{path}: {option}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"{path}: {option}: no permission to write in {parent}")
 
 
 class _Progress:
@@ -61,36 +99,12 @@ SERIES_HELP = (
 )
 
 
-def _whole_series(path: str) -> Any:
-    """The series a DICOM file at ``path`` is one image of, when its folder holds more of it
-    (as the napari reader opens it: one slice is not a CT to analyse), with a warning saying
-    so; else ``None``."""
-    from .io.ct import load_ct, series_of_file
-
-    whole = series_of_file(path) if Path(path).is_file() else None
-    if whole is None:
-        return None
-    volume = load_ct(Path(path).parent, series=whole.uid)
-    volume.warnings.append(
-        f"{Path(path).name} is one image of {whole.label}: the whole series was opened"
-    )
-    return volume
-
-
-def _open_ct(path: str, series: str | None) -> Any:
-    """The CT at ``path`` (``series`` of a DICOM folder, or the series a file is one image of:
-    :func:`_whole_series`)."""
-    from .io.ct import load_ct
-
-    return (None if series is not None else _whole_series(path)) or load_ct(path, series=series)
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .io.ct import ct_series, is_dicom_folder
+    from .io.ct import ct_series, is_dicom_folder, load_study
 
-    volume = _open_ct(args.path, args.series)
+    volume = load_study(args.path, series=args.series)
     meta = volume.metadata
     arr = volume.array
     series = ct_series(args.path) if is_dicom_folder(args.path) else []
@@ -240,9 +254,16 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import analyze
 
-    # a path is loaded by analyze, with its progress
-    source: Any = _open_ct(args.path, args.series) if args.series else _whole_series(args.path)
-    source = args.path if source is None else source
+    if args.out:
+        _check_output(args.out, "--out")
+    if args.export:
+        _check_output(args.export, "--export", folder=True)
+    # a path is loaded by analyze (its whole series for one DICOM file), with its progress
+    source: Any = args.path
+    if args.series:
+        from .io.ct import load_ct
+
+        source = load_ct(args.path, series=args.series)
     progress = _Progress("analyze")
     result = analyze(source, model=args.model, device=args.device, progress=progress)
     for line in result.volume_info.get("warnings", []):
@@ -284,6 +305,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from .model.train import GeneratedCases, train
 
+    _check_output(args.out, "--out", folder=True)
     for d in args.data:
         if not Path(d).is_dir():
             raise BadInput(f"{d}: not a folder of case folders")
@@ -401,6 +423,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if not Path(args.data).is_dir():
         raise BadInput(f"{args.data}: not a folder of case folders")
+    if args.json:
+        _check_output(args.json, "--json")
     from .model.train import training_case_folders
 
     cases, drafts = training_case_folders([args.data])
@@ -688,10 +712,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _library_warnings_hidden(hidden: bool = True) -> Iterator[None]:
+    """Keep the libraries' own warnings (pydicom on odd headers, ITK, torch, ...) off the
+    user's terminal: what matters about the input is in our one-line warnings.
+
+    Parameters
+    ----------
+    hidden
+        Whether to hide them (``False`` with ``--debug``: shown as Python shows them).
+
+    Yields
+    ------
+    None
+        Python's warning filters and SimpleITK's global warning display are restored on exit.
+    """
+    if not hidden:
+        yield
+        return
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``ctreport``; return the exit status."""
+    """Run ``ctreport``; return the exit status.
+
+    Parameters
+    ----------
+    argv
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 success, 2 bad input, 1 an internal error, 130 interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    with _library_warnings_hidden(not args.debug):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command ``args``; one line on stderr for an error, and its exit status."""
     try:
         return int(args.func(args) or 0)
     except (CTReadError, CaseFormatError) as err:

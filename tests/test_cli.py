@@ -61,6 +61,26 @@ def test_info_bad_input_one_line_exit_2(rel, name, capsys):
     assert "Traceback" not in captured.err
 
 
+def test_info_keeps_library_warnings_off_stderr(capsys):
+    """A DICOM file with odd headers (UIDs that are hashes): pydicom's UserWarnings about them
+    are not the user's business, in process or from the console script."""
+    import warnings
+
+    path = REAL / "pydicom_testfiles" / "ct" / "bad_sequence.dcm"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["info", str(path)]) == 0
+    assert [str(w.message) for w in caught] == []
+    err = capsys.readouterr().err
+    assert "UserWarning" not in err and "Traceback" not in err and "warn" not in err
+    exe = Path(sys.executable).parent / "ctreport"
+    proc = subprocess.run(
+        [str(exe), "info", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "bad_sequence.dcm" in proc.stdout
+    assert proc.stderr == ""
+
+
 def test_console_script_bad_input_no_traceback():
     exe = Path(sys.executable).parent / "ctreport"
     path = REAL / "pydicom_testfiles" / "ct" / "no_meta.dcm"
@@ -221,7 +241,68 @@ def test_a_series_of_a_study_folder_is_listed_and_chosen(tmp_path, capsys):
     assert any("is one image of 'thick' #5 (6 images)" in w for w in doc["warnings"])
     assert main(["analyze", one, "--out", str(out), "--device", "cpu"]) == 0
     assert "is one image of 'thick' #5" in capsys.readouterr().err
-    assert json.loads(out.read_text())["input"]["series_uid"] == doc["series_uid"]
+    cli_doc = json.loads(out.read_text())
+    assert cli_doc["input"]["series_uid"] == doc["series_uid"]
+    # and so does the Python API: its JSON is the command's (it analysed the file alone)
+    from napari_ctreport import analyze
+
+    api = analyze(one, device="cpu")
+    assert api.volume_info["size_zyx"] == [6, 20, 24]
+    assert any("is one image of 'thick' #5" in w for w in api.volume_info["warnings"])
+    assert api.to_json_dict(input_path=one)["input"] == cli_doc["input"]
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    """An --out that is a folder, or under a file, or an --export that is a file: one line
+    naming it, exit 2, before the CT is read or the model run (not an internal error after the
+    whole analysis). Missing folders on the way are made."""
+    import os
+
+    import napari_ctreport.analysis
+    import napari_ctreport.io.ct
+    from napari_ctreport import cli
+
+    def no_work(*args, **kwargs):
+        raise cli.BadInput("the work was started")
+
+    monkeypatch.setattr(napari_ctreport.analysis, "analyze", no_work)
+    monkeypatch.setattr(napari_ctreport.analysis, "evaluate_model", no_work)
+    monkeypatch.setattr(napari_ctreport.io.ct, "load_study", no_work)
+    monkeypatch.setattr(napari_ctreport.io.ct, "load_ct", no_work)
+    ct = str(REAL / "totalsegmentator" / "example_ct.nii.gz")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+
+    def refused(argv, *expected):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("ctreport: "), err
+        assert "the work was started" not in err and "internal error" not in err
+        assert all(e in err for e in expected), err
+
+    refused(["analyze", ct, "--out", str(tmp_path)], f"{tmp_path}: --out: is a folder")
+    under = a_file / "out.json"
+    refused(["analyze", ct, "--out", str(under)], f"{under}: --out: {a_file} is a file")
+    refused(["analyze", ct, "--out", str(a_file / "x" / "y.json")], f"{a_file} is a file")
+    refused(
+        ["analyze", ct, "--out", str(tmp_path / "a.json"), "--export", str(a_file)],
+        f"{a_file}: --export: is a file, not a folder",
+    )
+    refused(["analyze", ct, "--export", str(a_file / "ex")], f"{a_file} is a file")
+    refused(["evaluate", "--data", str(tmp_path), "--json", str(tmp_path)], "--json: is a folder")
+    refused(["train", "--synthetic", "1", "--out", str(a_file)], "--out: is a file")
+    # missing folders on the way are fine: the work starts
+    deep = tmp_path / "new" / "deeper"
+    assert main(["analyze", ct, "--out", str(deep / "a.json"), "--export", str(deep)]) == 2
+    assert "the work was started" in capsys.readouterr().err
+    ro = tmp_path / "read_only"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if not os.access(ro, os.W_OK):  # root may write anywhere
+            refused(["analyze", ct, "--out", str(ro / "a.json")], f"no permission to write in {ro}")
+    finally:
+        ro.chmod(0o700)
 
 
 def test_analyze_bad_input_exit_2(tmp_path, capsys):
@@ -242,6 +323,7 @@ def test_evaluate_prints_table_and_json(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     table = capsys.readouterr().out
     assert "cpm" in table and "bleu4" in table
+    assert table.endswith("\n") and not table.endswith("\n\n")  # the last row ends its line
     metrics = json.loads(out.read_text())
     assert metrics["n_cases"] == 1 and 0.0 <= metrics["cpm"] <= 1.0
     assert "by_kind." in table and ".found" in table  # where the misses lie, per kind

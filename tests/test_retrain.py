@@ -335,6 +335,27 @@ def test_model_card_says_whether_patches_were_turned() -> None:
     assert "weighted by kind: ground-glass nodule x2, part-solid nodule x2" in card
 
 
+def test_training_case_info_counts_only_the_readers_edits() -> None:
+    """The dock exports the whole edit log: the model run's own "analysis" record and, for a
+    case reviewed again, a "case opened" record are not edits of the reader's (4, not 6)."""
+    from types import SimpleNamespace
+
+    from napari_ctreport.model.train import _case_info
+
+    def rec(action: str, fid: str | None = None) -> dict:
+        return {"time": NOW, "action": action, "finding_id": fid, "before": None, "after": None}
+
+    log = [rec("analysis"), rec("status", "F1"), rec("kind", "F2")]
+    log += [rec("case opened"), rec("box", "F1"), rec("add", "A3")]
+    prov = {"source": "radiologist corrected", "reviewer": "R", "edit_log": log}
+    case = SimpleNamespace(case_id="c1", folder=None, provenance=prov)
+    assert _case_info(case, n_targets=2, n_negatives=1)["edits"] == 4
+    case.provenance = {**prov, "edit_log": log[:1]}  # a draft exported unchanged
+    assert _case_info(case, n_targets=2, n_negatives=0)["edits"] == 0
+    case.provenance = {}
+    assert _case_info(case, n_targets=0, n_negatives=0)["edits"] == 0
+
+
 GEN_SEED = 424242
 GEN_SHAPE = (48, 96, 96)
 

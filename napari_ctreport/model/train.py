@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,29 @@ def case_data(
     )
 
 
+#: Edit-log actions that are not a reader's edit: the model run's own record and the opening
+#: of a case folder (as ``ReviewSession.changes`` counts them).
+_NOT_EDITS = ("analysis", "case opened")
+
+
+def _reader_edits(edit_log: Sequence[Mapping[str, Any]] | None) -> int:
+    """How many of an edit log's records are the reader's edits.
+
+    Parameters
+    ----------
+    edit_log
+        A case's ``provenance["edit_log"]`` (``[{time, action, finding_id, before, after}]``).
+
+    Returns
+    -------
+    int
+        The records whose ``action`` is not one of :data:`_NOT_EDITS`.
+    """
+    return sum(
+        not (isinstance(e, Mapping) and e.get("action") in _NOT_EDITS) for e in edit_log or []
+    )
+
+
 def _case_info(case, *, n_targets: int, n_negatives: int) -> dict[str, Any]:
     """What a model card says about one training case."""
     prov = case.provenance or {}
@@ -207,7 +230,7 @@ def _case_info(case, *, n_targets: int, n_negatives: int) -> dict[str, Any]:
         "source": prov.get("source") or "",
         "version": export.get("version"),
         "reviewer": prov.get("reviewer") or "",
-        "edits": len(prov.get("edit_log") or []),
+        "edits": _reader_edits(prov.get("edit_log")),
         "findings": n_targets,
         "rejected": n_negatives,
     }
