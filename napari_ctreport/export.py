@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._version import __version__
-from .io.case import SOURCES, Case, _jsonable, validate_case, write_case
+from .io.case import SOURCES, Case, _jsonable, _lung_ml, validate_case, write_case
 from .io.deid import METHOD, Deidentifier, hash_uid, load_key
 from .io.volume import CTVolume
 from .report.findings import Finding
@@ -107,6 +107,7 @@ _SIDE_CODES = {
     "left": ("7771000", _SCT, "Left"),
     "bilateral": ("51440002", _SCT, "Bilateral"),
 }
+_MIDLINE_CODE = ("261129000", _SCT, "Midline")
 
 
 @dataclass
@@ -348,6 +349,33 @@ def _coding_schemes() -> list[Any]:
     ]
 
 
+def _anatomic_region(f: Finding) -> Any:
+    """The SEG segment's anatomic region: the finding's lung zone, qualified by its side.
+
+    highdicom's ``SegmentDescription`` takes the regions as bare codes and has no parameter for
+    their modifiers, so the side is set here on the region's code item as its Anatomic Region
+    Modifier Sequence (0008,2220) (General Anatomy macro, PS3.3 Table 10-7; CID 2 *Anatomic
+    Modifier*): the laterality the SR's finding site carries (:data:`_SIDE_CODES`, SCT 24028007
+    Right / 7771000 Left / 51440002 Bilateral), or SCT 261129000 *Midline* for a midline finding
+    (the SR's topographical modifier).
+
+    Parameters
+    ----------
+    f
+        The finding of the segment.
+
+    Returns
+    -------
+    highdicom.sr.CodedConcept
+        The zone code (SCT 281392002 / 281393007 / 281394001), with one modifier item.
+    """
+    region = _code(*_ZONE_CODES[f.zone])
+    modifier = _SIDE_CODES.get(f.side) or (_MIDLINE_CODE if f.side == "midline" else None)
+    if modifier is not None:
+        region.AnatomicRegionModifierSequence = [_code(*modifier)]
+    return region
+
+
 def _build_seg(
     *,
     sources: list[Any],
@@ -378,7 +406,7 @@ def _build_seg(
                 algorithm_identification=None if algo_type == "MANUAL" else _algorithm(model),
                 tracking_uid=ids.derived(case_key, "finding", f.id),
                 tracking_id=f"{f.id} {f.kind}"[:64],
-                anatomic_regions=[_code(*_ZONE_CODES[f.zone])],
+                anatomic_regions=[_anatomic_region(f)],
             )
         )
     seg_map = lut[labels]
@@ -448,7 +476,7 @@ def _finding_site(f: Finding) -> Any:
     return hd.sr.FindingSite(
         anatomic_location=_code(*_ZONE_CODES[f.zone]),
         laterality=_code(*side) if side else None,
-        topographical_modifier=_code("261129000", _SCT, "Midline") if f.side == "midline" else None,
+        topographical_modifier=_code(*_MIDLINE_CODE) if f.side == "midline" else None,
     )
 
 
@@ -873,6 +901,7 @@ def export_case(
     deidentify: bool = True,
     key: str | bytes | None = None,
     formats: Iterable[str] = FORMATS,
+    lung_ml: float | None = None,
 ) -> ExportResult:
     """Export a case: case folder, DICOM SEG + SR, Markdown, PDF and FHIR report, as a new version.
 
@@ -908,10 +937,21 @@ def export_case(
         De-identification key (default: ``$CTREPORT_DEID_KEY``, else the per-installation key).
     formats
         Subset of :data:`FORMATS`; ``"sr"`` implies ``"seg"`` (the SR references the segments).
+    lung_ml
+        Segmented lung in the scan (ml; ``Analysis.volume_info["lung_ml"]``, a review session's
+        ``lung_ml``), recorded as ``provenance.input.lung_ml`` in ``case.json`` (``null`` when
+        ``None``: not known) so that a reopened case writes the same report ("Only part of the
+        lungs was scanned", "No lung is in the scanned volume").
 
     Returns
     -------
     ExportResult
+
+    Raises
+    ------
+    ValueError
+        On an unknown format or source, labels that do not fit the CT, an edit without an action,
+        or a negative or non-finite ``lung_ml``.
     """
     fmts = set(formats)
     unknown = fmts - set(FORMATS)
@@ -926,6 +966,7 @@ def export_case(
         raise ValueError(f"labels shape {labels.shape} differs from the CT's {volume.shape}")
     if labels.size and labels.min() < 0:
         raise ValueError("labels must be non-negative")
+    lung = None if lung_ml is None else _lung_ml(lung_ml)
     finds = [_as_finding(f) for f in findings]
     rep = _as_report(report)
     draft = source == "model draft"
@@ -1002,6 +1043,7 @@ def export_case(
             "frame_of_reference_uid": for_uid,
             "size_zyx": list(volume.shape),
             "spacing_zyx_mm": [float(v) for v in volume.spacing_zyx],
+            "lung_ml": lung,
         },
     }
     if deid is None:
@@ -1030,6 +1072,7 @@ def export_case(
                 report=report_json,
                 provenance=provenance,
                 original=ids.text(_original_json(original)),
+                lung_ml=lung,
             )
             write_case(
                 case,
@@ -1188,9 +1231,11 @@ def export_analysis(
 ) -> ExportResult:
     """Export the model's draft as is (``source="model draft"``), e.g. for ``ctreport analyze --export``.
 
-    ``kw`` are passed to :func:`export_case` (``deidentify``, ``key``, ``formats``, ...).
+    ``kw`` are passed to :func:`export_case` (``deidentify``, ``key``, ``formats``, ...);
+    ``lung_ml`` defaults to the analysis's ``volume_info["lung_ml"]``.
     """
     kw.setdefault("source", "model draft")
+    kw.setdefault("lung_ml", (getattr(analysis, "volume_info", None) or {}).get("lung_ml"))
     return export_case(
         volume=volume,
         findings=analysis.findings,

@@ -210,3 +210,61 @@ def test_a_new_case_s_provenance_says_who_made_it_and_when() -> None:
     made = datetime.fromisoformat(prov["created"])
     assert made.utcoffset() == timedelta(0)
     assert abs(datetime.now(timezone.utc) - made) < timedelta(minutes=1)
+
+
+def test_lung_ml_round_trip(tmp_path: Path) -> None:
+    """``Case.lung_ml`` is written as ``provenance.input.lung_ml`` (beside what ``input``
+    already holds), validates, reads back, and survives a re-write of the read case."""
+    vol, labels, findings = _volume_and_labels()
+    case = _case(findings)
+    case.provenance["input"] = {"format": "nifti", "size_zyx": list(vol.shape)}
+    case.lung_ml = 498.2
+    folder = write_case(case, tmp_path / "c1", volume=vol, labels=labels)
+    assert validate_case(folder) == []
+    doc = json.loads((folder / "case.json").read_text())
+    assert doc["provenance"]["input"] == {
+        "format": "nifti",
+        "size_zyx": list(vol.shape),
+        "lung_ml": 498.2,
+    }
+    back = read_case(folder)
+    assert back.lung_ml == 498.2
+    again = write_case(back, tmp_path / "c2")
+    assert json.loads((again / "case.json").read_text()) == doc
+    assert read_case(again).lung_ml == 498.2
+    # no lung in the scan is a measurement too, not "unknown"
+    case.lung_ml = 0.0
+    assert read_case(write_case(case, tmp_path / "c3", volume=vol, labels=labels)).lung_ml == 0.0
+
+
+def test_case_without_lung_ml_reads_none(tmp_path: Path) -> None:
+    """Cases written before ``lung_ml`` was stored (no ``provenance.input``, or an ``input``
+    without ``lung_ml``) and cases recording ``null`` validate and read with ``lung_ml=None``."""
+    vol, labels, findings = _volume_and_labels()
+    folder = write_case(_case(findings), tmp_path / "c", volume=vol, labels=labels)
+    doc = json.loads((folder / "case.json").read_text())
+    assert "input" not in doc["provenance"]
+    assert validate_case(folder) == [] and read_case(folder).lung_ml is None
+    for entry in ({"format": "dicom", "series_uid": "1.2.3"}, {"lung_ml": None}):
+        doc["provenance"]["input"] = entry
+        (folder / "case.json").write_text(json.dumps(doc))
+        assert validate_case(folder) == []
+        assert read_case(folder).lung_ml is None
+
+
+@pytest.mark.parametrize("bad", [-5.0, "500 ml"])
+def test_schema_refuses_a_bad_lung_ml(tmp_path: Path, bad: object) -> None:
+    vol, labels, findings = _volume_and_labels()
+    folder = write_case(_case(findings), tmp_path / "c", volume=vol, labels=labels)
+    doc = json.loads((folder / "case.json").read_text())
+    doc["provenance"]["input"] = {"lung_ml": bad}
+    (folder / "case.json").write_text(json.dumps(doc))
+    problems = validate_case(folder)
+    assert len(problems) == 1 and "provenance/input/lung_ml" in problems[0]
+    with pytest.raises(CaseFormatError, match="lung_ml"):
+        read_case(folder)
+    case = _case(findings)
+    case.lung_ml = -5.0
+    with pytest.raises(ValueError, match="lung_ml"):
+        write_case(case, tmp_path / "d", volume=vol, labels=labels)
+    assert not (tmp_path / "d").exists()

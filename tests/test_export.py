@@ -215,6 +215,44 @@ def test_seg_segments_match_labels_and_reference_source(dicom_case, tmp_path: Pa
     assert seg.PatientIdentityRemoved == "YES"
 
 
+@pytest.mark.parametrize(
+    ("sides", "expected"),
+    [
+        (("right", "left"), [("24028007", "Right"), ("7771000", "Left")]),
+        (("bilateral", "midline"), [("51440002", "Bilateral"), ("261129000", "Midline")]),
+    ],
+)
+def test_seg_anatomic_region_carries_the_finding_s_side(
+    dicom_case, tmp_path: Path, sides: tuple[str, str], expected: list[tuple[str, str]]
+) -> None:
+    """Each segment's anatomic region is its finding's lung zone with the finding's side as
+    Anatomic Region Modifier (0008,2220), the laterality codes the SR's finding sites use."""
+    import highdicom as hd
+    import pydicom
+
+    vol, labels, finds, _ = dicom_case
+    for f, side in zip(finds, sides, strict=False):
+        f.side = side
+    res = _export(vol, labels, finds, tmp_path / "out", formats=("seg",))
+    ds = pydicom.dcmread(res.files["seg"])
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == ["F1 solid nodule", "F2 mass"]
+    for seg_item, f, (code, meaning) in zip(ds.SegmentSequence, finds, expected, strict=False):
+        (region,) = seg_item.AnatomicRegionSequence
+        assert region.CodeMeaning == f"{f.zone.capitalize()} zone of lung"
+        (mod,) = region.AnatomicRegionModifierSequence
+        assert (mod.CodeValue, mod.CodingSchemeDesignator, mod.CodeMeaning) == (
+            code,
+            "SCT",
+            meaning,
+        )
+    # highdicom reads the modifier back with the region
+    seg = hd.seg.segread(str(res.files["seg"]))
+    for n, (code, _) in enumerate(expected, start=1):
+        region = seg.get_segment_description(n).anatomic_regions[0]
+        assert region.AnatomicRegionModifierSequence[0].CodeValue == code
+    assert _dciodvfy_errors(res.files["seg"]) == []
+
+
 def test_sr_measurement_groups(dicom_case, tmp_path: Path) -> None:
     import highdicom as hd
 
@@ -367,6 +405,28 @@ def test_case_json_round_trip(dicom_case, tmp_path: Path) -> None:
     assert np.array_equal(case.load_labels(ct), labels)
 
 
+def test_case_json_records_the_measured_lung_volume(dicom_case, tmp_path: Path) -> None:
+    """``lung_ml`` is kept as ``provenance.input.lung_ml`` (``null`` when not given), the case
+    validates and reads it back; a negative or non-finite volume is refused."""
+    from napari_ctreport.io.case import validate_case
+
+    vol, labels, finds, _ = dicom_case
+    res = _export(vol, labels, finds, tmp_path / "out", formats=("case",), lung_ml=143.4)
+    doc = json.loads(res.files["case"].read_text(encoding="utf-8"))
+    assert doc["provenance"]["input"]["lung_ml"] == 143.4
+    assert validate_case(res.folder) == []
+    assert read_case(res.folder).lung_ml == 143.4
+    res = _export(vol, labels, finds, tmp_path / "out", formats=("case",))
+    doc = json.loads(res.files["case"].read_text(encoding="utf-8"))
+    assert doc["provenance"]["input"]["lung_ml"] is None
+    assert validate_case(res.folder) == []
+    assert read_case(res.folder).lung_ml is None
+    for bad in (-1.0, float("nan"), "a lot"):
+        with pytest.raises(ValueError, match="lung_ml"):
+            _export(vol, labels, finds, tmp_path / "bad", formats=("case",), lung_ml=bad)
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
 def test_markdown_and_fhir(dicom_case, tmp_path: Path) -> None:
     vol, labels, finds, _ = dicom_case
     res = _export(vol, labels, finds, tmp_path / "out")
@@ -420,7 +480,7 @@ def test_export_analysis_is_a_draft(dicom_case, tmp_path: Path) -> None:
     for f in finds:
         f.status = "proposed"
     analysis = Analysis(
-        volume_info={}, findings=finds, report=write_report(finds), attention=None,
+        volume_info={"lung_ml": 143.0}, findings=finds, report=write_report(finds), attention=None,
         attention_per_finding={}, labels=labels, model_info=dict(MODEL), device="cpu",
         timings_s={},
     )  # fmt: skip
@@ -428,6 +488,7 @@ def test_export_analysis_is_a_draft(dicom_case, tmp_path: Path) -> None:
     case = read_case(res.folder)
     assert case.provenance["source"] == "model draft"
     assert case.provenance["reviewer"] is None and case.original is None
+    assert case.lung_ml == 143.0  # the analysis's measured lung volume goes with the draft
     fhir = json.loads(res.files["fhir"].read_text(encoding="utf-8"))
     assert fhir["status"] == "preliminary"
     assert "DRAFT" in res.files["markdown"].read_text(encoding="utf-8")

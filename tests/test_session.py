@@ -228,6 +228,41 @@ def test_paint_remeasures(session):
     session.labels[session.mask(f.id)] = 0
     session.mask_changed([f.id])
     assert f.status == "rejected"
+    # an erased finding cannot be accepted again (its measurements are of a region that is
+    # gone, and its export failed validation: "no region for finding label"); nor can a status
+    # outside the lexicon be set, and neither attempt changes anything
+    n_log, other = len(session.edit_log), session.findings[1].status
+    with pytest.raises(ValueError, match="no region left"):
+        session.set_status(f.id, "accepted")
+    with pytest.raises(ValueError, match="unknown status"):
+        session.set_status(session.findings[1].id, "maybe")
+    assert f.status == "rejected" and session.findings[1].status == other
+    assert len(session.edit_log) == n_log
+
+
+def test_a_box_moved_past_the_far_end_keeps_the_edge_voxels(session):
+    """A box dragged beyond the far end of the scan keeps the last slice, as one dragged beyond
+    the near end keeps the first (it was cut to nothing there: the finding's voxels were
+    wiped, then measuring raised, and its export failed); a box moved wholly onto another
+    finding is refused before anything changes."""
+    shape = np.asarray(session.labels.shape)
+    f = session.findings[0]
+    session.move_box(f.id, shape + 10, shape + 20)
+    idx = np.argwhere(session.mask(f.id))
+    assert idx.size and (idx.max(axis=0) == shape - 1).all() and f.volume_ml > 0
+    session.move_box(f.id, (-20, -20, -20), (-10, -10, -10))
+    idx = np.argwhere(session.mask(f.id))
+    assert idx.size and (idx.min(axis=0) == 0).all()
+    # onto another finding's voxels alone: refused, nothing changes
+    g = session.findings[1]
+    session.labels[session.mask(f.id)] = 0
+    session.labels[0, 0, 0] = f.label  # one voxel of its own, in a corner
+    session.mask_changed([f.id])
+    session.labels[(session.labels == 0)] = g.label  # every free voxel is g's
+    before = session.labels.copy()
+    with pytest.raises(ValueError, match="none of its own voxels"):
+        session.move_box(f.id, (10, 10, 10), (14, 14, 14))
+    assert np.array_equal(session.labels, before)
 
 
 def test_a_lesion_painted_with_a_new_label_is_added(session):
@@ -500,6 +535,40 @@ def test_a_case_folder_is_reviewed_with_its_own_text(tmp_path):
     assert s.draft.impression == "Typed impression."
     restored = ReviewSession.restore(volume, root=tmp_path / "autosave")
     assert restored.finding(f2.id).status == "rejected" and restored.extra_lines == [own]
+
+
+def test_a_reopened_case_keeps_how_much_lung_was_scanned(session, tmp_path):
+    """A review of a scan with part of the lungs, exported and opened again from its case
+    folder, keeps ``lung_ml``: its report is the writer's (the coverage note is not taken for
+    the reader's own line, nor its impression for a typed one) and follows edits as the first
+    review's does (it was frozen: rejecting every nodule left the Fleischner advice)."""
+    from napari_ctreport._napari.session import ReviewSession
+    from napari_ctreport.export import export_case
+    from napari_ctreport.io.case import read_case
+
+    session.lung_ml = 143.0
+    assert "Only part of the lungs" in session.report().findings
+    res = export_case(
+        volume=session.volume,
+        findings=list(session.findings),
+        labels=session.labels.copy(),
+        report=session.report(),
+        out_dir=tmp_path / "export",
+        original=session.original(),
+        edit_log=[e.to_case_dict() for e in session.edit_log],
+        model_info=dict(session.model_info),
+        lung_ml=session.lung_ml,
+    )
+    case = read_case(res.folder)
+    again = ReviewSession.from_case(case, session.volume, autosave_root=tmp_path / "again")
+    assert again.lung_ml == 143.0
+    assert again.extra_lines == [] and again.impression_override is None
+    assert again.report().findings == session.report().findings
+    for s in (session, again):
+        for f in list(s.active_findings()):
+            s.set_status(f.id, "rejected")
+    assert again.report().impression == session.report().impression
+    assert "Fleischner" not in again.report().impression
 
 
 def test_an_added_finding_takes_the_kind_the_ct_shows(tmp_path):

@@ -1105,7 +1105,10 @@ class ReviewDock(QWidget):
         """Accept or reject the selected finding."""
         if self.result is None or self.selected is None:
             return
-        self.result.session.set_status(self.selected, status)
+        try:
+            self.result.session.set_status(self.selected, status)
+        except ValueError as e:  # an erased finding: nothing to accept
+            self.status.setText(f"Could not {status[:-2]} {self.selected}: {e}.")
 
     def regenerate_sentence(self) -> None:
         """Rewrite the selected finding's sentence from its attributes."""
@@ -1198,8 +1201,13 @@ class ReviewDock(QWidget):
         if r is None:
             return
         box = _edited_box(finding_box_index(r.session.finding(fid), r.volume), vertices)
-        if box is not None:
+        if box is None:
+            return
+        try:
             r.session.move_box(fid, *box)
+        except ValueError as e:  # e.g. moved wholly onto another finding
+            self.status.setText(f"Could not move {fid}'s box: {e}.")
+            self._redraw_boxes(r)
 
     def _box_drawn(self, vertices: np.ndarray) -> None:
         """A new rectangle, on an axial, coronal or sagittal slice: a finding the model missed
@@ -1440,6 +1448,7 @@ class ReviewDock(QWidget):
             original=s.original(),
             edit_log=[e.to_case_dict() for e in s.edit_log],
             model_info=dict(s.model_info),
+            lung_ml=s.lung_ml,
             _start_thread=False,
             _ignore_errors=True,
         )

@@ -415,6 +415,7 @@ class ReviewSession:
             edit_log=_case_edit_log(prov.get("edit_log") or []),
             autosave_root=Path(autosave_root) if autosave_root is not None else None,
             run=int(run),
+            lung_ml=case.lung_ml,  # before the report is compared: its coverage note needs it
         )
         # lines of no finding are the writer's ("No pleural effusion.") or the reader's own
         generated = {t for fid, t in session.findings_lines() if fid is None}
@@ -467,13 +468,29 @@ class ReviewSession:
 
     # -- edits ---------------------------------------------------------------------------
     def set_status(self, finding_id: str, status: str) -> Finding:
-        """Accept (``"accepted"``), reject (``"rejected"``) or reset a finding."""
+        """Accept (``"accepted"``), reject (``"rejected"``) or reset a finding.
+
+        Raises
+        ------
+        ValueError
+            For a status not in :data:`~napari_ctreport.report.findings.STATUSES`, or for any
+            but ``"rejected"`` when the finding's mask was erased (its measurements are of a
+            region that is gone, and an export would have no region for it); nothing changes.
+        """
+        from ..report.findings import STATUSES
+
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r} (one of {', '.join(STATUSES)})")
         f = self.finding(finding_id)
         before = f.status
         if before == status:
             return f
+        if status != "rejected" and f.label and not self.mask(finding_id).any():
+            raise ValueError(
+                f"{finding_id} has no region left (its mask was erased): "
+                "paint it or draw its box again first"
+            )
         f.status = status
-        Finding.__post_init__(f)  # validates the status
         self._log("status", finding_id, before, status)
         return f
 
@@ -579,8 +596,11 @@ class ReviewSession:
         inside[box] = new[box]
         if not inside.any():
             inside = self._box_region(lo_new, hi_new)
+        inside &= (self.labels == 0) | old  # not another finding's voxels
+        if not inside.any():
+            raise ValueError(f"the box of {finding_id} would hold none of its own voxels")
         self.labels[old] = 0
-        self.labels[inside & (self.labels == 0)] = f.label
+        self.labels[inside] = f.label
         self._labels_dirty = True
         self._remeasure(f, self.labels == f.label)
         self._mark_edited(f)
@@ -1171,9 +1191,12 @@ def _report_lines(report: Report) -> list[str]:
 def _clip_box(
     lo: Sequence[float], hi: Sequence[float], shape: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
+    """A box ``(lo, hi)`` (index coordinates of its corners) inside the volume of ``shape``,
+    at least a voxel deep: a box beyond either end keeps the edge voxel (a box past the far end
+    once kept none: it was cut to zero depth there and grown a voxel outwards)."""
     a = np.asarray(lo, dtype=float)
     b = np.asarray(hi, dtype=float)
-    lo2 = np.clip(np.minimum(a, b), -0.5, shape - 0.5)
+    lo2 = np.clip(np.minimum(a, b), -0.5, shape - 1.5)
     hi2 = np.clip(np.maximum(a, b), -0.5, shape - 0.5)
     hi2 = np.maximum(hi2, lo2 + 1.0)
     return lo2, hi2

@@ -73,6 +73,14 @@ class Case:
         The model's draft (``{"findings": [...], "report": {...}}``) when this case corrects it.
     folder
         The case folder it was read from or written to.
+    image_orientation
+        On-disk orientation code of the image (``image.orientation``), for information only.
+    lung_ml
+        Segmented lung in the scan (ml), as the analysis measured it
+        (``Analysis.volume_info["lung_ml"]``); stored as ``provenance.input.lung_ml``. Under
+        :data:`~napari_ctreport.report.writer.PARTIAL_LUNG_ML` the report says that only part of
+        the lungs was scanned, so a case reopened for review needs it to write the same report.
+        ``None`` when not known (older cases, synthetic cases).
     """
 
     case_id: str
@@ -84,9 +92,31 @@ class Case:
     original: dict[str, Any] | None = None
     folder: Path | None = None
     image_orientation: str | None = field(default=None, compare=False)
+    lung_ml: float | None = None
 
     def to_json(self, *, image: dict[str, Any] | None, labels: str | None) -> dict[str, Any]:
-        """The ``case.json`` content, given the folder-relative image and label entries."""
+        """The ``case.json`` content, given the folder-relative image and label entries.
+
+        Parameters
+        ----------
+        image
+            The ``image`` entry (``{"file": ...}`` or ``{"dicom_dir": ...}``, plus
+            ``orientation``), or ``None``.
+        labels
+            The label map's folder-relative path, or ``None``.
+
+        Returns
+        -------
+        dict
+            The JSON object. A known :attr:`lung_ml` is written as ``provenance.input.lung_ml``
+            (replacing what ``provenance`` holds there); with ``None`` the provenance is written
+            as it is.
+
+        Raises
+        ------
+        ValueError
+            When :attr:`lung_ml` is negative or not finite.
+        """
         prov = {
             "source": "synthetic",
             "model": None,
@@ -96,6 +126,8 @@ class Case:
             "edit_log": [],
             **self.provenance,
         }
+        if self.lung_ml is not None:
+            prov["input"] = {**(prov.get("input") or {}), "lung_ml": _lung_ml(self.lung_ml)}
         return {
             "schema": CASE_SCHEMA,
             "case_id": self.case_id,
@@ -168,6 +200,37 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def _lung_ml(value: Any) -> float:
+    """``value`` as a lung volume in ml: a finite number, not negative (``ValueError`` else)."""
+    try:
+        ml = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"lung_ml must be a number of ml, not {value!r}") from None
+    if not np.isfinite(ml) or ml < 0:
+        raise ValueError(f"lung_ml must be a finite, non-negative number of ml, not {value!r}")
+    return ml
+
+
+def case_lung_ml(doc: dict[str, Any]) -> float | None:
+    """The measured lung volume (ml) a ``case.json`` object records, or ``None``.
+
+    Parameters
+    ----------
+    doc
+        The ``case.json`` object (or just ``{"provenance": ...}``).
+
+    Returns
+    -------
+    float or None
+        ``provenance.input.lung_ml``; ``None`` where the case does not record it (cases
+        written before it was stored, synthetic cases) or records ``null``.
+    """
+    prov = doc.get("provenance")
+    inp = prov.get("input") if isinstance(prov, dict) else None
+    value = inp.get("lung_ml") if isinstance(inp, dict) else None
+    return None if value is None else float(value)
 
 
 def load_schema() -> dict[str, Any]:
@@ -448,6 +511,7 @@ def read_case(folder: str | os.PathLike[str]) -> Case:
         original=doc.get("original"),
         folder=folder,
         image_orientation=image_entry.get("orientation"),
+        lung_ml=case_lung_ml(doc),
     )
 
 
