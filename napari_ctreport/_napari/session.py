@@ -318,9 +318,11 @@ class ReviewSession:
     _labels_seq_saved: int = -1
     _labels_dirty: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    #: finding id -> (its voxels before it was redrawn as an effusion, after): a rename back
-    #: gives the reader's region back while the mask is still the redrawn one (flat indices)
-    _before_effusion: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: finding id -> (the region the reader marked, the region drawn from it for its kind,
+    #: whether a drawn box marked it), flat indices: a finding redrawn as an effusion, or a
+    #: drawn box's region cut back to a solid lesion's edge. A kind change starts again from
+    #: the marked region while the mask is still the one drawn from it (:meth:`_redraw_for`).
+    _redrawn: dict[str, tuple[np.ndarray, np.ndarray, bool]] = field(default_factory=dict)
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -510,10 +512,7 @@ class ReviewSession:
         before = f.to_dict()
         f.kind = kind
         f.attributes.pop("kind_from_ct", None)  # the reader's own now
-        if kind == "pleural effusion" and not f.attributes.get("mask_by_reader"):
-            self._redraw_as_effusion(f)
-        elif before["kind"] == "pleural effusion":
-            self._undo_effusion_redraw(f)
+        self._redraw_for(f)
         self._measure_solid_component(f)
         self._mark_edited(f)
         self._refresh_sentence(f)
@@ -690,7 +689,9 @@ class ReviewSession:
         if not region.any():
             raise ValueError("the drawn box holds no free voxel (it lies on other findings)")
         label = max([int(self.labels.max())] + [f.label for f in self.findings]) + 1
-        return self._add_finding(region, label, kind=kind, attributes=attributes, before=before)
+        return self._add_finding(
+            region, label, kind=kind, attributes=attributes, before=before, drawn=True
+        )
 
     def _add_finding(
         self,
@@ -700,23 +701,30 @@ class ReviewSession:
         kind: str | None,
         attributes: dict[str, Any] | None = None,
         before: Any = None,
+        drawn: bool = False,
     ) -> Finding:
         """A finding the reader added on ``region`` (labelled ``label`` in :attr:`labels`),
         measured on the CT: id one past the highest ``F<n>``, status ``"added"``, score 1. With
         ``kind`` ``None`` its kind is read from the CT
-        (:func:`~napari_ctreport.analysis.kind_from_ct`; ``attributes["kind_from_ct"]``). A
+        (:func:`~napari_ctreport.analysis.kind_from_ct`; ``attributes["kind_from_ct"]``). The
+        region of a ``drawn`` box is cut back to a solid lesion's own edge
+        (:func:`~napari_ctreport.report.refine.edge_of_marked_lesion`). A
         "solid nodule" larger than the lexicon's nodule (over
         :data:`~napari_ctreport.report.guidelines.MASS_THRESHOLD_MM`) is added as a mass; a
         part-solid nodule gets its solid component measured."""
         from ..analysis import kind_from_ct
         from ..report.guidelines import MASS_THRESHOLD_MM
         from ..report.measure import finding_from_mask
+        from ..report.refine import edge_of_marked_lesion
 
         guessed = kind is None
+        marked = region
         if kind is None:
             kind = kind_from_ct(mask=region, volume=self.volume)
         elif kind == "pleural effusion" and not (attributes or {}).get("mask_by_reader"):
             region = self._effusion_in(region, taken=self.labels > 0)
+        if drawn:
+            region = edge_of_marked_lesion(region, volume=self.volume, kind=kind)
 
         n = 1 + max([0] + [int(f.id[1:]) for f in self.findings if f.id[1:].isdigit()])
         f = finding_from_mask(
@@ -737,6 +745,8 @@ class ReviewSession:
         self._measure_solid_component(f, region)
         self.labels[region] = label
         self._labels_dirty = True
+        if drawn:  # a kind change starts again from the box's region
+            self._redrawn[f.id] = (np.flatnonzero(marked), np.flatnonzero(region), True)
         self.findings.append(f)
         self.sentences[f.id] = describe_finding(f)
         self._log("add", f.id, before, f.to_dict())
@@ -935,36 +945,42 @@ class ReviewSession:
             region=region, volume=self.volume, lungs=self.ensure_lungs(), taken=taken
         )
 
-    def _redraw_as_effusion(self, f: Finding) -> None:
-        """``f``'s mask redrawn on the pleural effusion it holds, and ``f`` measured on it."""
-        old = self.mask(f.id)
-        if not old.any():
-            return
-        new = self._effusion_in(old, taken=(self.labels > 0) & ~old)
-        if np.array_equal(new, old):
-            return
-        self.labels[old] = 0
-        self.labels[new] = f.label
-        self._labels_dirty = True
-        self._remeasure(f, new)
-        self._before_effusion[f.id] = (np.flatnonzero(old), np.flatnonzero(new))
+    def _redraw_for(self, f: Finding) -> None:
+        """``f``'s mask drawn again for its (new) kind from the region the reader marked: on
+        the fluid it holds for a pleural effusion (unless the reader painted it:
+        ``attributes["mask_by_reader"]``), cut back to the lesion's edge for a solid kind when
+        a drawn box marked it (:func:`~napari_ctreport.report.refine.edge_of_marked_lesion`),
+        else the marked region itself (a slip undone: named an effusion, then a mass again).
+        The marked region is the mask as it is, unless an earlier redraw's result is still the
+        mask (not painted or moved since): then the region it was drawn from, less the voxels
+        other findings took since."""
+        from ..report.refine import edge_of_marked_lesion
 
-    def _undo_effusion_redraw(self, f: Finding) -> None:
-        """``f`` named something else after :meth:`_redraw_as_effusion`: its mask goes back to
-        the region it had (less voxels other findings took since), unless it was edited since."""
-        saved = self._before_effusion.pop(f.id, None)
-        if saved is None:
-            return
-        old, new = saved
         mask = self.mask(f.id)
-        if not np.array_equal(np.flatnonzero(mask), new):
-            return  # painted or moved since: the reader's mask now
-        self.labels[mask] = 0
-        idx = np.unravel_index(old, self.labels.shape)
-        free = self.labels[idx] == 0
-        self.labels[tuple(i[free] for i in idx)] = f.label
-        self._labels_dirty = True
-        self._remeasure(f, self.labels == f.label)
+        saved = self._redrawn.pop(f.id, None)
+        if saved is not None and not np.array_equal(np.flatnonzero(mask), saved[1]):
+            saved = None  # painted or moved since: the reader's mask now
+        drawn = saved is not None and saved[2]
+        marked = mask
+        if saved is not None:
+            marked = np.zeros_like(mask)
+            marked.flat[saved[0]] = True
+            marked &= (self.labels == 0) | mask
+        if f.kind == "pleural effusion" and not f.attributes.get("mask_by_reader"):
+            new = self._effusion_in(marked, taken=(self.labels > 0) & ~mask)
+        elif drawn:
+            new = edge_of_marked_lesion(marked, volume=self.volume, kind=f.kind)
+        else:
+            new = marked
+        if not new.any():
+            return
+        if not np.array_equal(new, mask):
+            self.labels[mask] = 0
+            self.labels[new] = f.label
+            self._labels_dirty = True
+            self._remeasure(f, new)
+        if saved is not None or not np.array_equal(new, marked):
+            self._redrawn[f.id] = (np.flatnonzero(marked), np.flatnonzero(new), drawn)
 
     def _measure_solid_component(self, f: Finding, mask: np.ndarray | None = None) -> None:
         """A part-solid nodule's ``attributes["solid_diameter_mm"]`` measured on ``mask`` (its

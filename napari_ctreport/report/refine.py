@@ -234,6 +234,38 @@ def _half_max(hu: np.ndarray, mask: np.ndarray) -> float:
     return 0.5 * (peak + lung)
 
 
+#: Kinds whose region a reader marks (:func:`edge_of_marked_lesion`) is cut back to half
+#: maximum: the soft-tissue and calcified ones, whose edge against the lung is sharp.
+MARKED_HALF_MAX_KINDS = frozenset({"solid nodule", "calcified nodule", "mass"})
+#: How far (mm) around a marked region the lung is sampled for its half maximum.
+MARKED_LUNG_MARGIN_MM = 3.0
+
+
+def edge_of_marked_lesion(mask: np.ndarray, *, volume: CTVolume, kind: str) -> np.ndarray:
+    """A region a reader marked (everything denser than -650 HU in a drawn box), cut back to
+    the lesion's own edge when it is of :data:`MARKED_HALF_MAX_KINDS`: its voxels at or above
+    the half maximum between its peak and the lung around it (:func:`_half_max`; at least the
+    kind's :data:`REFINE_HU`), the largest connected part. On coarse grids the partial volume
+    of a small nodule's edge lies above -650 HU: on the true lesions of six evaluation sets a
+    box drawn around a nodule under 8 mm measured it 1.28 times its size (median of 32; 7 of
+    them within 15 %), cut back at half maximum 1.01 (14 within 15 %), all 168 nodules and
+    masses 111 -> 127 within 15 % (session 44). Other kinds, or nothing left: ``mask``."""
+    if kind not in MARKED_HALF_MAX_KINDS or not mask.any():
+        return mask
+    from .measure import largest_component
+
+    box = mask_box(mask, volume, MARKED_LUNG_MARGIN_MM)
+    hu = np.asarray(volume.array[box], dtype=np.float32)
+    m = mask[box]
+    thr = max(REFINE_HU[kind], _half_max(hu, m))
+    dense = m & (hu >= thr)
+    if not dense.any():
+        return mask
+    out = np.zeros_like(mask)
+    out[box] = largest_component(dense)
+    return out
+
+
 def grow_slices(slices: tuple[slice, ...], volume: CTVolume, margin_mm: float) -> tuple[slice, ...]:
     """The index box ``slices`` grown by ``margin_mm`` on every side, clipped to the volume."""
     return tuple(
