@@ -571,6 +571,21 @@ def test_a_reopened_case_keeps_how_much_lung_was_scanned(session, tmp_path):
     assert "Fleischner" not in again.report().impression
 
 
+def _empty_analysis(shape) -> Analysis:
+    """An analysis that found nothing, on a volume of ``shape``: a review to add findings to."""
+    return Analysis(
+        volume_info={},
+        findings=[],
+        report=write_report([]),
+        attention=None,
+        attention_per_finding={},
+        labels=np.zeros(shape, dtype=np.int32),
+        model_info={"name": "none", "version": "0", "sha256": ""},
+        device="cpu",
+        timings_s={},
+    )
+
+
 def test_a_box_drawn_round_a_small_nodule_measures_the_nodule():
     """A box drawn round an 8 mm solid nodule on 1.5 mm pixels and 2.5 mm slices (blurred as a
     scanner does): its region is cut back to the nodule's half maximum, so the nodule measures
@@ -593,17 +608,7 @@ def test_a_box_drawn_round_a_small_nodule_measures_the_nodule():
     arr = ndi.gaussian_filter(arr, sigma=0.8 / sp)
     arr += np.random.default_rng(1).normal(0, 15, shape).astype(np.float32)
     vol = CTVolume(array=arr, spacing_zyx=tuple(sp), origin_lps=(0.0, 0.0, 0.0))
-    empty = Analysis(
-        volume_info={},
-        findings=[],
-        report=write_report([]),
-        attention=None,
-        attention_per_finding={},
-        labels=np.zeros(shape, dtype=np.int32),
-        model_info={"name": "none", "version": "0", "sha256": ""},
-        device="cpu",
-        timings_s={},
-    )
+    empty = _empty_analysis(shape)
     s = ReviewSession.from_analysis(empty, vol, autosave_root=None)
     half = 4.0 / sp + 1.0  # a voxel's margin all round
     f = s.add_box(c - half, c + half)
@@ -621,17 +626,7 @@ def test_a_drawn_lesion_renamed_is_measured_on_the_box_it_was_drawn_with():
     from napari_ctreport._napari.session import ReviewSession
 
     vol, truth = _lesion_phantom()
-    empty = Analysis(
-        volume_info={},
-        findings=[],
-        report=write_report([]),
-        attention=None,
-        attention_per_finding={},
-        labels=np.zeros(vol.shape, dtype=np.int32),
-        model_info={"name": "none", "version": "0", "sha256": ""},
-        device="cpu",
-        timings_s={},
-    )
+    empty = _empty_analysis(vol.shape)
     s = ReviewSession.from_analysis(empty, vol, autosave_root=None)
     idx = np.argwhere(truth["part-solid nodule"])
     f = s.add_box(idx.min(0) - 1.5, idx.max(0) + 1.5, kind="solid nodule")
@@ -662,17 +657,7 @@ def test_an_added_finding_takes_the_kind_the_ct_shows(tmp_path):
     from napari_ctreport.report.guidelines import recommendation
 
     vol, truth = _lesion_phantom()
-    empty = Analysis(
-        volume_info={},
-        findings=[],
-        report=write_report([]),
-        attention=None,
-        attention_per_finding={},
-        labels=np.zeros(vol.shape, dtype=np.int32),
-        model_info={"name": "none", "version": "0", "sha256": ""},
-        device="cpu",
-        timings_s={},
-    )
+    empty = _empty_analysis(vol.shape)
     session = ReviewSession.from_analysis(empty, vol, autosave_root=tmp_path)
 
     def box(m):
