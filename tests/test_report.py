@@ -213,6 +213,20 @@ def test_random_reports_round_trip(seed: int) -> None:
                 assert abs(st.size_mm - f.diameter_mm) <= 0.5 + 1e-9
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_stored_finding_reads_as_the_measured_one(seed: int) -> None:
+    """A finding and its stored copy (the JSON, the autosave, the case file) write the same
+    report: 18.46 mm was "18 mm" in the findings written from the measurement and "19 mm" in
+    the impression the review wrote from the copy stored as 18.5 (one report, two sizes)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        fs = [random_finding(rng, f"F{i}") for i in range(int(rng.integers(1, 6)))]
+        stored = [Finding.from_dict(f.to_dict()) for f in fs]
+        assert write_report(stored) == write_report(fs)
+    f = make("solid nodule", 18.46, fid="F1")
+    assert f.diameter_mm == 18.5 and "19 mm" in write_report([f]).findings
+
+
 def test_tampered_report_is_inconsistent() -> None:
     fs = [
         make("solid nodule", 7.2, side="right", zone="upper"),

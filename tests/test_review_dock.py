@@ -790,6 +790,17 @@ def test_painting_with_a_new_label_adds_a_finding(sample_dock, qtbot, autosave, 
     z, y0, x0 = _free_square(s.labels, r.volume.array, 10)
     r.masks.paint((z, y0 + 5, x0 + 5), value + 1)
     qtbot.waitUntil(lambda: len(s.findings) == n + 2, timeout=20000)
+    painted = s.findings[-1]
+    assert painted.label == value + 1
+    # ... and undoing that stroke takes the finding back: no rejected ghost with no voxel
+    # left in the table, the boxes and the export
+    r.masks.undo()
+    qtbot.waitUntil(lambda: len(s.findings) == n + 1, timeout=20000)
+    assert painted not in s.findings and painted.id not in dock.table.ids
+    assert painted.id not in set(r.boxes.features["finding_id"])
+    assert dock.status.text() == f"Removed {painted.id}: none of its voxels are left."
+    r.masks.redo()  # and redone, it is added again
+    qtbot.waitUntil(lambda: len(s.findings) == n + 2, timeout=20000)
     assert s.findings[-1].label == value + 1
     first = s.findings[0]
     r.masks.data_setitem(np.nonzero(s.labels == first.label), 0)  # erase a whole mask

@@ -1257,7 +1257,11 @@ class ReviewDock(QWidget):
             return
         s = r.session
         ids = [f.id for f in s.findings if f.label and f.label in painted]
-        s.mask_changed(ids)
+        gone = [f.id for f in s.mask_changed(ids) if f not in s.findings]
+        if gone:  # added by the reader, and every voxel of it erased (an undone stroke)
+            if self.selected in gone:
+                self.selected = None
+            self.status.setText(f"Removed {', '.join(gone)}: none of its voxels are left.")
         # a label no finding has (napari's "new label"): a lesion the model missed, painted
         for value in sorted(v for v in painted if v > 0 and s.by_label(v) is None):
             with contextlib.suppress(ValueError):  # painted over again: no voxel has it now

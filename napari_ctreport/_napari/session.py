@@ -538,14 +538,23 @@ class ReviewSession:
 
     def mask_changed(self, finding_ids: Iterable[str] | None = None) -> list[Finding]:
         """Re-measure findings after their voxels in :attr:`labels` were edited in place
-        (painting). ``None`` re-measures every finding whose measurements changed."""
+        (painting). ``None`` re-measures every finding whose measurements changed. A finding
+        whose voxels are all erased is rejected (the model's: kept as a negative for
+        retraining) or, when the reader added it, removed (an undone stroke takes back the
+        finding it painted: it stayed as a rejected finding with no voxel, exported so)."""
         self._labels_dirty = True
         ids = [f.id for f in self.findings] if finding_ids is None else list(finding_ids)
+        drafted = {str(d.get("id")) for d in self.draft_findings}
         changed = []
         for fid in ids:
             f = self.finding(fid)
             before = f.to_dict()
             m = self.mask(fid)
+            if not m.any() and fid not in drafted:
+                self._remove(f)
+                self._log("removed", fid, before, None)
+                changed.append(f)
+                continue
             if not m.any():
                 if f.status != "rejected":
                     f.status = "rejected"
@@ -564,6 +573,13 @@ class ReviewSession:
         if not changed:
             self.save()
         return changed
+
+    def _remove(self, f: Finding) -> None:
+        """Take a finding the reader added out of the review (no voxel of it is left)."""
+        self.findings.remove(f)
+        self.sentences.pop(f.id, None)
+        self.hand_edited.discard(f.id)
+        self._redrawn.pop(f.id, None)
 
     def move_box(
         self,

@@ -12,6 +12,8 @@ from .lexicon import KINDS, SIDES, ZONES, check_term
 
 #: Review states of a finding.
 STATUSES: tuple[str, ...] = ("proposed", "accepted", "rejected", "edited", "added")
+#: Decimals a finding's lengths (mm) and mean HU, and its volume (ml), are held and stored to.
+MEASURE_DECIMALS, VOLUME_DECIMALS = 1, 3
 
 
 @dataclass
@@ -72,6 +74,13 @@ class Finding:
         )
         for name in ("diameter_mm", "short_axis_mm", "volume_ml", "mean_hu", "score"):
             setattr(self, name, float(getattr(self, name)))
+        # measurements held as they are stored (:meth:`to_dict`): a finding and its stored copy
+        # (JSON, autosave, case file) then read the same in a report. 18.46 mm was "18 mm" in
+        # the findings written from the measurement and, stored as 18.5, "19 mm" in the
+        # impression the review wrote from the stored copy
+        for name in ("diameter_mm", "short_axis_mm", "mean_hu"):
+            setattr(self, name, round(getattr(self, name), MEASURE_DECIMALS))
+        self.volume_ml = round(self.volume_ml, VOLUME_DECIMALS)
         self.label = int(self.label)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,8 +89,8 @@ class Finding:
         d["center_lps_mm"] = [round(v, 2) for v in self.center_lps_mm]
         d["bbox_lps_mm"] = [[round(v, 2) for v in c] for c in self.bbox_lps_mm]
         for name in ("diameter_mm", "short_axis_mm", "mean_hu"):
-            d[name] = round(d[name], 1)
-        d["volume_ml"] = round(d["volume_ml"], 3)
+            d[name] = round(d[name], MEASURE_DECIMALS)
+        d["volume_ml"] = round(d["volume_ml"], VOLUME_DECIMALS)
         d["score"] = round(d["score"], 4)
         return d
 
