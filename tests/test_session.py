@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from napari_ctreport.analysis import Analysis
-from napari_ctreport.report.writer import describe_finding, write_report
+from napari_ctreport.report.writer import describe_finding, phrasings, write_report
 from napari_ctreport.synth import generate_case
 
 SEED, SHAPE = 5, (40, 96, 96)  # three findings on a small grid
@@ -511,9 +511,12 @@ def test_a_case_folder_is_reviewed_with_its_own_text(tmp_path):
     case = read_case(next(iter(iter_cases(tmp_path / "cases"))))
     f1, f2 = case.findings[:2]
     own = "Mild centrilobular emphysema."
+    # F2's sentence in another of the writer's wordings: the writer's, not the reader's
+    # (a synthetic case's sentences were all taken for the reader's and frozen)
+    other = next(t for t in sorted(phrasings(f2)) if t != describe_finding(f2))
     case.report["sentences"] = [
         {"text": "Reader's words on F1.", "finding_id": f1.id, "section": "findings"},
-        {"text": describe_finding(f2), "finding_id": f2.id, "section": "findings"},
+        {"text": other, "finding_id": f2.id, "section": "findings"},
         {"text": own, "finding_id": None, "section": "findings"},
     ]
     case.report["impression"] = "Typed impression."
@@ -522,11 +525,15 @@ def test_a_case_folder_is_reviewed_with_its_own_text(tmp_path):
     volume = case.load_volume()
     s = ReviewSession.from_case(case, volume, autosave_root=tmp_path / "autosave")
     assert s.hand_edited == {f1.id} and s.sentences[f1.id] == "Reader's words on F1."
+    assert s.sentences[f2.id] == other  # as the case has it, until an edit rewrites it
     assert s.extra_lines == [own] and s.impression_override == "Typed impression."
     # the case's own edit log goes on (an unreadable entry left out), then "case opened"
     assert [e.action for e in s.edit_log] == ["status", "case opened"]
     assert s.edit_log[0].to_case_dict()["time"] == earlier["time"]
     np.testing.assert_array_equal(s.labels, case.load_labels(volume))
+    # an edit rewrites the writer's sentence (the reader's own stays)
+    s.set_location(f2.id, side="left" if f2.side != "left" else "right")
+    assert s.sentences[f2.id] == describe_finding(s.finding(f2.id)) != other
     s.set_status(f2.id, "rejected")
     text = s.report().findings
     assert "Reader's words on F1." in text and own in text

@@ -44,7 +44,7 @@ import numpy as np
 from ..io.volume import CTVolume
 from ..report.findings import Finding
 from ..report.lexicon import KINDS, SIDES, ZONES
-from ..report.writer import Report, Sentence, describe_finding, write_report
+from ..report.writer import Report, Sentence, describe_finding, phrasings, write_report
 from .layers import finding_box_index, rectangle_plane, voxel_range
 
 log = logging.getLogger(__name__)
@@ -382,7 +382,8 @@ class ReviewSession:
         synthetic case, an exported draft or a corrected case) on its CT ``volume``.
 
         The case's findings, label map and report are taken as they stand: a sentence that
-        differs from what the writer says of its finding, a findings-section line that belongs
+        is none of the writer's wordings for its finding (:func:`~napari_ctreport.report.
+        writer.phrasings`; a synthetic case's reports use them all), a findings-section line that belongs
         to no finding and an impression that differs from the generated one count as the
         reader's own and survive later edits. The "Changes" view compares with the model's
         draft when the case keeps it (``original``), else with the case as opened. The case's
@@ -398,8 +399,9 @@ class ReviewSession:
             if sent.section != "findings":
                 continue
             if sent.finding_id in sentences:
-                if sent.text != sentences[sent.finding_id]:
-                    sentences[sent.finding_id] = sent.text
+                f = next(f for f in findings if f.id == sent.finding_id)
+                sentences[sent.finding_id] = sent.text
+                if sent.text not in phrasings(f):  # else the writer's: rewritten on an edit
                     hand_edited.add(sent.finding_id)
             elif not sent.finding_id:
                 own_lines.append(sent.text)

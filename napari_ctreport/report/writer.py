@@ -213,15 +213,28 @@ def describe_finding(finding: Finding, *, rng: np.random.Generator | None = None
     str
         One sentence ending with a full stop.
     """
-    f = finding
     variant = 0 if rng is None else int(rng.integers(0, 3))
-    if f.kind == "pleural effusion":
-        return _describe_effusion(f, variant)
+    if finding.kind == "pleural effusion":
+        return _describe_effusion(finding, variant)
+    return _describe(finding, variant, 0 if rng is None else int(rng.integers(0, 3)))
+
+
+def phrasings(finding: Finding) -> set[str]:
+    """Every sentence :func:`describe_finding` may write for ``finding`` (each template and
+    wording of its location): a sentence among them is the writer's, not a reader's."""
+    if finding.kind == "pleural effusion":
+        return {_describe_effusion(finding, v) for v in range(3)}
+    return {_describe(finding, v, w) for v in range(3) for w in range(3)}
+
+
+def _describe(f: Finding, variant: int, loc_variant: int) -> str:
+    """A nodule's or mass's sentence in template ``variant``, its location worded
+    ``loc_variant`` (:func:`describe_finding`)."""
     shape = _shape(f)
     kind = f.kind
     mass_like = kind == "mass"
     size = _size_phrase(f, with_short=mass_like)
-    loc = _location(f, variant=0 if rng is None else int(rng.integers(0, 3)))
+    loc = _location(f, variant=loc_variant)
     solid = _solid_component(f)
     solid_txt = ""
     if solid is not None:
