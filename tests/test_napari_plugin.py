@@ -202,6 +202,10 @@ def test_the_files_of_a_series_dropped_together_open_it_once(
     layers = viewer.open(files, plugin="napari-ctreport")  # stack=False: one call per file
     assert len(layers) == 1 and np.array_equal(layers[0].data, thin.array)
     assert len(said) == 1 and "is one image of 'thin' #2 (12 images)" in said[0]
+    # said once, not kept as a warning of the layer (the dock shows those: it read as if one
+    # file had been dropped when all of them were)
+    kept = layers[0].metadata["ctreport"]["warnings"]
+    assert not any("is one image of" in w for w in kept)
     viewer.layers.remove(layers[0])  # deleted, and dropped again at once: it opens again
     (layers,) = viewer.open(files[2:5], plugin="napari-ctreport")
     assert np.array_equal(layers.data, thin.array)

@@ -977,6 +977,12 @@ def test_a_drawn_box_named_an_effusion_is_measured_on_its_fluid(
     assert dock.status.text().startswith(f"{added.id} measured as a pleural effusion")
     assert np.array_equal(r.masks.data, s.labels)
     assert np.count_nonzero(s.mask(added.id) & truth) > 0.6 * np.count_nonzero(truth)
+    # named back (a slip): the region drawn comes back, and the status line says so instead
+    # of keeping the effusion's line
+    dock.table.item(dock.table.row_of(added.id), 1).setText("mass")
+    qtbot.waitUntil(lambda: added.kind == "mass", timeout=5000)
+    assert added.volume_ml == pytest.approx(drawn_ml, rel=0.02)
+    assert dock.status.text().startswith(f"{added.id} is now a mass, measured on the region")
 
 
 def test_each_ct_keeps_its_review(sample_dock, qtbot, autosave, monkeypatch):
@@ -1166,3 +1172,14 @@ def test_a_finding_is_found_on_the_plane_shown(sample_dock, qtbot, autosave, mon
     assert sum(bool(t) for t in r.boxes.features["label"]) == len(s.findings)
     viewer.dims.ndisplay = 2
     assert len(r.boxes.data) == full and all(r.boxes.features["label"])
+    # a box dragged off its lesion takes the mask along onto air: the status line says so
+    nodule = next(x for x in s.findings if x.kind.endswith("nodule") and x.mean_hu > -300)
+    lo, hi = _box(nodule, r.volume)
+    z = round((lo[0] + hi[0]) / 2)
+    size = hi[1:] - lo[1:]
+    moved = np.array(
+        [[z, 1, 1], [z, 1, 1 + size[1]], [z, 1 + size[0], 1 + size[1]], [z, 1 + size[0], 1]]
+    )
+    dock._box_edited(nodule.id, moved)
+    assert nodule.mean_hu < -500
+    assert dock.status.text().startswith(f"{nodule.id}'s mask moved with its box onto aerated")

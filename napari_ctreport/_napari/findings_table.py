@@ -18,7 +18,20 @@ from qtpy.QtWidgets import (
 from ..report.findings import Finding
 from ..report.lexicon import KIND_COLORS, KINDS, SIDES, ZONES
 
-COLUMNS = ("ID", "Kind", "Side / zone", "Diam. mm", "Vol. ml", "Mean HU", "Score", "Status")
+#: Column headers, short so that every column, Status last, fits the dock's default width
+#: (the headers were wider than the numbers under them, and Status was cut off at "prop"),
+#: and what each means (the header's tooltip).
+COLUMNS = ("ID", "Kind", "Where", "mm", "ml", "HU", "Score", "Status")
+COLUMN_TIPS = (
+    "Finding",
+    "Kind (double-click to change)",
+    "Side and zone (double-click to change)",
+    "Longest axial diameter, mm",
+    "Volume, ml",
+    "Mean attenuation, HU",
+    "The model's confidence (1 for a finding you added)",
+    "Proposed, accepted, rejected, edited or added",
+)
 KIND_COL, LOC_COL, STATUS_COL = 1, 2, 7
 #: Choices of the side / zone column ("right upper", ...).
 LOCATIONS = tuple(f"{s} {z}" for s in SIDES for z in ZONES)
@@ -65,6 +78,8 @@ class FindingsTable(QTableWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(0, len(COLUMNS), parent)
         self.setHorizontalHeaderLabels(COLUMNS)
+        for c, tip in enumerate(COLUMN_TIPS):
+            self.horizontalHeaderItem(c).setToolTip(tip)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(

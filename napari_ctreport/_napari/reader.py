@@ -119,9 +119,11 @@ def _whole_series(file: Path) -> list[tuple[Any, ...]] | None:
     if volume is None:
         return None
     _opened_whole[key] = time.monotonic()
-    *others, opened = volume.warnings  # the last says the whole series was opened
+    # the last warning says the whole series was opened: news once, not a warning the layer
+    # keeps (it read as if one file had been dropped when all of them were)
+    opened = volume.warnings.pop()
     show_info(f"{opened} (from {file.parent})")
-    for line in others:
+    for line in volume.warnings:
         show_warning(line)
     return [image_layer_data(volume)]
 

@@ -44,7 +44,7 @@ from qtpy.QtWidgets import (
 from ..io import WINDOW_PRESETS, window_limits
 from ..io.case import read_case
 from ..io.volume import CTVolume
-from ..report.writer import format_ml
+from ..report.writer import format_ml, format_mm
 from .findings_table import FindingsTable
 from .layers import (
     BOX_EDGE,
@@ -85,6 +85,9 @@ PAINT_DELAY_MS = 300
 SLICE_BUDGET_S = 0.05
 #: Box labels are re-coloured for the CT's window this long (ms) after it last changed.
 LABEL_DELAY_MS = 200
+#: A nodule's or mass's mean attenuation (HU) below which a moved box's mask lies over aerated
+#: lung, not a lesion (the dock then says so).
+OFF_LESION_HU = -500.0
 #: Box rectangles added to the Shapes layer per call while a run's layers are shown.
 BOX_CHUNK = 16
 
@@ -1126,13 +1129,21 @@ class ReviewDock(QWidget):
         r = self.result
         if r is None:
             return
-        before = r.session.finding(fid).volume_ml
+        old = r.session.finding(fid)
+        before, was = old.volume_ml, old.diameter_mm
         f = r.session.set_kind(fid, kind)
         if kind == "pleural effusion" and f.volume_ml != before:
             self.status.setText(
                 f"{fid} measured as a pleural effusion, on the fluid it holds: "
                 f"{format_ml(f.volume_ml)} (was {format_ml(before)})."
             )
+        elif f.diameter_mm != was:  # drawn again from the region the reader marked
+            self.status.setText(
+                f"{fid} is now a {kind}, measured on the region you marked: "
+                f"{format_mm(f.diameter_mm)} (was {format_mm(was)})."
+            )
+        else:  # no earlier line about this finding stays up
+            self.status.setText(f"{fid} is now a {kind}.")
 
     def _location_edited(self, fid: str, side: str, zone: str) -> None:
         if self.result is not None:
@@ -1203,11 +1214,19 @@ class ReviewDock(QWidget):
         box = _edited_box(finding_box_index(r.session.finding(fid), r.volume), vertices)
         if box is None:
             return
+        was = r.session.finding(fid).mean_hu
         try:
-            r.session.move_box(fid, *box)
+            f = r.session.move_box(fid, *box)
         except ValueError as e:  # e.g. moved wholly onto another finding
             self.status.setText(f"Could not move {fid}'s box: {e}.")
             self._redraw_boxes(r)
+            return
+        if f.kind != "pleural effusion" and f.mean_hu < OFF_LESION_HU <= was:
+            # the mask moves with the box: moved off the lesion, it measures lung
+            self.status.setText(
+                f"{fid}'s mask moved with its box onto aerated lung (mean {f.mean_hu:.0f} HU, "
+                f"was {was:.0f}): move the box back, or paint the lesion."
+            )
 
     def _box_drawn(self, vertices: np.ndarray) -> None:
         """A new rectangle, on an axial, coronal or sagittal slice: a finding the model missed
