@@ -1315,6 +1315,11 @@ def _main_module_hidden():
             sys.modules["__main__"] = main
 
 
+#: Seconds a running analysis process is given to stop by itself after a cancel before it is
+#: killed (one that has not started analysing is killed at once).
+CANCEL_GRACE_S = 3.0
+
+
 def run_analysis(
     volume: CTVolume,
     *,
@@ -1333,7 +1338,8 @@ def run_analysis(
     Raises
     ------
     AnalysisCancelled
-        When ``cancel`` is set (the child stops at its next check, or is killed after 10 s).
+        When ``cancel`` is set (the child stops at its next check, or is killed after
+        :data:`CANCEL_GRACE_S`; at once while it is still starting).
     RuntimeError
         When the analysis fails (message of the child's exception) or the child dies.
     """
@@ -1364,12 +1370,16 @@ def run_analysis(
     with _main_module_hidden():
         proc.start()
     cancelled_at: float | None = None
+    started = False  # the child reported progress: its analysis checks ``stop``
     try:
         while True:
             if cancel is not None and cancel.is_set() and cancelled_at is None:
                 stop.set()
                 cancelled_at = time.monotonic()
-            if cancelled_at is not None and time.monotonic() - cancelled_at > 10.0:
+            # a child still starting (importing torch: ~9 s here) cannot hear ``stop``, and
+            # has nothing to finish: it goes at once; a running one gets a moment to stop
+            grace = CANCEL_GRACE_S if started else 0.0
+            if cancelled_at is not None and time.monotonic() - cancelled_at >= grace:
                 proc.kill()
                 raise AnalysisCancelled()
             try:
@@ -1381,6 +1391,7 @@ def run_analysis(
                     ) from None
                 continue
             if msg[0] == "progress":
+                started = True
                 if progress is not None:
                     progress(msg[1], msg[2])
             elif msg[0] == "result":
