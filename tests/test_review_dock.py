@@ -300,6 +300,29 @@ def test_a_ct_closed_during_its_run_gets_no_layers(sample_dock, qtbot, test_mode
     assert list(autosave.rglob("session.json"))
 
 
+def test_a_closed_ct_takes_its_review_along(sample_dock, qtbot, autosave, monkeypatch):
+    """The reader closes a reviewed CT: its boxes, masks and attention go with it (they stayed
+    over an empty canvas, the table and Accept/Export live for a CT that was gone), and its
+    review, text being typed included, is in the autosave to come back with the CT."""
+    import json
+
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+    r, s = dock.result, dock.result.session
+    first = s.findings[0]
+    s.set_status(first.id, "rejected")
+    dock.report_editor.impression_edit.setPlainText("Typed before closing.")
+    viewer.layers.remove("Sample chest CT")
+    qtbot.waitUntil(lambda: dock.result is None, timeout=5000)
+    assert not any(ly in viewer.layers for ly in (r.boxes, r.masks, r.attention))
+    assert dock.table.rowCount() == 0 and not dock.accept_button.isEnabled()
+    assert dock.status.text().startswith("Sample chest CT was closed: its review is autosaved")
+    saved = json.loads(next(autosave.rglob("session.json")).read_text())
+    assert saved["impression_override"] == "Typed before closing."
+    assert {f["id"]: f["status"] for f in saved["findings"]}[first.id] == "rejected"
+
+
 def test_cancel_stops_the_run(sample_dock, qtbot, test_model, autosave):
     viewer, dock = sample_dock(test_model, docked=False)
     worker = dock.run()
@@ -442,9 +465,11 @@ def test_second_run_keep_both_then_replace(
     # painting the first run's masks makes it the run reviewed, re-measured in its own session
     # (before session 43 the stroke was ignored: the first run's findings went stale)
     remeasured, remeasured_first = [], []
-    monkeypatch.setattr(second.session, "mask_changed", lambda ids=None: remeasured.append(ids))
     monkeypatch.setattr(
-        first.session, "mask_changed", lambda ids=None: remeasured_first.append(ids)
+        second.session, "mask_changed", lambda ids=None: remeasured.append(ids) or []
+    )
+    monkeypatch.setattr(
+        first.session, "mask_changed", lambda ids=None: remeasured_first.append(ids) or []
     )
     f0 = first.session.findings[0]
     z, y, x = np.argwhere(first.masks.data == f0.label)[0]

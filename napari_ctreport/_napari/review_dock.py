@@ -456,6 +456,39 @@ class ReviewDock(QWidget):
         self.layer_combo.blockSignals(False)
         self.orientation.set_visible(any(META_KEY in ly.metadata for ly in layers))
         self._show_study()
+        if any(not self._ct_open(r) for r in self.results):
+            QTimer.singleShot(0, self._drop_closed_cts)  # not inside napari's removal
+
+    def _ct_open(self, r: RunResult) -> bool:
+        ct = r.extra.get("ct_layer")
+        return (ct in self.viewer.layers) if ct is not None else (r.ct_name in self.viewer.layers)
+
+    def _drop_closed_cts(self) -> None:
+        """The reviews of a CT the reader closed leave the dock with their layers (boxes,
+        masks and attention over no CT, an editable table for a CT that is gone). Each was
+        autosaved at every edit (text being typed is taken first) and comes back when the CT
+        is opened again; a review a replacing run took the place of is not saved again (its
+        autosave is the new run's now)."""
+        gone = [r for r in self.results if not self._ct_open(r)]
+        if not gone:
+            return
+        if self.result in gone and not self.result.extra.get("replaced"):
+            self._take_pending_edits()
+        for r in gone:
+            self.results.remove(r)
+            for layer in (r.boxes, r.masks, r.attention, r.set_aside):
+                if layer is not None and layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
+        if self.result in gone:
+            r, self.result, self.selected = self.result, None, None
+            self.table.set_findings([])
+            self.report_editor.show_report([], [], "")
+            self._set_review_enabled(False)
+            saved = r.session is not None and r.session.folder is not None
+            self.status.setText(
+                f"{r.ct_name} was closed"
+                + (": its review is autosaved; open the CT again to go on." if saved else ".")
+            )
 
     def _follow_active(self, event: object = None) -> None:
         """Follow the layer the reader selects in the layer list (not during a run): a CT layer
@@ -756,7 +789,14 @@ class ReviewDock(QWidget):
         analysis, session, prepared = res
         if ct_name not in self.viewer.layers:
             # the reader closed the CT while it was analysed: no layers for a CT that is gone;
-            # the review was autosaved and is offered when the CT is opened again
+            # the review was autosaved and is offered when the CT is opened again. The CT's
+            # earlier reviews go too (a replaced one is not saved again: its autosave is this
+            # run's now)
+            if self._replace_choice == "replace":
+                for r in self.results:
+                    if r.ct_name == ct_name and r.session is not None:
+                        r.extra["replaced"] = r.session.run == session.run
+            self._drop_closed_cts()
             self.status.setText(
                 f"{ct_name} was closed during the run: its {_n_findings(analysis)} were "
                 "autosaved; open the CT again to review them."
