@@ -456,7 +456,9 @@ class ReviewSession:
     def changes(self) -> int:
         """How many changes the reader made in this review (edit-log records other than the
         run's own and the opening of a case folder)."""
-        return sum(e.action not in ("analysis", "case opened") for e in self.edit_log)
+        from ..io.case import NOT_EDITS
+
+        return sum(e.action not in NOT_EDITS for e in self.edit_log)
 
     def active_findings(self) -> list[Finding]:
         """Findings that go into the report (all but rejected)."""

@@ -37,6 +37,9 @@ IMAGE_DICOM = "dicom"
 LABELS_FILE = "labels.nii.gz"
 #: Provenance sources.
 SOURCES: tuple[str, ...] = ("synthetic", "model draft", "radiologist corrected", "imported labels")
+#: Edit-log actions that are no reader's edit: the model run's own record and the opening of a
+#: case folder for review (``ReviewSession.changes`` and training's edit counts leave them out).
+NOT_EDITS: tuple[str, ...] = ("analysis", "case opened")
 
 _SCHEMA_PATH = Path(__file__).with_name("case_schema.json")
 #: Name of an export version folder (``v001``, ``v002``, ...).

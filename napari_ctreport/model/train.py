@@ -197,11 +197,6 @@ def case_data(
     )
 
 
-#: Edit-log actions that are not a reader's edit: the model run's own record and the opening
-#: of a case folder (as ``ReviewSession.changes`` counts them).
-_NOT_EDITS = ("analysis", "case opened")
-
-
 def _reader_edits(edit_log: Sequence[Mapping[str, Any]] | None) -> int:
     """How many of an edit log's records are the reader's edits.
 
@@ -213,10 +208,12 @@ def _reader_edits(edit_log: Sequence[Mapping[str, Any]] | None) -> int:
     Returns
     -------
     int
-        The records whose ``action`` is not one of :data:`_NOT_EDITS`.
+        The records whose ``action`` is not one of :data:`~napari_ctreport.io.case.NOT_EDITS`.
     """
+    from ..io.case import NOT_EDITS
+
     return sum(
-        not (isinstance(e, Mapping) and e.get("action") in _NOT_EDITS) for e in edit_log or []
+        not (isinstance(e, Mapping) and e.get("action") in NOT_EDITS) for e in edit_log or []
     )
 
 
