@@ -58,6 +58,16 @@ def test_a_box_is_outlined_on_every_plane():
         sides = [a for a in range(3) if a != axis]
         np.testing.assert_allclose(v_lo[sides], lo[sides])
         np.testing.assert_allclose(v_hi[sides], hi[sides])
+    # a 3-D view's outline: the first and last slice of each plane
+    outline = box_rectangles(lo, hi, (10, 100, 100), outline=True)
+    assert [rectangle_plane(v)[:2] for v in outline] == [
+        (0, 3),
+        (0, 5),
+        (1, 40),
+        (1, 60),
+        (2, 5),
+        (2, 25),
+    ]
     thin = box_rectangles(np.array([4.1, 10, 10]), np.array([4.3, 20, 20]), (10, 100, 100))
     assert [rectangle_plane(v)[:2] for v in thin if rectangle_plane(v)[0] == 0] == [(0, 4)]
 

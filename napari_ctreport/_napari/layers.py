@@ -127,12 +127,19 @@ PLANES: tuple[int, ...] = (0, 1, 2)
 
 
 def box_rectangles(
-    lo: np.ndarray, hi: np.ndarray, shape: tuple[int, ...], *, planes: tuple[int, ...] = PLANES
+    lo: np.ndarray,
+    hi: np.ndarray,
+    shape: tuple[int, ...],
+    *,
+    planes: tuple[int, ...] = PLANES,
+    outline: bool = False,
 ) -> list[np.ndarray]:
     """The rectangles ``(4, 3)`` (CT index z, y, x) a box is drawn with: for each plane in
     ``planes`` (:data:`PLANES`), one on each slice of that plane whose centre the box spans
     (:func:`voxel_range`; the nearest slice when it spans none), axial ones first. napari shows
-    a shape only on the slice it lies in, so each view shows the box's outline on its plane."""
+    a shape only on the slice it lies in, so each view shows the box's outline on its plane.
+    With ``outline`` (for a 3-D view), only those on the first and last slice of each plane:
+    these six draw the box's outline, where all of them together fill it in."""
     start, stop = voxel_range(lo, hi)
     lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
     out: list[np.ndarray] = []
@@ -145,7 +152,7 @@ def box_rectangles(
         corner = np.empty((4, 3), dtype=float)
         corner[:, b] = (lo[b], lo[b], hi[b], hi[b])
         corner[:, c] = (lo[c], hi[c], hi[c], lo[c])
-        for i in range(first, last + 1):
+        for i in sorted({first, last}) if outline else range(first, last + 1):
             v = corner.copy()
             v[:, axis] = i
             out.append(v)
@@ -159,18 +166,6 @@ def rectangle_plane(vertices: np.ndarray) -> tuple[int, int, np.ndarray, np.ndar
     v = np.asarray(vertices, dtype=float).reshape(-1, 3)
     axis = int(np.argmin(np.ptp(v, axis=0)))
     return axis, int(np.round(v[:, axis].mean())), v.min(axis=0), v.max(axis=0)
-
-
-def outer_rectangles(rects: list[np.ndarray]) -> np.ndarray:
-    """Which of a box's rectangles (:func:`box_rectangles`) lie on its outer slices, the first
-    and last of each plane: in a 3-D view these six draw the box's outline, where all of them
-    together fill it in."""
-    planes = [rectangle_plane(v)[:2] for v in rects]
-    ends: dict[int, tuple[int, int]] = {}
-    for axis, i in planes:
-        first, last = ends.get(axis, (i, i))
-        ends[axis] = (min(first, i), max(last, i))
-    return np.array([i in ends[axis] for axis, i in planes], dtype=bool)
 
 
 #: A box rectangle's edge width in voxels (napari's units for a layer scaled like the CT), and
@@ -261,7 +256,7 @@ def boxes_layer_data(
     each plane (:func:`box_rectangles`), with edge colour per kind (grey when rejected) and text
     ``"F1 solid nodule 0.93"`` in a colour that reads over the CT under it shown between
     ``limits`` (:func:`label_text_colors`). With ``outline`` (for a 3-D view), only the six
-    rectangles on the box's outer slices (:func:`outer_rectangles`), one of them labelled."""
+    rectangles on the box's outer slices (:func:`box_rectangles`), one of them labelled."""
     from ..report.lexicon import KIND_COLORS
 
     data: list[np.ndarray] = []
@@ -270,9 +265,7 @@ def boxes_layer_data(
     colors: list[str] = []
     for f in findings:
         lo, hi = finding_box_index(f, volume)
-        rects = box_rectangles(lo, hi, volume.shape)
-        if outline:
-            rects = [v for v, outer in zip(rects, outer_rectangles(rects), strict=True) if outer]
+        rects = box_rectangles(lo, hi, volume.shape, outline=outline)
         data += rects
         ids += [f.id] * len(rects)
         labels += [box_label(f)] + ["" if outline else box_label(f)] * (len(rects) - 1)

@@ -55,7 +55,6 @@ from .layers import (
     finding_box_index,
     label_text_colors,
     labels_layer_data,
-    outer_rectangles,
     rectangle_plane,
     result_layers_data,
     study_summary,
@@ -1362,10 +1361,7 @@ class ReviewDock(QWidget):
 
     def _box_outline(self, f, volume: CTVolume) -> list[np.ndarray]:
         """A box's rectangles for the view: every slice's in 2-D, the outer ones in 3-D."""
-        rects = box_rectangles(*finding_box_index(f, volume), volume.shape)
-        if self._in_3d():
-            rects = [v for v, outer in zip(rects, outer_rectangles(rects), strict=True) if outer]
-        return rects
+        return box_rectangles(*finding_box_index(f, volume), volume.shape, outline=self._in_3d())
 
     def _redraw_boxes(self, r: RunResult | None = None) -> None:
         """Bring a run's boxes layer (default: the reviewed run's) in line with its session.
