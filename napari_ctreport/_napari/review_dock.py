@@ -118,6 +118,11 @@ class RunResult:
     suffix: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def layers(self) -> tuple[Any, ...]:
+        """The layers this run put into the viewer (``None`` for one it has not added)."""
+        return (self.boxes, self.attention, self.masks, self.set_aside)
+
 
 def _run_analysis(
     volume: CTVolume,
@@ -471,21 +476,20 @@ class ReviewDock(QWidget):
         gone = [r for r in self.results if not self._ct_open(r)]
         if not gone:
             return
-        if self.result in gone and not self.result.extra.get("replaced"):
+        shown = self.result if self.result in gone else None
+        if shown is not None and not shown.extra.get("replaced"):
             self._take_pending_edits()
         for r in gone:
-            self.results.remove(r)
-            for layer in (r.boxes, r.masks, r.attention, r.set_aside):
-                if layer is not None and layer in self.viewer.layers:
-                    self.viewer.layers.remove(layer)
-        if self.result in gone:
-            r, self.result, self.selected = self.result, None, None
+            for _ in self._remove_result(r):  # every layer at once: the CT is gone already
+                pass
+        if shown is not None:
+            self.selected = None
             self.table.set_findings([])
             self.report_editor.show_report([], [], "")
             self._set_review_enabled(False)
-            saved = r.session is not None and r.session.folder is not None
+            saved = shown.session is not None and shown.session.folder is not None
             self.status.setText(
-                f"{r.ct_name} was closed"
+                f"{shown.ct_name} was closed"
                 + (": its review is autosaved; open the CT again to go on." if saved else ".")
             )
 
@@ -497,7 +501,7 @@ class ReviewDock(QWidget):
         if self.busy or active is None:
             return
         run = next(
-            (r for r in self.results if active in (r.boxes, r.masks, r.attention, r.set_aside)),
+            (r for r in self.results if active in r.layers),
             None,
         )
         if run is not None:
@@ -879,7 +883,7 @@ class ReviewDock(QWidget):
         if self.result is r:
             r.session.on_change = None
             self.result = None
-        for layer in (r.boxes, r.attention, r.masks, r.set_aside):
+        for layer in r.layers:
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
                 yield f"removed {layer.name!r}"
