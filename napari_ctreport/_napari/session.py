@@ -735,16 +735,18 @@ class ReviewSession:
         from ..analysis import kind_from_ct
         from ..report.guidelines import MASS_THRESHOLD_MM
         from ..report.measure import finding_from_mask
-        from ..report.refine import edge_of_marked_lesion
 
         guessed = kind is None
         marked = region
         if kind is None:
             kind = kind_from_ct(mask=region, volume=self.volume)
-        elif kind == "pleural effusion" and not (attributes or {}).get("mask_by_reader"):
-            region = self._effusion_in(region, taken=self.labels > 0)
-        if drawn:
-            region = edge_of_marked_lesion(region, volume=self.volume, kind=kind)
+        region = self._region_for(
+            kind,
+            marked,
+            drawn=drawn,
+            painted=bool((attributes or {}).get("mask_by_reader")),
+            taken=self.labels > 0,
+        )
 
         n = 1 + max([0] + [int(f.id[1:]) for f in self.findings if f.id[1:].isdigit()])
         f = finding_from_mask(
@@ -965,6 +967,21 @@ class ReviewSession:
             region=region, volume=self.volume, lungs=self.ensure_lungs(), taken=taken
         )
 
+    def _region_for(
+        self, kind: str, marked: np.ndarray, *, drawn: bool, painted: bool, taken: np.ndarray
+    ) -> np.ndarray:
+        """The region a finding of ``kind`` is measured on, from the region the reader
+        ``marked``: the fluid it holds for a pleural effusion (not when the reader ``painted``
+        it; never ``taken`` voxels), a solid lesion's edge when a ``drawn`` box marked it
+        (:func:`~napari_ctreport.report.refine.edge_of_marked_lesion`), else ``marked``."""
+        from ..report.refine import edge_of_marked_lesion
+
+        if kind == "pleural effusion" and not painted:
+            return self._effusion_in(marked, taken=taken)
+        if drawn:
+            return edge_of_marked_lesion(marked, volume=self.volume, kind=kind)
+        return marked
+
     def _redraw_for(self, f: Finding) -> None:
         """``f``'s mask drawn again for its (new) kind from the region the reader marked: on
         the fluid it holds for a pleural effusion (unless the reader painted it:
@@ -974,8 +991,6 @@ class ReviewSession:
         The marked region is the mask as it is, unless an earlier redraw's result is still the
         mask (not painted or moved since): then the region it was drawn from, less the voxels
         other findings took since."""
-        from ..report.refine import edge_of_marked_lesion
-
         mask = self.mask(f.id)
         saved = self._redrawn.pop(f.id, None)
         if saved is not None and not np.array_equal(np.flatnonzero(mask), saved[1]):
@@ -986,12 +1001,13 @@ class ReviewSession:
             marked = np.zeros_like(mask)
             marked.flat[saved[0]] = True
             marked &= (self.labels == 0) | mask
-        if f.kind == "pleural effusion" and not f.attributes.get("mask_by_reader"):
-            new = self._effusion_in(marked, taken=(self.labels > 0) & ~mask)
-        elif drawn:
-            new = edge_of_marked_lesion(marked, volume=self.volume, kind=f.kind)
-        else:
-            new = marked
+        new = self._region_for(
+            f.kind,
+            marked,
+            drawn=drawn,
+            painted=bool(f.attributes.get("mask_by_reader")),
+            taken=(self.labels > 0) & ~mask,
+        )
         if not new.any():
             return
         if not np.array_equal(new, mask):
