@@ -1163,10 +1163,8 @@ def _findings_from_detections(
             why = "same lesion"  # on a reported mass's edge: its margin or a vessel into it
         if why is not None:
             if dropped is not None and (has_lungs or lungs is None):  # else no lung scanned
-                f.id, f.label = f"D{len(dropped) + 1}", 0  # no region in the label map
-                f.attributes["dropped_by"] = why
+                _set_aside(f, dropped, why=why)
                 f.attributes["lung_contact"] = round(float(contact), 3)
-                dropped.append(f)
             continue
         labels[own] = n
         findings.append(f)
@@ -1179,15 +1177,21 @@ def _findings_from_detections(
 NO_LUNG_REASON = "no lung in the scan"
 
 
+def _set_aside(f: Finding, dropped: list[Finding], *, why: str) -> None:
+    """Append ``f`` to the set-aside list ``dropped``: id ``D<n>``, no region in the label
+    map, ``attributes["dropped_by"] = why``."""
+    f.id, f.label = f"D{len(dropped) + 1}", 0
+    f.attributes["dropped_by"] = why
+    dropped.append(f)
+
+
 def _set_aside_all(
     findings: list[Finding], dropped: list[Finding], labels: np.ndarray, *, why: str
 ) -> None:
-    """Move every finding to the set-aside list ``dropped`` (ids ``D<n>``, no region in
-    ``labels``, which is cleared), ``attributes["dropped_by"] = why``."""
+    """Move every finding to the set-aside list ``dropped`` (:func:`_set_aside`) and clear
+    ``labels``."""
     for f in findings:
-        f.id, f.label = f"D{len(dropped) + 1}", 0
-        f.attributes["dropped_by"] = why
-        dropped.append(f)
+        _set_aside(f, dropped, why=why)
     labels[...] = 0
 
 
