@@ -1188,20 +1188,6 @@ def ct_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
     return [_series_info(u, series[u], len(slices[u])) for u in _largest_first(slices)]
 
 
-def _file_series_uid(p: Path) -> str | None:
-    """The SeriesInstanceUID of a DICOM file (``""`` when it has none), ``None`` when ``p`` is
-    not a DICOM file."""
-    if not p.is_file() or p.suffix.lower() in VOLUME_SUFFIXES or p.name.endswith(".nii.gz"):
-        return None
-    try:
-        with warnings.catch_warnings():  # pydicom's complaints about odd headers: not news
-            warnings.filterwarnings("ignore", module="pydicom")
-            warnings.filterwarnings("ignore", category=UserWarning, module="pydicom.*")
-            return str(_dcmread(p, headers_only=True).get("SeriesInstanceUID", "") or "")
-    except Exception:  # noqa: BLE001 (not DICOM: loading it alone says why)
-        return None
-
-
 def dicom_series_uid(path: str | os.PathLike[str], *, blank: str | None = None) -> str | None:
     """The SeriesInstanceUID in a DICOM file's header (one header read).
 
@@ -1219,8 +1205,13 @@ def dicom_series_uid(path: str | os.PathLike[str], *, blank: str | None = None) 
     str or None
         The UID; ``None`` for a file that is not DICOM, ``blank`` for one without a UID.
     """
-    uid = _file_series_uid(Path(path))
-    if uid is None:
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() in VOLUME_SUFFIXES or p.name.endswith(".nii.gz"):
+        return None
+    try:
+        with _pydicom_quiet():
+            uid = str(_dcmread(p, headers_only=True).get("SeriesInstanceUID", "") or "")
+    except Exception:  # noqa: BLE001 (not DICOM: loading it alone says why)
         return None
     return uid or blank
 
@@ -1241,7 +1232,7 @@ def series_of_file(path: str | os.PathLike[str]) -> SeriesInfo | None:
         ``None`` for anything else: not a DICOM file, no other image of its series in its
         folder, or a folder that cannot be read as CT (the file alone may be).
     """
-    uid = _file_series_uid(Path(path))
+    uid = dicom_series_uid(path, blank="")
     if uid is None:
         return None
     try:
@@ -1454,13 +1445,20 @@ def is_dicom_folder(path: str | os.PathLike[str]) -> bool:
 
 
 @contextlib.contextmanager
+def _pydicom_quiet() -> Iterator[None]:
+    """pydicom's complaints about odd headers silenced: not the user's business."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="pydicom")
+        warnings.filterwarnings("ignore", category=UserWarning, module="pydicom.*")
+        yield
+
+
+@contextlib.contextmanager
 def _reading(p: Path) -> Iterator[None]:
     """Read CT from ``p``: pydicom's complaints about odd headers are silenced (not the user's
     business), and anything but a :class:`CTReadError` is refused as an :class:`UnreadableError`
     naming ``p`` (never a library traceback in the user's face)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module="pydicom")
-        warnings.filterwarnings("ignore", category=UserWarning, module="pydicom.*")
+    with _pydicom_quiet():
         try:
             yield
         except (UnreadableError, NotCTError, LocalizerError, GeometryError):
