@@ -260,13 +260,15 @@ def _aligned_source(volume: CTVolume, headers: list[Any] | None) -> tuple[list[A
 
 
 class _Ids:
-    """UID and identifier policy of one export (de-identified or not)."""
+    """UID and identifier policy of one export (de-identified or not; ``map_uids=False`` for
+    an input whose UIDs are pseudonyms already)."""
 
-    def __init__(self, deid: Deidentifier | None) -> None:
+    def __init__(self, deid: Deidentifier | None, *, map_uids: bool = True) -> None:
         self.deid = deid
+        self.map_uids = map_uids
 
     def uid(self, uid: str) -> str:
-        return self.deid.uid(uid) if self.deid and uid else uid
+        return self.deid.uid(uid) if self.deid and self.map_uids and uid else uid
 
     def derived(self, *parts: str) -> str:
         return (
@@ -975,7 +977,10 @@ def export_case(
 
     meta = dict(volume.metadata or {})
     deid = Deidentifier(load_key(key)) if deidentify else None
-    ids = _Ids(deid)
+    # a reopened de-identified case: its UIDs and patient are pseudonyms already, kept as they
+    # are so that a re-export is a new version of the same case and study
+    already = bool(meta.get("deidentified"))
+    ids = _Ids(deid, map_uids=not already)
     headers: list[Any] | None = None
     if meta.get("format") == "dicom" and meta.get("files"):
         try:
@@ -983,13 +988,14 @@ def export_case(
         except Exception as err:  # noqa: BLE001 - a vanished source only costs the reference
             notes.append(f"source DICOM files unreadable ({err}); a derived series is referenced")
             headers = None
-    if deid is not None:
+    if deid is not None and not already:
         deid.remember(meta.get("patient_name"), meta.get("patient_id"))
         for ds in (headers or [])[:1]:
             deid.collect(ds)
         out_meta = deid.metadata(meta)
     else:
         out_meta = dict(meta)
+    deidentified = deid is not None or already
 
     in_series = str(meta.get("series_uid") or "")
     chash = None if in_series else _content_hash(volume)
@@ -1014,6 +1020,9 @@ def export_case(
     final = case_dir / f"v{version:03d}"
     tmp = case_dir / f".v{version:03d}.partial-{uuid.uuid4().hex[:8]}"
     created = _now()
+    # the study's date: the input's (shifted when de-identifying), else the first export's, kept
+    # in case.json so that every version's derived series agrees on it
+    study_date = str(out_meta.get("study_date") or "") or created[:10].replace("-", "")
     edits = []
     for i, e in enumerate(edit_log):
         if not isinstance(e, Mapping) or not str(e.get("action") or ""):
@@ -1033,26 +1042,25 @@ def export_case(
         "export": {
             "version": version,
             "exporter": f"napari-ctreport {__version__}",
-            "deidentified": deid is not None,
-            "deidentification_method": METHOD if deid is not None else None,
+            "deidentified": deidentified,
+            "deidentification_method": METHOD if deidentified else None,
         },
         "input": {
-            "format": meta.get("format") or "",
+            "format": meta.get("source_format") or meta.get("format") or "",
             "study_uid": study_uid,
             "series_uid": series_uid,
             "frame_of_reference_uid": for_uid,
             "size_zyx": list(volume.shape),
             "spacing_zyx_mm": [float(v) for v in volume.spacing_zyx],
             "lung_ml": lung,
+            # pseudonyms and the shifted date when de-identified
+            "patient_name": str(out_meta.get("patient_name") or ""),
+            "patient_id": str(out_meta.get("patient_id") or ""),
+            "study_date": study_date,
         },
     }
-    if deid is None:
-        provenance["input"].update(
-            patient_name=meta.get("patient_name") or "",
-            patient_id=meta.get("patient_id") or "",
-            study_date=meta.get("study_date") or "",
-            source_path=str(meta.get("source_path") or ""),
-        )
+    if not deidentified:
+        provenance["input"]["source_path"] = str(meta.get("source_path") or "")
     md_prov = {
         "source": source,
         "model": model,
@@ -1062,7 +1070,7 @@ def export_case(
         "version": f"v{version:03d}",
         "study_uid": study_uid,
         "series_uid": series_uid,
-        "deidentified": deid is not None,
+        "deidentified": deidentified,
     }
     try:
         if "case" in fmts:
@@ -1127,9 +1135,7 @@ def export_case(
                 src = None
             if src is None:
                 notes.append(f"SEG references a derived CT series in {CT_DIR}/ ({why})")
-                ct_meta = dict(out_meta)
-                if deid is None and not ct_meta.get("study_date"):
-                    ct_meta.pop("study_date", None)
+                ct_meta = {**out_meta, "study_date": study_date}
                 src = _write_derived_ct(
                     volume, tmp / CT_DIR, meta=ct_meta, study_uid=study_uid, for_uid=for_uid
                 )
@@ -1217,7 +1223,7 @@ def export_case(
         files=files,
         case_id=case_id,
         version=version,
-        deidentified=deid is not None,
+        deidentified=deidentified,
         warnings=notes,
     )
 

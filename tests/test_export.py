@@ -405,6 +405,68 @@ def test_case_json_round_trip(dicom_case, tmp_path: Path) -> None:
     assert np.array_equal(case.load_labels(ct), labels)
 
 
+@pytest.mark.parametrize("deidentify", [True, False])
+def test_a_reopened_case_exports_as_the_next_version_of_its_study(
+    dicom_case, tmp_path: Path, deidentify: bool
+) -> None:
+    """An exported case opened again (its image is a NIfTI copy) and exported again is ``v002``
+    of the same case: the same study, series and frame of reference, the same patient (the
+    pseudonym is not hashed again), tracking UIDs and study date. It was a new case of a new
+    patient, so a PACS filed the correction apart and training counted the case twice."""
+    import highdicom as hd
+
+    vol, labels, finds, _ = dicom_case
+    out = tmp_path / "out"
+    r1 = _export(vol, labels, finds, out, deidentify=deidentify)
+    reopened = load_ct(r1.folder)
+    assert reopened.metadata["format"] == "nifti"  # what is read now: the case's copy
+    case1 = read_case(r1.folder)
+    r2 = _export(reopened, case1.load_labels(reopened), case1.findings, out, deidentify=deidentify)
+    case2 = read_case(r2.folder)
+    assert (r2.case_id, r2.folder.name, r2.deidentified) == (r1.case_id, "v002", deidentify)
+    in1, in2 = case1.provenance["input"], case2.provenance["input"]
+    for k in ("format", "study_uid", "series_uid", "frame_of_reference_uid", "patient_id"):
+        assert in2[k] == in1[k], k
+    assert in1["format"] == "dicom" and in1["study_date"] == in2["study_date"]
+    segs = [hd.seg.segread(str(r.files["seg"])) for r in (r1, r2)]
+    for kw in ("StudyInstanceUID", "FrameOfReferenceUID", "PatientID", "PatientName", "StudyDate"):
+        assert str(getattr(segs[1], kw)) == str(getattr(segs[0], kw)), kw
+    tracking = [
+        [s.TrackingUID for s in seg.SegmentSequence] for seg in segs
+    ]  # the findings' own UIDs
+    assert tracking[0] == tracking[1]
+    if deidentify:
+        assert segs[1].PatientID == segs[0].PatientID != IDENTIFIERS["PatientID"]
+        # kept de-identified even when the re-export is asked to keep identifiers
+        r3 = _export(reopened, case1.load_labels(reopened), case1.findings, out, deidentify=False)
+        assert (
+            r3.deidentified
+            and read_case(r3.folder).provenance["input"]["patient_id"] == (in1["patient_id"])
+        )
+        assert "source_path" not in read_case(r3.folder).provenance["input"]
+    else:
+        assert segs[1].PatientID == IDENTIFIERS["PatientID"]
+        assert in2["study_date"] == IDENTIFIERS["StudyDate"]
+
+
+def test_a_nifti_case_keeps_its_study_date_across_versions(tmp_path: Path) -> None:
+    """A study with no date of its own (NIfTI input) gets the first export's date, kept in
+    ``case.json``: every version's derived series says the same (they said each export's)."""
+    import pydicom
+
+    vol, labels, finds = make_case()
+    out = tmp_path / "out"
+    r1 = _export(vol, labels, finds, out)
+    date = read_case(r1.folder).provenance["input"]["study_date"]
+    assert len(date) == 8 and date.isdigit()
+    r2 = _export(load_ct(r1.folder), labels, finds, out)
+    assert r2.folder.name == "v002"
+    for r in (r1, r2):
+        ds = pydicom.dcmread(next(iter(sorted((r.folder / "ct").iterdir()))))
+        assert (ds.StudyDate, ds.StudyTime) == (date, "")
+        assert ds.SOPInstanceUID.startswith("2.25.")
+
+
 def test_case_json_records_the_measured_lung_volume(dicom_case, tmp_path: Path) -> None:
     """``lung_ml`` is kept as ``provenance.input.lung_ml`` (``null`` when not given), the case
     validates and reads it back; a negative or non-finite volume is refused."""

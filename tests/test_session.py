@@ -578,6 +578,39 @@ def test_a_reopened_case_keeps_how_much_lung_was_scanned(session, tmp_path):
     assert "Fleischner" not in again.report().impression
 
 
+def test_a_reopened_case_whose_draft_found_nothing_keeps_that_draft(tmp_path):
+    """A draft with no finding, to which the reader added one, exported and opened again: the
+    model's draft is still the empty one (it became the reader's finding, so the "Changes" view
+    and an erased mask treated the reader's finding as the model's)."""
+    from napari_ctreport._napari.session import ReviewSession
+    from napari_ctreport.export import export_case
+    from napari_ctreport.io.case import read_case
+    from napari_ctreport.io.ct import load_ct
+    from napari_ctreport.io.volume import CTVolume
+
+    shape = (20, 64, 64)
+    arr = np.full(shape, -850.0, np.float32)
+    arr[8:12, 28:36, 28:36] = 40.0
+    vol = CTVolume(array=arr, spacing_zyx=(2.0, 1.0, 1.0), origin_lps=(0.0, 0.0, 0.0))
+    s = ReviewSession.from_analysis(_empty_analysis(shape), vol, autosave_root=None)
+    added = s.add_box(np.array([7.5, 26.5, 26.5]), np.array([12.5, 37.5, 37.5]))
+    res = export_case(
+        volume=vol,
+        findings=list(s.findings),
+        labels=s.labels.copy(),
+        report=s.report(),
+        out_dir=tmp_path / "out",
+        original=s.original(),
+        edit_log=[e.to_case_dict() for e in s.edit_log],
+        model_info=dict(s.model_info),
+        deidentify=False,
+    )
+    case = read_case(res.folder)
+    assert case.original["findings"] == []
+    again = ReviewSession.from_case(case, load_ct(res.folder), autosave_root=None)
+    assert again.original()["findings"] == [] and again.finding(added.id).status == "added"
+
+
 def _empty_analysis(shape) -> Analysis:
     """An analysis that found nothing, on a volume of ``shape``: a review to add findings to."""
     return Analysis(

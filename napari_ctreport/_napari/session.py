@@ -415,7 +415,11 @@ class ReviewSession:
             sentences=sentences,
             hand_edited=hand_edited,
             model_info=dict(prov.get("model") or {}),
-            draft_findings=list(original.get("findings") or [f.to_dict() for f in findings]),
+            draft_findings=list(  # a draft with no finding is one ([]), not a missing draft
+                [f.to_dict() for f in findings]
+                if original.get("findings") is None
+                else original["findings"]
+            ),
             edit_log=_case_edit_log(prov.get("edit_log") or []),
             autosave_root=Path(autosave_root) if autosave_root is not None else None,
             run=int(run),

@@ -142,13 +142,55 @@ class Case:
             "original": _jsonable(self.original),
         }
 
+    def source_metadata(self) -> dict[str, Any]:
+        """The identity of the study the case was exported from, as CT volume metadata.
+
+        An exported case's image is a NIfTI copy of the study; ``provenance.input`` keeps the
+        study, series and frame-of-reference UIDs, the input's format, its study date and
+        (not de-identified) its patient. Put into the metadata of the reopened image, they make a
+        re-export a new version of the same case and study (:func:`~napari_ctreport.export.
+        export_case`), with ``deidentified`` telling the exporter that they are pseudonyms
+        already.
+
+        Returns
+        -------
+        dict
+            Metadata keys (``study_uid``, ``series_uid``, ``frame_of_reference_uid``,
+            ``source_format``, ``study_date``, ``patient_id``, ``patient_name``, ``deidentified``);
+            empty for a case without ``provenance.input`` (synthetic cases).
+        """
+        inp = self.provenance.get("input")
+        if not isinstance(inp, dict):
+            return {}
+        out: dict[str, Any] = {
+            k: str(inp[k])
+            for k in (
+                "study_uid",
+                "series_uid",
+                "frame_of_reference_uid",
+                "study_date",
+                "patient_id",
+                "patient_name",
+            )
+            if inp.get(k)
+        }
+        if inp.get("format"):  # the image read now is the case's NIfTI copy
+            out["source_format"] = str(inp["format"])
+        export = self.provenance.get("export")
+        if isinstance(export, dict) and export.get("deidentified"):
+            out["deidentified"] = True
+        return out
+
     def load_volume(self) -> CTVolume:
-        """Read the case's image (via :func:`napari_ctreport.io.ct.load_ct`) into LPS."""
+        """Read the case's image (via :func:`napari_ctreport.io.ct.load_ct`) into LPS, with the
+        identity of the study it came from (:meth:`source_metadata`)."""
         if self.image_path is None:
             raise CaseFormatError(self.folder or self.case_id, "case has no image")
         from .ct import load_ct
 
-        return load_ct(self.image_path)
+        volume = load_ct(self.image_path)
+        volume.metadata.update(self.source_metadata())
+        return volume
 
     def load_labels(self, volume: CTVolume) -> np.ndarray:
         """Read the label map onto ``volume``'s grid (``(nz, ny, nx)``, LPS)."""

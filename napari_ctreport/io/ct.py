@@ -1504,6 +1504,7 @@ def _load_case_image(
         case.image_path, resample_tolerance=resample_tolerance, on_progress=on_progress
     )
     # the review dock offers the case's findings for review (``case_folder``)
+    volume.metadata.update(case.source_metadata())
     volume.metadata.update(case_folder=str(folder), source_name=case.case_id or folder.name)
     return volume
 

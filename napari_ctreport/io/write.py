@@ -253,7 +253,9 @@ def write_dicom_series(
         PatientName / PatientID / PatientBirthDate / PatientSex, keyed by DICOM keyword or by
         ``name``, ``id``, ``birth_date``, ``sex``; defaults come from ``volume.metadata``.
     study_uid, series_uid
-        UIDs to use (new ones by default; the study UID defaults to the volume's own, if any).
+        UIDs to use (new random ``2.25`` UIDs by default; the study UID defaults to the
+        volume's own, if any). The study date (and time) is the volume's ``study_date``
+        (``study_time``), else now.
     feet_first
         Write PatientPosition FFS and number the slices from the feet up (InstanceNumber 1 = most
         inferior); head-first (HFS) numbers them from the head down.
@@ -273,16 +275,17 @@ def write_dicom_series(
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = volume.metadata or {}
     pat: dict[str, Any] = {
-        "PatientName": meta.get("patient_name") or "Anonymous",
+        # one name component: the caret says so (PS3.5 6.2.1.2)
+        "PatientName": meta.get("patient_name") or "Anonymous^",
         "PatientID": meta.get("patient_id") or "CTREPORT",
         "PatientBirthDate": meta.get("patient_birth_date") or "",
         "PatientSex": meta.get("patient_sex") or "",
     }
     for k, v in (patient or {}).items():
         pat[_PATIENT_KEYS.get(k, k)] = v
-    study_uid = study_uid or meta.get("study_uid") or generate_uid()
-    series_uid = series_uid or generate_uid()
-    frame_uid = generate_uid()
+    study_uid = study_uid or meta.get("study_uid") or generate_uid(prefix=None)
+    series_uid = series_uid or generate_uid(prefix=None)
+    frame_uid = generate_uid(prefix=None)
     now = datetime.now()
     study_date = meta.get("study_date") or now.strftime("%Y%m%d")
 
@@ -301,7 +304,7 @@ def write_dicom_series(
     windows = meta.get("windows") or [volume.default_window()]
     paths = []
     for inst, k in enumerate(order, start=1):
-        sop_uid = generate_uid()
+        sop_uid = generate_uid(prefix=None)
         fm = FileMetaDataset()
         fm.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
         fm.MediaStorageSOPInstanceUID = sop_uid
@@ -321,7 +324,10 @@ def write_dicom_series(
         ds.FrameOfReferenceUID = frame_uid
         ds.StudyDate = study_date
         ds.SeriesDate = now.strftime("%Y%m%d")
-        ds.StudyTime = ds.SeriesTime = now.strftime("%H%M%S")
+        ds.SeriesTime = now.strftime("%H%M%S")
+        # a known study date keeps its time (empty when unknown: type 2), so one study's
+        # series written on different days do not disagree on when the study was
+        ds.StudyTime = meta.get("study_time") or ("" if meta.get("study_date") else ds.SeriesTime)
         ds.StudyID = "1"
         ds.AccessionNumber = ""
         ds.ReferringPhysicianName = ""
