@@ -304,7 +304,8 @@ def _analyse_variant(name: str, kind: str, variant: str, model: str | None) -> s
     from napari_ctreport.metrics import hits
     from napari_ctreport.report.measure import finding_from_mask
 
-    image, labels = (load_ct(p) for p in _cancer_files(name))
+    image_path, labels_path = _cancer_files(name)
+    image, labels = load_ct(image_path), load_ct(labels_path, label_map=True)
     image, labels = _variant(image, labels, VARIANTS[variant])
     truth = finding_from_mask(labels.array > 0, volume=labels, id="T", kind=kind)
     a = analyze(image, model=model, device="cpu")

@@ -56,6 +56,45 @@ def test_probe_ct(real: Path, tmp_path: Path) -> None:
     assert not probe_ct(tmp_path / "does_not_exist.nii")
 
 
+def test_probe_claims_only_folders_it_can_read(real: Path, tmp_path: Path) -> None:
+    """A folder is claimed when it holds DICOM files (by suffix, or by the ``DICM`` marker of
+    files without a known suffix, also a few folders down) or is a case folder; a folder of
+    NIfTIs (a CT and its masks), of PNGs or an empty one is not: ``probe_ct`` was True for any
+    folder, and the napari reader then failed with "no DICOM files found in this folder"."""
+    assert probe_ct(real / "totalsegmentator" / "example_ct_dicom")  # no suffixes
+    assert probe_ct(real / "monai_ct_dicom" / "CT_DICOM")
+    assert probe_ct(real / "dcm_qa_ct" / "GE_gantry_tilt_subset")  # .dcm
+    assert probe_ct(real / "monai_ct_dicom")  # DICOM one folder down
+    assert not probe_ct(real / "totalsegmentator" / "pulmonary_report")  # NIfTIs only
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for i in range(20):
+        (pngs / f"slice{i:02d}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 200)
+    (pngs / "notes").write_bytes(b"\0" * 300)  # no suffix, no DICM marker
+    assert not probe_ct(pngs)
+    (tmp_path / "empty").mkdir()
+    assert not probe_ct(tmp_path / "empty")
+    # a DICOM series named by UIDs (suffixes like ".37"), under PATIENT/STUDY/SERIES
+    series = tmp_path / "pacs" / "PAT1" / "STUDY1" / "SERIES1"
+    series.mkdir(parents=True)
+    for f in sorted((real / "totalsegmentator" / "example_ct_dicom").iterdir())[:2]:
+        shutil.copy(f, series / f"1.2.840.113619.2.55.{f.name}.37")
+    assert probe_ct(tmp_path / "pacs")
+    # a case folder
+    case = tmp_path / "case"
+    case.mkdir()
+    (case / "case.json").write_text("{}")
+    assert probe_ct(case)
+    # single files: DICOM by suffix or marker, not a NIfTI
+    from napari_ctreport.io.ct import is_dicom_file
+
+    assert is_dicom_file(next(series.iterdir()))
+    assert is_dicom_file(real / "pydicom_testfiles" / "ct" / "CT_small.dcm")
+    assert not is_dicom_file(real / "totalsegmentator" / "example_ct.nii.gz")
+    assert not is_dicom_file(pngs / "notes")
+    assert not is_dicom_file(tmp_path / "missing")
+
+
 # --------------------------------------------------------------------------------------------------
 # NIfTI geometry (RAS on disk)
 # --------------------------------------------------------------------------------------------------
@@ -220,6 +259,101 @@ def test_hu_range_matches_manifest(real: Path, manifest: dict, rel: str) -> None
     entry = manifest[rel]
     assert float(vol.array.min()) == entry["min"]
     assert float(vol.array.max()) == entry["max"]
+
+
+@pytest.mark.parametrize(
+    ("rel", "shown"),
+    [
+        ("dcmqi_ct3slice/seg/liver_seg.nrrd", "0..1"),
+        ("dcmqi_ct3slice/seg/heart_seg.nrrd", "0..3"),
+        ("dcmqi_ct3slice/seg/liver_spine_seg.nrrd", "0..2"),
+        ("totalsegmentator/example_seg.nii.gz", "0..117"),
+        ("totalsegmentator/pulmonary_report/heart.nii.gz", "0..1"),
+        ("totalsegmentator/pulmonary_report/pulmonary_artery.nii.gz", "0..1"),
+    ],
+)
+def test_a_label_map_is_not_ct(real: Path, rel: str, shown: str) -> None:
+    """A label map or mask (small non-negative integers only) is refused as not CT, one line
+    naming the file; it was read as a CT with a warning ("no air below -500 HU"), then
+    analysed and reported on. ``label_map=True`` reads it as what it is."""
+    from napari_ctreport.io.ct import load_study
+
+    path = real / rel
+    for load in (load_ct, load_study):
+        with pytest.raises(NotCTError) as err:
+            load(path)
+        assert str(err.value) == (
+            f"{path}: holds small non-negative integers only ({shown}), a label map or mask, not CT"
+        )
+    labels = load_ct(path, label_map=True)
+    raw = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    assert labels.array.dtype == raw.dtype and labels.warnings == []
+    assert np.array_equal(np.unique(labels.array), np.unique(raw))
+
+
+def test_no_real_ct_is_taken_for_a_label_map(real: Path, manifest: dict, tmp_path: Path) -> None:
+    """Every CT of shared/data/real that is a NIfTI, NRRD or MHA opens (none is taken for a label
+    map), and so do a synthetic CT, a crop of soft tissue only, a CT stored without its rescale
+    (air at 0, soft tissue above 1000) and a volume of fractions (not integers); an empty
+    (all-zero) volume is refused as a mask."""
+    from napari_ctreport.io.ct import VOLUME_SUFFIXES, _suffix
+    from napari_ctreport.synth import generate_case
+
+    volumes = [e["path"] for e in manifest.values() if _suffix(Path(e["path"])) in VOLUME_SUFFIXES]
+    cts = [rel for rel in volumes if manifest[rel]["min"] < 0]
+    assert len(cts) >= 3
+    for rel in cts:
+        assert load_ct(real / rel).array.min() < 0, rel
+    rng = np.random.default_rng(3)
+    soft = rng.normal(40, 15, (8, 32, 32)).round().astype(np.int16)  # a crop of soft tissue
+    raw = (rng.integers(-1000, 400, (8, 32, 32)) + 1024).astype(np.uint16)  # no rescale
+    frac = np.zeros((8, 32, 32), np.float32)
+    frac[2:4] = 0.5
+    for name, arr in (("soft", soft), ("raw", raw), ("frac", frac)):
+        sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / f"{name}.nrrd"))
+        vol = load_ct(tmp_path / f"{name}.nrrd")
+        assert np.array_equal(vol.array, arr), name
+    synthetic = generate_case(seed=116, shape=(24, 64, 64)).volume
+    back = load_ct(write_volume(synthetic, tmp_path / "synthetic.nii.gz"))
+    assert np.array_equal(back.array, synthetic.array)
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8), np.int16)), str(tmp_path / "0.mha"))
+    with pytest.raises(NotCTError, match=r"integers only \(only 0\), a label map or mask"):
+        load_ct(tmp_path / "0.mha")
+
+
+def test_a_label_map_is_one_line_exit_2_in_the_cli(real: Path, capsys) -> None:
+    """``ctreport analyze`` of a label map: one line naming the file, exit 2, no report (it was
+    a warning, exit 0 and a clinical report of a mask)."""
+    from napari_ctreport.cli import main
+
+    path = real / "dcmqi_ct3slice" / "seg" / "liver_seg.nrrd"
+    assert main(["analyze", str(path)]) == 2
+    out = capsys.readouterr()
+    err_lines = [ln for ln in out.err.splitlines() if ln.strip()]
+    assert out.out == ""
+    assert len(err_lines) == 1 and str(path) in err_lines[0]
+    assert "label map or mask, not CT" in err_lines[0]
+
+
+@pytest.mark.parametrize(
+    ("rel", "name"),
+    [
+        ("totalsegmentator/pulmonary_report/ct_cropped.nii.gz", "ct_cropped"),
+        ("totalsegmentator/example_ct.nii.gz", "example_ct"),
+        ("dcmqi_ct3slice/ct-3slice", "ct-3slice"),  # a DICOM folder without SeriesDescription
+        ("pydicom_testfiles/ct/CT_small.dcm", "CT_small"),
+    ],
+)
+def test_the_source_is_named_by_its_file_or_folder(real: Path, rel: str, name: str) -> None:
+    """``metadata["source_name"]`` (a napari layer's name where the CT has no series
+    description) is the file's name without its suffix, or the folder's name; it was only set
+    for case folders, and every NIfTI/NRRD/MHA layer was named "CT"."""
+    from napari_ctreport._napari.layers import image_layer_data
+
+    vol = load_ct(real / rel)
+    assert vol.metadata["source_name"] == name
+    assert not vol.metadata["series_description"]
+    assert image_layer_data(vol)[1]["name"] == name
 
 
 def test_oblique_single_slice_is_resampled(real: Path) -> None:
@@ -746,6 +880,26 @@ def test_the_series_a_dicom_file_belongs_to(tmp_path: Path) -> None:
     assert series_of_file(nifti) is None
     (tmp_path / "notes.txt").write_text("not DICOM")
     assert series_of_file(tmp_path / "notes.txt") is None
+
+
+def test_a_multi_frame_file_alone_is_its_whole_series(real: Path, tmp_path: Path) -> None:
+    """``eCT_Supplemental.dcm`` is one file of two frames, the only file of its series in its
+    folder: it is not "one image of" a series of 2 images (``ctreport analyze`` warned that the
+    whole series had been opened); files are counted, not frames."""
+    from napari_ctreport.io.ct import load_study, series_of_file
+
+    path = real / "pydicom_testfiles" / "ct" / "eCT_Supplemental.dcm"
+    assert series_of_file(path) is None
+    vol = load_study(path)
+    assert vol.shape[0] == 2 and vol.metadata["files"] == [str(path)]
+    assert not any("is one image of" in w for w in vol.warnings)
+    # with a second file of its series beside it, it is one file of a series of two
+    shutil.copy(path, tmp_path / "a.dcm")
+    ds = pydicom.dcmread(path)
+    ds.SOPInstanceUID = generate_uid()
+    ds.save_as(tmp_path / "b.dcm")
+    s = series_of_file(tmp_path / "a.dcm")
+    assert s is not None and s.images == 4
 
 
 def test_the_file_named_wins_over_duplicates_at_its_position(real: Path) -> None:

@@ -32,7 +32,61 @@ def test_get_reader_is_cheap_and_never_raises(tmp_path):
     nifti = tmp_path / "x.nii.gz"
     nifti.write_bytes(b"not really gzip")
     assert napari_get_reader(str(nifti)) is not None  # decided by name: cheap
-    assert napari_get_reader(str(tmp_path)) is not None  # folders may hold a DICOM series
+    assert napari_get_reader(str(tmp_path)) is None  # a folder without DICOM files
+    (tmp_path / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    assert napari_get_reader(str(tmp_path)) is not None  # a DICOM file, named without suffix
+
+
+@needs_real
+def test_get_reader_leaves_what_it_cannot_read_to_other_readers(tmp_path):
+    """A folder of NIfTIs or PNGs, and several NIfTIs selected together (a CT and its mask),
+    are not claimed: ``napari_get_reader`` returned ``read_ct`` for any folder and for any
+    files of one folder, which then failed ("no DICOM files found in this folder") and kept
+    napari from trying its other readers. DICOM folders, DICOM files of one folder and case
+    folders still are."""
+    import shutil
+
+    from napari_ctreport._napari.reader import napari_get_reader, read_ct
+
+    masks = REAL / "totalsegmentator" / "pulmonary_report"
+    assert napari_get_reader(str(masks)) is None
+    assert (
+        napari_get_reader([str(masks / "ct_cropped.nii.gz"), str(masks / "heart.nii.gz")]) is None
+    )
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for i in range(3):
+        (pngs / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 200)
+    assert napari_get_reader(str(pngs)) is None
+    assert napari_get_reader([str(p) for p in sorted(pngs.iterdir())]) is None
+    # DICOM: a folder (files named without suffix), files of one folder, a case folder
+    dicom = REAL / "totalsegmentator" / "example_ct_dicom"
+    assert napari_get_reader(str(dicom)) is read_ct
+    assert napari_get_reader([str(p) for p in sorted(dicom.iterdir())[:3]]) is read_ct
+    three = REAL / "dcmqi_ct3slice" / "ct-3slice"
+    assert napari_get_reader([str(p) for p in sorted(three.iterdir())]) is read_ct
+    case = tmp_path / "case"
+    case.mkdir()
+    shutil.copy(masks / "ct_cropped.nii.gz", case / "image.nii.gz")
+    (case / "case.json").write_text("{}")
+    assert napari_get_reader(str(case)) is read_ct
+
+
+@needs_real
+def test_a_label_map_notifies_and_adds_nothing(make_napari_viewer, monkeypatch):
+    """A label map (0..3) is not opened as a CT image: one error naming the file, no layer
+    (it opened as an image layer named "CT")."""
+    import napari.utils.notifications as notifications
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    viewer = make_napari_viewer()
+    path = REAL / "dcmqi_ct3slice" / "seg" / "heart_seg.nrrd"
+    viewer.open(str(path), plugin="napari-ctreport")
+    assert len(viewer.layers) == 0
+    assert shown == [
+        f"{path}: holds small non-negative integers only (0..3), a label map or mask, not CT"
+    ]
 
 
 @needs_real
@@ -53,6 +107,8 @@ def test_open_nifti_in_patient_space(make_napari_viewer):
         idx = np.round(layer.world_to_data(world)).astype(int)
         assert layer.data[tuple(idx)] == raw[ijk[2], ijk[1], ijk[0]]
     assert layer.metadata["ctreport"]["orientation_on_disk"] == "RAS"
+    # named after its file (every NIfTI layer was named "CT")
+    assert layer.name == "example_ct"
 
 
 def test_a_study_folder_opens_each_series_as_a_layer(make_napari_viewer, tmp_path, monkeypatch):

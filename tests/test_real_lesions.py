@@ -25,7 +25,7 @@ from napari_ctreport.synth.acquisition import low_dose
 def _truth(real_lesions, name):
     """The labelled tumour as a finding, measured like the model's."""
     volume = load_ct(real_lesions / f"{name}_image.nrrd")
-    label = load_ct(real_lesions / f"{name}_label.nrrd").array > 0
+    label = load_ct(real_lesions / f"{name}_label.nrrd", label_map=True).array > 0
     return volume, finding_from_mask(label, volume=volume, id="T", kind="mass")
 
 

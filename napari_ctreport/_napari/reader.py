@@ -13,6 +13,7 @@ from ..io.ct import (
     SeriesInfo,
     ct_series,
     dicom_series_uid,
+    is_dicom_file,
     is_dicom_folder,
     load_ct,
     open_series_of_file,
@@ -41,7 +42,13 @@ _opened_whole: dict[tuple[str, str], float] = {}
 
 
 def _single_path(path: PathOrPaths) -> str | None:
-    """Reduce napari's path argument to one file or folder, or ``None`` if we cannot read it."""
+    """Reduce napari's path argument to one file or folder, or ``None`` if we cannot read it.
+
+    Several paths are read as one only when they are DICOM files of one folder
+    (:func:`~napari_ctreport.io.ct.is_dicom_file`: a suffix or a 132-byte head each), as that
+    folder; several NIfTIs (a CT and its masks), or files of several folders, are not ours to
+    read as one.
+    """
     if isinstance(path, str | os.PathLike):
         return str(path)
     paths = [str(p) for p in path]
@@ -49,7 +56,7 @@ def _single_path(path: PathOrPaths) -> str | None:
         return paths[0]
     # Several DICOM files dropped together: read the folder that holds them.
     parents = {str(Path(p).parent) for p in paths}
-    if len(parents) == 1 and all(Path(p).is_file() for p in paths):
+    if len(parents) == 1 and all(is_dicom_file(p) for p in paths):
         return parents.pop()
     return None
 
@@ -57,7 +64,10 @@ def _single_path(path: PathOrPaths) -> str | None:
 def napari_get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list] | None:
     """Return :func:`read_ct` if ``path`` looks like CT we can open, else ``None``.
 
-    The check is cheap (file names and a 132-byte DICOM preamble, no pixel reads) and never raises.
+    The check is cheap (file and folder names, and a few 132-byte DICOM preambles; no pixel
+    reads: :func:`~napari_ctreport.io.ct.probe_ct`) and never raises. ``None`` lets napari try
+    its other readers: for a folder that holds no DICOM file and is no case folder (a folder of
+    NIfTIs or PNGs), and for several files that are not the DICOM files of one folder.
     """
     try:
         single = _single_path(path)
@@ -79,7 +89,10 @@ def read_ct(path: PathOrPaths) -> list[tuple[Any, ...]]:
 
     single = _single_path(path)
     if single is None:
-        show_error(f"{path}: several files from different folders; open one series at a time")
+        show_error(
+            f"{path}: several files that are not the DICOM files of one folder; "
+            "open them one at a time"
+        )
         return [(None,)]
     try:
         series = _study_series(Path(single))

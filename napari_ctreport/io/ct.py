@@ -41,6 +41,7 @@ __all__ = [
     "load_ct",
     "probe_ct",
     "dicom_series_uid",
+    "is_dicom_file",
     "read_dicom_headers",
     "series_of_file",
     "sitk_array_affine",
@@ -102,8 +103,93 @@ def _has_dicm_magic(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+#: File suffixes of formats that are not DICOM (nor a volume :func:`load_ct` reads): a folder
+#: probe does not look for the ``DICM`` marker in such files.
+_OTHER_SUFFIXES = frozenset(
+    ".png .jpg .jpeg .tif .tiff .bmp .gif .webp .svg .txt .md .rst .json .csv .tsv .xml .html "
+    ".htm .pdf .doc .docx .xls .xlsx .zip .tar .gz .bz2 .xz .7z .npy .npz .h5 .hdf5 .zarr .mat "
+    ".pkl .pt .pth .py .log .yaml .yml .ini .cfg .exe .dll .so .mp4 .avi .mov".split()
+)
+#: How many files a folder probe reads the first 132 bytes of, looking for the ``DICM`` marker
+#: (files named without a DICOM suffix, as many PACS and CD exports write them).
+_PROBE_MAGIC_FILES = 8
+#: How many folders a folder probe lists: the folder, then its subfolders breadth first (a
+#: DICOM folder is searched recursively, a study often as ``PATIENT/STUDY/SERIES/``).
+_PROBE_FOLDERS = 16
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """Cheaply tell whether ``path`` is a DICOM file (reads at most 132 bytes).
+
+    Parameters
+    ----------
+    path
+        Any path.
+
+    Returns
+    -------
+    bool
+        True for a file with a DICOM suffix (``.dcm``, ``.dicom``, ``.ima``), or with another
+        suffix that is not a volume format's and carries the ``DICM`` marker at byte 128.
+        Never raises.
+    """
+    try:
+        p = Path(path)
+        if not p.is_file():
+            return False
+        suffix = _suffix(p)
+        if suffix in DICOM_SUFFIXES:
+            return True
+        return suffix not in VOLUME_SUFFIXES and _has_dicm_magic(p)
+    except Exception:  # noqa: BLE001 - a probe must never raise
+        return False
+
+
+def _folder_might_be_ct(folder: Path) -> bool:
+    """Whether :func:`load_ct` might open ``folder``: a case folder (``case.json``), or a folder
+    holding, at most :data:`_PROBE_FOLDERS` folders deep in a breadth-first walk, a file with a
+    DICOM suffix or, among the first :data:`_PROBE_MAGIC_FILES` files without a known suffix,
+    one with the ``DICM`` marker. A folder of NIfTIs or PNGs is not one. Lists folders and reads
+    at most that many 132-byte heads; never raises."""
+    from .case import CASE_JSON
+
+    if (folder / CASE_JSON).is_file():
+        return True
+    queue = [folder]
+    magic_left = _PROBE_MAGIC_FILES
+    for _ in range(_PROBE_FOLDERS):
+        if not queue:
+            break
+        here = queue.pop(0)
+        try:
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir():
+                    queue.append(Path(entry.path))
+                    continue
+                if not entry.is_file():
+                    continue
+            except OSError:
+                continue
+            suffix = _suffix(Path(entry.name))
+            if suffix in DICOM_SUFFIXES:
+                return True
+            if suffix in VOLUME_SUFFIXES or suffix in _OTHER_SUFFIXES or magic_left <= 0:
+                continue
+            magic_left -= 1
+            if _has_dicm_magic(Path(entry.path)):
+                return True
+    return False
+
+
 def probe_ct(path: str | os.PathLike[str]) -> bool:
-    """Cheaply tell whether :func:`load_ct` might open ``path`` (reads at most 132 bytes).
+    """Cheaply tell whether :func:`load_ct` might open ``path`` (no pixel reads).
 
     Parameters
     ----------
@@ -113,13 +199,16 @@ def probe_ct(path: str | os.PathLike[str]) -> bool:
     Returns
     -------
     bool
-        True for any folder, for files with a known suffix (NIfTI, NRRD, MHA/MHD, DICOM) and for
-        files with another suffix that carry the ``DICM`` marker at byte 128. Never raises.
+        For a file: True for a known suffix (NIfTI, NRRD, MHA/MHD, DICOM) and for a file with
+        another suffix that carries the ``DICM`` marker at byte 128 (132 bytes read). For a
+        folder: True for a case folder (``case.json``) and for a folder that holds DICOM files
+        (:func:`_folder_might_be_ct`: folders listed, a few 132-byte heads read); a folder of
+        NIfTIs, PNGs or other files is not claimed. Never raises.
     """
     try:
         p = Path(path)
         if p.is_dir():
-            return True
+            return _folder_might_be_ct(p)
         if not p.is_file():
             return False
         suffix = _suffix(p)
@@ -448,7 +537,40 @@ def _check_nifti_complete(path: Path) -> None:
         )
 
 
-def _load_sitk(path: Path, fmt: str) -> CTVolume:
+#: A volume whose values are all integers from 0 to this, with at most
+#: :data:`LABEL_MAP_MAX_VALUES` distinct values, is a label map or mask, not CT: a CT in HU has
+#: air below -500 (a CT stored unsigned reads as HU after its rescale), and a CT stored without
+#: its rescale (air at 0) has soft tissue above 1000 and thousands of distinct values.
+LABEL_MAP_MAX_VALUE = 1000
+#: See :data:`LABEL_MAP_MAX_VALUE`.
+LABEL_MAP_MAX_VALUES = 256
+#: Voxels counted at a time when telling a label map (bounds the memory of the count).
+_LABEL_CHUNK = 1 << 22
+
+
+def _label_map_range(arr: np.ndarray) -> tuple[int, int] | None:
+    """``(least, greatest)`` value of ``arr`` when it holds small non-negative integers only
+    (:data:`LABEL_MAP_MAX_VALUE`, :data:`LABEL_MAP_MAX_VALUES`): a label map or mask, not CT;
+    ``None`` for anything else. Costs one pass over the array (min/max) for a CT with air."""
+    if arr.size == 0 or arr.dtype.kind not in "iuf":
+        return None
+    lo, hi = arr.min(), arr.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > LABEL_MAP_MAX_VALUE:
+        return None
+    top = int(hi)
+    counts = np.zeros(top + 1, dtype=np.int64)
+    flat = arr.reshape(-1)
+    for start in range(0, flat.size, _LABEL_CHUNK):
+        chunk = flat[start : start + _LABEL_CHUNK]
+        if arr.dtype.kind == "f" and not np.array_equal(chunk, np.floor(chunk)):
+            return None  # fractions: not labels
+        counts += np.bincount(chunk.astype(np.intp), minlength=top + 1)
+    if np.count_nonzero(counts) > LABEL_MAP_MAX_VALUES:
+        return None
+    return int(lo), top
+
+
+def _load_sitk(path: Path, fmt: str, *, label_map: bool = False) -> CTVolume:
     import SimpleITK as sitk
 
     name = path.name
@@ -472,6 +594,13 @@ def _load_sitk(path: Path, fmt: str) -> CTVolume:
     vol_warnings: list[str] = []
     try:
         arr, aff = sitk_array_affine(image)
+        if not label_map and (labels := _label_map_range(arr)) is not None:
+            lo, hi = labels
+            shown = f"only {lo}" if lo == hi else f"{lo}..{hi}"
+            raise NotCTError(
+                path,
+                f"holds small non-negative integers only ({shown}), a label map or mask, not CT",
+            )
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             bad = ~np.isfinite(arr)
             vol_warnings.append(
@@ -479,7 +608,10 @@ def _load_sitk(path: Path, fmt: str) -> CTVolume:
                 f"{NOT_A_NUMBER_HU:g} HU"
             )
             arr = np.where(bad, np.asarray(NOT_A_NUMBER_HU, dtype=arr.dtype), arr)
-        out, spacing, origin, resampled = canonicalize(arr, aff)
+        # a label map resampled (oblique) keeps its labels: nearest neighbour, 0 outside
+        out, spacing, origin, resampled = (
+            canonicalize(arr, aff, order=0, cval=0.0) if label_map else canonicalize(arr, aff)
+        )
     except ValueError as exc:
         raise GeometryError(path, str(exc)) from None
     dim = image.GetDimension()
@@ -490,8 +622,12 @@ def _load_sitk(path: Path, fmt: str) -> CTVolume:
             f"{name}: oblique orientation ({_max_obliquity_deg(u):.1f} deg off the patient axes) "
             "resampled onto an axis-aligned grid"
         )
-    out = _hu_dtype(out) if not resampled else out.astype(np.float32, copy=False)
-    if out.size and float(out.min()) > -500:
+    if label_map:
+        out = out.astype(arr.dtype, copy=False) if resampled else out
+    else:
+        out = _hu_dtype(out) if not resampled else out.astype(np.float32, copy=False)
+    # (small non-negative integers only, a label map, were refused above)
+    if not label_map and out.size and float(out.min()) > -500:
         vol_warnings.append(f"{name}: does not look like CT (no air below -500 HU)")
     meta = _empty_metadata(path, fmt)
     meta.update(orientation_on_disk=codes, resampled=bool(resampled))
@@ -959,9 +1095,22 @@ def _windows(ds: Any) -> list[tuple[float, float]]:
     return [(float(c), float(w)) for c, w in zip(centers, widths, strict=False)]
 
 
+def _source_name(path: Path) -> str:
+    """What a CT read from ``path`` is called where it has no series description (a napari
+    layer's name): a file's name without its format suffix (``ct_cropped`` for
+    ``ct_cropped.nii.gz``), or a folder's name."""
+    name = path.name or str(path)
+    if path.is_dir():
+        return name
+    suffix = _suffix(path)
+    known = suffix in VOLUME_SUFFIXES or suffix in DICOM_SUFFIXES
+    return name[: -len(suffix)] if known and len(name) > len(suffix) else name
+
+
 def _empty_metadata(path: Path, fmt: str) -> dict[str, Any]:
     return {
         "source_path": str(path),
+        "source_name": _source_name(path),
         "format": fmt,
         "files": [],
         "study_uid": "",
@@ -1218,7 +1367,7 @@ def dicom_series_uid(path: str | os.PathLike[str], *, blank: str | None = None) 
 
 def series_of_file(path: str | os.PathLike[str]) -> SeriesInfo | None:
     """The CT series of the DICOM folder holding ``path`` that this DICOM file is an image of,
-    when that series holds other images too (one slice of a series, dropped or picked alone).
+    when that series holds other files too (one slice of a series, dropped or picked alone).
 
     Reads the file's header (:func:`dicom_series_uid`), then the headers of its folder
     (:func:`ct_series`). A file without a SeriesInstanceUID belongs, as in :func:`load_ct` of
@@ -1229,17 +1378,22 @@ def series_of_file(path: str | os.PathLike[str]) -> SeriesInfo | None:
     Returns
     -------
     SeriesInfo or None
-        ``None`` for anything else: not a DICOM file, no other image of its series in its
-        folder, or a folder that cannot be read as CT (the file alone may be).
+        ``None`` for anything else: not a DICOM file, no other file of its series in its
+        folder (a multi-frame file alone is its whole series, however many frames it holds),
+        or a folder that cannot be read as CT (the file alone may be).
     """
     uid = dicom_series_uid(path, blank="")
     if uid is None:
         return None
+    folder = Path(path).parent
     try:
-        found = [s for s in ct_series(Path(path).parent) if s.uid == uid]
+        with _reading(folder):
+            series, slices = _ct_series_of(folder, read_dicom_headers(folder), [])
     except CTReadError:
         return None
-    return found[0] if found and found[0].images > 1 else None
+    if uid not in slices or len(series[uid]) < 2:  # files, not frames
+        return None
+    return _series_info(uid, series[uid], len(slices[uid]))
 
 
 def open_series_of_file(path: str | os.PathLike[str]) -> CTVolume | None:
@@ -1380,6 +1534,7 @@ def load_ct(
     on_progress: Callable[[int, int], None] | None = None,
     series: str | None = None,
     prefer: str | os.PathLike[str] | None = None,
+    label_map: bool = False,
 ) -> CTVolume:
     """Open a CT from a DICOM folder or file, NIfTI, NRRD or MHA/MHD as an axis-aligned LPS volume.
 
@@ -1405,19 +1560,25 @@ def load_ct(
         Pass the file the user named when its whole series is opened from it
         (:func:`series_of_file`), so that the volume shows that file's pixels. Ignored for other
         inputs and when the file is not at a duplicated position of the series opened.
+    label_map
+        Read a NIfTI, NRRD or MHA/MHD label map or mask on the canonical LPS grid instead of a
+        CT: its values as they are (nearest neighbour when an oblique one is resampled, 0
+        outside it), and not refused for holding small non-negative integers only.
 
     Returns
     -------
     CTVolume
         HU (int16 when exact, float32 after resampling) on the canonical LPS grid; corrections
-        that were made are listed in ``volume.warnings``.
+        that were made are listed in ``volume.warnings``. ``metadata["source_name"]`` is the
+        file's name without its suffix, or the folder's name (a case folder: the case's id).
 
     Raises
     ------
     UnreadableError
         Missing, empty, corrupt or unknown-format input.
     NotCTError
-        A medical image that is not CT (MR, DICOM SEG, ...).
+        A medical image that is not CT (MR, DICOM SEG, ...), or a NIfTI, NRRD or MHA/MHD that
+        holds small non-negative integers only (a label map or mask; unless ``label_map``).
     LocalizerError
         A localizer / scout image.
     GeometryError
@@ -1432,6 +1593,7 @@ def load_ct(
         on_progress=on_progress,
         series=series,
         prefer=None if prefer is None else Path(prefer),
+        label_map=label_map,
     )
 
 
@@ -1516,6 +1678,7 @@ def _load_ct(
     on_progress: Callable[[int, int], None] | None,
     series: str | None = None,
     prefer: Path | None = None,
+    label_map: bool = False,
 ) -> CTVolume:
     if series is not None and not is_dicom_folder(p):
         raise UnreadableError(p, "a series can only be chosen in a folder of DICOM files")
@@ -1534,7 +1697,7 @@ def _load_ct(
             )
         suffix = _suffix(p)
         if suffix in VOLUME_SUFFIXES:
-            return _load_sitk(p, VOLUME_SUFFIXES[suffix])
+            return _load_sitk(p, VOLUME_SUFFIXES[suffix], label_map=label_map)
         if suffix in DICOM_SUFFIXES or _has_dicm_magic(p):
             return _load_dicom_file(
                 p, resample_tolerance=resample_tolerance, on_progress=on_progress

@@ -295,7 +295,7 @@ class Deidentifier:
         out["sop_instance_uids"] = [self.uid(u) for u in meta.get("sop_instance_uids") or []]
         for k in ("study_description", "series_description", "accession_number"):
             out[k] = ""
-        for k in ("source_path", "path", "source", "files"):
+        for k in ("source_path", "source_name", "path", "source", "files"):
             out.pop(k, None)
         out["deidentified"] = True
         return out

@@ -73,7 +73,7 @@ def case_from_labels(
     from .writer import write_report
 
     volume = load_ct(image)
-    lab_vol = load_ct(labels)
+    lab_vol = load_ct(labels, label_map=True)
     _check_grid(volume, lab_vol, labels)
     raw = np.rint(np.asarray(lab_vol.array)).astype(np.int64)
     values = [int(v) for v in np.unique(raw) if v > 0]
