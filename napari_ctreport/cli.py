@@ -90,6 +90,13 @@ class _Progress:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
+    def close(self) -> None:
+        """End a bar left part-drawn (the work stopped early), so the next line starts clean."""
+        if self.enabled and 0 <= self._last < 100:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._last = 100
+
 
 # -- info -----------------------------------------------------------------------------------
 #: ``--series`` of ``info`` and ``analyze``.
@@ -302,10 +309,35 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 # -- train / evaluate / bench ---------------------------------------------------------------
+#: Files of a model folder (:func:`~napari_ctreport.model.registry.save_pretrained`): an
+#: ``--out`` holding one of them holds a model.
+MODEL_FILES = ("config.json", "model.safetensors")
+
+
+def _check_model_out(path: Path, *, overwrite: bool) -> None:
+    """Refuse a ``train --out`` folder that already holds a model, unless ``overwrite``.
+
+    Parameters
+    ----------
+    path
+        The ``--out`` folder (missing, or an existing folder: :func:`_check_output` checked it).
+    overwrite
+        Whether ``--overwrite`` was given.
+
+    Raises
+    ------
+    BadInput
+        One line naming ``path`` (exit status 2).
+    """
+    if not overwrite and any((Path(path) / name).exists() for name in MODEL_FILES):
+        raise BadInput(f"{path} already holds a model; choose another --out or pass --overwrite")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from .model.train import GeneratedCases, train
+    from .model.train import GeneratedCases, NoTrainingCases, train
 
     _check_output(args.out, "--out", folder=True)
+    _check_model_out(args.out, overwrite=args.overwrite)
     for d in args.data:
         if not Path(d).is_dir():
             raise BadInput(f"{d}: not a folder of case folders")
@@ -364,34 +396,38 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{drafts[0]}); review and export them, or pass --include-drafts\n"
         )
     progress = _Progress("train")
-    out = train(
-        data_dirs=args.data,
-        include_drafts=args.include_drafts,
-        generated=generated,
-        workers=args.workers,
-        patch_workers=args.patch_workers,
-        out_dir=args.out,
-        init=args.init,
-        epochs=args.epochs,
-        device=args.device,
-        seed=args.seed,
-        progress=progress,
-        name=args.name,
-        version=args.model_version,
-        threads=args.threads,
-        max_minutes=args.max_minutes,
-        rotate_deg=args.rotate_deg,
-        kind_weights=dict(args.kind_weight) or None,
-        **{
-            k: v
-            for k, v in (
-                ("batch_size", args.batch_size),
-                ("patches_per_case", args.patches_per_case),
-                ("lr", args.lr),
-            )
-            if v is not None
-        },
-    )
+    try:
+        out = train(
+            data_dirs=args.data,
+            include_drafts=args.include_drafts,
+            generated=generated,
+            workers=args.workers,
+            patch_workers=args.patch_workers,
+            out_dir=args.out,
+            init=args.init,
+            epochs=args.epochs,
+            device=args.device,
+            seed=args.seed,
+            progress=progress,
+            name=args.name,
+            version=args.model_version,
+            threads=args.threads,
+            max_minutes=args.max_minutes,
+            rotate_deg=args.rotate_deg,
+            kind_weights=dict(args.kind_weight) or None,
+            **{
+                k: v
+                for k, v in (
+                    ("batch_size", args.batch_size),
+                    ("patches_per_case", args.patches_per_case),
+                    ("lr", args.lr),
+                )
+                if v is not None
+            },
+        )
+    except NoTrainingCases as err:  # nothing (readable) to train on: the input's fault
+        progress.close()
+        raise BadInput(str(err)) from None
     sys.stdout.write(f"model written to {out} (model card: {out / 'MODEL_CARD.md'})\n")
     return 0
 
@@ -428,6 +464,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .model.train import training_case_folders
 
     cases, drafts = training_case_folders([args.data])
+    if not cases and not drafts:
+        raise BadInput(f"{args.data}: no case folders (folders with case.json)")
     if drafts:
         _err(
             f"warning: {len(drafts)} of the {len(cases) + len(drafts)} case(s) are model drafts "
@@ -675,6 +713,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also train on model drafts (ctreport analyze --export: the model's own findings,"
         " not reviewed), which are left out by default",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write the model into an --out folder that already holds one (refused otherwise)",
     )
     p.set_defaults(func=cmd_train)
 

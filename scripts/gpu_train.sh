@@ -46,7 +46,7 @@ python3 -m napari_ctreport.cli train --synthetic "${N:-600}" --synthetic-seed "$
     --batch-size "${BATCH:-32}" --rotate-deg "${ROTATE:-12}" --seed 28 \
     --kind-weight "ground-glass nodule=${SUBSOLID_WEIGHT:-2}" \
     --kind-weight "part-solid nodule=${SUBSOLID_WEIGHT:-2}" \
-    --name ctreport-default --model-version "${VERSION:-1.3.0-rc}" --out "$MODEL"
+    --name ctreport-default --model-version "${VERSION:-1.3.0-rc}" --out "$MODEL" --overwrite
 mkdir -p "$OUT"
 # at most 8 files come back from the device tool: the model folder without its checkpoints
 cp "$MODEL"/config.json "$MODEL"/model.safetensors "$MODEL"/tokenizer.json \

@@ -130,7 +130,9 @@ def test_synth_on_a_corrected_case_keeps_its_findings(tmp_path, capsys):
     from napari_ctreport.io.write import write_volume
 
     belly = tmp_path / "belly.nii.gz"
-    write_volume(CTVolume(np.full((20, 64, 64), 40, np.int16), (2.0, 1.0, 1.0), (0, 0, 0)), belly)
+    tissue = np.full((20, 64, 64), 40, np.int16)
+    tissue[:, :4] = -1000  # air in front of the belly (a volume of one value is no CT at all)
+    write_volume(CTVolume(tissue, (2.0, 1.0, 1.0), (0, 0, 0)), belly)
     args = ["synth", "--out", str(tmp_path / "o2"), "--cases", "1", "--workers", "1"]
     assert main([*args, "--background", str(belly)]) == 2
     err = capsys.readouterr().err
@@ -341,3 +343,15 @@ def test_evaluate_prints_table_and_json(tmp_path, capsys):
 def test_evaluate_missing_folder_exit_2(tmp_path, capsys):
     assert main(["evaluate", "--data", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_evaluate_a_folder_without_cases_exit_2(tmp_path, capsys):
+    """``ctreport evaluate`` on a folder holding no case folder: one line naming it, exit 2
+    (not a table of zero cases), as ``train`` says."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no case here")
+    assert main(["evaluate", "--data", str(empty), "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"ctreport: {empty}: no case folders (folders with case.json)\n"

@@ -191,12 +191,15 @@ def new_model(export_dir, tmp_path_factory) -> tuple[Path, str]:
 
 
 def _as_draft(src: Path, dest: Path) -> Path:
-    """A copy of case folder ``src`` at ``dest`` whose source is a model draft."""
+    """A copy of case folder ``src`` at ``dest`` (``OUT/<case_id>/vNNN``) whose source is a
+    model draft, of case ``<case_id>`` (not a copy of ``src``'s case, which it would supersede
+    or be superseded by)."""
     import shutil
 
     shutil.copytree(src, dest)
     doc = json.loads((dest / "case.json").read_text())
     doc["provenance"]["source"] = "model draft"
+    doc["case_id"] = dest.parent.name
     (dest / "case.json").write_text(json.dumps(doc))
     return dest
 
@@ -678,3 +681,142 @@ def test_kind_weights_centre_more_patches_on_a_kind(tmp_path, capsys):
         assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "the kind must be one of" in err and "the weight must be a positive number" in err
+
+
+def _fake_export(root: Path, case_id: str, version: int, created: str | None = None) -> Path:
+    """An export version folder ``root/<case_id>/vNNN`` holding only a ``case.json`` record
+    (enough for :func:`training_case_folders`; loading it for training fails)."""
+    folder = root / case_id / f"v{version:03d}"
+    folder.mkdir(parents=True)
+    prov: dict = {"source": "radiologist corrected", "export": {"version": version}}
+    if created is not None:
+        prov["created"] = created
+    (folder / "case.json").write_text(json.dumps({"case_id": case_id, "provenance": prov}))
+    return folder
+
+
+def test_train_keeps_the_newest_export_of_a_case_across_data_folders(tmp_path, caplog):
+    """The same case exported under two ``--data`` folders is trained on once: the highest
+    version, on a tie the one created last (the first given when neither says); case folders
+    that are not exports (a synthetic dataset's ``case_0000``) are all kept. ``train`` says
+    once how many superseded copies it skipped."""
+    import logging
+
+    from napari_ctreport.model.train import train, training_case_folders
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _fake_export(a, "ct-1", 1)
+    _fake_export(a, "ct-1", 2)
+    newest_1 = _fake_export(b, "ct-1", 3)
+    _fake_export(a, "ct-2", 1, created="2026-01-01T10:00:00+00:00")
+    newest_2 = _fake_export(b, "ct-2", 1, created="2026-01-02T09:00:00+00:00")
+    first_3 = _fake_export(a, "ct-3", 1)
+    _fake_export(b, "ct-3", 1)
+    only_4 = _fake_export(b, "ct-4", 2)
+    plain = []
+    for root in (a, b):  # two synthetic datasets: different cases under the same ids
+        (root / "case_0000").mkdir()
+        (root / "case_0000" / "case.json").write_text(json.dumps({"case_id": "case_0000"}))
+        plain.append(root / "case_0000")
+    found, drafts = training_case_folders([a, b])
+    assert sorted(found) == sorted([newest_1, newest_2, first_3, only_4, *plain])
+    assert drafts == []
+    with caplog.at_level(logging.WARNING, logger="napari_ctreport.model.train"):
+        with pytest.raises(ValueError, match="no readable training case"):
+            train(data_dirs=[a, b], out_dir=tmp_path / "m", device="cpu", epochs=1)
+    said = [r.getMessage() for r in caplog.records if "superseded" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("skipped 3 superseded"), said
+
+
+def test_train_with_no_readable_case_is_bad_input(tmp_path, capsys):
+    """``ctreport train`` on case folders that all fail to load (a corrupt ``case.json``, a
+    case without its image): exit 2 and one line naming the folder, not an internal error."""
+    from napari_ctreport.cli import main
+
+    data = tmp_path / "bad"
+    (data / "corrupt").mkdir(parents=True)
+    (data / "corrupt" / "case.json").write_text("{not json")
+    (data / "no_image").mkdir()
+    (data / "no_image" / "case.json").write_text(json.dumps({"case_id": "no_image"}))
+    rc = main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0] == (
+        f"ctreport: no readable training case in {data}: every case was skipped (see above)"
+    )
+    assert not (tmp_path / "m" / "config.json").exists()
+
+
+def test_train_refuses_an_out_folder_holding_a_model(tmp_path, capsys, monkeypatch):
+    """``ctreport train --out DIR`` where DIR already holds a model: exit 2, one line, before
+    any work; ``--overwrite`` lets it write there. An empty or model-less folder is fine."""
+    import napari_ctreport.model.train as train_module
+    from napari_ctreport.cli import main
+
+    calls = []
+
+    def fake_train(**kwargs):
+        calls.append(kwargs["out_dir"])
+        return Path(kwargs["out_dir"])
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work was started")
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    monkeypatch.setattr(train_module, "training_case_folders", no_work)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"x")
+    args = ["train", "--synthetic", "1", "--device", "cpu", "--out", str(model)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"ctreport: {model} already holds a model; choose another --out or pass --overwrite\n"
+    )
+    assert calls == [] and (model / "model.safetensors").read_bytes() == b"x"
+    (model / "config.json").unlink()  # only the weights left: still a model's
+    assert main(args) == 2 and "already holds a model" in capsys.readouterr().err
+    monkeypatch.setattr(train_module, "training_case_folders", lambda *a, **k: ([], []))
+    assert main([*args, "--overwrite"]) == 0
+    assert calls == [model]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*args[:-1], str(empty)]) == 0
+    assert calls == [model, empty]
+
+
+def test_a_fine_tune_does_not_claim_its_starting_models_interpolation(tmp_path):
+    """The shipped default was made by ``interpolate`` (its config's ``interpolation``); a model
+    fine-tuned from it is not an interpolation: its config (and its checkpoints') has none, and
+    its training record says what it started from. Nor do its checkpoints carry the starting
+    model's training record."""
+    import functools
+
+    from napari_ctreport.model.train import GeneratedCases, train
+    from napari_ctreport.synth.generate import training_case
+
+    base = from_pretrained(None)
+    assert "interpolation" in base.config  # what the fine-tune must not copy
+    out = train(
+        data_dirs=[],
+        generated=GeneratedCases(
+            count=1, make=functools.partial(training_case, seed=GEN_SEED, shape=GEN_SHAPE)
+        ),
+        out_dir=tmp_path / "ft",
+        init="default",
+        epochs=1,
+        device="cpu",
+        batch_size=1,
+        patches_per_case=1,
+        threads=1,
+    )
+    tuned = from_pretrained(out)
+    assert "interpolation" not in tuned.config
+    training = tuned.config["training"]
+    assert training["init"] == "default" and training["init_model"] == base.info
+    checkpoint = json.loads((out / "checkpoints" / "epoch_001" / "config.json").read_text())
+    assert "interpolation" not in checkpoint
+    assert "training" not in checkpoint  # the starting model's record is not this one's

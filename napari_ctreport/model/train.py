@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -669,37 +671,115 @@ def _iter_batches(
         yield source[i]
 
 
+class NoTrainingCases(ValueError):
+    """:func:`train` found nothing to train on: no case folder under the data folders, only
+    model drafts, or no case it could read (bad input, not a fault of the trainer)."""
+
+
+def _export_version(folder: Path, doc: Mapping[str, Any]) -> int | None:
+    """The export version of a case folder (``<case_id>/vNNN``, or ``provenance.export.version``),
+    ``None`` for a case folder that is not an export."""
+    if re.fullmatch(r"v\d{3,}", folder.name):
+        return int(folder.name[1:])
+    export = (doc.get("provenance") or {}).get("export") or {}
+    version = export.get("version") if isinstance(export, Mapping) else None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def _created(doc: Mapping[str, Any]) -> datetime | None:
+    """``provenance.created`` of a case record as an aware time (UTC when it names no zone)."""
+    text = (doc.get("provenance") or {}).get("created")
+    try:
+        when = datetime.fromisoformat(str(text)) if text else None
+    except ValueError:
+        return None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when
+
+
+def _newer(a: tuple[int, datetime | None], b: tuple[int, datetime | None]) -> bool:
+    """Whether export ``(version, created)`` ``a`` supersedes ``b``: a higher version, or the
+    same version created later (a copy that does not say when it was made supersedes none)."""
+    if a[0] != b[0]:
+        return a[0] > b[0]
+    return a[1] is not None and b[1] is not None and a[1] > b[1]
+
+
+def _find_training_cases(
+    data_dirs: Sequence[str | Path], *, include_drafts: bool
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """:func:`training_case_folders`' folders and drafts, and the superseded export versions
+    left out (older copies of a case exported under several of ``data_dirs``)."""
+    from ..io.case import CASE_JSON, iter_cases
+
+    found: list[tuple[Path, str | None]] = []  # (folder, provenance.source)
+    newest: dict[str, tuple[int, tuple[int, datetime | None]]] = {}  # case_id -> (index, key)
+    superseded: set[int] = set()
+    for d in data_dirs:
+        for folder in iter_cases(Path(d)):
+            try:
+                doc = json.loads((folder / CASE_JSON).read_text(encoding="utf-8"))
+                source = (doc.get("provenance") or {}).get("source")
+                case_id = doc.get("case_id")
+                version = _export_version(folder, doc)
+                key = (version, _created(doc)) if version is not None else None
+            except (OSError, ValueError, AttributeError):
+                source = case_id = key = None  # unreadable: loading it later says why it is skipped
+            index = len(found)
+            found.append((folder, source))
+            if key is None or not isinstance(case_id, str) or not case_id:
+                continue  # not an export (e.g. a synthetic dataset's case_0000): never a copy
+            if case_id not in newest:
+                newest[case_id] = (index, key)
+            elif _newer(key, newest[case_id][1]):
+                superseded.add(newest[case_id][0])
+                newest[case_id] = (index, key)
+            else:
+                superseded.add(index)
+    out: list[Path] = []
+    drafts: list[Path] = []
+    for i, (folder, source) in enumerate(found):
+        if i in superseded:
+            continue
+        if source == "model draft" and not include_drafts:
+            drafts.append(folder)
+        else:
+            out.append(folder)
+    return out, drafts, [found[i][0] for i in sorted(superseded)]
+
+
 def training_case_folders(
     data_dirs: Sequence[str | Path], *, include_drafts: bool = False
 ) -> tuple[list[Path], list[Path]]:
     """The case folders under ``data_dirs`` to train on (the newest version of each export), and
     the model drafts among them that are left out.
 
+    An export is kept once: of the versions of a case (``case_id``) under all of ``data_dirs``
+    (``OUT/<case_id>/vNNN``, also when one case was exported under several of them) only the
+    newest, the highest version number and, between equal numbers, the one whose
+    ``provenance.created`` is the latest (the first found when either does not say). Case
+    folders that are not exports (no version, e.g. a synthetic dataset's ``case_0000``) are all
+    kept, whatever their ``case_id``.
+
     A model draft (``provenance.source`` ``"model draft"``: ``ctreport analyze --export``, the
     model's own findings that nobody reviewed) would teach the model its own mistakes; it is
     trained on only with ``include_drafts``. Once a reader has corrected and exported it, the
     newer version is a corrected case and is trained on.
+
+    Parameters
+    ----------
+    data_dirs
+        Folders holding case folders (searched with :func:`~napari_ctreport.io.case.iter_cases`).
+    include_drafts
+        Also return the model drafts among the folders to train on.
 
     Returns
     -------
     folders, drafts
         The folders to train on, and the drafts left out (empty with ``include_drafts``).
     """
-    from ..io.case import CASE_JSON, iter_cases
-
-    out: list[Path] = []
-    drafts: list[Path] = []
-    for d in data_dirs:
-        for folder in iter_cases(Path(d)):
-            try:
-                doc = json.loads((folder / CASE_JSON).read_text(encoding="utf-8"))
-                source = (doc.get("provenance") or {}).get("source")
-            except (OSError, ValueError, AttributeError):
-                source = None  # unreadable: loading it later says why it is skipped
-            if source == "model draft" and not include_drafts:
-                drafts.append(folder)
-            else:
-                out.append(folder)
+    out, drafts, _ = _find_training_cases(data_dirs, include_drafts=include_drafts)
     return out, drafts
 
 
@@ -735,11 +815,16 @@ def train(
     Parameters
     ----------
     data_dirs
-        Folders holding case folders (``case.json`` + image + labels).
+        Folders holding case folders (``case.json`` + image + labels); of a case exported more
+        than once, under one or several of them, only the newest version is trained on
+        (:func:`training_case_folders`; a warning says how many copies were skipped).
     out_dir
         Where the final model folder goes; ``out_dir/checkpoints/epoch_NNN`` get one per epoch.
     init
-        A model folder (or ``"default"``) to start from; its tokenizer is kept.
+        A model folder (or ``"default"``) to start from; its tokenizer is kept, not its records
+        of how it was made (its config's ``training`` and ``interpolation``): the new model's
+        ``config.json["training"]`` names it (``init``, and ``init_model``: name, version,
+        sha256).
     epochs
         Passes over the training cases (each case gives ``patches_per_case`` patches).
     device, seed
@@ -787,6 +872,15 @@ def train(
     -------
     Path
         ``out_dir``, a model folder loadable with :func:`~.registry.from_pretrained`.
+
+    Raises
+    ------
+    NoTrainingCases
+        When there is nothing to train on: no case folder (or only model drafts) under
+        ``data_dirs`` and no ``generated`` case, or no training case that could be read (each
+        case skipped is logged as a warning, with why).
+    ValueError
+        When a ``kind_weights`` kind or weight is refused.
     """
     from .registry import create_model, from_pretrained, save_pretrained
     from .text import build_tokenizer
@@ -799,19 +893,27 @@ def train(
     rng = np.random.default_rng(seed)
     dev = pick_device(device)
     out_dir = Path(out_dir)
-    found, drafts = training_case_folders(data_dirs, include_drafts=include_drafts)
+    found, drafts, superseded = _find_training_cases(data_dirs, include_drafts=include_drafts)
     folders: list[Path | int] = [*found]
     folders += list(range(generated.count if generated is not None else 0))
+    where = ", ".join(str(d) for d in data_dirs)
     if not folders:
-        where = ", ".join(str(d) for d in data_dirs)
         if drafts:
-            raise ValueError(
+            raise NoTrainingCases(
                 f"no case folders to train on under {where}: its {len(drafts)} case(s) are model "
                 "drafts nobody reviewed (review and export them, or include the drafts)"
             )
-        raise ValueError(f"no case folders under {where}")
+        raise NoTrainingCases(f"no case folders under {where}")
     if drafts:
         log.warning("left out %d model draft(s) nobody reviewed", len(drafts))
+    if superseded:
+        log.warning(
+            "skipped %d superseded copy(ies) of case(s) exported more than once under %s (e.g. "
+            "%s): trained on the newest version of each",
+            len(superseded),
+            where,
+            superseded[0],
+        )
     order = rng.permutation(len(folders))
     n_val = int(round(len(folders) * val_fraction)) if len(folders) > 2 else 0
     val_f = [folders[i] for i in order[:n_val]]
@@ -863,10 +965,23 @@ def train(
     train_c = [c for c in cases[: len(train_f)] if c is not None]
     val_c = [c for c in cases[len(train_f) :] if c is not None]
     if not train_c:
-        raise ValueError("no readable training case")
+        sources = [str(d) for d in data_dirs]
+        if generated is not None:
+            sources.append(f"{generated.count} generated case(s)")
+        n_skipped = sum(c is None for c in cases)
+        why = (
+            "every case was skipped (see above)"
+            if n_skipped == len(cases)
+            else f"{n_skipped} of {len(cases)} case(s) were skipped (see above) and the rest are "
+            "held out for validation"
+        )
+        raise NoTrainingCases(f"no readable training case in {', '.join(sources)}: {why}")
 
     if init is not None:
         net, tokenizer = loaded.net, loaded.tokenizer
+        # how the starting model was made (its training, or the models it interpolates) is not
+        # how this one is: config["training"]["init_model"] names the model it started from
+        net.config = {k: v for k, v in net.config.items() if k not in _INIT_RECORDS}
         net.config.update(patch_zyx=cfg["patch_zyx"])
     else:
         tokenizer = build_tokenizer(s for c in train_c for t in c.targets for s in t.sentences)
@@ -990,6 +1105,10 @@ def train(
     )
     return out_dir
 
+
+#: Config records of a starting model that say how it was made, not carried into a model
+#: trained from it (:func:`train` with ``init``).
+_INIT_RECORDS = frozenset({"training", "interpolation"})
 
 #: File name of the model card written into every trained model folder.
 MODEL_CARD = "MODEL_CARD.md"
