@@ -1172,6 +1172,38 @@ def _findings_from_detections(
     return findings, kept, labels
 
 
+#: Shortest cranio-caudal extent (mm) of a scan the analysis reads: a single slice (5 mm) or
+#: two holds too little lung to find (under ``report.anatomy.MIN_LUNG_ML`` in one axial slab),
+#: and the report said "No lung is in the scanned volume" of a slice through both lungs.
+MIN_SCAN_MM = 10.0
+
+
+def too_thin_to_analyse(volume: CTVolume) -> str | None:
+    """Why ``volume`` is too thin for the analysis (under :data:`MIN_SCAN_MM` from its first
+    slice to its last, slice thickness included), in words for the reader, or ``None``.
+
+    Parameters
+    ----------
+    volume
+        The CT.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"1 slice (5 mm): too few to analyse; the analysis reads a CT volume of at
+        least 10 mm"``.
+    """
+    nz = volume.shape[0]
+    extent = nz * float(volume.spacing_zyx[0])
+    if extent >= MIN_SCAN_MM:
+        return None
+    slices = "1 slice" if nz == 1 else f"{nz} slices"
+    return (
+        f"{slices} ({extent:.0f} mm): too few to analyse; the analysis reads a CT volume of"
+        f" at least {MIN_SCAN_MM:.0f} mm"
+    )
+
+
 #: Why the analysis of a scan with no lung in it (less than
 #: :data:`~napari_ctreport.report.writer.NO_LUNG_ML` segmented) sets every finding aside.
 NO_LUNG_REASON = "no lung in the scan"
@@ -1488,6 +1520,11 @@ def analyze(
     Returns
     -------
     Analysis
+
+    Raises
+    ------
+    napari_ctreport.io.errors.GeometryError
+        When the CT is too thin to analyse (:func:`too_thin_to_analyse`: one slice, or a few).
     """
     from .model.inference import (
         attention_on_grid,
@@ -1518,6 +1555,12 @@ def analyze(
 
         path = source
         volume = load_study(source)  # one DICOM file of a series: the series
+    thin = too_thin_to_analyse(volume)
+    if thin is not None:
+        from .io.errors import GeometryError
+
+        where = path or volume.metadata.get("source_path") or "the CT"
+        raise GeometryError(where, thin)
     check_cancel(cancel)
     dev = pick_device(device)
     loaded = load_cached(model, device=str(dev))

@@ -781,6 +781,27 @@ def test_a_nodule_on_the_slice_beyond_a_mass_on_thick_slices_is_its_pole():
         assert [d.attributes["dropped_by"] for d in dropped] == ["same lesion"] * (not reported)
 
 
+def test_a_single_slice_is_refused_not_reported_as_lungless(shared_data, capsys):
+    """A single axial slice through both lungs (pydicom's CT_small.dcm, 5 mm) holds too little
+    lung to find: the report said "No lung is in the scanned volume". It is refused as too thin
+    (one line, exit 2 in the CLI); a 10 mm slab is analysed."""
+    from napari_ctreport import cli
+    from napari_ctreport.analysis import too_thin_to_analyse
+    from napari_ctreport.io.errors import GeometryError
+    from napari_ctreport.io.volume import CTVolume
+
+    one = shared_data / "real" / "pydicom_testfiles" / "ct" / "CT_small.dcm"
+    with pytest.raises(GeometryError, match=r"CT_small\.dcm: 1 slice \(5 mm\): too few"):
+        analyze(one, device="cpu")
+    assert cli.main(["analyze", str(one)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 slice (5 mm): too few to analyse" in err[0]
+    thin = CTVolume(np.zeros((3, 8, 8), np.float32), (3.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    assert "3 slices (9 mm)" in too_thin_to_analyse(thin)
+    slab = CTVolume(np.zeros((2, 8, 8), np.float32), (5.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    assert too_thin_to_analyse(slab) is None
+
+
 def test_contrast_vessel_on_real_ct_is_not_a_nodule(shared_data):
     """The real contrast chest CT crop has no lung lesion; the model's one candidate there, a
     contrast-filled vessel beside the right hilum (440 HU, 1.5 % aerated shell), is dropped."""

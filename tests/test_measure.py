@@ -174,6 +174,26 @@ def test_real_abdominal_ct_lung_bases(shared_data) -> None:
     assert xs[0] < mid < xs[1]  # the patient's right lung at lower LPS x
 
 
+def test_air_under_the_table_is_not_a_lung(shared_data) -> None:
+    """On the real abdominal CT's 30-slice crop (3 mm), air under the curved table in the
+    image's corner (68 ml, median -918 HU: not outside air by its median) was taken for the
+    left lung, and the real left lung base was left out. Against TotalSegmentator's lobes on
+    the same grid, each lung now lies in its own side's lobes."""
+    from napari_ctreport.io.ct import load_ct
+    from napari_ctreport.io.write import read_labels
+
+    ts = shared_data / "real" / "totalsegmentator"
+    vol = load_ct(ts / "example_ct_sm.nii.gz")
+    lobes = read_labels(ts / "example_seg.nii.gz", like=vol)
+    lungs = segment_lungs(vol)
+    # TotalSegmentator v2 classes: 10-11 the left lung's lobes, 12-14 the right's
+    for side, own in ((1, [12, 13, 14]), (2, [10, 11])):
+        ours = lungs == side
+        assert ours.sum() > 1000
+        assert np.isin(lobes[ours], own).mean() > 0.9, side
+        assert (ours & np.isin(lobes, own)).sum() > 0.8 * np.isin(lobes, own).sum(), side
+
+
 @pytest.mark.parametrize("fallback", [True, False])
 def test_lungs_cut_open_by_the_field_of_view(monkeypatch, fallback) -> None:
     """A field of view that cuts into the lungs (a large patient, a tight reconstruction circle)

@@ -323,6 +323,21 @@ def test_a_closed_ct_takes_its_review_along(sample_dock, qtbot, autosave, monkey
     assert {f["id"]: f["status"] for f in saved["findings"]}[first.id] == "rejected"
 
 
+def test_a_single_slice_is_not_run(make_napari_viewer, autosave):
+    """Run on a one-slice image says why it is not analysed (status line and a warning) and
+    starts no worker (the child process failed after its start-up)."""
+    from napari_ctreport._napari.review_dock import ReviewDock
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((1, 32, 32), np.float32), name="one slice", scale=(5.0, 1.0, 1.0))
+    dock = ReviewDock(viewer)
+    assert dock.run() is None and dock.worker is None
+    assert dock.status.text() == (
+        "Not analysed: one slice is 1 slice (5 mm): too few to analyse; the analysis reads a CT"
+        " volume of at least 10 mm."
+    )
+
+
 def test_cancel_stops_the_run(sample_dock, qtbot, test_model, autosave):
     viewer, dock = sample_dock(test_model, docked=False)
     worker = dock.run()

@@ -726,8 +726,16 @@ class ReviewDock(QWidget):
             run_no = max(runs) + 1 if choice == "keep" else 1
         from napari.qt.threading import create_worker
         from napari.utils import progress
+        from napari.utils.notifications import show_warning
+
+        from ..analysis import too_thin_to_analyse
 
         volume = volume_from_layer(layer)
+        thin = too_thin_to_analyse(volume)
+        if thin is not None:  # said here, before a child process starts for nothing
+            self.status.setText(f"Not analysed: {layer.name} is {thin}.")
+            show_warning(f"{layer.name}: {thin}")
+            return None
         self._cancel = threading.Event()
         emitter = _Progress(self)
         emitter.progressed.connect(self._on_progress)

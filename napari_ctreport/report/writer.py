@@ -31,7 +31,7 @@ NORMAL_IMPRESSION = "No pulmonary nodule, mass or pleural effusion."
 #: A scan with less segmented lung than this (ml) holds only part of the lungs (the lung bases of
 #: an abdominal CT, a cropped field of view; an adult chest holds several litres): its report
 #: says so (:func:`coverage_note`) instead of letting "no nodule" stand for the whole lungs. On
-#: the real CTs of ``../shared``: 117 and 143 ml (abdominal CTs with the lung bases), 498 ml (an
+#: the real CTs of ``../shared``: 117 ml (two abdominal CTs with the lung bases), 498 ml (an
 #: upper-abdominal series), 1906 ml (a central chest crop), 2912 and 4029 ml (chest CTs).
 PARTIAL_LUNG_ML = 1000.0
 #: Under this much segmented lung (ml) the scan holds no lung at all, and the report says that
