@@ -109,3 +109,22 @@ def test_box_edges_are_as_thin_across_thick_slices_as_along_the_pixels():
             for a in range(3)
         }
         assert by_plane == {0: {2.0}, 1: {round(across, 6)}, 2: {round(across, 6)}}
+
+
+def test_the_study_summary_writes_names_and_dates_as_people_do():
+    """The dock's study lines: a DICOM person name as "Family, Given", a pseudonym without its
+    caret, the study date as YYYY-MM-DD (they showed "Doe^Jane" and 20190412)."""
+    from napari_ctreport._napari.layers import person_name, study_summary
+
+    record = {"patient_name": "Doe^Jane^M", "patient_id": "MRN-1", "study_date": "20190412",
+              "study_description": "CT chest", "spacing_zyx": [2.5, 0.7, 0.7]}  # fmt: skip
+    text = study_summary(record, (8, 64, 64))
+    assert text.splitlines()[:2] == [
+        "Patient: Doe, Jane M  ID: MRN-1",
+        "Study: CT chest  2019-04-12",
+    ]
+    assert person_name("CTR-1A2B^") == "CTR-1A2B" and person_name("") == ""
+    assert (
+        person_name("^Jane") == "Jane" and person_name("Yamada^Tarou=山田^太郎") == "Yamada, Tarou"
+    )
+    assert study_summary({}, (1, 2, 3)).splitlines()[:2] == ["Patient: —  ID: —", "Study: —"]

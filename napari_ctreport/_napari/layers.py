@@ -25,7 +25,9 @@ def image_layer_data(volume: CTVolume, *, name: str | None = None) -> tuple[Any,
     volume
         A CT volume on the canonical LPS grid.
     name
-        Layer name; defaults to the series description or the file name.
+        Layer name; defaults to the series description, else the file's name without its
+        suffix or the DICOM folder's name (``metadata["source_name"]``, set by the reader; a
+        case folder: the case's id), else ``"CT"``.
     """
     meta = volume.metadata
     if name is None:
@@ -74,12 +76,29 @@ def volume_from_layer(layer: Any) -> CTVolume:
     )
 
 
+def person_name(value: Any) -> str:
+    """A DICOM person name (``Family^Given^Middle^Prefix^Suffix``) as people write it:
+    ``"Doe^Jane"`` -> ``"Doe, Jane"``, ``"CTR-1A2B^"`` -> ``"CTR-1A2B"``; ``""`` for none."""
+    parts = [p.strip() for p in str(value or "").split("=")[0].split("^")]
+    family, rest = (parts[0], [p for p in parts[1:4] if p]) if parts else ("", [])
+    given = " ".join(rest)
+    return f"{family}, {given}" if family and given else family or given
+
+
+def dicom_date(value: Any) -> str:
+    """A DICOM date (``YYYYMMDD``) as ``YYYY-MM-DD``; anything else as it is."""
+    text = str(value or "").strip()
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
+
+
 def study_summary(record: dict[str, Any], shape: tuple[int, ...]) -> str:
     """A few lines a radiologist checks before reading: who, which series, which grid."""
     sp = record.get("spacing_zyx") or []
+    who = person_name(record.get("patient_name")) or "—"
+    study = f"{record.get('study_description') or '—'}  {dicom_date(record.get('study_date'))}"
     lines = [
-        f"Patient: {record.get('patient_name') or '—'}  ID: {record.get('patient_id') or '—'}",
-        f"Study: {record.get('study_description') or '—'}  {record.get('study_date') or ''}".rstrip(),
+        f"Patient: {who}  ID: {record.get('patient_id') or '—'}",
+        f"Study: {study}".rstrip(),
         f"Series: {record.get('series_description') or record.get('source_name') or '—'}",
         "Size (z, y, x): " + " × ".join(str(n) for n in shape),
         "Spacing (z, y, x): " + " × ".join(f"{s:.2f}" for s in sp) + " mm" if sp else "Spacing: —",
