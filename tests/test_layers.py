@@ -128,3 +128,20 @@ def test_the_study_summary_writes_names_and_dates_as_people_do():
         person_name("^Jane") == "Jane" and person_name("Yamada^Tarou=山田^太郎") == "Yamada, Tarou"
     )
     assert study_summary({}, (1, 2, 3)).splitlines()[:2] == ["Patient: —  ID: —", "Study: —"]
+
+
+def test_in_3d_a_label_has_its_box_s_colour():
+    """In a 3-D view the one labelled rectangle of a box floats over the rendered volume or the
+    black behind it, not over the slice its colour was picked for (dark grey on black there):
+    it is drawn in the box's own colour."""
+    from napari_ctreport._napari.layers import boxes_layer_data
+    from napari_ctreport.report.findings import Finding
+    from napari_ctreport.report.lexicon import KIND_COLORS
+
+    vol = _volume()
+    f = Finding("F1", "mass", "left", "lower", (65.0, 50.0, 3.0), ((55.0, 40.0, 1.5), (75.0, 60.0, 4.5)),
+                20.0, 15.0, 1.0, 30.0, 0.9, label=1)  # fmt: skip
+    data, kw, _ = boxes_layer_data([f], vol, limits=(-160.0, 240.0), outline=True)
+    assert len(data) == 6 and kw["features"]["text_color"] == [KIND_COLORS["mass"]] * 6
+    flat, kw2, _ = boxes_layer_data([f], vol, limits=(-160.0, 240.0))
+    assert set(kw2["features"]["text_color"]) <= {LABEL_DARK, LABEL_LIGHT}

@@ -275,7 +275,8 @@ def boxes_layer_data(
     each plane (:func:`box_rectangles`), with edge colour per kind (grey when rejected) and text
     ``"F1 solid nodule 0.93"`` in a colour that reads over the CT under it shown between
     ``limits`` (:func:`label_text_colors`). With ``outline`` (for a 3-D view), only the six
-    rectangles on the box's outer slices (:func:`box_rectangles`), one of them labelled."""
+    rectangles on the box's outer slices (:func:`box_rectangles`), one of them labelled in the
+    box's own colour."""
     from ..report.lexicon import KIND_COLORS
 
     data: list[np.ndarray] = []
@@ -289,7 +290,11 @@ def boxes_layer_data(
         ids += [f.id] * len(rects)
         labels += [box_label(f)] + ["" if outline else box_label(f)] * (len(rects) - 1)
         colors += [REJECTED_COLOR if f.status == "rejected" else KIND_COLORS[f.kind]] * len(rects)
-    text_colors = label_text_colors(volume, data, labels, limits=limits)
+    # in 3-D a label floats over the rendered volume or the black behind it, not over the CT
+    # slice its colour was picked for: the box's own (bright) colour reads on both
+    text_colors = (
+        list(colors) if outline else label_text_colors(volume, data, labels, limits=limits)
+    )
     kwargs = {
         "name": name,
         "shape_type": "rectangle",

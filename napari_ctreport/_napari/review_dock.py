@@ -1452,7 +1452,10 @@ class ReviewDock(QWidget):
         return float(lo), float(hi)
 
     def _recolor_labels(self) -> None:
-        """Pick each box label's text colour again for the CT's current window."""
+        """Pick each box label's text colour again for the CT's current window (2-D: in 3-D
+        the labels have their boxes' colours)."""
+        if self._in_3d():
+            return
         for r in self.results:
             layer, limits = r.boxes, self._ct_limits(r)
             if layer is None or limits is None or not len(layer.data):
