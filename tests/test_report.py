@@ -403,7 +403,184 @@ def test_other_recommendations() -> None:
 
 @pytest.mark.parametrize(
     ("ml", "grade"),
-    [(10, "small"), (299, "small"), (300, "moderate"), (999, "moderate"), (1000, "large")],
+    [
+        (10, "small"),
+        (299, "small"),
+        (299.4, "small"),
+        (299.5, "moderate"),
+        (299.6, "moderate"),
+        (300, "moderate"),
+        (999, "moderate"),
+        (999.4, "moderate"),
+        (999.5, "large"),
+        (1000, "large"),
+    ],
 )
 def test_effusion_grade(ml: float, grade: str) -> None:
+    # graded on the volume as the report writes it (whole ml from 10 ml): 299.6 ml is "300 ml"
     assert effusion_grade(ml) == grade
+
+
+# --- guideline audit: unknown risk, nodules beside a mass, mass wording, effusions, table ---
+
+
+def _advice(findings: list[Finding], **kw: object) -> list[str]:
+    """The impression's recommendation lines (those of no finding) of the written report."""
+    r = write_report(findings, **kw)
+    return [s.text for s in r.sentences if s.section == "impression" and s.finding_id is None]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "text"),
+    [
+        (
+            [4.0],
+            "single solid, under 6 mm: low risk, no routine follow-up; high risk, optional CT at 12 months.",
+        ),
+        (
+            [7.0],
+            "single solid, 6 to 8 mm: low risk, CT at 6-12 months, then consider CT at 18-24 "
+            "months; high risk, CT at 6-12 months, then CT at 18-24 months.",
+        ),
+        ([3.0, 4.0], "multiple solid, under 6 mm: low risk, no routine follow-up; high risk"),
+        # where the two managements are the same, one text without the risk words
+        ([12.0], "single solid, over 8 mm: consider CT at 3 months, PET/CT or tissue sampling."),
+    ],
+)
+def test_solid_line_gives_both_risks_when_risk_is_not_known(sizes: list[float], text: str) -> None:
+    """Nothing records the patient's risk: every impression said "low-risk patient"."""
+    fs = [make("solid nodule", d, fid=f"F{i}") for i, d in enumerate(sizes)]
+    (line,) = recommendation(fs)
+    assert line.startswith(
+        "Fleischner Society 2017, incidental nodules in adults 35 years or older: "
+    )
+    assert text in line
+    assert "risk patient" not in line
+    if sizes == [12.0]:
+        assert "risk" not in line
+    assert _advice(fs) == [line]
+    assert recommendation(fs, risk=None) == [line]
+    assert solid_category(fs).text in line
+    # a caller that knows the risk still gets the one management
+    (low,) = recommendation(fs, risk="low")
+    assert "low-risk patient" in low and "high risk" not in low
+    (high,) = recommendation(fs, risk="high")
+    assert "high-risk patient" in high and "low risk" not in high
+    assert _advice(fs, risk="high") == [high]
+
+
+def test_no_report_asserts_a_risk_by_default() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        fs = [random_finding(rng, f"F{i}") for i in range(int(rng.integers(1, 6)))]
+        r = write_report(fs)
+        assert "risk patient" not in r.impression and "low-risk" not in r.impression
+
+
+def test_nodules_beside_a_mass_get_no_incidental_nodule_advice() -> None:
+    """A 5 mm nodule next to a 45 mm spiculated mass got "no routine follow-up"."""
+    fs = [
+        make("mass", 45, 30, fid="F1", shape="spiculated"),
+        make("solid nodule", 5.0, side="left", fid="F2"),
+        make("ground-glass nodule", 7.0, side="left", fid="F3"),
+        make("calcified nodule", 4.0, fid="F4"),
+    ]
+    lines = recommendation(fs)
+    assert lines == [
+        "Lung mass (outside the Fleischner Society 2017 guideline, which covers nodules up to "
+        "30 mm): recommend contrast-enhanced chest CT or PET/CT staging, tissue sampling and "
+        "multidisciplinary team review.",
+        "Nodule(s) alongside a mass suspicious for malignancy: outside the Fleischner Society "
+        "2017 guideline (not for known or suspected cancer); assess at staging.",
+        "Calcified nodule(s): benign pattern of calcification; no follow-up needed "
+        "(Fleischner Society 2017).",
+    ]
+    assert recommendation(fs, risk="high") == lines
+    assert not any("incidental" in ln or "follow-up;" in ln for ln in lines)
+    r = write_report(fs)
+    assert _advice(fs) == lines
+    assert clinical_consistency(r, fs) == 1.0
+    # the categories themselves are still computed for callers that ask
+    assert solid_category(fs) is not None and subsolid_category(fs) is not None
+    # a mass alone, or with calcified nodules only, gets no nodule line
+    assert len(recommendation(fs[:1])) == 1
+    assert not any("alongside" in ln for ln in recommendation([fs[0], fs[3]]))
+    # a rejected mass leaves the nodules incidental again
+    rejected = make("mass", 45, 30, fid="F1", status="rejected")
+    assert any("incidental nodules" in ln for ln in recommendation([rejected, fs[1]]))
+
+
+def test_mass_line_makes_no_size_claim_and_names_the_lesion_as_the_report_does() -> None:
+    """A reader's 25 mm "mass" was "Mass larger than 30 mm"; a 32 mm ground-glass nodule was a
+    "nodule" in one impression line and a "Mass" in the next."""
+    (line,) = recommendation([make("mass", 25, 20)])
+    assert line.startswith(
+        "Lung mass (outside the Fleischner Society 2017 guideline, which covers nodules up to "
+        "30 mm): recommend"
+    )
+    assert "larger than" not in line
+    for kind in ("ground-glass nodule", "part-solid nodule", "solid nodule"):
+        fs = [make(kind, 32, 25, solid_diameter_mm=10.0)]
+        r = write_report(fs)
+        (line,) = _advice(fs)
+        assert line.startswith("Lesion over 30 mm (outside the Fleischner Society 2017 guideline")
+        assert "tissue sampling" in line
+        assert "mass" not in r.impression.lower()  # the lesion is never called a mass
+        assert f"32 mm {kind}" in r.impression
+    # nodules beside a lesion over 30 mm are not incidental either
+    fs = [make("ground-glass nodule", 32, 25, fid="F1"), make("solid nodule", 5, fid="F2")]
+    lines = recommendation(fs)
+    assert lines[1] == (
+        "Nodule(s) alongside a lesion over 30 mm: outside the Fleischner Society 2017 guideline "
+        "(not for known or suspected cancer); assess at staging."
+    )
+    assert len(lines) == 2
+    # a mass and a lesion over 30 mm: one line naming both
+    (line, _) = recommendation([make("mass", 45, 30, fid="F1"), *fs])
+    assert line.startswith("Lung mass and lesion over 30 mm (outside")
+
+
+@pytest.mark.parametrize(
+    ("ml", "grade", "shown"),
+    [(299.6, "Moderate", "300 ml"), (299.4, "Small", "299 ml"), (999.5, "Large", "1000 ml")],
+)
+def test_effusion_grade_agrees_with_the_volume_shown(ml: float, grade: str, shown: str) -> None:
+    """299.6 ml was "Small right pleural effusion (300 ml)"."""
+    f = make("pleural effusion", 80, 30, side="right", zone="lower", volume_ml=ml)
+    r = write_report([f])
+    assert f"{grade} right pleural effusion ({shown})." in r.impression
+    assert r.findings.startswith(f"{grade} right pleural effusion") and shown in r.findings
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        assert grade.lower() in describe_finding(f, rng=rng).lower()
+
+
+def test_midline_effusion_names_the_midline_once() -> None:
+    """It read "Small midline pleural effusion in the midline in the lower zone"."""
+    f = make("pleural effusion", 50, 20, side="midline", zone="lower", volume_ml=50)
+    text = describe_finding(f)
+    assert text.startswith("Small midline pleural effusion in the lower zone, measuring 50 x 20 mm")
+    rng = np.random.default_rng(3)
+    for t in {text, *(describe_finding(f, rng=rng) for _ in range(30))}:
+        assert t.lower().count("midline") == 1, t
+        (st,) = extract_statements(t)
+        assert (st.kind, st.side, st.zone) == ("pleural effusion", "midline", "lower")
+    assert "Small midline pleural effusion (50 ml)." in write_report([f]).impression
+
+
+def test_findings_table_gives_small_volumes_in_mm3() -> None:
+    """A 7 mm³ nodule read "0.0 ml" in report.md's findings table."""
+    from napari_ctreport.report.markdown import findings_table_rows, render_markdown
+
+    fs = [
+        make("solid nodule", 2.4, fid="F1", volume_ml=0.007),
+        make("solid nodule", 6.7, fid="F2", volume_ml=0.158),
+        make("solid nodule", 12.0, fid="F3", volume_ml=0.9996),
+        make("mass", 45, 30, fid="F4", volume_ml=25.34),
+        make("pleural effusion", 50, 20, fid="F5", volume_ml=0.5),  # as the text states it
+        make("solid nodule", 4.0, fid="F6"),
+    ]
+    vols = [row[5] for row in findings_table_rows(fs)]
+    assert vols == ["7 mm³", "158 mm³", "1.0 ml", "25 ml", "0.5 ml", "-"]
+    md = render_markdown(findings=fs, report=write_report(fs), draft=True, case_id="c1")
+    assert "| 158 mm³ |" in md and "0.0 ml" not in md

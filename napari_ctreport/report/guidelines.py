@@ -3,8 +3,14 @@
 Pulmonary nodules follow the Fleischner Society 2017 guideline for incidental pulmonary nodules
 (MacMahon H. et al., *Radiology* 2017;284:228-243), which applies to incidentally found nodules
 in adults aged 35 years or older; it does not apply to lung cancer screening, to patients with a
-known primary cancer or to immunocompromised patients. Masses (longer than 30 mm), calcified
-nodules and pleural effusions fall outside it and get the recommendations below.
+known primary cancer or to immunocompromised patients. Masses (a lesion of kind ``"mass"`` at any
+size, or any lesion longer than 30 mm), calcified nodules and pleural effusions fall outside it and
+get the recommendations below. Nodules found alongside a mass are not incidental nodules (the
+mass makes cancer suspected): they get one line that says so instead of the Fleischner tables.
+
+The management of solid nodules depends on the patient's risk for lung cancer (low or high). The
+software does not know it (nothing records it), so by default (``risk=None``) the solid-nodule
+line gives both managements where they differ; ``risk="low"`` or ``"high"`` gives one.
 
 Nodule size for the guideline's categories is the mean of the long and short axis diameters,
 rounded to the nearest millimetre (the long axis alone when no short axis is known), as the
@@ -113,10 +119,14 @@ def _active(findings: Sequence[Finding]) -> list[Finding]:
     return [f for f in findings if f.status != "rejected"]
 
 
-def solid_category(findings: Sequence[Finding], *, risk: str = "low") -> NoduleCategory | None:
+def solid_category(
+    findings: Sequence[Finding], *, risk: str | None = None
+) -> NoduleCategory | None:
     """Fleischner category of the solid nodules (30 mm or less) among ``findings``, or ``None``.
 
     With several solid nodules the "multiple" table applies and the largest nodule decides.
+    With ``risk=None`` (not known) the text gives the low- and the high-risk management where
+    they differ (``"low risk, no routine follow-up; high risk, optional CT at 12 months"``).
     """
     _check_risk(risk)
     solid = [f for f in _active(findings) if f.kind in SOLID_KINDS and not _is_mass(f)]
@@ -126,7 +136,13 @@ def solid_category(findings: Sequence[Finding], *, risk: str = "low") -> NoduleC
     mult = "single" if len(solid) == 1 else "multiple"
     cat = _solid_category(size)
     low, high = _SOLID[(mult, cat)]
-    return NoduleCategory("solid", mult, cat, size, low if risk == "low" else high)
+    if risk == "low":
+        text = low
+    elif risk == "high":
+        text = high
+    else:
+        text = low if low == high else f"low risk, {low}; high risk, {high}"
+    return NoduleCategory("solid", mult, cat, size, text)
 
 
 def subsolid_category(findings: Sequence[Finding]) -> NoduleCategory | None:
@@ -154,12 +170,14 @@ def subsolid_category(findings: Sequence[Finding]) -> NoduleCategory | None:
     return NoduleCategory(table, "single", cat, size, _SUBSOLID[(table, key)])
 
 
-def _check_risk(risk: str) -> None:
-    if risk not in RISKS:
-        raise ValueError(f"unknown risk {risk!r}; expected one of {', '.join(RISKS)}")
+def _check_risk(risk: str | None) -> None:
+    if risk is not None and risk not in RISKS:
+        raise ValueError(
+            f"unknown risk {risk!r}; expected one of {', '.join(RISKS)}, or None (not known)"
+        )
 
 
-def recommendation(findings: Sequence[Finding], *, risk: str = "low") -> list[str]:
+def recommendation(findings: Sequence[Finding], *, risk: str | None = None) -> list[str]:
     """Follow-up recommendations for a set of findings, one line each.
 
     Parameters
@@ -167,40 +185,44 @@ def recommendation(findings: Sequence[Finding], *, risk: str = "low") -> list[st
     findings
         The case's findings; those with status ``"rejected"`` are ignored.
     risk
-        Patient risk for lung cancer in the Fleischner sense: ``"low"`` or ``"high"``.
+        Patient risk for lung cancer in the Fleischner sense: ``"low"`` or ``"high"``, or
+        ``None`` (not known, the default): the solid-nodule line then gives both managements
+        where they differ.
 
     Returns
     -------
     list of str
         Lines in the order masses, solid nodules, subsolid nodules, calcified nodules, pleural
-        effusions; each names the guideline it follows. Empty when there is nothing to recommend.
+        effusions; each names the guideline it follows. With a mass (or a lesion over 30 mm)
+        the solid and subsolid nodules get one line saying the Fleischner guideline does not
+        apply instead of its categories. Empty when there is nothing to recommend.
     """
     _check_risk(risk)
     active = _active(findings)
     lines: list[str] = []
     masses = [f for f in active if _is_mass(f)]
     if masses:
-        lines.append(
-            "Mass larger than 30 mm (outside the Fleischner Society 2017 guideline): recommend "
-            "contrast-enhanced chest CT or PET/CT staging, tissue sampling and multidisciplinary "
-            "team review."
-        )
-    scope = f"{FLEISCHNER}, incidental nodules in adults 35 years or older, {risk}-risk patient"
-    solid = solid_category(active, risk=risk)
-    if solid is not None:
-        size_txt = {"<6": "under 6 mm", "6-8": "6 to 8 mm", ">8": "over 8 mm"}[solid.size_category]
-        lines.append(f"{scope}: {solid.multiplicity} solid, {size_txt}: {solid.text}.")
-    sub = subsolid_category(active)
-    if sub is not None:
-        size_txt = "under 6 mm" if sub.size_category == "<6" else "6 mm or more"
+        named = any(f.kind == "mass" for f in masses)
+        over = any(f.kind != "mass" for f in masses)
         what = {
-            "ground-glass": "single ground-glass",
-            "part-solid": "single part-solid",
-            "multiple subsolid": "multiple subsolid",
-        }[sub.table]
+            (True, False): "Lung mass",
+            (False, True): "Lesion over 30 mm",
+            (True, True): "Lung mass and lesion over 30 mm",
+        }[(named, over)]
         lines.append(
-            f"{FLEISCHNER}, incidental nodules in adults 35 years or older: {what}, {size_txt}: {sub.text}."
+            f"{what} (outside the {FLEISCHNER} guideline, which covers nodules up to 30 mm): "
+            "recommend contrast-enhanced chest CT or PET/CT staging, tissue sampling and "
+            "multidisciplinary team review."
         )
+        nodules = [f for f in active if f.kind in SOLID_KINDS | SUBSOLID_KINDS and not _is_mass(f)]
+        if nodules:
+            beside = "a mass suspicious for malignancy" if named else "a lesion over 30 mm"
+            lines.append(
+                f"Nodule(s) alongside {beside}: outside the {FLEISCHNER} guideline (not for "
+                "known or suspected cancer); assess at staging."
+            )
+    else:
+        lines += _nodule_lines(active, risk)
     if any(f.kind == "calcified nodule" and not _is_mass(f) for f in active):
         lines.append(
             f"Calcified nodule(s): benign pattern of calcification; no follow-up needed "
@@ -211,4 +233,25 @@ def recommendation(findings: Sequence[Finding], *, risk: str = "low") -> list[st
             "Pleural effusion: clinical correlation recommended; diagnostic thoracentesis if "
             "clinically indicated (BTS Guideline for Pleural Disease 2023)."
         )
+    return lines
+
+
+def _nodule_lines(active: Sequence[Finding], risk: str | None) -> list[str]:
+    """The Fleischner lines of the solid and the subsolid nodules (no mass among ``active``)."""
+    lines: list[str] = []
+    scope = f"{FLEISCHNER}, incidental nodules in adults 35 years or older"
+    solid = solid_category(active, risk=risk)
+    if solid is not None:
+        size_txt = {"<6": "under 6 mm", "6-8": "6 to 8 mm", ">8": "over 8 mm"}[solid.size_category]
+        who = "" if risk is None else f", {risk}-risk patient"
+        lines.append(f"{scope}{who}: {solid.multiplicity} solid, {size_txt}: {solid.text}.")
+    sub = subsolid_category(active)
+    if sub is not None:
+        size_txt = "under 6 mm" if sub.size_category == "<6" else "6 mm or more"
+        what = {
+            "ground-glass": "single ground-glass",
+            "part-solid": "single part-solid",
+            "multiple subsolid": "multiple subsolid",
+        }[sub.table]
+        lines.append(f"{scope}: {what}, {size_txt}: {sub.text}.")
     return lines

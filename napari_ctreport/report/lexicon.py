@@ -6,6 +6,8 @@ comes from here. Extend the lists by appending (existing meanings are part of th
 
 from __future__ import annotations
 
+import math
+
 #: Finding kinds (``Finding.kind``), in label-id order: class id ``i + 1`` is ``KINDS[i]``.
 KINDS: tuple[str, ...] = (
     "solid nodule",
@@ -88,9 +90,16 @@ def effusion_grade(volume_ml: float) -> str:
     """Return ``"small"``, ``"moderate"`` or ``"large"`` for an effusion volume in ml.
 
     Small is below 300 ml, moderate 300 ml up to 1000 ml, large 1000 ml or more (a volume-based
-    reading of the usual small/moderate/large CT grading).
+    reading of the usual small/moderate/large CT grading). The grade is that of the volume as
+    the report writes it (:func:`~napari_ctreport.report.writer.format_ml`: one decimal below
+    10 ml, whole ml from 10 ml, halves upwards), so that 299.6 ml, written "300 ml", is
+    moderate, not a "small ... (300 ml)" effusion.
     """
+    value = float(volume_ml)
+    if math.isfinite(value):
+        # the rounding of writer.format_ml (not imported: the writer imports the lexicon)
+        value = round(value, 1) if round(value, 1) < 10.0 else float(math.floor(value + 0.5))
     for grade, upper in EFFUSION_GRADES:
-        if volume_ml < upper:
+        if value < upper:
             return grade
     return EFFUSION_GRADES[-1][0]

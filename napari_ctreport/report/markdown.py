@@ -1,11 +1,13 @@
 """The report as Markdown: status, findings table, Findings, Impression, provenance, disclaimer.
 
 Used for ``report.md`` in exports and (base64) as the FHIR DiagnosticReport's presented form.
-Numbers in the table use the report writer's size rule, so the table and the text agree.
+Numbers in the table use the report writer's size rule, so the table and the text agree; a
+volume under 1 ml (a nodule's) is given in whole mm³, which is the precision volumes are held to.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +45,18 @@ def _location(f: Finding) -> str:
     return f"{f.zone} zone, midline"
 
 
+def _volume(f: Finding) -> str:
+    """The volume cell: ``"-"`` when none; the writer's ml (:func:`format_ml`) from 1 ml and for
+    effusions (the text states their volume so); below 1 ml whole mm³ (``"158 mm³"``; a 7 mm³
+    nodule was "0.0 ml")."""
+    if f.volume_ml <= 0:
+        return "-"
+    mm3 = math.floor(f.volume_ml * 1000.0 + 0.5)
+    if f.kind == "pleural effusion" or mm3 >= 1000:
+        return format_ml(f.volume_ml)
+    return f"{mm3:d} mm³" if mm3 >= 1 else "<1 mm³"
+
+
 def findings_table_rows(findings: Sequence[Finding]) -> list[list[str]]:
     """One row of text cells per finding that is not rejected (see :data:`TABLE_HEADER`)."""
     rows = []
@@ -56,7 +70,7 @@ def findings_table_rows(findings: Sequence[Finding]) -> list[list[str]]:
                 _location(f),
                 format_mm(f.diameter_mm),
                 format_mm(f.short_axis_mm) if f.short_axis_mm > 0 else "-",
-                format_ml(f.volume_ml) if f.volume_ml > 0 else "-",
+                _volume(f),
                 f"{f.mean_hu:.0f}",
                 f"{f.score:.2f}",
                 f.status,

@@ -178,22 +178,21 @@ def _describe_effusion(f: Finding, variant: int) -> str:
     grade = effusion_grade(f.volume_ml)
     side = "bilateral" if f.side == "bilateral" else f.side
     noun = "pleural effusions" if f.side == "bilateral" else "pleural effusion"
-    where = "" if f.side in ("right", "left", "bilateral") else " in the midline"
     dims = _size_phrase(f, with_short=True)
     vol = format_ml(f.volume_ml)
     zone = f"{f.zone} zone" + ("s" if f.side == "bilateral" else "")
     if variant == 1:
         return (
-            f"{'There are' if f.side == 'bilateral' else 'There is a'} {grade} {side} {noun}{where}, most "
+            f"{'There are' if f.side == 'bilateral' else 'There is a'} {grade} {side} {noun}, most "
             f"marked in the {zone}, measuring {dims} in axial extent (estimated volume {vol})."
         )
     if variant == 2:
         return (
-            f"{_cap(side)} {noun}{where} of {grade} size ({vol}), {dims} in axial extent, "
+            f"{_cap(side)} {noun} of {grade} size ({vol}), {dims} in axial extent, "
             f"predominantly in the {zone}."
         )
     return (
-        f"{_cap(grade)} {side} {noun}{where} in the {zone}, measuring {dims} in axial extent, "
+        f"{_cap(grade)} {side} {noun} in the {zone}, measuring {dims} in axial extent, "
         f"with an estimated volume of {vol}."
     )
 
@@ -221,7 +220,7 @@ def describe_finding(finding: Finding, *, rng: np.random.Generator | None = None
 
 def phrasings(finding: Finding) -> set[str]:
     """Every sentence :func:`describe_finding` may write for ``finding`` (each template and
-    wording of its location): a sentence among them is the writer's, not a reader's."""
+    wording of its location)."""
     if finding.kind == "pleural effusion":
         return {_describe_effusion(finding, v) for v in range(3)}
     return {_describe(finding, v, w) for v in range(3) for w in range(3)}
@@ -300,7 +299,7 @@ def write_report(
     findings: Sequence[Finding],
     *,
     rng: np.random.Generator | None = None,
-    risk: str = "low",
+    risk: str | None = None,
     lung_ml: float | None = None,
 ) -> Report:
     """Write the findings and impression sections of a report from a case's findings.
@@ -312,7 +311,8 @@ def write_report(
     rng
         ``None`` for canonical phrasing; a generator for varied phrasing (reference reports).
     risk
-        Patient risk (``"low"`` or ``"high"``) for the Fleischner follow-up.
+        Patient risk (``"low"`` or ``"high"``) for the Fleischner follow-up of solid nodules;
+        ``None`` (the default: nothing records it) gives both managements where they differ.
     lung_ml
         Segmented lung in the scan (ml); under :data:`PARTIAL_LUNG_ML` both sections end with
         :func:`coverage_note`'s sentences. ``None``: not known (nothing is added).
