@@ -194,12 +194,29 @@ def test_review_loop(
 
     # -- export (when napari_ctreport.export is installed) ----------------------------------
     if dock.export_button is not None:
-        exp = dock.export(tmp_path / "export")
+        # the typed sentence still says "solid nodule": export asks first (declined: nothing)
+        asked_export: list[list[str]] = []
+        dock.ask_export_anyway = lambda wrong: asked_export.append(wrong) or False
+        assert dock.export(tmp_path / "export") is None and not (tmp_path / "export").exists()
+        assert len(asked_export) == 1 and [w in typed for w in asked_export[0]] == [True]
+        assert dock.status.text().startswith("Not exported: 1 ")
+        dock.ask_export_anyway = lambda wrong: True
+        # the button, as the reader presses it: the folder dialog, then the export (the
+        # button's "checked" argument was once taken for the folder: nothing was written)
+        from napari_ctreport._napari import review_dock as dock_module
+
+        monkeypatch.setattr(
+            dock_module.QFileDialog,
+            "getExistingDirectory",
+            lambda *a, **k: str(tmp_path / "export"),
+        )
+        qtbot.mouseClick(dock.export_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(
             lambda: dock.last_export is not None or "failed" in dock.status.text(), timeout=300000
         )
         assert dock.last_export is not None, dock.status.text()
-        assert dock.last_export.folder.is_dir() and exp is not None
+        assert dock.last_export.folder.is_dir()
+        assert dock.last_export.folder.parent.parent == tmp_path / "export"
 
     # -- a second run asks: cancel at the question -------------------------------------------
     dock.ask_replace_or_keep = lambda: None

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from napari_ctreport.analysis import Analysis
-from napari_ctreport.report.writer import describe_finding, phrasings, write_report
+from napari_ctreport.report.writer import describe_finding, write_report
 from napari_ctreport.synth import generate_case
 
 SEED, SHAPE = 5, (40, 96, 96)  # three findings on a small grid
@@ -498,9 +498,11 @@ def test_run_analysis_keeps_torch_out_of_the_calling_process():
 
 def test_a_case_folder_is_reviewed_with_its_own_text(tmp_path):
     """A case folder opened for review (``ReviewSession.from_case``) keeps its report as it
-    stands: a sentence unlike the writer's, a line of no finding and a typed impression are the
-    case's own and survive an edit (a rejection), which still takes the rejected finding's
-    sentence out; the draft kept for the "Changes" view is the case as opened."""
+    stands. What its edit log says the reader typed (F1's sentence, a line of no finding, the
+    impression) is the reader's own and survives an edit (a rejection), which still takes the
+    rejected finding's sentence out; any other text is a writer's (F2's, in an older wording)
+    and is rewritten when its finding changes. The draft kept for the "Changes" view is the
+    case as opened."""
     from napari_ctreport._napari.session import ReviewSession
     from napari_ctreport.io.case import iter_cases, read_case
     from napari_ctreport.synth import write_dataset
@@ -511,29 +513,39 @@ def test_a_case_folder_is_reviewed_with_its_own_text(tmp_path):
     case = read_case(next(iter(iter_cases(tmp_path / "cases"))))
     f1, f2 = case.findings[:2]
     own = "Mild centrilobular emphysema."
-    # F2's sentence in another of the writer's wordings: the writer's, not the reader's
-    # (a synthetic case's sentences were all taken for the reader's and frozen)
-    other = next(t for t in sorted(phrasings(f2)) if t != describe_finding(f2))
+    older = f"An older writer's words on {f2.kind}."  # no edit record: not the reader's
     case.report["sentences"] = [
         {"text": "Reader's words on F1.", "finding_id": f1.id, "section": "findings"},
-        {"text": other, "finding_id": f2.id, "section": "findings"},
+        {"text": older, "finding_id": f2.id, "section": "findings"},
         {"text": own, "finding_id": None, "section": "findings"},
     ]
     case.report["impression"] = "Typed impression."
     earlier = {"time": "2026-01-02T03:04:05.000+00:00", "action": "status", "finding_id": f1.id}
+    typed = [
+        {"time": earlier["time"], "action": "sentence", "finding_id": f1.id, "after": "x"},
+        {"time": earlier["time"], "action": "free text", "after": [own]},
+        {"time": earlier["time"], "action": "impression", "after": "Typed impression."},
+    ]
     case.provenance["edit_log"] = [{**earlier, "before": "proposed", "after": "accepted"}, {}]
+    case.provenance["edit_log"] += typed
     volume = case.load_volume()
     s = ReviewSession.from_case(case, volume, autosave_root=tmp_path / "autosave")
     assert s.hand_edited == {f1.id} and s.sentences[f1.id] == "Reader's words on F1."
-    assert s.sentences[f2.id] == other  # as the case has it, until an edit rewrites it
+    assert s.sentences[f2.id] == older  # as the case has it, until an edit rewrites it
     assert s.extra_lines == [own] and s.impression_override == "Typed impression."
     # the case's own edit log goes on (an unreadable entry left out), then "case opened"
-    assert [e.action for e in s.edit_log] == ["status", "case opened"]
+    assert [e.action for e in s.edit_log] == [
+        "status",
+        "sentence",
+        "free text",
+        "impression",
+        "case opened",
+    ]
     assert s.edit_log[0].to_case_dict()["time"] == earlier["time"]
     np.testing.assert_array_equal(s.labels, case.load_labels(volume))
     # an edit rewrites the writer's sentence (the reader's own stays)
     s.set_location(f2.id, side="left" if f2.side != "left" else "right")
-    assert s.sentences[f2.id] == describe_finding(s.finding(f2.id)) != other
+    assert s.sentences[f2.id] == describe_finding(s.finding(f2.id)) != older
     s.set_status(f2.id, "rejected")
     text = s.report().findings
     assert "Reader's words on F1." in text and own in text
@@ -542,6 +554,35 @@ def test_a_case_folder_is_reviewed_with_its_own_text(tmp_path):
     assert s.draft.impression == "Typed impression."
     restored = ReviewSession.restore(volume, root=tmp_path / "autosave")
     assert restored.finding(f2.id).status == "rejected" and restored.extra_lines == [own]
+
+
+def test_an_older_writers_impression_is_not_taken_for_the_readers(tmp_path):
+    """A case whose impression an older writer wrote (no "impression" record in its edit log)
+    opens with the generated impression, which follows edits: it was frozen as the reader's
+    and kept describing a mass the reader rejected (realchest case_0002). A sentence and an
+    impression typed and then given back to the writer are not the reader's either."""
+    from napari_ctreport._napari.session import ReviewSession
+    from napari_ctreport.io.case import iter_cases, read_case
+    from napari_ctreport.synth import write_dataset
+
+    write_dataset(
+        tmp_path / "cases", cases=1, seed=900129, shape=(40, 112, 112), formats=("nifti",)
+    )
+    case = read_case(next(iter(iter_cases(tmp_path / "cases"))))
+    f1 = case.findings[0]
+    case.report["impression"] = f"An older writer's impression on the {f1.kind}."
+    t = "2026-01-02T03:04:05+00:00"
+    case.provenance["edit_log"] = [
+        {"time": t, "action": "sentence", "finding_id": f1.id, "after": "typed"},
+        {"time": t, "action": "regenerate sentence", "finding_id": f1.id, "after": "x"},
+        {"time": t, "action": "impression", "after": "typed"},
+        {"time": t, "action": "impression", "after": None},
+    ]
+    s = ReviewSession.from_case(case, case.load_volume(), autosave_root=None)
+    assert s.impression_override is None and s.hand_edited == set()
+    for f in list(s.active_findings()):
+        s.set_status(f.id, "rejected")
+    assert "older writer" not in s.report().impression
 
 
 def test_a_reopened_case_keeps_how_much_lung_was_scanned(session, tmp_path):

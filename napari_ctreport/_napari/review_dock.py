@@ -156,8 +156,9 @@ class ReviewDock(QWidget):
     """Dock widget: the study, windows, Run/Cancel, findings table, report editor, export.
 
     Hooks for tests and embedding (replace on the instance or the class):
-    :meth:`ask_replace_or_keep` (second run), :meth:`ask_restore` (an autosave exists) and
-    :meth:`ask_open_case` (the CT came from a case folder). :attr:`result_shown` is emitted
+    :meth:`ask_replace_or_keep` (second run), :meth:`ask_restore` (an autosave exists),
+    :meth:`ask_open_case` (the CT came from a case folder) and :meth:`ask_export_anyway` (the
+    report disagrees with the findings). :attr:`result_shown` is emitted
     with the :class:`RunResult` once a run's (or a restored review's, or a case's) layers are all
     in the viewer.
     """
@@ -301,7 +302,8 @@ class ReviewDock(QWidget):
             self.export_button.setToolTip(
                 "Write the corrected case (image, masks, findings, report, edit log)"
             )
-            self.export_button.clicked.connect(self.export)
+            # a lambda: the signal's "checked" argument would be taken for the folder
+            self.export_button.clicked.connect(lambda: self.export())
             export_row.addWidget(self.export_button)
 
         layout = QVBoxLayout(self)
@@ -406,6 +408,19 @@ class ReviewDock(QWidget):
             f"({summary['source']}, {summary['n_findings']} findings"
             + (f", reviewed by {summary['reviewer']}" if summary.get("reviewer") else "")
             + "). Review its findings and report?",
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def ask_export_anyway(self, sentences: list[str]) -> bool:
+        """The report says what the findings do not (a typed sentence or impression left
+        behind by an edit): export it all the same?"""
+        shown = "\n".join(f"• {t}" for t in sentences[:6])
+        more = f"\n… and {len(sentences) - 6} more" if len(sentences) > 6 else ""
+        answer = QMessageBox.question(
+            self,
+            "Report disagrees with the findings",
+            "These sentences of the report disagree with the findings table (kind, side, zone "
+            f"or size):\n\n{shown}{more}\n\nExport the report as it is?",
         )
         return answer == QMessageBox.StandardButton.Yes
 
@@ -1512,6 +1527,13 @@ class ReviewDock(QWidget):
 
         self.report_editor.commit()
         s = r.session
+        wrong = s.disagreements()
+        if wrong and not self.ask_export_anyway(wrong):
+            self.status.setText(
+                f"Not exported: {len(wrong)} sentence(s) of the report disagree with the "
+                f"findings (first: {wrong[0]!r}); edit them or regenerate them."
+            )
+            return None
         worker = create_worker(
             export_mod.export_case,
             volume=r.volume,

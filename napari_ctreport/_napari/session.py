@@ -44,7 +44,7 @@ import numpy as np
 from ..io.volume import CTVolume
 from ..report.findings import Finding
 from ..report.lexicon import KINDS, SIDES, ZONES
-from ..report.writer import Report, Sentence, describe_finding, phrasings, write_report
+from ..report.writer import Report, Sentence, describe_finding, write_report
 from .layers import finding_box_index, rectangle_plane, voxel_range
 
 log = logging.getLogger(__name__)
@@ -381,17 +381,22 @@ class ReviewSession:
         """Review the findings of a case folder (:class:`~napari_ctreport.io.case.Case`: a
         synthetic case, an exported draft or a corrected case) on its CT ``volume``.
 
-        The case's findings, label map and report are taken as they stand: a sentence that
-        is none of the writer's wordings for its finding (:func:`~napari_ctreport.report.
-        writer.phrasings`; a synthetic case's reports use them all), a findings-section line that belongs
-        to no finding and an impression that differs from the generated one count as the
-        reader's own and survive later edits. The "Changes" view compares with the model's
-        draft when the case keeps it (``original``), else with the case as opened. The case's
-        edit log is carried on, followed by a "case opened" record.
+        The case's findings, label map and report are taken as they stand. What the case's
+        edit log says the reader typed (:func:`_typed_in_log`: a finding's sentence, lines of
+        no finding, the impression) is the reader's own and survives later edits; the rest is
+        a writer's (this one's, an older one's, the model's) and is written again when its
+        finding changes, and the impression is generated. An older writer's impression was
+        taken for a typed one and kept describing a mass the reader had rejected. The
+        "Changes" view compares with the model's draft when the case keeps it (``original``),
+        else with the case as opened. The case's edit log is carried on, followed by a "case
+        opened" record.
         """
         labels = np.asarray(case.load_labels(volume), dtype=np.uint16)
         findings = [Finding.from_dict(f.to_dict()) for f in case.findings]
         report = Report.from_dict(case.report)
+        original = case.original or {}
+        prov = case.provenance or {}
+        typed_ids, typed_lines, typed_impression = _typed_in_log(prov.get("edit_log") or [])
         sentences = {f.id: describe_finding(f) for f in findings}
         hand_edited: set[str] = set()
         own_lines: list[str] = []
@@ -399,14 +404,11 @@ class ReviewSession:
             if sent.section != "findings":
                 continue
             if sent.finding_id in sentences:
-                f = next(f for f in findings if f.id == sent.finding_id)
-                sentences[sent.finding_id] = sent.text
-                if sent.text not in phrasings(f):  # else the writer's: rewritten on an edit
+                sentences[sent.finding_id] = sent.text  # rewritten on an edit unless typed
+                if sent.finding_id in typed_ids:
                     hand_edited.add(sent.finding_id)
-            elif not sent.finding_id:
+            elif not sent.finding_id and typed_lines:
                 own_lines.append(sent.text)
-        original = case.original or {}
-        prov = case.provenance or {}
         session = cls(
             volume=volume,
             findings=findings,
@@ -428,7 +430,11 @@ class ReviewSession:
         # lines of no finding are the writer's ("No pleural effusion.") or the reader's own
         generated = {t for fid, t in session.findings_lines() if fid is None}
         session.extra_lines = [t for t in own_lines if t not in generated]
-        if report.impression.strip() and session.report().impression != report.impression:
+        if (
+            typed_impression
+            and report.impression.strip()
+            and session.report().impression != report.impression
+        ):
             session.impression_override = report.impression
         session._log(
             "case opened",
@@ -887,6 +893,16 @@ class ReviewSession:
         items = [s for s in base.sentences if s.section == "impression"]
         return [(s.finding_id, f"{i}. {s.text}") for i, s in enumerate(items, start=1)]
 
+    def disagreements(self) -> list[str]:
+        """The report's sentences that disagree with the findings as they stand (kind, side,
+        zone, size or volume; a denial of a kind there is: :func:`~napari_ctreport.report.
+        parse.consistency_details`), such as a sentence or impression the reader typed before
+        changing or rejecting its finding. Empty when the report agrees with the table."""
+        from ..report.parse import consistency_details
+
+        details = consistency_details(self.report(), self.findings)
+        return [st.text for st, ok, _ in details["statements"] if not ok]
+
     def report(self) -> Report:
         """The report as it stands (rejected findings left out)."""
         flines = self.findings_lines()
@@ -1214,6 +1230,28 @@ class ReviewSession:
                 (folder / name).unlink()
             except FileNotFoundError:
                 pass
+
+
+def _typed_in_log(entries: Sequence[Any]) -> tuple[set[str], bool, bool]:
+    """What a case's edit log says the reader typed and left typed: the ids of findings whose
+    sentence was typed ("sentence", not "regenerate sentence" after it), whether lines of no
+    finding were ("free text" with lines), whether the impression was ("impression" with a
+    text; ``None`` went back to the generated one)."""
+    ids: set[str] = set()
+    lines = impression = False
+    for e in entries:
+        if not isinstance(e, dict):
+            continue
+        action, fid, after = e.get("action"), e.get("finding_id"), e.get("after")
+        if action == "sentence" and fid:
+            ids.add(str(fid))
+        elif action == "regenerate sentence" and fid:
+            ids.discard(str(fid))
+        elif action == "free text":
+            lines = bool(after)
+        elif action == "impression":
+            impression = isinstance(after, str) and bool(after.strip())
+    return ids, lines, impression
 
 
 def _case_edit_log(entries: Sequence[dict[str, Any]]) -> list[EditRecord]:
