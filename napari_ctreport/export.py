@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import functools
 import hashlib
 import json
 import logging
@@ -276,7 +277,90 @@ class _Ids:
         )
 
     def text(self, obj: Any) -> Any:
-        return self.deid.scrub_json(obj) if self.deid else obj
+        """``obj`` with the identifiers seen scrubbed from its strings (whole words; the words of
+        :func:`report_vocabulary` are never taken out, see :meth:`Deidentifier.scrub_text`)."""
+        return self.deid.scrub_json(obj, keep=report_vocabulary()) if self.deid else obj
+
+
+#: Words a reader commonly types into a chest CT report that are also surnames (Wall, Fluid,
+#: Base, ...): protected like the writer's own words (:func:`report_vocabulary`).
+_FREE_TEXT_TERMS = (
+    "chest wall fluid air lung lungs lobe base apex hilum node nodes heart bone rib soft tissue "
+    "axis long short size stable new prior"
+)
+
+
+class _Template:
+    """Stands in for the writer's random generator: picks the given template variants."""
+
+    def __init__(self, *picks: int) -> None:
+        self._picks = list(picks)
+
+    def integers(self, low: int, high: int) -> int:
+        return min(max(self._picks.pop(0) if self._picks else low, low), high - 1)
+
+
+@functools.lru_cache(maxsize=1)
+def report_vocabulary() -> frozenset[str]:
+    """Every word (lower case, letters only) the report writer may write, and a few common chest
+    CT terms (:data:`_FREE_TEXT_TERMS`).
+
+    Collected from the lexicon (kinds, sides, zones, shapes, effusion grades), the writer's fixed
+    sentences, its templates (each variant of :func:`~.report.writer.describe_finding`, the
+    impression lines, the coverage notes), the guideline recommendations and the findings
+    table's headings, by writing them for a grid of findings: the set follows the writer as it
+    changes. De-identification does not remove a name part that is one of these words from free
+    text (a patient called Small, Mass or Left): removing it would corrupt the report.
+    """
+    import re
+
+    from .report.guidelines import FLEISCHNER, RISKS
+    from .report.lexicon import EFFUSION_GRADES, KINDS, SHAPES, SIDES, ZONES
+    from .report.writer import (
+        NORMAL_FINDINGS,
+        NORMAL_IMPRESSION,
+        coverage_note,
+        describe_finding,
+        write_report,
+    )
+
+    texts: list[str] = [*KINDS, *SIDES, *ZONES, *SHAPES, *(g for g, _ in EFFUSION_GRADES)]
+    texts += [NORMAL_FINDINGS, NORMAL_IMPRESSION, FLEISCHNER, *TABLE_HEADER, _FREE_TEXT_TERMS]
+    for lung_ml in (0.0, 500.0):
+        for lesions in (False, True):
+            texts += coverage_note(lung_ml, lesions=lesions) or ()
+
+    def finding(n: int, kind: str, mm: float, side: str = "right", zone: str = "upper", **kw: Any):
+        box = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        ml = {4.0: 100.0, 7.0: 500.0}.get(mm, 1500.0)
+        return Finding(f"F{n}", kind, side, zone, box[0], box, mm, mm * 0.7, ml, attributes=kw)
+
+    for kind in KINDS:
+        for side in SIDES:
+            for zone in ZONES:
+                for shape in (None, *SHAPES):
+                    attrs = {"shape": shape} if shape else {}
+                    f = finding(1, kind, 12.0, side, zone, solid_diameter_mm=7.0, **attrs)
+                    for v in range(3):
+                        for w in range(3):
+                            texts.append(describe_finding(f, rng=_Template(v, w)))  # type: ignore[arg-type]
+    groups = []
+    for mm in (4.0, 7.0, 12.0, 40.0):
+        for solid in (3.0, 7.0):
+            for kind in KINDS:
+                same = [finding(n, kind, mm, solid_diameter_mm=solid) for n in range(1, 12)]
+                groups += [same[:1], same[:2], same]
+            groups.append([finding(n, k, mm, solid_diameter_mm=solid) for n, k in enumerate(KINDS)])
+    for count in range(3, 11):  # the number words of the impression
+        groups.append([finding(n, "solid nodule", 7.0) for n in range(count)])
+        groups.append([finding(n, "calcified nodule", 7.0) for n in range(count)])
+    for group in groups:
+        for risk in RISKS:
+            texts.append(write_report(group, risk=risk).text)
+    words: set[str] = set()
+    for text in texts:
+        words.update(re.findall(r"[^\W\d_]+", text.lower()))
+    return frozenset(words)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -239,3 +239,71 @@ def test_key_sources(tmp_path: Path, monkeypatch) -> None:
     assert load_key("argument wins") == b"argument wins"
     with pytest.raises(ValueError):
         load_key("   ")
+
+
+def test_scrub_text_replaces_whole_words_only() -> None:
+    """A name part is not taken out of a longer word: "Lowe" leaves "lower" (and "Annabel")."""
+    d = Deidentifier(KEY)
+    d.remember("Lowe^Anna")
+    text = "Nodule in the lower zone (Annabel's scan); discussed with Anna Lowe, then Lowe."
+    assert d.scrub_text(text) == (
+        "Nodule in the lower zone (Annabel's scan); discussed with [removed], then [removed]."
+    )
+
+
+def test_scrub_text_name_forms_and_ids() -> None:
+    """A DICOM name in its natural forms is one replacement; IDs are whole tokens; a number
+    under 5 digits is never an identifier in free text (it would hit sizes and volumes)."""
+    d = Deidentifier(KEY)
+    d.remember("Doe^Jane^Marie", "MRN-0042-XYZ", "12345678", "58", "AB12")
+    for form in (
+        "Jane Doe",
+        "Doe, Jane",
+        "DOE^JANE",
+        "doe jane",
+        "Jane Marie Doe",
+        "Doe^Jane^Marie",
+    ):
+        assert d.scrub_text(f"seen by {form}.") == "seen by [removed].", form
+    assert d.scrub_text("MRN-0042-XYZ, mrn-0042-xyz: ID 12345678") == (
+        "[removed], [removed]: ID [removed]"
+    )
+    kept = "A 58 ml effusion, 5.8 mm, 1.12345678, 123456789, AB123, 0042, CT at 12-24 months."
+    assert d.scrub_text(kept) == kept
+    assert d.scrub_text("ref AB12") == "ref [removed]"
+
+
+def test_scrub_text_keeps_protected_words() -> None:
+    """A name part that is a word of the report (``keep``) stays in the text; the whole name
+    still goes. Without ``keep`` the word is a name part like any other."""
+    d = Deidentifier(KEY)
+    d.remember("Small^Ed", "58")
+    text = "Small right pleural effusion (58 ml). Discussed with Ed Small and SMALL, ED."
+    assert d.scrub_text(text, keep={"Small", "right"}) == (
+        "Small right pleural effusion (58 ml). Discussed with [removed] and [removed]."
+    )
+    assert d.scrub_json({"t": [text]}, keep={"small"}) == {
+        "t": ["Small right pleural effusion (58 ml). Discussed with [removed] and [removed]."]
+    }
+    assert d.scrub_text("Small effusion.") == "[removed] effusion."
+    # a two-word name made only of protected words would eat ordinary text: not replaced
+    d2 = Deidentifier(KEY)
+    d2.remember("Small^Right")
+    assert (
+        d2.scrub_text("Small right effusion.", keep={"small", "right"}) == "Small right effusion."
+    )
+
+
+def test_report_vocabulary_covers_the_writer() -> None:
+    from napari_ctreport.export import report_vocabulary
+    from napari_ctreport.report.lexicon import EFFUSION_GRADES, KINDS, SHAPES, SIDES, ZONES
+    from napari_ctreport.report.writer import write_report
+
+    vocab = report_vocabulary()
+    terms = [*KINDS, *SIDES, *ZONES, *SHAPES, *(g for g, _ in EFFUSION_GRADES)]
+    assert {w for t in terms for w in re.findall(r"[a-z]+", t)} <= vocab
+    _, _, finds = make_case()
+    text = write_report(finds).text
+    assert set(re.findall(r"[a-z]+", text.lower())) <= vocab
+    assert {"small", "large", "mass", "left", "lower", "long", "short", "wall", "fluid"} <= vocab
+    assert not {"jane", "doe", "ed", "lowe", "anna", "smith"} & vocab

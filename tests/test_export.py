@@ -709,3 +709,58 @@ def test_no_findings_writes_report_without_seg_or_sr(tmp_path: Path) -> None:
     assert _dciodvfy_errors(res.files["report_sr"]) == []
     assert "No pulmonary nodules" in res.files["markdown"].read_text(encoding="utf-8")
     assert read_case(res.folder).findings == []
+
+
+def test_deidentified_export_keeps_the_signed_report_word_for_word(tmp_path: Path) -> None:
+    """A patient called Small^Ed with ID 58: de-identification must not take "Small" out of
+    "Small left pleural effusion" nor "58" out of "58 ml" -- the report text in case.json, the
+    Markdown, the FHIR conclusion and the report SR is the session's, word for word."""
+    from dataclasses import replace
+
+    from napari_ctreport.export import export_case
+
+    vol, labels, finds = make_case()
+    finds = [*finds[:2], replace(finds[2], volume_ml=58.0)]
+    vol.metadata = {**(vol.metadata or {}), "patient_name": "Small^Ed", "patient_id": "58"}
+    report = write_report(finds)
+    assert "Small left pleural effusion (58 ml)." in report.impression
+    res = export_case(
+        volume=vol, findings=finds, labels=labels, report=report, out_dir=tmp_path / "out",
+        formats=("case", "markdown", "fhir", "sr"), reviewer="Smith^Anna", key=KEY,
+    )  # fmt: skip
+    assert res.deidentified
+    assert read_case(res.folder).report == report.to_dict()
+    md = res.files["markdown"].read_text(encoding="utf-8")
+    assert "[removed]" not in md and report.findings in md
+    for line in report.impression.splitlines():
+        assert line in md
+    fhir = json.loads(res.files["fhir"].read_text(encoding="utf-8"))
+    assert fhir["conclusion"] == report.impression
+    text = _report_sr_text(res.files["report_sr"])
+    assert text["Findings"] == [s.text for s in report.sentences if s.section == "findings"]
+    assert text["Impressions"] == report.impression.splitlines()
+
+
+def test_deidentified_export_removes_a_typed_name_and_id_only(tmp_path: Path) -> None:
+    """A reader who typed the patient's name and ID into the impression: the name (as one
+    phrase) and the ID go, every other word of the report stays."""
+    from napari_ctreport.export import export_case
+
+    vol, labels, finds = make_case()
+    vol.metadata = {
+        **(vol.metadata or {}),
+        "patient_name": "Doe^Jane",
+        "patient_id": "MRN-0042-XYZ",
+    }
+    rep = write_report(finds).to_dict()
+    signed = rep["impression"]
+    rep["impression"] += "\nDiscussed with Jane Doe (MRN-0042-XYZ) and with DOE, JANE."
+    res = export_case(
+        volume=vol, findings=finds, labels=labels, report=rep, out_dir=tmp_path / "out",
+        formats=("case",), key=KEY,
+    )  # fmt: skip
+    out = read_case(res.folder).report
+    assert out["findings"] == rep["findings"]
+    assert (
+        out["impression"] == signed + "\nDiscussed with [removed] ([removed]) and with [removed]."
+    )

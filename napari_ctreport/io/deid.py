@@ -17,7 +17,15 @@ options:
   UID maps to the same output UID under one key, so references between exported objects (and
   re-exports of the same study) stay consistent;
 * any remaining text element that contains one of the identifiers seen (name parts, IDs,
-  accession number) is emptied.
+  accession number) is emptied;
+* in free text (the report, :meth:`Deidentifier.scrub_text`) the identifiers seen are replaced
+  as whole words only: a person name in its natural forms (``Doe^Jane`` also as ``Jane Doe``,
+  ``Doe, Jane``, ``DOE JANE``), its parts of 3+ letters, IDs as whole tokens. A number with fewer
+  than 5 digits (an ID such as ``58``) is never replaced: it cannot identify anyone by itself
+  and would hit sizes, volumes and dates. Words the caller protects (the export passes the
+  report's own vocabulary: ``small``, ``mass``, ``left``, ...) are not replaced when a name part
+  is one of them, so a patient called *Small* keeps "Small right pleural effusion" intact; the
+  trade-off is that such a name part typed alone into the text is not removed.
 
 The key comes from the ``key`` argument, else the environment variable ``CTREPORT_DEID_KEY``, else
 a random per-installation key stored in ``~/.config/napari-ctreport/deid.key`` (created with mode
@@ -35,6 +43,7 @@ import hmac
 import os
 import re
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +112,61 @@ _WELL_KNOWN_UID = "1.2.840.10008."
 _TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "AE"}
 
 
+# Free-text matching (:meth:`Deidentifier.scrub_text`): an identifier is a whole token, not
+# preceded or followed by a letter or digit (nor by a decimal point and a digit: "1.12345").
+_LEFT = r"(?<![^\W_])(?<!\d[.,])"
+_RIGHT = r"(?![^\W_])(?![.,]\d)"
+# between the words of a name: spaces, a comma ("Doe, Jane") or DICOM's caret ("Doe^Jane")
+_SEP = r"(?:\s*[,^]\s*|\s+)"
+_WORD_SPLIT = re.compile(r"[\^\s,]+")
+#: A token without letters needs this many digits to be scrubbed from free text.
+MIN_NUMERIC_DIGITS = 5
+
+
+def _name_forms(ident: str) -> list[tuple[str, ...]]:
+    """The word sequences an identifier may be written as in free text.
+
+    A DICOM person name ``Family^Given^Middle`` (each ``=`` group) gives family-first and
+    given-first orders with and without the middle name; other text with several words gives its
+    own and the reversed word order; every word (name part) also stands alone. An identifier
+    without spaces, commas or carets (``MRN-0042-XYZ``) is one token.
+    """
+    ident = ident.strip()
+    forms: list[tuple[str, ...]] = []
+    if ident and not _WORD_SPLIT.search(ident.replace("=", " ")):
+        return [(ident,)]
+    for group in ident.split("="):
+        if "^" in group:
+            comps = [_WORD_SPLIT.split(c.strip()) for c in group.split("^")[:3]]
+            comps = [[w for w in c if w] for c in comps]
+            family, given, middle = [*comps, [], [], []][:3]
+            orders = [
+                family + given + middle,
+                given + middle + family,
+                given + family,
+                family + given,
+            ]
+        else:
+            words = [w for w in _WORD_SPLIT.split(group.strip()) if w]
+            orders = [words, words[::-1]]
+        forms += [tuple(o) for o in orders if o]
+        forms += [(w,) for w in _WORD_SPLIT.split(group) if w]
+    return list(dict.fromkeys(forms))
+
+
+def _scrubbable(words: tuple[str, ...], keep: frozenset[str]) -> bool:
+    """Whether free text loses this word sequence (see :meth:`Deidentifier.scrub_text`)."""
+    if len(words) > 1:
+        # a phrase made only of the caller's words ("Small Left") would eat ordinary text
+        return not all(w.lower() in keep for w in words)
+    (word,) = words
+    if len(word) < 3:
+        return False
+    if not any(c.isalpha() for c in word):
+        return sum(c.isdigit() for c in word) >= MIN_NUMERIC_DIGITS
+    return word.lower() not in keep
+
+
 def default_key_path() -> Path:
     """``$XDG_CONFIG_HOME/napari-ctreport/deid.key`` (``~/.config/...`` without XDG_CONFIG_HOME)."""
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -168,8 +232,8 @@ class Deidentifier:
     """Keyed, consistent de-identification of DICOM datasets, CT metadata and text.
 
     One instance remembers the identifiers it has seen (patient name parts, IDs, accession
-    numbers, ...) and empties any text that contains them, in datasets and in
-    :meth:`scrub_text` / :meth:`scrub_json`.
+    numbers, ...), empties any dataset text element that contains them, and replaces them as
+    whole words in free text (:meth:`scrub_text` / :meth:`scrub_json`).
 
     Parameters
     ----------
@@ -181,6 +245,8 @@ class Deidentifier:
         self.key = _key_bytes(key)
         self._identifiers: set[str] = set()
         self._uids: dict[str, str] = {}
+        # scrub_text's regex per set of protected words (cleared when an identifier is added)
+        self._scrub_cache: dict[frozenset[str], re.Pattern[str] | None] = {}
 
     # -- primitives ------------------------------------------------------------------------------
     def _mac(self, text: str) -> bytes:
@@ -241,6 +307,7 @@ class Deidentifier:
             if not text:
                 continue
             self._identifiers.add(text)
+            self._scrub_cache.clear()
             for part in re.split(r"[\^\s,=]+", text):
                 if len(part) >= 3:
                     self._identifiers.add(part)
@@ -251,25 +318,60 @@ class Deidentifier:
         return frozenset(self._identifiers)
 
     def _contains_identifier(self, text: str) -> bool:
+        # DICOM header text: any substring empties the element (losing a header value is cheap)
         low = text.lower()
         return any(ident.lower() in low for ident in self._identifiers)
 
-    def scrub_text(self, text: str, *, replacement: str = "[removed]") -> str:
-        """``text`` with every remembered identifier replaced (case-insensitive)."""
-        out = str(text)
-        for ident in sorted(self._identifiers, key=len, reverse=True):
-            out = re.sub(re.escape(ident), replacement, out, flags=re.IGNORECASE)
-        return out
+    def _scrub_pattern(self, keep: frozenset[str]) -> re.Pattern[str] | None:
+        """One regex matching every remembered identifier that :meth:`scrub_text` replaces."""
+        if keep not in self._scrub_cache:
+            alts: set[str] = set()
+            for ident in self._identifiers:
+                for words in _name_forms(ident):
+                    if _scrubbable(words, keep):
+                        alts.add(_SEP.join(re.escape(w) for w in words))
+            pattern = None
+            if alts:
+                body = "|".join(sorted(alts, key=lambda a: (-len(a), a)))
+                pattern = re.compile(rf"{_LEFT}(?:{body}){_RIGHT}", re.IGNORECASE)
+            self._scrub_cache[keep] = pattern
+        return self._scrub_cache[keep]
 
-    def scrub_json(self, obj: Any) -> Any:
-        """A copy of a JSON-like object with :meth:`scrub_text` applied to every string."""
-        if isinstance(obj, str):
-            return self.scrub_text(obj)
-        if isinstance(obj, dict):
-            return {k: self.scrub_json(v) for k, v in obj.items()}
-        if isinstance(obj, list | tuple):
-            return [self.scrub_json(v) for v in obj]
-        return obj
+    def scrub_text(
+        self, text: str, *, replacement: str = "[removed]", keep: Iterable[str] = ()
+    ) -> str:
+        """``text`` with the remembered identifiers replaced, as whole words (case-insensitive).
+
+        Replaced: a person name in its natural forms (``Doe^Jane`` as ``Doe^Jane``, ``Jane Doe``,
+        ``Doe, Jane``, ``DOE JANE``; a middle name in or out), each name part or other identifier
+        of 3+ characters as a whole word or token (``MRN-0042-XYZ``, ``ACC778899``, ``12345678``),
+        never inside a longer word (``Lowe`` leaves "lower" alone). Not replaced: a token without
+        letters with fewer than 5 digits (the ID ``58`` is not taken out of "58 ml": it cannot
+        identify anyone by itself and would hit sizes, volumes and dates), and a single word in
+        ``keep`` (lower-case words the text legitimately uses, e.g. the report's vocabulary:
+        ``"small"`` for a patient called Small): such a name part typed alone into the text stays
+        -- the trade-off of not corrupting the report. A multi-word name is replaced even when
+        some of its words are in ``keep`` ("Ed Small" goes, "Small right" stays).
+        """
+        pattern = self._scrub_pattern(frozenset(str(w).lower() for w in keep))
+        out = str(text)
+        return pattern.sub(lambda _m: replacement, out) if pattern is not None else out
+
+    def scrub_json(self, obj: Any, *, keep: Iterable[str] = ()) -> Any:
+        """A copy of a JSON-like object with :meth:`scrub_text` applied to every string (dict
+        keys are kept)."""
+        pattern = self._scrub_pattern(frozenset(str(w).lower() for w in keep))
+
+        def walk(o: Any) -> Any:
+            if isinstance(o, str):
+                return pattern.sub("[removed]", o) if pattern is not None else o
+            if isinstance(o, dict):
+                return {k: walk(v) for k, v in o.items()}
+            if isinstance(o, list | tuple):
+                return [walk(v) for v in o]
+            return o
+
+        return walk(obj)
 
     # -- CT metadata -----------------------------------------------------------------------------
     def metadata(self, meta: dict[str, Any]) -> dict[str, Any]:

@@ -218,14 +218,6 @@ def describe_finding(finding: Finding, *, rng: np.random.Generator | None = None
     return _describe(finding, variant, 0 if rng is None else int(rng.integers(0, 3)))
 
 
-def phrasings(finding: Finding) -> set[str]:
-    """Every sentence :func:`describe_finding` may write for ``finding`` (each template and
-    wording of its location)."""
-    if finding.kind == "pleural effusion":
-        return {_describe_effusion(finding, v) for v in range(3)}
-    return {_describe(finding, v, w) for v in range(3) for w in range(3)}
-
-
 def _describe(f: Finding, variant: int, loc_variant: int) -> str:
     """A nodule's or mass's sentence in template ``variant``, its location worded
     ``loc_variant`` (:func:`describe_finding`)."""
