@@ -217,6 +217,11 @@ def test_review_loop(
         assert dock.last_export is not None, dock.status.text()
         assert dock.last_export.folder.is_dir()
         assert dock.last_export.folder.parent.parent == tmp_path / "export"
+        # the export is the record: the autosave goes; an edit after it autosaves the whole
+        # review again (labels and attention too: restored below)
+        assert not (s.folder / "session.json").exists()
+        s.set_status(first.id, "accepted")
+        assert (s.folder / "session.json").is_file()
 
     # -- a second run asks: cancel at the question -------------------------------------------
     dock.ask_replace_or_keep = lambda: None
@@ -338,6 +343,43 @@ def test_a_closed_ct_takes_its_review_along(sample_dock, qtbot, autosave, monkey
     saved = json.loads(next(autosave.rglob("session.json")).read_text())
     assert saved["impression_override"] == "Typed before closing."
     assert {f["id"]: f["status"] for f in saved["findings"]}[first.id] == "rejected"
+
+
+def test_a_closed_dock_puts_its_review_away(sample_dock, qtbot, autosave, monkeypatch):
+    """The reader closes the dock (its x: napari takes it out of the window): its review is
+    autosaved and its layers go, its canvas keys and viewer events are let go; the dock opened
+    again offers the autosave and shows the review once. A closed dock went on answering Alt+R
+    and the layers' events, and a second dock restored the same review beside the first's."""
+    from napari_ctreport._napari.review_dock import CANVAS_KEYS, ReviewDock
+
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+    s = dock.result.session
+    first = s.findings[0]
+    s.set_status(first.id, "rejected")
+    names = {ly.name for ly in dock.result.layers if ly is not None}
+
+    def ours_bound() -> set[str]:
+        bound = {str(k).replace("+", "").replace("-", "") for k in viewer.keymap}
+        return {k for k in CANVAS_KEYS if k.replace("-", "") in bound}
+
+    assert ours_bound() == set(CANVAS_KEYS)
+    viewer.window.remove_dock_widget(dock)
+    assert dock.results == [] and dock.result is None
+    assert not names & {ly.name for ly in viewer.layers}
+    assert [ly.name for ly in viewer.layers] == ["Sample chest CT", "Sample lesions (ground truth)"]
+    assert ours_bound() == set()
+    asked = []
+    monkeypatch.setattr(ReviewDock, "ask_restore", lambda self, d: asked.append(d) or True)
+    again = ReviewDock(viewer)
+    viewer.window.add_dock_widget(again, name="CT report")
+    assert len(asked) == 1 and again.result is not None
+    assert again.result.session.finding(first.id).status == "rejected"
+    kinds = [type(ly).__name__ for ly in viewer.layers]
+    assert kinds.count("Shapes") == 1 and kinds.count("Labels") == 2  # the truth and one review
+    viewer.layers.selection.active = viewer.layers["Sample chest CT"]  # the old dock: no answer
+    assert dock.result is None and dock.results == []
 
 
 def test_a_single_slice_is_not_run(make_napari_viewer, autosave):
@@ -1001,6 +1043,66 @@ def test_a_case_folder_is_opened_for_review(
         again = read_case(out)
         assert [f.status for f in again.findings][0] == "rejected"
         assert again.original["report"]["findings"] == case.report["findings"]
+        # the export is the record: no "unfinished review" is offered for this study any more
+        assert not (s.folder / "session.json").exists()
+
+
+def test_restoring_a_case_folders_review_asks_nothing_more(
+    make_napari_viewer, qtbot, autosave, monkeypatch, tmp_path
+):
+    """A review of a CT opened from a case folder, autosaved and restored when the folder is
+    opened again: the restore is all, once. "Open case" was asked while the restored layers
+    were arriving, and a yes drew the case's findings beside the restored ones."""
+    from napari_ctreport._napari.review_dock import ReviewDock
+    from napari_ctreport.io.case import iter_cases
+    from napari_ctreport.synth import write_dataset
+
+    write_dataset(
+        tmp_path / "cases", cases=1, seed=900129, shape=(40, 112, 112), formats=("nifti",)
+    )
+    folder = next(iter(iter_cases(tmp_path / "cases")))
+    viewer = make_napari_viewer()
+    viewer.open(str(folder), plugin="napari-ctreport")
+    monkeypatch.setattr(ReviewDock, "ask_open_case", lambda self, d: True)
+    dock = ReviewDock(viewer)
+    first = dock.result.session.findings[0]
+    dock.result.session.set_status(first.id, "rejected")
+    viewer2 = make_napari_viewer()
+    viewer2.open(str(folder), plugin="napari-ctreport")
+    asked: list[str] = []
+    monkeypatch.setattr(ReviewDock, "ask_open_case", lambda self, d: asked.append("case") or True)
+    monkeypatch.setattr(ReviewDock, "ask_restore", lambda self, d: asked.append("restore") or True)
+    dock2 = ReviewDock(viewer2)
+    assert asked == ["restore"] and len(dock2.results) == 1
+    assert dock2.result.session.finding(first.id).status == "rejected"
+    assert [type(ly).__name__ for ly in viewer2.layers].count("Shapes") == 1
+
+
+def test_picking_a_ct_brings_it_and_its_review_forward(sample_dock, qtbot, autosave, monkeypatch):
+    """Two CTs in one patient space, each reviewed: picking one in the dock's list shows it and
+    its boxes and masks (the other CT and its review hidden) and makes its findings layer the
+    active one, so that a box drawn with napari's tool goes into the review the table shows.
+    The last CT opened was drawn over the other, and a box drawn there went to its review."""
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+    viewer.open_sample("napari-ctreport", "chest_ct")  # "Sample chest CT [1]", on top
+    second = viewer.layers["Sample chest CT [1]"]
+    dock.layer_combo.setCurrentText(second.name)
+    _run_and_wait(qtbot, dock)
+    one, two = dock.results
+    assert (one.ct_name, two.ct_name) == ("Sample chest CT", second.name)
+    first_ct = viewer.layers["Sample chest CT"]
+    index = dock.layer_combo.findText(first_ct.name)
+    dock.layer_combo.setCurrentIndex(index)
+    dock.layer_combo.activated.emit(index)  # as the reader's pick
+    assert dock.result is one and first_ct.visible and not second.visible
+    assert one.boxes.visible and one.masks.visible
+    assert not two.boxes.visible and not two.masks.visible
+    assert viewer.layers.selection.active is one.boxes
+    # an edit of the other review's layer makes it the one reviewed, and the list follows
+    viewer.layers.selection.active = two.boxes
+    assert dock.result is two and dock.layer_combo.currentText() == second.name
 
 
 def test_a_drawn_box_named_an_effusion_is_measured_on_its_fluid(

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QKeySequence, QShortcut
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -152,6 +152,11 @@ def _run_analysis(
     return analysis, session, prepared
 
 
+#: Keys the dock binds on napari's canvas (next finding, previous, accept, reject): keys no
+#: napari layer uses.
+CANVAS_KEYS: tuple[str, ...] = ("N", "Shift-N", "Alt-A", "Alt-R")
+
+
 class ReviewDock(QWidget):
     """Dock widget: the study, windows, Run/Cancel, findings table, report editor, export.
 
@@ -184,6 +189,10 @@ class ReviewDock(QWidget):
         self._checked_studies: set[str] = set()
         #: The steps that still have to run to show a result (``None`` when none is pending).
         self._showing = None
+        #: A review is being shown in one go (:meth:`_show_now`): its layers' arrival does not
+        #: offer the CT's autosave or case folder again (a restore asked "Open case" midway).
+        self._showing_now = False
+        self._docked = False  # in napari's window (see :meth:`event`)
         #: Of the last run: ``returned_at`` and ``shown_at`` (perf_counter), ``show_layers_s``
         #: (wall time from the worker's result to the last layer), ``show_steps`` (UI-thread
         #: steps it took) and ``show_max_step_s`` (the longest of them).
@@ -201,6 +210,7 @@ class ReviewDock(QWidget):
         self._bind_keys()
 
         self.layer_combo.currentTextChanged.connect(self._show_study)
+        self.layer_combo.activated.connect(self._bring_forward)  # the reader picked a CT
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.layers.selection.events.active.connect(self._follow_active)
@@ -341,13 +351,73 @@ class ReviewDock(QWidget):
             sc.setContext(context)
             sc.activated.connect(fn)
         # on the canvas: keys no napari layer uses
-        for key, fn in (
-            ("N", lambda: self.step_finding(+1)),
-            ("Shift-N", lambda: self.step_finding(-1)),
-            ("Alt-A", lambda: self.set_status("accepted")),
-            ("Alt-R", lambda: self.set_status("rejected")),
+        for key, fn in zip(
+            CANVAS_KEYS,
+            (
+                lambda: self.step_finding(+1),
+                lambda: self.step_finding(-1),
+                lambda: self.set_status("accepted"),
+                lambda: self.set_status("rejected"),
+            ),
+            strict=True,
         ):
-            self.viewer.bind_key(key, lambda _v, f=fn: f(), overwrite=True)
+            self.viewer.bind_key(key, lambda _v, f=fn: self._canvas_key(f), overwrite=True)
+
+    def _canvas_key(self, fn) -> None:
+        """Run a canvas key's action while the dock is shown (not while it sits in a hidden
+        tab, say): a closed dock's keys acted on its review with nothing on screen to show it
+        (Alt+R rejected a finding)."""
+        if self.isVisible():
+            fn()
+
+    def event(self, e: QEvent) -> bool:
+        """Follow the dock being docked, and closed: napari takes a closed dock out of its
+        window (the widget loses its parent); see :meth:`close_reviews`."""
+        if e.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif getattr(self, "_docked", False):
+                self._docked = False
+                self.close_reviews()
+        return super().event(e)
+
+    def close_reviews(self) -> None:
+        """The dock was closed: put its reviews away and stop following the viewer. Text being
+        typed and strokes not yet measured are taken into their review and every review is
+        autosaved; the reviews' layers go (an edit of them would reach no review), and the
+        viewer's events and canvas keys are let go. The dock opened again offers each CT's
+        autosave (a closed dock had gone on answering the viewer: reopened from the Plugins
+        menu, both docks restored and drew the same review twice)."""
+        if self.worker is not None:
+            self.cancel()
+        self._take_pending_edits()
+        for r in list(self.results):
+            if r.session is not None and r.session.folder is not None:
+                with contextlib.suppress(OSError):
+                    r.session.save()
+            for _ in self._remove_result(r):
+                pass
+        self.selected = None
+        self.table.set_findings([])
+        self.report_editor.show_report([], [], "")
+        self._set_review_enabled(False)
+        events = self.viewer.layers.events
+        for emitter, slot in (
+            (events.inserted, self._refresh_layers),
+            (events.removed, self._refresh_layers),
+            (self.viewer.layers.selection.events.active, self._follow_active),
+            (self.viewer.dims.events.ndisplay, self._view_changed),
+        ):
+            with contextlib.suppress(Exception):  # napari's emitters raise nothing we need
+                emitter.disconnect(slot)
+        for ly in self.viewer.layers:
+            with contextlib.suppress(Exception):
+                ly.events.contrast_limits.disconnect(self._window_changed)
+        self._watched_ct.clear()
+        for key in CANVAS_KEYS:
+            with contextlib.suppress(Exception):
+                self.viewer.bind_key(key, None)
+        self.orientation.set_visible(False)
 
     def _set_review_enabled(self, on: bool) -> None:
         for w in (
@@ -531,8 +601,9 @@ class ReviewDock(QWidget):
 
     def _review(self, r: RunResult) -> None:
         """Make ``r`` (a run kept beside the one reviewed: another CT's, or an earlier run of
-        this CT) the run the table, the report and the edits of the layers work on. Strokes
-        still waiting to be measured are measured in the run they were painted in first."""
+        this CT) the run the table, the report and the edits of the layers work on, and its CT
+        the one picked (the list and the study lines said the other CT's). Strokes still
+        waiting to be measured are measured in the run they were painted in first."""
         if r is self.result or self.busy or r.session is None:
             return
         self._take_pending_edits()
@@ -543,7 +614,36 @@ class ReviewDock(QWidget):
         self.selected = None
         self._set_review_enabled(True)
         self._refresh_views()
+        if self.layer_combo.currentText() != r.ct_name:
+            self.layer_combo.setCurrentText(r.ct_name)  # the study lines follow
         self.status.setText(f"Reviewing the findings of {r.ct_name}{r.suffix}.")
+
+    def _bring_forward(self, index: int = -1) -> None:
+        """The reader picked a CT in the list: it and its review's layers are shown, the other
+        CTs and their reviews' layers hidden, and its findings layer (else the CT) made the
+        active layer, so that what the canvas shows, what napari's tools draw on and what the
+        table lists are one CT. With two CTs open in one patient space the last opened was
+        drawn over the other, and a box drawn there went into the other CT's review."""
+        layer = self.current_layer()
+        if layer is None or self.busy:
+            return
+        mine = [r for r in self.results if r.ct_name == layer.name]
+        others = [r for r in self.results if r.ct_name != layer.name]
+        for ct in self.ct_layers():
+            if ct is not layer:
+                ct.visible = False
+        for r in others:
+            for ly in r.layers:
+                if ly is not None and ly in self.viewer.layers:
+                    ly.visible = False
+        layer.visible = True
+        for r in mine:
+            for ly in (r.boxes, r.masks):
+                if ly is not None and ly in self.viewer.layers:
+                    ly.visible = True
+        shown = self.result if self.result in mine else (mine[-1] if mine else None)
+        target = shown.boxes if shown is not None and shown.boxes in self.viewer.layers else layer
+        self.viewer.layers.selection.active = target
 
     def _take_pending_edits(self) -> None:
         """Text being typed in the report editor and strokes not yet measured go into the
@@ -598,9 +698,11 @@ class ReviewDock(QWidget):
 
     def _offer_case(self, layer) -> None:
         """Offer the findings of the case folder the CT was read from (once per layer), unless
-        a review of this CT is already shown (a run, or a restored autosave)."""
+        a review of this CT is already shown (a run, or a restored autosave) or being shown."""
         folder = layer.metadata.get(META_KEY, {}).get("case_folder")
-        if not folder or self.busy or any(r.ct_name == layer.name for r in self.results):
+        if not folder or self.busy or self._showing_now:
+            return
+        if any(r.ct_name == layer.name for r in self.results):
             return
         key = f"case:{folder}:{id(layer)}"  # asked once per layer: opening it again asks again
         if key in self._checked_studies:
@@ -638,13 +740,17 @@ class ReviewDock(QWidget):
         """Show a session that needs no analysis (a restored autosave, a case folder) in one go:
         the reader just answered a question and waits for the review."""
         prepared = result_layers_data(session.findings, session.labels, session.attention, volume)
-        for _ in self._show_steps(
-            session, volume, ct_name, analysis=None, prepared=prepared, suffix=suffix
-        ):
-            pass
+        self._showing_now = True
+        try:
+            for _ in self._show_steps(
+                session, volume, ct_name, analysis=None, prepared=prepared, suffix=suffix
+            ):
+                pass
+        finally:
+            self._showing_now = False
 
     def _offer_restore(self, layer) -> None:
-        if self.autosave_root is None or self.busy:
+        if self.autosave_root is None or self.busy or self._showing_now:
             return
         if self.result is not None and self.result.ct_name == layer.name:
             return
@@ -1548,13 +1654,17 @@ class ReviewDock(QWidget):
             _start_thread=False,
             _ignore_errors=True,
         )
-        worker.returned.connect(self._exported)
+        worker.returned.connect(lambda res, s=s: self._exported(res, s))
         worker.errored.connect(lambda e: self.status.setText(f"Export failed: {e}"))
         worker.start()
         return worker
 
-    def _exported(self, res) -> None:
+    def _exported(self, res, session: ReviewSession | None = None) -> None:
+        """The export is the record now: the review's autosave goes (reopening the study or an
+        export of it asked to restore an "unfinished review"); an edit after it saves again."""
         self.last_export = res
+        if session is not None:
+            session.discard_autosave()
         self.status.setText(f"Exported to {res.folder}")
 
 

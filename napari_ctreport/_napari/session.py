@@ -1221,15 +1221,19 @@ class ReviewSession:
         return session
 
     def discard_autosave(self) -> None:
-        """Delete this study's autosave (after export, or when the reader starts over)."""
+        """Delete this study's autosave (after export, or when the reader starts over). An
+        edit after it autosaves the whole review again (labels and attention included)."""
         folder = self.folder
         if folder is None:
             return
-        for name in (SESSION_FILE, LABELS_FILE, ATTENTION_FILE):
-            try:
-                (folder / name).unlink()
-            except FileNotFoundError:
-                pass
+        with self._lock:
+            for name in (SESSION_FILE, LABELS_FILE, ATTENTION_FILE):
+                try:
+                    (folder / name).unlink()
+                except FileNotFoundError:
+                    pass
+            self._labels_dirty = True
+            self._attention_dirty = self.attention is not None or bool(self.attention_per_finding)
 
 
 def _typed_in_log(entries: Sequence[Any]) -> tuple[set[str], bool, bool]:
