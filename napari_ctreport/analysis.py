@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "ctreport.analysis/1"
 
+#: A finding's attributes the report's sentences may state, given with each finding of the
+#: analysis JSON: its margin (``"spiculated"``, ``"lobulated"``, ...) and a part-solid nodule's
+#: solid part (mm).
+STATED_ATTRIBUTES: tuple[str, ...] = ("shape", "solid_diameter_mm")
+
 #: Radiological plausibility rules applied to every measured finding (see docs/MODEL_CARD.md).
 #: A pleural effusion (after merging same-side detections) smaller than this is not reported.
 MIN_EFFUSION_ML = 5.0
@@ -366,13 +371,16 @@ class Analysis:
     volume: CTVolume | None = field(default=None, repr=False, compare=False)
 
     def to_json_dict(self, *, input_path: str | Path | None = None) -> dict[str, Any]:
-        """The ``ctreport.analysis/1`` JSON object (see ``docs/interfaces.md``), with three
-        fields added to it: ``set_aside``, the :attr:`dropped` candidates (the keys of a finding
-        plus ``dropped_by``), which are not findings and not in the report; ``lung_ml``, the
-        segmented lung in the scan (ml; ``null`` when not known); and ``warnings``, what the
-        reader corrected or set aside in the input (a gantry tilt or uneven slices resampled,
-        other series in the folder not loaded, duplicate slices, values that do not look like
-        CT), one line each."""
+        """The ``ctreport.analysis/1`` JSON object (see ``docs/interfaces.md``), with fields
+        added to it: ``set_aside``, the :attr:`dropped` candidates (the keys of a finding plus
+        ``dropped_by``), which are not findings and not in the report; ``lung_ml``, the
+        segmented lung in the scan (ml; ``null`` when not known); ``warnings``, what the reader
+        corrected or set aside in the input (a gantry tilt or uneven slices resampled, other
+        series in the folder not loaded, duplicate slices, values that do not look like CT), one
+        line each; ``report.sentences``, each sentence with the id of the finding it states
+        (``null`` for a line of no finding) and its section, so that a tool can check every
+        sentence against its finding; and per finding, ``shape`` and ``solid_diameter_mm``
+        (a part-solid nodule's solid part) where the report states them (``null`` otherwise)."""
         info = self.volume_info
         path = input_path if input_path is not None else info.get("path", "")
         keys = (
@@ -382,7 +390,8 @@ class Analysis:
 
         def entry(f: Finding) -> dict[str, Any]:
             d = f.to_dict()
-            return {k: d[k] for k in keys}
+            stated = {k: f.attributes.get(k) for k in STATED_ATTRIBUTES}
+            return {**{k: d[k] for k in keys}, **stated}
 
         findings = [entry(f) for f in self.findings]
         set_aside = [
@@ -400,7 +409,14 @@ class Analysis:
             "model": dict(self.model_info),
             "device": self.device,
             "findings": findings,
-            "report": {"findings": self.report.findings, "impression": self.report.impression},
+            "report": {
+                "findings": self.report.findings,
+                "impression": self.report.impression,
+                "sentences": [
+                    {"text": t.text, "finding_id": t.finding_id, "section": t.section}
+                    for t in self.report.sentences
+                ],
+            },
             "set_aside": set_aside,
             "lung_ml": info.get("lung_ml"),
             "warnings": list(info.get("warnings", [])),

@@ -194,6 +194,15 @@ def test_analyze_json_and_export(tmp_path, capsys):
         lo, hi = np.array(f["bbox_lps_mm"])
         assert np.all(lo <= np.array(f["center_lps_mm"]) + 1e-6)
         assert np.all(np.array(f["center_lps_mm"]) <= hi + 1e-6)
+        assert {"shape", "solid_diameter_mm"} <= set(f)
+    # each sentence names its finding: a tool can check the text against the table
+    ids = {f["id"] for f in doc["findings"]}
+    sents = doc["report"]["sentences"]
+    assert sents and {s["section"] for s in sents} <= {"findings", "impression"}
+    assert ids <= {s["finding_id"] for s in sents if s["section"] == "findings"}
+    assert " ".join(s["text"] for s in sents if s["section"] == "findings").split() == (
+        doc["report"]["findings"].split()
+    )
     versions = list((tmp_path / "ex").glob("*/v001"))
     assert len(versions) == 1 and validate_case(versions[0]) == []
 
