@@ -85,11 +85,12 @@ def test_analysis_json_schema(result, case):
     assert d["model"]["name"] and d["model"]["version"]
     assert d["device"] == "cpu"
     assert set(d["timings_s"]) == {"load", "model", "report", "total"}
-    assert set(d["report"]) == {"findings", "impression"}
+    assert set(d["report"]) == {"findings", "impression", "sentences"}
+    assert all(set(t) == {"text", "finding_id", "section"} for t in d["report"]["sentences"])
     for f in d["findings"]:
         assert list(f) == [
             "id", "kind", "side", "zone", "center_lps_mm", "bbox_lps_mm", "diameter_mm",
-            "short_axis_mm", "volume_ml", "mean_hu", "score",
+            "short_axis_mm", "volume_ml", "mean_hu", "score", "shape", "solid_diameter_mm",
         ]  # fmt: skip
         assert f["kind"] in KINDS and f["side"] in SIDES and f["zone"] in ZONES
         lo, hi = f["bbox_lps_mm"]
