@@ -435,16 +435,25 @@ def _advice(findings: list[Finding], **kw: object) -> list[str]:
     [
         (
             [4.0],
-            "single solid, under 6 mm: low risk, no routine follow-up; high risk, optional CT at 12 months.",
+            "single solid, under 6 mm (mean diameter 4 mm): low risk, no routine follow-up; high risk, "
+            "optional CT at 12 months.",
         ),
         (
             [7.0],
-            "single solid, 6 to 8 mm: low risk, CT at 6-12 months, then consider CT at 18-24 "
+            "single solid, 6 to 8 mm (mean diameter 7 mm): low risk, CT at 6-12 months, then consider "
+            "CT at 18-24 "
             "months; high risk, CT at 6-12 months, then CT at 18-24 months.",
         ),
-        ([3.0, 4.0], "multiple solid, under 6 mm: low risk, no routine follow-up; high risk"),
+        (
+            [3.0, 4.0],
+            "multiple solid, under 6 mm (mean diameter 4 mm): low risk, no routine follow-up; high risk",
+        ),
         # where the two managements are the same, one text without the risk words
-        ([12.0], "single solid, over 8 mm: consider CT at 3 months, PET/CT or tissue sampling."),
+        (
+            [12.0],
+            "single solid, over 8 mm (mean diameter 12 mm): consider CT at 3 months, PET/CT or "
+            "tissue sampling.",
+        ),
     ],
 )
 def test_solid_line_gives_both_risks_when_risk_is_not_known(sizes: list[float], text: str) -> None:
@@ -584,3 +593,20 @@ def test_findings_table_gives_small_volumes_in_mm3() -> None:
     assert vols == ["7 mm³", "158 mm³", "1.0 ml", "25 ml", "0.5 ml", "-"]
     md = render_markdown(findings=fs, report=write_report(fs), draft=True, case_id="c1")
     assert "| 158 mm³ |" in md and "0.0 ml" not in md
+
+
+def test_mixed_nodules_are_not_each_called_single_and_the_deciding_size_is_given():
+    """A 4 mm solid nodule and a 6.8 x 4.0 mm ground-glass nodule: under "Two pulmonary
+    nodules" each line said "single", and "6.8 mm ... under 6 mm" read as a contradiction. The
+    lines name their type without "single", give the mean diameter that decided the category,
+    and say the most suspicious nodule guides management."""
+    solid = make("solid nodule", 4.0, fid="F1")
+    ggn = make("ground-glass nodule", 6.8, fid="F2")
+    ggn.short_axis_mm = 4.0
+    lines = recommendation([solid, ggn])
+    assert len(lines) == 3 and not any("single" in t for t in lines)
+    assert ": solid, under 6 mm (mean diameter 4 mm):" in lines[0]
+    assert ": ground-glass, under 6 mm (mean diameter 5 mm):" in lines[1]
+    assert "most suspicious nodule" in lines[2]
+    (alone,) = recommendation([ggn])
+    assert ": single ground-glass, under 6 mm (mean diameter 5 mm):" in alone

@@ -237,21 +237,38 @@ def recommendation(findings: Sequence[Finding], *, risk: str | None = None) -> l
 
 
 def _nodule_lines(active: Sequence[Finding], risk: str | None) -> list[str]:
-    """The Fleischner lines of the solid and the subsolid nodules (no mass among ``active``)."""
+    """The Fleischner lines of the solid and the subsolid nodules (no mass among ``active``).
+
+    Each line gives the size that decided its category, the mean of the long and short axes
+    rounded (:func:`fleischner_size_mm`): the report's sentences give the long axis, and "a
+    6.8 mm nodule ... under 6 mm" read as a contradiction. With solid and subsolid nodules
+    together neither line calls its nodule "single" (the impression counts them all), and the
+    most suspicious nodule guides management, as the guideline says of multiple nodules."""
     lines: list[str] = []
     scope = f"{FLEISCHNER}, incidental nodules in adults 35 years or older"
     solid = solid_category(active, risk=risk)
+    sub = subsolid_category(active)
+    mixed = solid is not None and sub is not None
     if solid is not None:
         size_txt = {"<6": "under 6 mm", "6-8": "6 to 8 mm", ">8": "over 8 mm"}[solid.size_category]
         who = "" if risk is None else f", {risk}-risk patient"
-        lines.append(f"{scope}{who}: {solid.multiplicity} solid, {size_txt}: {solid.text}.")
-    sub = subsolid_category(active)
+        what = (
+            "solid" if mixed and solid.multiplicity == "single" else f"{solid.multiplicity} solid"
+        )
+        lines.append(
+            f"{scope}{who}: {what}, {size_txt} (mean diameter {solid.size_mm} mm): {solid.text}."
+        )
     if sub is not None:
         size_txt = "under 6 mm" if sub.size_category == "<6" else "6 mm or more"
         what = {
-            "ground-glass": "single ground-glass",
-            "part-solid": "single part-solid",
+            "ground-glass": "ground-glass" if mixed else "single ground-glass",
+            "part-solid": "part-solid" if mixed else "single part-solid",
             "multiple subsolid": "multiple subsolid",
         }[sub.table]
-        lines.append(f"{scope}: {what}, {size_txt}: {sub.text}.")
+        lines.append(f"{scope}: {what}, {size_txt} (mean diameter {sub.size_mm} mm): {sub.text}.")
+    if mixed:
+        lines.append(
+            f"Solid and subsolid nodules together: management by the most suspicious nodule "
+            f"({FLEISCHNER})."
+        )
     return lines
