@@ -610,3 +610,16 @@ def test_mixed_nodules_are_not_each_called_single_and_the_deciding_size_is_given
     assert "most suspicious nodule" in lines[2]
     (alone,) = recommendation([ggn])
     assert ": single ground-glass, under 6 mm (mean diameter 5 mm):" in alone
+
+
+def test_a_calcified_lesion_over_30_mm_is_not_called_benign():
+    """A 35 mm calcified lesion gets the work-up of a lesion over 30 mm; its impression item
+    called it "benign" beside that advice. A small calcified nodule is still benign."""
+    big = make("calcified nodule", 35.0, fid="F1")
+    imp = write_report([big]).impression
+    assert "benign" not in imp and "Lesion over 30 mm" in imp
+    small = make("calcified nodule", 5.0, fid="F2")
+    assert "calcified nodule in the" in write_report([small]).impression
+    assert ", benign." in write_report([small]).impression
+    both = write_report([big, make("calcified nodule", 5.0, fid="F3")]).impression
+    assert "Two calcified nodules, the largest 35 mm" in both

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .findings import Finding
-from .guidelines import recommendation
+from .guidelines import MASS_THRESHOLD_MM, recommendation
 from .lexicon import SHAPES, effusion_grade
 
 #: The findings section when there is nothing to report.
@@ -359,11 +359,14 @@ def write_report(
                 big.id,
             )
         )
+    # "benign" only for calcified nodules: a calcified lesion over 30 mm gets the mass work-up
+    # (recommendation's "lesion over 30 mm"), and the impression said "benign" beside it
+    benign = ", benign" if calcified and calcified[0].diameter_mm <= MASS_THRESHOLD_MM else ""
     if len(calcified) == 1:
         f = calcified[0]
         items.append(
             (
-                f"{_cap(format_mm(f.diameter_mm))} calcified nodule in the {_location(f)}, benign.",
+                f"{_cap(format_mm(f.diameter_mm))} calcified nodule in the {_location(f)}{benign}.",
                 f.id,
             )
         )
@@ -372,7 +375,7 @@ def write_report(
         count = _NUMBER_WORDS.get(len(calcified), "Multiple")
         items.append(
             (
-                f"{count} calcified nodules, benign, the largest {format_mm(big.diameter_mm)} "
+                f"{count} calcified nodules{benign}, the largest {format_mm(big.diameter_mm)} "
                 f"in the {_location(big)}.",
                 big.id,
             )
