@@ -290,23 +290,13 @@ _FREE_TEXT_TERMS = (
 )
 
 
-class _Template:
-    """Stands in for the writer's random generator: picks the given template variants."""
-
-    def __init__(self, *picks: int) -> None:
-        self._picks = list(picks)
-
-    def integers(self, low: int, high: int) -> int:
-        return min(max(self._picks.pop(0) if self._picks else low, low), high - 1)
-
-
 @functools.lru_cache(maxsize=1)
 def report_vocabulary() -> frozenset[str]:
     """Every word (lower case, letters only) the report writer may write, and a few common chest
     CT terms (:data:`_FREE_TEXT_TERMS`).
 
     Collected from the lexicon (kinds, sides, zones, shapes, effusion grades), the writer's fixed
-    sentences, its templates (each variant of :func:`~.report.writer.describe_finding`, the
+    sentences, its templates (each of :func:`~.report.writer.phrasings`, the
     impression lines, the coverage notes), the guideline recommendations and the findings
     table's headings, by writing them for a grid of findings: the set follows the writer as it
     changes. De-identification does not remove a name part that is one of these words from free
@@ -320,7 +310,7 @@ def report_vocabulary() -> frozenset[str]:
         NORMAL_FINDINGS,
         NORMAL_IMPRESSION,
         coverage_note,
-        describe_finding,
+        phrasings,
         write_report,
     )
 
@@ -341,9 +331,7 @@ def report_vocabulary() -> frozenset[str]:
                 for shape in (None, *SHAPES):
                     attrs = {"shape": shape} if shape else {}
                     f = finding(1, kind, 12.0, side, zone, solid_diameter_mm=7.0, **attrs)
-                    for v in range(3):
-                        for w in range(3):
-                            texts.append(describe_finding(f, rng=_Template(v, w)))  # type: ignore[arg-type]
+                    texts += phrasings(f)
     groups = []
     for mm in (4.0, 7.0, 12.0, 40.0):
         for solid in (3.0, 7.0):

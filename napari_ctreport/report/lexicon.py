@@ -86,6 +86,16 @@ EFFUSION_GRADES: tuple[tuple[str, float], ...] = (
 )
 
 
+def written_ml(volume_ml: float) -> float:
+    """A volume (ml) as the report writes it: to 0.1 ml below 10 ml, whole ml from 10 ml
+    (halves upwards), for :func:`~napari_ctreport.report.writer.format_ml` and
+    :func:`effusion_grade`."""
+    value = float(volume_ml)
+    if round(value, 1) < 10.0:
+        return round(value, 1)
+    return float(math.floor(value + 0.5))
+
+
 def effusion_grade(volume_ml: float) -> str:
     """Return ``"small"``, ``"moderate"`` or ``"large"`` for an effusion volume in ml.
 
@@ -97,8 +107,7 @@ def effusion_grade(volume_ml: float) -> str:
     """
     value = float(volume_ml)
     if math.isfinite(value):
-        # the rounding of writer.format_ml (not imported: the writer imports the lexicon)
-        value = round(value, 1) if round(value, 1) < 10.0 else float(math.floor(value + 0.5))
+        value = written_ml(value)
     for grade, upper in EFFUSION_GRADES:
         if value < upper:
             return grade

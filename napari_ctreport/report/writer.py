@@ -22,7 +22,7 @@ import numpy as np
 
 from .findings import Finding
 from .guidelines import MASS_THRESHOLD_MM, recommendation
-from .lexicon import SHAPES, effusion_grade
+from .lexicon import SHAPES, effusion_grade, written_ml
 
 #: The findings section when there is nothing to report.
 NORMAL_FINDINGS = "No pulmonary nodules, masses or pleural effusions."
@@ -121,11 +121,10 @@ def _num(value: float) -> str:
 
 
 def format_ml(value: float) -> str:
-    """Format a volume: ``"4.5 ml"`` below 10 ml, ``"120 ml"`` from 10 ml."""
-    value = float(value)
-    if round(value, 1) < 10.0:
-        return f"{value:.1f} ml"
-    return f"{math.floor(value + 0.5):d} ml"
+    """Format a volume: ``"4.5 ml"`` below 10 ml, ``"120 ml"`` from 10 ml (:func:`~.lexicon.
+    written_ml`)."""
+    shown = written_ml(value)
+    return f"{shown:.1f} ml" if shown < 10.0 else f"{int(shown):d} ml"
 
 
 def indefinite_article(size_text: str) -> str:
@@ -216,6 +215,14 @@ def describe_finding(finding: Finding, *, rng: np.random.Generator | None = None
     if finding.kind == "pleural effusion":
         return _describe_effusion(finding, variant)
     return _describe(finding, variant, 0 if rng is None else int(rng.integers(0, 3)))
+
+
+def phrasings(finding: Finding) -> set[str]:
+    """Every sentence :func:`describe_finding` may write for ``finding`` (each template and
+    wording of its location)."""
+    if finding.kind == "pleural effusion":
+        return {_describe_effusion(finding, v) for v in range(3)}
+    return {_describe(finding, v, w) for v in range(3) for w in range(3)}
 
 
 def _describe(f: Finding, variant: int, loc_variant: int) -> str:
