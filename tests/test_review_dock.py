@@ -1047,6 +1047,18 @@ def test_a_case_folder_is_opened_for_review(
         assert not (s.folder / "session.json").exists()
 
 
+def test_closing_the_dock_after_an_export_saves_nothing(sample_dock, qtbot, autosave, monkeypatch):
+    """An exported review's autosave is put away; closing the dock then writes none again (a
+    save of every review on closing brought back an "unfinished review" of exported work)."""
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+    s = dock.result.session
+    s.discard_autosave()  # what an export does
+    viewer.window.remove_dock_widget(dock)
+    assert dock.results == [] and not (s.folder / "session.json").exists()
+
+
 def test_restoring_a_case_folders_review_asks_nothing_more(
     make_napari_viewer, qtbot, autosave, monkeypatch, tmp_path
 ):

@@ -382,25 +382,16 @@ class ReviewDock(QWidget):
         return super().event(e)
 
     def close_reviews(self) -> None:
-        """The dock was closed: put its reviews away and stop following the viewer. Text being
-        typed and strokes not yet measured are taken into their review and every review is
-        autosaved; the reviews' layers go (an edit of them would reach no review), and the
+        """The dock was closed: put its reviews away (:meth:`_put_away`) and stop following the
+        viewer. Text being typed and strokes not yet measured are taken into their review, which
+        autosaves them as every edit; nothing else is saved (an exported review stays put away);
+        the reviews' layers go (an edit of them would reach no review), and the
         viewer's events and canvas keys are let go. The dock opened again offers each CT's
         autosave (a closed dock had gone on answering the viewer: reopened from the Plugins
         menu, both docks restored and drew the same review twice)."""
         if self.worker is not None:
             self.cancel()
-        self._take_pending_edits()
-        for r in list(self.results):
-            if r.session is not None and r.session.folder is not None:
-                with contextlib.suppress(OSError):
-                    r.session.save()
-            for _ in self._remove_result(r):
-                pass
-        self.selected = None
-        self.table.set_findings([])
-        self.report_editor.show_report([], [], "")
-        self._set_review_enabled(False)
+        self._put_away(list(self.results))
         events = self.viewer.layers.events
         for emitter, slot in (
             (events.inserted, self._refresh_layers),
@@ -561,22 +552,31 @@ class ReviewDock(QWidget):
         gone = [r for r in self.results if not self._ct_open(r)]
         if not gone:
             return
-        shown = self.result if self.result in gone else None
+        shown = self._put_away(gone)
+        if shown is not None:
+            saved = shown.session is not None and shown.session.folder is not None
+            self.status.setText(
+                f"{shown.ct_name} was closed"
+                + (": its review is autosaved; open the CT again to go on." if saved else ".")
+            )
+
+    def _put_away(self, runs: list[RunResult]) -> RunResult | None:
+        """Take ``runs`` out of the dock with all their layers at once (a closed CT, a closed
+        dock); each review was autosaved at every edit. When the review shown is among them,
+        text being typed goes into it first (unless a replacing run took its place: its
+        autosave is the new run's now) and the table and report are emptied; it is returned."""
+        shown = self.result if self.result in runs else None
         if shown is not None and not shown.extra.get("replaced"):
             self._take_pending_edits()
-        for r in gone:
-            for _ in self._remove_result(r):  # every layer at once: the CT is gone already
+        for r in runs:
+            for _ in self._remove_result(r):
                 pass
         if shown is not None:
             self.selected = None
             self.table.set_findings([])
             self.report_editor.show_report([], [], "")
             self._set_review_enabled(False)
-            saved = shown.session is not None and shown.session.folder is not None
-            self.status.setText(
-                f"{shown.ct_name} was closed"
-                + (": its review is autosaved; open the CT again to go on." if saved else ".")
-            )
+        return shown
 
     def _follow_active(self, event: object = None) -> None:
         """Follow the layer the reader selects in the layer list (not during a run): a CT layer
