@@ -53,6 +53,9 @@ FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 #: Relative size tolerance of ``clinical_consistency_15pct`` in :func:`evaluate`: the project's
 #: median size-error target (15 %).
 CONSISTENCY_SIZE_TOL_REL = 0.15
+#: Size tolerance (mm) of ``clinical_consistency`` against ground truth in :func:`evaluate`: a
+#: report's sizes are measured on the predicted mask, not the true one.
+CONSISTENCY_SIZE_TOL_MM = 0.6
 
 Scans = Sequence[Sequence[Finding]]
 
@@ -408,10 +411,10 @@ def evaluate(
         ``ap_iou0.1``, ``ap_iou0.25``, ``precision``, ``recall``, ``f1``, ``size_error_median``,
         ``effusion_volume_ratio`` (:func:`median_volume_ratio`),
         ``bleu4``, ``rouge_l``, ``cider``, ``clinical_consistency`` (predicted report against the
-        ground-truth findings, mean over cases; sizes within 0.6 mm), ``clinical_consistency_15pct``
+        ground-truth findings, mean over cases; sizes within :data:`CONSISTENCY_SIZE_TOL_MM`), ``clinical_consistency_15pct``
         (the same with sizes within :data:`CONSISTENCY_SIZE_TOL_REL` of the ground truth's, as
         the size-error target allows), ``grounding`` (predicted report against the predicted
-        findings, mean over cases), and ``by_kind`` (:func:`found_by_kind`).
+        findings, mean over cases; sizes to the rounding of the written figures), and ``by_kind`` (:func:`found_by_kind`).
     """
     if len(pred_cases) != len(gt_cases):
         raise ValueError(
@@ -441,7 +444,7 @@ def evaluate(
         float(
             np.mean(
                 [
-                    clinical_consistency(_text(p[1]), g[0])
+                    clinical_consistency(_text(p[1]), g[0], size_tol_mm=CONSISTENCY_SIZE_TOL_MM)
                     for p, g in zip(pred_cases, gt_cases, strict=True)
                 ]
             )
@@ -453,7 +456,12 @@ def evaluate(
         float(
             np.mean(
                 [
-                    clinical_consistency(_text(p[1]), g[0], size_tol_rel=CONSISTENCY_SIZE_TOL_REL)
+                    clinical_consistency(
+                        _text(p[1]),
+                        g[0],
+                        size_tol_mm=CONSISTENCY_SIZE_TOL_MM,
+                        size_tol_rel=CONSISTENCY_SIZE_TOL_REL,
+                    )
                     for p, g in zip(pred_cases, gt_cases, strict=True)
                 ]
             )

@@ -243,6 +243,95 @@ def test_tampered_report_is_inconsistent() -> None:
     assert clinical_consistency(r, [make("solid nodule", 4.0, side="left")]) < 0.5
 
 
+def _bad(text: str, fs: list[Finding]) -> list[str]:
+    """The statements of ``text`` that disagree with ``fs``."""
+    return [st.text for st, ok, _ in consistency_details(text, fs)["statements"] if not ok]
+
+
+def test_sizes_are_checked_to_the_rounding_of_the_written_figure() -> None:
+    """The writer gives one decimal below 10 mm: "7.7 mm" for a 7.2 mm nodule is wrong (it was
+    within the old fixed 0.6 mm); "7 mm" and "0.72 cm" are right, "7.0 mm" is not; against
+    ground truth the evaluation still allows 0.6 mm."""
+    fs = [make("solid nodule", 7.2), make("pleural effusion", 90, 30, fid="F2", volume_ml=252.0)]
+    assert _bad("A 7.7 mm solid nodule in the right upper zone.", fs)
+    assert _bad("A 7.0 mm solid nodule in the right upper zone.", fs)
+    assert not _bad("A 7 mm solid nodule in the right upper zone. A 0.72 cm solid nodule.", fs)
+    assert clinical_consistency("A 7.7 mm solid nodule.", fs, size_tol_mm=0.6) == 1.0
+    assert _bad("Small right pleural effusion (250 ml).", fs)
+    assert not _bad("Small right pleural effusion (252 ml).", fs)
+
+
+@pytest.mark.parametrize(
+    ("text", "n_bad"),
+    [
+        # a second finding in the same sentence
+        (
+            "A 7.2 mm solid nodule in the right upper zone and a 14 mm solid nodule in the left "
+            "lower zone.",
+            1,
+        ),
+        ("A 7.2 mm solid nodule in the right upper zone, with a 9.0 mm nodule in the RLL.", 1),
+        # a finding stated before advice
+        ("A 25 mm mass in the right upper zone; recommend PET/CT.", 1),
+        ("A 25 mm mass in the right upper zone, consider biopsy.", 1),
+        # a denial after a finding, and after a heading
+        ("A 7.2 mm solid nodule in the right upper zone, no effusion.", 1),
+        ("Lungs: no mass or effusion is seen.", 1),
+        ("Lungs: no mass is seen.", 0),
+        # a size after "to" is a measurement ("up to 30 mm" is a threshold)
+        ("The solid nodule in the right upper zone has grown to 14 mm.", 1),
+        # a sentence that begins with a small letter
+        ("A 7.2 mm solid nodule in the right upper zone. a 30 mm mass in the left lower zone.", 1),
+        # the grade of an effusion
+        ("Large right pleural effusion (120 ml).", 1),
+        ("Moderate right pleural effusion.", 1),
+        # counts
+        ("Three pulmonary nodules, the largest a 7.2 mm solid nodule in the right upper zone.", 1),
+        ("Multiple solid nodules in the right upper zone.", 1),
+        # lobes
+        ("A 7.2 mm solid nodule in the LLL.", 1),
+        # what the writer would say, and what it may also say
+        ("A 7.2 mm solid nodule in the RUL, no left pleural effusion.", 0),
+        ("Small right pleural effusion (120 ml); no mass.", 0),
+        ("Lung mass: recommend staging.", 1),
+        ("A 5.0 mm calcified nodule in the right lower zone, compatible with a granuloma.", 0),
+    ],
+)
+def test_the_checker_reads_each_clause(text: str, n_bad: int) -> None:
+    """A report is checked clause by clause: an invented second finding, a finding stated before
+    advice, a denial in mid-sentence, a wrong grade or count, a lobe abbreviation (audit of
+    session 45: each of these passed)."""
+    fs = [
+        make("solid nodule", 7.2, fid="F1"),
+        make("calcified nodule", 5.0, zone="lower", fid="F2"),
+        make("pleural effusion", 90, 30, fid="F3", zone="lower", volume_ml=120.0),
+    ]
+    assert len(_bad(text, fs)) == n_bad, _bad(text, fs)
+
+
+def test_counts_denials_by_side_and_coverage() -> None:
+    """ "Two pulmonary nodules" may leave out calcified ones (the writer's impression does);
+    "no left effusion" beside a right one is true; "Lung mass: recommend staging" alone does not
+    report where or how large the mass is, so it covers nothing."""
+    fs = [
+        make("solid nodule", 7.2, fid="F1"),
+        make("ground-glass nodule", 12.0, side="left", fid="F2"),
+        make("calcified nodule", 4.0, fid="F3"),
+        make("pleural effusion", 90, 30, fid="F4", volume_ml=120.0),
+        make("mass", 40.0, 30.0, side="left", zone="lower", fid="F5"),
+    ]
+    for ok in ("Two pulmonary nodules.", "Three nodules.", "Several nodules.", "Two subsolid"):
+        assert not _bad(ok, fs), ok
+    for wrong in ("Four pulmonary nodules.", "Two calcified nodules.", "Two masses."):
+        assert _bad(wrong, fs), wrong
+    assert not _bad("Right pleural effusion, no left effusion.", fs)
+    bilateral = [make("pleural effusion", 90, 30, side="bilateral", volume_ml=500.0)]
+    assert _bad("No left pleural effusion.", bilateral)
+    assert consistency_details("Lung mass: recommend staging.", fs)["covered"] == []
+    details = consistency_details("A 40 x 30 mm mass in the left lower zone.", fs)
+    assert details["covered"] == ["F5"] and details["consistency"] == 1.0
+
+
 def test_consistency_with_a_relative_size_tolerance() -> None:
     """Against ground truth measured on another mask, sizes may be allowed to differ by a share
     of the truth's (the size-error target): 8.0 mm stated for 7.2 is 11 % off and agrees at

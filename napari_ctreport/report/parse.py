@@ -1,13 +1,16 @@
 """Read finding statements back out of report text, and check them against findings.
 
-This is the inverse of :mod:`.writer` for the facts a report must get right: kind, side, zone
-and sizes. It is rule-based and understands the writer's size rule (``"7.2 mm"``,
-``"23 mm"``, ``"45 x 32 mm"``) as well as centimetres (``"4.5 cm"``) and ml volumes.
+This is the inverse of :mod:`.writer` for the facts a report must get right: kind, side, zone,
+sizes, effusion grade and counts. It is rule-based and understands the writer's size rule
+(``"7.2 mm"``, ``"23 mm"``, ``"45 x 32 mm"``) as well as centimetres (``"4.5 cm"``), ml
+volumes and lobe abbreviations (``"RUL"``).
 
-Sentences that give advice rather than state a finding (those mentioning a guideline,
-"recommend", "follow-up" or "consider") are not statements. Sentences that begin with a
-negation (``"No pleural effusion."``) are *negated* statements: they claim that no finding of the
-kinds they name exists.
+A sentence is read clause by clause: ``"A 7 mm nodule in the right upper zone and a 12 mm
+nodule in the left lower zone, no effusion."`` states two nodules and denies an effusion.
+Advice (from a mention of a guideline, "recommend", "follow-up" or "consider" onwards) is not a
+statement, but what a sentence says before its advice is (``"A 25 mm mass; recommend PET/CT."``
+states a mass). Clauses that begin with a negation (``"No pleural effusion."``, ``"..., no
+mass"``) are *negated* statements: they claim that no finding of the kinds they name exists.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .findings import Finding
-from .lexicon import NODULE_KINDS
+from .lexicon import NODULE_KINDS, effusion_grade
 
 #: Kind patterns, most specific first; ``"nodule"`` is the generic nodule (any nodule kind).
 _KIND_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -49,19 +52,62 @@ _ZONE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 _NUM = r"\d+(?:\.\d+)?"
 _SIZE = re.compile(
-    rf"(?P<pre>[<>≤≥]\s*|\b(?:under|over|than|least|most|to|and)\s+)?"
+    rf"(?P<pre>[<>≤≥]\s*|\b(?:under|over|than|least|most|up to|and)\s+)?"
     rf"(?P<a>{_NUM})(?:\s*(?:x|×|by)\s*(?P<b>{_NUM}))?(?:\s*(?:x|×|by)\s*(?P<c>{_NUM}))?"
     rf"\s*(?P<unit>mm|cm)\b(?P<post>\s*(?:or (?:more|less|larger|smaller)|and (?:above|over)))?"
 )
 _RANGE = re.compile(rf"{_NUM}\s*(?:-|–|to)\s*{_NUM}\s*(?:mm|cm)\b")
 _VOLUME = re.compile(rf"(?P<v>{_NUM})\s*(?:ml|mL|cc)\b")
 _ADVICE = re.compile(r"\b(?:fleischner|guideline|recommend\w*|follow-up|follow up|consider)\b")
-_NEGATION = re.compile(r"^\s*(?:\d+\.\s*)?(?:no|there is no|there are no|negative for|without)\b")
+_NEGATION = re.compile(
+    r"^\s*(?:\d+\.\s*)?(?:[a-z ]{1,20}:\s*)?"
+    r"(?:and |but |with )?(?:no|there is no|there are no|negative for|without)\b"
+)
+#: Where a sentence's next clause begins: a semicolon; a comma or "and"/"but" before a negation;
+#: "and"/"with"/"plus"/a comma before a new mention ("a", "another", a count or a size), but not
+#: "compatible with a ...". A piece that names no finding kind (", with an estimated volume of
+#: 250 ml") stays with the clause before it.
+_CLAUSE = re.compile(
+    r";\s*"
+    r"|,\s*(?=(?:and\s+|but\s+)?(?:no|without)\b)"
+    r"|\s+(?:and|but)\s+(?=(?:no|without)\b)"
+    r"|(?<!compatible)(?<!consistent)(?<!keeping),?\s+(?:and|with|plus|as well as|along with)\s+"
+    r"(?=(?:an?|another|one|two|three|four|five|six|seven|eight|nine|ten|several|multiple|\d)\b)"
+    r"|,\s+(?=(?:an?|another)\s)"
+)
+_COUNT_WORDS = {
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+}
+_COUNT = re.compile(
+    r"\b(?P<n>two|three|four|five|six|seven|eight|nine|ten|\d+|multiple|several|numerous)\s+"
+    r"(?P<q>(?:(?:small|tiny|pulmonary|lung|solid|part[- ]solid|ground[- ]glass|calcified|"
+    r"subsolid)\s+)*)(?P<noun>nodules|masses)\b"
+)
+_GRADE = re.compile(r"\b(small|moderate|large)\b")
+#: Lobe abbreviations as side and zone words (the middle lobe is the right middle zone).
+_LOBES = {
+    "RUL": "right upper lobe",
+    "RML": "right middle lobe",
+    "RLL": "right lower lobe",
+    "LUL": "left upper lobe",
+    "LLL": "left lower lobe",
+}
+_LOBE = re.compile(r"\b(?:RUL|RML|RLL|LUL|LLL)\b")
+#: Words with a full stop that does not end a sentence.
+_ABBREVIATION = re.compile(r"\b(?:e\.g|i\.e|cf|vs|approx|fig|dr|mr|mrs|ms|st)\.$", re.IGNORECASE)
 
 
 @dataclass
 class Statement:
-    """What one sentence states about a finding; ``None`` where it does not say.
+    """What one clause states about a finding; ``None`` where it does not say.
 
     Attributes
     ----------
@@ -76,9 +122,19 @@ class Statement:
     volume_ml
         A stated volume.
     negated
-        The sentence denies the kind(s): ``kinds`` lists all kinds it names.
+        The clause denies the kind(s): ``kinds`` lists all kinds it names.
     text
-        The sentence.
+        The clause.
+    grade
+        A stated effusion grade (``"small"``, ``"moderate"``, ``"large"``).
+    count
+        A stated number of nodules or masses (``"Two pulmonary nodules"``; "multiple" and
+        "several" are 2, :attr:`at_least` set), with ``counted`` the kinds it counts.
+    rounding
+        Half a unit of the last digit of each stated figure, in mm or ml (``"7.2 mm"``: 0.05),
+        keyed ``size_mm``, ``short_mm``, ``solid_mm``, ``volume_ml``: what rounding allows.
+    sentence
+        The whole sentence the clause is part of.
     """
 
     kind: str | None
@@ -91,20 +147,30 @@ class Statement:
     negated: bool = False
     kinds: list[str] = field(default_factory=list)
     text: str = ""
+    grade: str | None = None
+    count: int | None = None
+    at_least: bool = False
+    counted: tuple[str, ...] = ()
+    rounding: dict[str, float] = field(default_factory=dict)
+    sentence: str = ""
 
 
 def split_sentences(text: str) -> list[str]:
     """Split report text into sentences (newlines, then ``.``/``!``/``?`` before a space).
 
-    Decimal points never end a sentence; a list number like ``"1."`` at a line start is dropped.
+    Decimal points and abbreviations (``"e.g."``) never end a sentence; a sentence may begin
+    with a small letter; a list number like ``"1."`` at a line start is dropped.
     """
     out: list[str] = []
     for line in text.splitlines():
         line = re.sub(r"^\s*\d+[.)]\s+", "", line)
-        for part in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9(])", line.strip()):
-            part = part.strip()
-            if part:
-                out.append(part)
+        parts: list[str] = []
+        for part in re.split(r"(?<=[.!?])\s+(?=[A-Za-z0-9(])", line.strip()):
+            if parts and _ABBREVIATION.search(parts[-1]):
+                parts[-1] = f"{parts[-1]} {part}"
+            else:
+                parts.append(part)
+        out.extend(p.strip() for p in parts if p.strip())
     return out
 
 
@@ -135,10 +201,17 @@ def _kinds(text: str) -> list[str]:
     return out
 
 
-def _sizes(text: str) -> tuple[float | None, float | None, float | None]:
-    """(long axis, second dimension, solid component) in mm from a sentence."""
+def _half_unit(number: str, scale: float = 1.0) -> float:
+    """Half a unit of a written number's last digit (``"7.2"``: 0.05), times ``scale``."""
+    decimals = len(number.split(".")[1]) if "." in number else 0
+    return 0.5 * 10.0**-decimals * scale
+
+
+def _sizes(text: str) -> tuple[float | None, float | None, float | None, dict[str, float]]:
+    """(long axis, second dimension, solid component) in mm from a clause, and their rounding."""
     ranges = [(m.start(), m.end()) for m in _RANGE.finditer(text)]
     size = short = solid = None
+    rounding: dict[str, float] = {}
     for m in _SIZE.finditer(text):
         if m.group("pre") or m.group("post"):
             continue  # "<6 mm", "under 6 mm", "6 mm or more": thresholds, not measurements
@@ -154,39 +227,115 @@ def _sizes(text: str) -> tuple[float | None, float | None, float | None]:
         ):
             if solid is None:
                 solid = a
+                rounding["solid_mm"] = _half_unit(m.group("a"), scale)
             continue
         if size is None:
             size, short = a, b
-    return size, short, solid
+            rounding["size_mm"] = _half_unit(m.group("a"), scale)
+            if b is not None:
+                rounding["short_mm"] = _half_unit(m.group("b"), scale)
+    return size, short, solid, rounding
 
 
-def parse_sentence(sentence: str) -> Statement | None:
-    """The :class:`Statement` of one sentence, or ``None`` if it states no finding."""
-    low = sentence.lower()
-    if _ADVICE.search(low):
+def _count(text: str) -> tuple[int, bool, tuple[str, ...]] | None:
+    """A stated count of nodules or masses: (number, whether "at least", kinds it counts;
+    ``("nodule",)`` for nodules of any kind)."""
+    m = _COUNT.search(text)
+    if m is None:
         return None
-    kinds = _kinds(low)
-    if not kinds:
-        return None
-    if _NEGATION.search(low):
-        return Statement(kind=kinds[0], negated=True, kinds=kinds, text=sentence)
-    size, short, solid = _sizes(low)
-    vol = _VOLUME.search(sentence)
-    return Statement(
-        kind=next((k for k in kinds if k != "nodule"), kinds[0]),
-        side=_first(_SIDE_PATTERNS, low),
-        zone=_first(_ZONE_PATTERNS, low),
-        size_mm=size,
-        short_mm=short,
-        solid_mm=solid,
-        volume_ml=float(vol.group("v")) if vol else None,
-        kinds=kinds,
-        text=sentence,
-    )
+    word = m.group("n")
+    if word in ("multiple", "several", "numerous"):
+        number, at_least = 2, True
+    else:
+        number, at_least = (int(word) if word.isdigit() else _COUNT_WORDS[word]), False
+    if m.group("noun") == "masses":
+        return number, at_least, ("mass",)
+    q = re.sub(r"ground[- ]glass", "ground-glass", re.sub(r"part[- ]solid", "part-solid", m["q"]))
+    words = q.split()
+    for word, kinds in (
+        ("part-solid", ("part-solid nodule",)),
+        ("subsolid", ("part-solid nodule", "ground-glass nodule")),
+        ("ground-glass", ("ground-glass nodule",)),
+        ("calcified", ("calcified nodule",)),
+        ("solid", ("solid nodule",)),
+    ):
+        if word in words:
+            return number, at_least, kinds
+    return number, at_least, ("nodule",)
+
+
+def _clauses(sentence: str) -> list[str]:
+    """A sentence cut into clauses (:data:`_CLAUSE`); a piece naming no kind stays with the
+    clause before it unless it is a negation."""
+    spans: list[list[int]] = []
+    start = 0
+    cuts = [(m.start(), m.end()) for m in _CLAUSE.finditer(sentence.lower())]
+    for a, b in [*cuts, (len(sentence), len(sentence))]:
+        low = sentence[start:a].lower()
+        if spans and not _kinds(low) and not _NEGATION.search(low):
+            spans[-1][1] = a
+        else:
+            spans.append([start, a])
+        start = b
+    return [c for a, b in spans if (c := sentence[a:b].strip(" ,;"))]
+
+
+def parse_statements(sentence: str) -> list[Statement]:
+    """The :class:`Statement` of each clause of one sentence that states or denies a finding."""
+    out: list[Statement] = []
+    expanded = _LOBE.sub(lambda m: _LOBES[m.group(0)], sentence)
+    for clause in _clauses(expanded):
+        low = clause.lower()
+        advice = _ADVICE.search(low)
+        if advice:  # what comes before the advice is still stated
+            clause, low = clause[: advice.start()], low[: advice.start()]
+        kinds = _kinds(low)
+        if not kinds:
+            continue
+        side = _first(_SIDE_PATTERNS, low)
+        if _NEGATION.search(low):
+            out.append(
+                Statement(
+                    kind=kinds[0],
+                    side=side,
+                    negated=True,
+                    kinds=kinds,
+                    text=clause.strip(" ,;:("),
+                    sentence=sentence,
+                )
+            )
+            continue
+        size, short, solid, rounding = _sizes(low)
+        vol = _VOLUME.search(clause)
+        if vol:
+            rounding["volume_ml"] = _half_unit(vol.group("v"))
+        kind = next((k for k in kinds if k != "nodule"), kinds[0])
+        grade = _GRADE.search(low) if kind == "pleural effusion" else None
+        count = _count(low)
+        out.append(
+            Statement(
+                kind=kind,
+                side=side,
+                zone=_first(_ZONE_PATTERNS, low),
+                size_mm=size,
+                short_mm=short,
+                solid_mm=solid,
+                volume_ml=float(vol.group("v")) if vol else None,
+                kinds=kinds,
+                text=clause.strip(" ,;:("),
+                grade=grade.group(1) if grade else None,
+                count=count[0] if count else None,
+                at_least=bool(count and count[1]),
+                counted=count[2] if count else (),
+                rounding=rounding,
+                sentence=sentence,
+            )
+        )
+    return out
 
 
 def extract_statements(text: str, *, include_negated: bool = False) -> list[Statement]:
-    """Statements of findings in report text, one per sentence that states a finding.
+    """Statements of findings in report text, one per clause that states a finding.
 
     Parameters
     ----------
@@ -195,12 +344,12 @@ def extract_statements(text: str, *, include_negated: bool = False) -> list[Stat
     include_negated
         Also return negated statements (``"No pleural effusion."``).
     """
-    out = []
-    for sentence in split_sentences(text):
-        st = parse_sentence(sentence)
-        if st is not None and (include_negated or not st.negated):
-            out.append(st)
-    return out
+    return [
+        st
+        for sentence in split_sentences(text)
+        for st in parse_statements(sentence)
+        if include_negated or not st.negated
+    ]
 
 
 def _kind_ok(stated: str, actual: str) -> bool:
@@ -209,9 +358,10 @@ def _kind_ok(stated: str, actual: str) -> bool:
     return stated == actual
 
 
-def _agrees(st: Statement, f: Finding, tol: float, rel: float = 0.0) -> bool:
-    def far(stated: float, actual: float) -> bool:
-        return abs(stated - actual) > max(tol, rel * actual)
+def _agrees(st: Statement, f: Finding, tol: float | None, rel: float = 0.0) -> bool:
+    def far(key: str, stated: float, actual: float) -> bool:
+        allowed = st.rounding.get(key, 0.05) + 1e-6 if tol is None else tol
+        return abs(stated - actual) > max(allowed, rel * actual)
 
     if st.kind is not None and not _kind_ok(st.kind, f.kind):
         return False
@@ -219,26 +369,66 @@ def _agrees(st: Statement, f: Finding, tol: float, rel: float = 0.0) -> bool:
         return False
     if st.zone is not None and st.zone != f.zone:
         return False
-    if st.size_mm is not None and far(st.size_mm, f.diameter_mm):
+    if st.size_mm is not None and far("size_mm", st.size_mm, f.diameter_mm):
         return False
-    if st.short_mm is not None and far(st.short_mm, f.short_axis_mm):
+    if st.short_mm is not None and far("short_mm", st.short_mm, f.short_axis_mm):
         return False
     if st.solid_mm is not None:
         solid = f.attributes.get("solid_diameter_mm")
-        if solid is None or far(st.solid_mm, float(solid)):
+        if solid is None or far("solid_mm", st.solid_mm, float(solid)):
             return False
-    if st.volume_ml is not None and abs(st.volume_ml - f.volume_ml) > max(
-        tol, max(0.01, rel) * f.volume_ml
-    ):
-        return False
+    if st.volume_ml is not None:
+        allowed = (
+            max(st.rounding.get("volume_ml", 0.05) + 1e-6, rel * f.volume_ml)
+            if tol is None
+            else max(tol, max(0.01, rel) * f.volume_ml)
+        )
+        if abs(st.volume_ml - f.volume_ml) > allowed:
+            return False
+    if st.grade is not None and f.kind == "pleural effusion":
+        volumes = (f.volume_ml * (1 - rel), f.volume_ml, f.volume_ml * (1 + rel))
+        if st.grade not in {effusion_grade(v) for v in volumes}:
+            return False
     return True
+
+
+def _denied(st: Statement, f: Finding) -> bool:
+    """Whether a negated statement denies finding ``f`` (its kind; its side, when it names one:
+    "no left effusion" beside a right one)."""
+    if not any(_kind_ok(k, f.kind) for k in st.kinds):
+        return False
+    return st.side is None or f.side in (st.side, "bilateral") or st.side == "bilateral"
+
+
+def _count_ok(st: Statement, active: Sequence[Finding]) -> bool:
+    """Whether a stated count of nodules or masses is the number there are; an unqualified
+    count of nodules may count all nodules or those that are not calcified (the writer's
+    "Two pulmonary nodules" beside its calcified granulomas)."""
+    if st.count is None:
+        return True
+    if st.counted == ("nodule",):
+        numbers = {
+            sum(f.kind in NODULE_KINDS for f in active),
+            sum(f.kind in NODULE_KINDS and f.kind != "calcified nodule" for f in active),
+        }
+    else:
+        numbers = {sum(f.kind in st.counted for f in active)}
+    if st.at_least:
+        return max(numbers) >= st.count
+    return st.count in numbers
+
+
+def _locates(st: Statement) -> bool:
+    """Whether a statement says where or how large its finding is: what covers a finding
+    ("Lung mass: recommend staging" alone does not report the mass)."""
+    return any(v is not None for v in (st.side, st.zone, st.size_mm, st.volume_ml, st.solid_mm))
 
 
 def consistency_details(
     report: Any,
     findings: Sequence[Finding],
     *,
-    size_tol_mm: float = 0.6,
+    size_tol_mm: float | None = None,
     size_tol_rel: float = 0.0,
 ) -> dict[str, Any]:
     """Check every statement of a report against findings; see :func:`clinical_consistency`.
@@ -247,8 +437,9 @@ def consistency_details(
     -------
     dict
         ``statements`` (list of ``(Statement, ok, matched finding ids)``), ``n_checked``,
-        ``n_consistent``, ``consistency``, ``covered`` (ids of findings some consistent positive
-        statement agrees with), ``coverage`` (share of findings covered; 1.0 with no findings).
+        ``n_consistent``, ``consistency``, ``covered`` (ids of findings that some consistent
+        positive statement giving a side, zone, size or volume agrees with), ``coverage`` (share
+        of findings covered; 1.0 with no findings).
     """
     text = _report_text(report)
     active = [f for f in findings if f.status != "rejected"]
@@ -256,12 +447,14 @@ def consistency_details(
     covered: set[str] = set()
     for st in extract_statements(text, include_negated=True):
         if st.negated:
-            ok = not any(_kind_ok(k, f.kind) for k in st.kinds for f in active)
+            ok = not any(_denied(st, f) for f in active)
             rows.append((st, ok, []))
             continue
         ids = [f.id for f in active if _agrees(st, f, size_tol_mm, size_tol_rel)]
-        rows.append((st, bool(ids), ids))
-        covered.update(ids)
+        ok = bool(ids) and _count_ok(st, active)
+        rows.append((st, ok, ids if ok else []))
+        if ok and _locates(st):
+            covered.update(ids)
     n_ok = sum(1 for _, ok, _ in rows if ok)
     return {
         "statements": rows,
@@ -277,16 +470,18 @@ def clinical_consistency(
     report: Any,
     findings: Sequence[Finding],
     *,
-    size_tol_mm: float = 0.6,
+    size_tol_mm: float | None = None,
     size_tol_rel: float = 0.0,
 ) -> float:
     """Share of a report's statements that agree with the findings.
 
     A positive statement agrees when at least one non-rejected finding matches everything it
-    states: its kind (``"nodule"`` matches any nodule kind), side, zone, long axis and second
-    dimension within ``size_tol_mm``, solid component within ``size_tol_mm`` and volume within
-    ``max(size_tol_mm, 1 %)`` ml. A negated statement agrees when no finding has any kind it
-    denies. Advice sentences are not checked. With no statement to check the score is 1.0
+    states: its kind (``"nodule"`` matches any nodule kind), side, zone, long axis, second
+    dimension, solid component and volume (to the tolerance below), and an effusion's grade;
+    a stated count of nodules or masses must be the number there are (an unqualified count of
+    nodules may leave out calcified ones; "multiple" and "several" mean at least two). A
+    negated statement agrees when no finding has a kind it denies (on the side it names, if
+    it names one). Advice is not checked. With no statement to check the score is 1.0
     (nothing stated, nothing wrong; see ``coverage`` of :func:`consistency_details` for
     completeness).
 
@@ -297,13 +492,18 @@ def clinical_consistency(
     findings
         The findings to check against.
     size_tol_mm
-        Size tolerance; 0.6 mm covers the writer's rounding to whole millimetres from 10 mm.
+        Size tolerance in mm (and ml for the volume, which may also differ by 1 %). ``None``
+        (the default): what the rounding of each written figure allows, half a unit of its last
+        digit ("7.2 mm": 7.15 to 7.25; "23 mm": 22.5 to 23.5; "4.5 cm": 44.5 to 45.5 mm;
+        "250 ml": 249.5 to 250.5), so a report is checked against the findings it was written
+        from to the figure. A number (0.6 for the evaluation against ground truth) allows that
+        much whatever the precision.
     size_tol_rel
-        Relative size tolerance: sizes (and the volume) may differ by up to this share of the
-        finding's own, when that is more than ``size_tol_mm``. 0 (the default) checks a report
-        against the findings it was written from; against ground truth measured on another mask,
-        0.15 (the project's size-error target) checks what the report says, not how two masks
-        differ by a millimetre.
+        Relative size tolerance: sizes (and the volume, and so the effusion grade) may differ by
+        up to this share of the finding's own, when that is more than the tolerance above. 0
+        (the default) checks a report against the findings it was written from; against ground
+        truth measured on another mask, 0.15 (the project's size-error target) checks what the
+        report says, not how two masks differ by a millimetre.
     """
     return float(
         consistency_details(report, findings, size_tol_mm=size_tol_mm, size_tol_rel=size_tol_rel)[
