@@ -8,7 +8,8 @@ same study makes ``v002`` and keeps ``v001``), holding:
   (``original``), the edit log and the provenance (model name/version/sha256, reviewer, times);
 * ``seg.dcm``: a DICOM Segmentation, one binary segment per finding that has a mask;
 * ``sr.dcm``: a DICOM Comprehensive 3D SR (TID 1500 measurement report), one measurement group
-  per finding, referencing its segment;
+  per finding, referencing its segment (a finding without a mask: its box on the CT slice
+  through its centre, SCOORD3D in the CT's frame of reference);
 * ``ct/``: a derived DICOM CT series of the volume, written when the SEG cannot reference the
   source images (NIfTI/NRRD input, a resampled DICOM series, enhanced multi-frame files);
 * ``report.md``, ``report.pdf`` and ``fhir_diagnosticreport.json`` (FHIR R4).
@@ -554,6 +555,76 @@ def _finding_site(f: Finding) -> Any:
     )
 
 
+def _axial_plane_z(f: Finding, slice_z_mm: Sequence[float]) -> float:
+    """The z (LPS mm) of the axial plane that shows ``f``: the CT slice nearest its centre.
+
+    Only slices within the finding's box, widened by half a slice gap, are candidates; with none
+    (a finding outside the scanned range) the centre's own z is kept.
+
+    Parameters
+    ----------
+    f
+        The finding.
+    slice_z_mm
+        The z (LPS mm) of each CT slice, in any order.
+
+    Returns
+    -------
+    float
+        The z of the chosen slice, or of the finding's centre.
+    """
+    zc = float(f.center_lps_mm[2])
+    zs = np.unique(np.asarray(slice_z_mm, dtype=float))
+    if zs.size == 0:
+        return zc
+    half_gap = float(np.median(np.diff(zs))) / 2.0 if zs.size > 1 else 0.0
+    lo_z, hi_z = sorted((float(f.bbox_lps_mm[0][2]), float(f.bbox_lps_mm[1][2])))
+    near = zs[(zs >= lo_z - half_gap - 1e-6) & (zs <= hi_z + half_gap + 1e-6)]
+    if near.size == 0:
+        return zc
+    return float(near[np.argmin(np.abs(near - zc))])
+
+
+def _finding_region(f: Finding, *, frame_of_reference_uid: str, slice_z_mm: Sequence[float]) -> Any:
+    """Where a finding without a segment is: a SCOORD3D region in the CT's frame of reference.
+
+    The finding's box cut by the axial CT slice nearest its centre (:func:`_axial_plane_z`): a
+    closed POLYGON through its four corners (x lo/hi, y lo/hi, LPS mm), or a POINT at the centre
+    (on that slice) when the box has no extent in x or y.
+
+    Parameters
+    ----------
+    f
+        The finding.
+    frame_of_reference_uid
+        The CT's exported Frame of Reference UID, the one its SEG and source series carry.
+    slice_z_mm
+        The z (LPS mm) of each CT slice.
+
+    Returns
+    -------
+    highdicom.sr.ImageRegion3D
+        The region, an *Image Region* (DCM 111030) SCOORD3D content item.
+    """
+    import highdicom as hd
+
+    z = _axial_plane_z(f, slice_z_mm)
+    lo, hi = f.bbox_lps_mm
+    x0, x1 = sorted((float(lo[0]), float(hi[0])))
+    y0, y1 = sorted((float(lo[1]), float(hi[1])))
+    if x1 - x0 > 1e-3 and y1 - y0 > 1e-3:
+        corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+        data = np.array([(x, y, z) for x, y in corners], dtype=float)
+        kind = hd.sr.GraphicTypeValues3D.POLYGON
+    else:
+        cx, cy = float(f.center_lps_mm[0]), float(f.center_lps_mm[1])
+        data = np.array([(cx, cy, z)], dtype=float)
+        kind = hd.sr.GraphicTypeValues3D.POINT
+    return hd.sr.ImageRegion3D(
+        graphic_type=kind, graphic_data=data, frame_of_reference_uid=frame_of_reference_uid
+    )
+
+
 def _build_sr(
     *,
     seg: Any,
@@ -562,10 +633,42 @@ def _build_sr(
     ids: _Ids,
     case_key: str,
     ct_series_uid: str,
+    frame_of_reference_uid: str,
+    slice_z_mm: Sequence[float],
     model: Mapping[str, Any] | None,
     reviewer: str | None,
     draft: bool,
 ) -> Any:
+    """The measurement report (TID 1500) as a DICOM Comprehensive 3D SR.
+
+    One measurement group per finding: a finding with a segment in ``seg`` is a volumetric ROI
+    group (TID 1411) referencing it; one without (no mask, or an empty one) a planar ROI group
+    (TID 1410) with its box as a SCOORD3D region in the CT's frame (:func:`_finding_region`).
+
+    Parameters
+    ----------
+    seg
+        The SEG written, or (with no SEG) a CT source header, the SR's evidence.
+    seg_numbers
+        Segment number by finding id, for the findings with a segment.
+    findings
+        The findings reported (not rejected), at least one.
+    ids, case_key
+        The export's UID policy and case key (for the findings' tracking UIDs).
+    ct_series_uid
+        The CT series the segments were made from.
+    frame_of_reference_uid
+        The CT's exported Frame of Reference UID (the SEG's and the referenced series').
+    slice_z_mm
+        The z (LPS mm) of each CT slice: a maskless finding's region lies on one of them.
+    model, reviewer, draft
+        The provenance: the model and the (pseudonymised) reviewer; ``draft`` for a model draft.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        The SR, not yet written.
+    """
     import highdicom as hd
 
     model = model or {}
@@ -614,7 +717,16 @@ def _build_sr(
                 )
             )
         else:
-            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
+            # the box's axial cross-section: viewers draw SCOORD3D coplanar with the displayed
+            # slice (an ELLIPSOID VolumeSurface needs 3D awareness; TID 1411 takes no ImageRegion3D)
+            region = _finding_region(
+                f, frame_of_reference_uid=frame_of_reference_uid, slice_z_mm=slice_z_mm
+            )
+            groups.append(
+                hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                    referenced_region=region, **common
+                )
+            )
     report = hd.sr.MeasurementReport(
         observation_context=context,
         procedure_reported=_code("24627-2", _LN, "CT Chest"),
@@ -1241,6 +1353,9 @@ def export_case(
                     ids=ids,
                     case_key=case_key,
                     ct_series_uid=ct_series_uid,
+                    # the SEG's: highdicom copies it from the (de-identified) source headers
+                    frame_of_reference_uid=str(src[0].FrameOfReferenceUID),
+                    slice_z_mm=[float(ds.ImagePositionPatient[2]) for ds in src],
                     model=model,
                     reviewer=out_reviewer,
                     draft=draft,

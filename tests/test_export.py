@@ -265,9 +265,10 @@ def test_sr_measurement_groups(dicom_case, tmp_path: Path) -> None:
     assert sr.CompletionFlag == "COMPLETE" and sr.VerificationFlag == "VERIFIED"
     report = sr.content
     vol_groups = report.get_volumetric_roi_measurement_groups()
-    plain = report.get_image_measurement_groups()
-    assert len(vol_groups) == 2 and len(plain) == 1
-    by_id = {g.tracking_identifier.split()[0]: g for g in [*vol_groups, *plain]}
+    planar = report.get_planar_roi_measurement_groups()
+    assert len(vol_groups) == 2 and len(planar) == 1
+    assert report.get_image_measurement_groups() == []  # every finding has a spatial reference
+    by_id = {g.tracking_identifier.split()[0]: g for g in [*vol_groups, *planar]}
     assert set(by_id) == {"F1", "F2", "F3"}
     for f in finds:
         g = by_id[f.id]
@@ -294,6 +295,100 @@ def test_sr_measurement_groups(dicom_case, tmp_path: Path) -> None:
     kinds = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in ctx}
     assert kinds["Observer Type"].ConceptCodeSequence[0].CodeMeaning == "Person"
     assert str(kinds["Person Observer Name"].PersonName).startswith("REVIEWER-")
+
+
+def _scoord3d_items(group) -> list:
+    """The SCOORD3D content items of a measurement group (the group's own content, not nested)."""
+    return [item for item in group[0].ContentSequence if item.ValueType == "SCOORD3D"]
+
+
+def _box_polygon(f: Finding, z: float) -> np.ndarray:
+    """The closed axial rectangle of a finding's box at ``z`` (LPS mm), as the SR writes it."""
+    (x0, y0, _), (x1, y1, _) = f.bbox_lps_mm
+    return np.array([(x0, y0, z), (x1, y0, z), (x1, y1, z), (x0, y1, z), (x0, y0, z)])
+
+
+def test_sr_maskless_finding_outlines_its_box_in_the_ct_frame(dicom_case, tmp_path: Path) -> None:
+    """A finding without a mask (F3, a box the reader drew) is a planar ROI group (TID 1410) whose
+    Image Region is a SCOORD3D closed polygon: its box's axial cross-section on the CT slice
+    through its centre, in LPS mm and in the exported (keyed) frame of reference of the CT and
+    the SEG. It had no spatial reference at all, so a viewer could not show where it was. The
+    findings with a mask still reference their segments."""
+    import highdicom as hd
+
+    vol, labels, finds, _ = dicom_case
+    res = _export(vol, labels, finds, tmp_path / "out")
+    sr = hd.sr.srread(str(res.files["sr"]))
+    seg = hd.seg.segread(str(res.files["seg"]))
+    for_uid = Deidentifier(KEY).uid(vol.metadata["frame_of_reference_uid"])
+    assert seg.FrameOfReferenceUID == for_uid != vol.metadata["frame_of_reference_uid"]
+    report = sr.content
+    (group,) = report.get_planar_roi_measurement_groups()
+    f3 = finds[2]
+    assert group.tracking_identifier == "F3 pleural effusion"
+    (item,) = _scoord3d_items(group)
+    assert item.ConceptNameCodeSequence[0].CodeMeaning == "Image Region"
+    assert item.GraphicType == "POLYGON"
+    assert item.ReferencedFrameOfReferenceUID == for_uid
+    coords = np.asarray(item.GraphicData, dtype=float).reshape(-1, 3)
+    assert f3.center_lps_mm[2] == -90.0  # on slice 4 of the CT (z = -100 + 4 * 2.5)
+    np.testing.assert_allclose(coords, _box_polygon(f3, -90.0), atol=0.01)
+    roi = group.roi
+    assert isinstance(roi, hd.sr.ImageRegion3D)
+    assert roi.graphic_type == hd.sr.GraphicTypeValues3D.POLYGON
+    assert roi.frame_of_reference_uid == for_uid
+    # the findings with a mask: their segments, no coordinates
+    by_id = {
+        g.tracking_identifier.split()[0]: g for g in report.get_volumetric_roi_measurement_groups()
+    }
+    assert set(by_id) == {"F1", "F2"}
+    for fid, n in (("F1", 1), ("F2", 2)):
+        ref = by_id[fid].referenced_segment
+        assert int(ref[0].ReferencedSOPSequence[0].ReferencedSegmentNumber) == n
+        assert ref[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == seg.SOPInstanceUID
+        assert _scoord3d_items(by_id[fid]) == []
+    assert _dciodvfy_errors(res.files["sr"]) == []
+
+
+def test_sr_region_of_an_empty_mask_lies_on_the_nearest_ct_slice(tmp_path: Path) -> None:
+    """A finding whose mask is empty (F2 here) is located by its box like one without a mask: the
+    polygon lies on the CT slice nearest its centre (a mask's centroid falls between slices, where
+    no viewer would draw it); a box with no width is its centre, a POINT. With NIfTI input the
+    frame of reference is the derived CT series', which the SEG shares."""
+    import highdicom as hd
+    import pydicom
+
+    vol, labels, finds = make_case()
+    labels[labels == 2] = 0
+    f1, f2, f3 = finds
+    f2.center_lps_mm = (10.0, 8.0, -86.6)  # slices at -87.5 and -85.0: -87.5 is nearer
+    f3.bbox_lps_mm = ((12.0, 0.0, -95.0), (12.0, 40.0, -85.0))  # no width in x
+    write_volume(vol, tmp_path / "in.nii.gz", orientation="RAS")
+    # the case folder refuses a label without voxels: the DICOM objects only
+    res = _export(
+        load_ct(tmp_path / "in.nii.gz"), labels, finds, tmp_path / "out", formats=("seg", "sr")
+    )
+    assert any("F2: label 2 has no voxels" in w for w in res.warnings)
+    ct0 = pydicom.dcmread(next(iter(sorted(res.files["ct"].iterdir()))))
+    seg = hd.seg.segread(str(res.files["seg"]))
+    assert seg.FrameOfReferenceUID == ct0.FrameOfReferenceUID
+    report = hd.sr.srread(str(res.files["sr"])).content
+    (vol_group,) = report.get_volumetric_roi_measurement_groups()
+    assert vol_group.tracking_identifier.startswith("F1 ")
+    by_id = {
+        g.tracking_identifier.split()[0]: g for g in report.get_planar_roi_measurement_groups()
+    }
+    assert set(by_id) == {"F2", "F3"}
+    (poly,) = _scoord3d_items(by_id["F2"])
+    assert poly.GraphicType == "POLYGON"
+    coords = np.asarray(poly.GraphicData, dtype=float).reshape(-1, 3)
+    np.testing.assert_allclose(coords, _box_polygon(f2, -87.5), atol=0.01)
+    (point,) = _scoord3d_items(by_id["F3"])
+    assert point.GraphicType == "POINT"
+    np.testing.assert_allclose(point.GraphicData, [12.0, 20.0, -90.0], atol=0.01)
+    for item in (poly, point):
+        assert item.ReferencedFrameOfReferenceUID == ct0.FrameOfReferenceUID
+    assert _dciodvfy_errors(res.files["sr"]) == []
 
 
 def test_dciodvfy_reports_no_errors(dicom_case, tmp_path: Path) -> None:
