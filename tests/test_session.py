@@ -82,6 +82,22 @@ def test_reject_keeps_finding_but_drops_sentence(session):
     assert session.edit_log[-1].action == "status"
 
 
+def test_disagreements_name_wrong_sentences_and_findings_left_out(session):
+    """Before export the reader is told where the text and the table disagree: a typed sentence
+    that adds a second nodule, and a finding whose sentence was typed away (the impression
+    alone, "Two pulmonary nodules", does not say where it is)."""
+    assert session.disagreements() == []
+    a, b = session.findings[0], session.findings[1]
+    typed = f"{session.sentences[a.id][:-1]} and a 31 mm mass in the {a.side} {a.zone} zone."
+    session.set_sentence(a.id, typed)
+    session.set_sentence(b.id, "")
+    session.set_impression("See findings.")
+    wrong = session.disagreements()
+    assert wrong == [typed, f"Not in the report: {b.id} {b.kind}, {b.side} {b.zone} zone"]
+    session.set_status(b.id, "rejected")
+    assert session.disagreements() == [typed]
+
+
 def test_hand_edit_survives_other_changes_and_regenerates_on_demand(session):
     a, b = session.findings[0].id, session.findings[1].id
     session.set_sentence(a, "Reader's own words about this nodule.")

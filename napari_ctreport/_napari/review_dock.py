@@ -474,14 +474,15 @@ class ReviewDock(QWidget):
 
     def ask_export_anyway(self, sentences: list[str]) -> bool:
         """The report says what the findings do not (a typed sentence or impression left
-        behind by an edit): export it all the same?"""
+        behind by an edit), or leaves a finding out: export it all the same?"""
         shown = "\n".join(f"• {t}" for t in sentences[:6])
         more = f"\n… and {len(sentences) - 6} more" if len(sentences) > 6 else ""
         answer = QMessageBox.question(
             self,
             "Report disagrees with the findings",
-            "These sentences of the report disagree with the findings table (kind, side, zone "
-            f"or size):\n\n{shown}{more}\n\nExport the report as it is?",
+            "The report and the findings table disagree (kind, side, zone, size, grade or "
+            f"count, or a finding the report leaves out):\n\n{shown}{more}\n\n"
+            "Export the report as it is?",
         )
         return answer == QMessageBox.StandardButton.Yes
 
@@ -1636,8 +1637,8 @@ class ReviewDock(QWidget):
         wrong = s.disagreements()
         if wrong and not self.ask_export_anyway(wrong):
             self.status.setText(
-                f"Not exported: {len(wrong)} sentence(s) of the report disagree with the "
-                f"findings (first: {wrong[0]!r}); edit them or regenerate them."
+                f"Not exported: {len(wrong)} point(s) where the report and the findings "
+                f"disagree (first: {wrong[0]!r}); edit or regenerate the text."
             )
             return None
         worker = create_worker(

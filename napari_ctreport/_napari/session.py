@@ -894,14 +894,23 @@ class ReviewSession:
         return [(s.finding_id, f"{i}. {s.text}") for i, s in enumerate(items, start=1)]
 
     def disagreements(self) -> list[str]:
-        """The report's sentences that disagree with the findings as they stand (kind, side,
-        zone, size or volume; a denial of a kind there is: :func:`~napari_ctreport.report.
-        parse.consistency_details`), such as a sentence or impression the reader typed before
-        changing or rejecting its finding. Empty when the report agrees with the table."""
+        """Where the report and the findings as they stand disagree: each sentence stating what
+        no finding is (kind, side, zone, size, volume, grade, count; a denial of a kind there
+        is: :func:`~napari_ctreport.report.parse.consistency_details`), such as a sentence or
+        impression the reader typed before changing or rejecting its finding, and a line
+        ``"Not in the report: F3 solid nodule, right upper zone"`` for each finding the report
+        does not describe (its sentence typed away). Empty when the two agree."""
         from ..report.parse import consistency_details
 
         details = consistency_details(self.report(), self.findings)
-        return [st.text for st, ok, _ in details["statements"] if not ok]
+        wrong = [st.sentence or st.text for st, ok, _ in details["statements"] if not ok]
+        covered = set(details["covered"])
+        missing = [
+            f"Not in the report: {f.id} {f.kind}, {f.side} {f.zone} zone"
+            for f in self.active_findings()
+            if f.id not in covered
+        ]
+        return [*dict.fromkeys(wrong), *missing]
 
     def report(self) -> Report:
         """The report as it stands (rejected findings left out)."""
