@@ -1105,10 +1105,13 @@ def test_picking_a_ct_brings_it_and_its_review_forward(sample_dock, qtbot, autos
     one, two = dock.results
     assert (one.ct_name, two.ct_name) == ("Sample chest CT", second.name)
     first_ct = viewer.layers["Sample chest CT"]
+    # an overlay of the reader's own (not a CT of ours, not reviewed) is left as it is
+    overlay = viewer.add_image(np.zeros((4, 8, 8), np.float32), name="PET", blending="additive")
     index = dock.layer_combo.findText(first_ct.name)
     dock.layer_combo.setCurrentIndex(index)
     dock.layer_combo.activated.emit(index)  # as the reader's pick
     assert dock.result is one and first_ct.visible and not second.visible
+    assert overlay.visible
     assert one.boxes.visible and one.masks.visible
     assert not two.boxes.visible and not two.masks.visible
     assert viewer.layers.selection.active is one.boxes

@@ -621,7 +621,8 @@ class ReviewDock(QWidget):
 
     def _bring_forward(self, index: int = -1) -> None:
         """The reader picked a CT in the list: it and its review's layers are shown, the other
-        CTs and their reviews' layers hidden, and its findings layer (else the CT) made the
+        CTs (opened by this plugin's reader, or reviewed) and their reviews' layers hidden (an
+        image of the reader's own, such as a PET overlay, stays as it is), and its findings layer (else the CT) made the
         active layer, so that what the canvas shows, what napari's tools draw on and what the
         table lists are one CT. With two CTs open in one patient space the last opened was
         drawn over the other, and a box drawn there went into the other CT's review."""
@@ -630,8 +631,10 @@ class ReviewDock(QWidget):
             return
         mine = [r for r in self.results if r.ct_name == layer.name]
         others = [r for r in self.results if r.ct_name != layer.name]
+        reviewed = {r.ct_name for r in self.results}
         for ct in self.ct_layers():
-            if ct is not layer:
+            # other CTs (opened by our reader, or reviewed); the reader's own overlays stay
+            if ct is not layer and (META_KEY in ct.metadata or ct.name in reviewed):
                 ct.visible = False
         for r in others:
             for ly in r.layers:
