@@ -91,6 +91,16 @@ def _lung_candidates(
     return lab, ids[:2]
 
 
+def _reaches_edge(mask: np.ndarray) -> bool:
+    """Whether a mask (one axial slice, or a stack of them) touches the image's edge in-plane."""
+    return bool(mask[..., [0, -1], :].any() or mask[..., :, [0, -1]].any())
+
+
+def _tissue(small: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """What is denser than :data:`AIR_HU` and not outside air: the body (and the table)."""
+    return ~outside & (small > AIR_HU)
+
+
 def _outside_the_body(small: np.ndarray, region: np.ndarray, outside: np.ndarray) -> bool:
     """Whether an air region that is not outside air by its median (:func:`_outside_air`) is
     outside the body all the same: it reaches the image's edge in-plane and under
@@ -100,17 +110,16 @@ def _outside_the_body(small: np.ndarray, region: np.ndarray, outside: np.ndarray
     abdominal CT on 3 mm voxels (68 ml), and passed for its left lung. Lungs reach the image's
     edge on a scan cropped through them; so does the body there, and those slices are not
     judged (the hull of a chest crop's largest piece of tissue held 38 % of its lungs)."""
-    edge = region[:, [0, -1], :].any() or region[:, :, [0, -1]].any()
-    if not edge:
+    if not _reaches_edge(region):
         return False
     from skimage.morphology import convex_hull_image
 
-    tissue = ~outside & (small > AIR_HU)
+    tissue = _tissue(small, outside)
     inside = outside_n = 0
     for z in np.flatnonzero(region.any(axis=(1, 2))):
         n = int(region[z].sum())
         body = _cross_section(tissue[z])
-        if body is None or body[[0, -1], :].any() or body[:, [0, -1]].any():
+        if body is None or _reaches_edge(body):
             inside += n  # no whole body in the slice (a crop through the chest): not judged
             continue
         hull = convex_hull_image(body)
@@ -154,7 +163,7 @@ def _body_depth(
     back, the arms and a curved mattress."""
     from skimage.morphology import convex_hull_image
 
-    tissue = ~outside & (small > AIR_HU)
+    tissue = _tissue(small, outside)
     out = np.zeros(small.shape, dtype=np.float32)
     for z in range(small.shape[0]):
         region = _cross_section(tissue[z])
