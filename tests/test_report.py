@@ -22,6 +22,7 @@ from napari_ctreport.report.parse import (
 from napari_ctreport.report.writer import (
     NORMAL_FINDINGS,
     Report,
+    coverage_note,
     describe_finding,
     format_mm,
     write_report,
@@ -712,3 +713,53 @@ def test_a_calcified_lesion_over_30_mm_is_not_called_benign():
     assert ", benign." in write_report([small]).impression
     both = write_report([big, make("calcified nodule", 5.0, fid="F3")]).impression
     assert "Two calcified nodules, the largest 35 mm" in both
+
+
+def test_guideline_thresholds_read_the_written_figures():
+    """What the report writes decides: a solid component written "5.5 mm" is 6 mm to the
+    nearest millimetre whether it measured 5.45 or 5.5 (they got different managements beside
+    the same printed figure); a nodule written "30 mm" is not over 30 mm (30.04 and 30.06 mm,
+    both "30 mm", went to different pathways); a 35 mm calcified lesion sent for staging is not
+    "compatible with a calcified granuloma" in the findings; 999.6 ml of lung, written
+    "1000 ml", is a whole chest."""
+    for solid in (5.45, 5.5):
+        f = make("part-solid nodule", 12.0, 10.0, solid_diameter_mm=solid)
+        r = write_report([f])
+        assert "5.5 mm solid component" in r.findings
+        assert "highly suspicious" in subsolid_category([f]).text, solid
+    assert (
+        "highly suspicious"
+        not in subsolid_category(
+            [make("part-solid nodule", 12.0, 10.0, solid_diameter_mm=5.44)]
+        ).text
+    )
+    for d in (30.04, 30.06):
+        imp = write_report([make("solid nodule", d, 25.0)]).impression
+        assert "30 mm solid nodule" in imp and "Lesion over 30 mm" not in imp, d
+        assert "over 8 mm" in imp
+    assert "Lesion over 30 mm" in write_report([make("solid nodule", 30.5, 25.0)]).impression
+    big = write_report([make("calcified nodule", 35.0)])
+    assert "granuloma" not in big.findings and "Lesion over 30 mm" in big.impression
+    assert "granuloma" in write_report([make("calcified nodule", 29.9)]).findings
+    assert coverage_note(999.6) is None
+    assert "(999 ml of lung)" in coverage_note(999.4)[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "n_bad"),
+    [
+        ("Two pulmonary nodules, the largest a 7.2 mm solid nodule in the right upper zone.", 1),
+        (
+            "Two pulmonary nodules, the largest a 9.0 mm ground-glass nodule in the left upper zone.",
+            0,
+        ),
+        ("A 9.0 mm ground-glass nodule in the left upper zone without pleural effusion.", 1),
+    ],
+)
+def test_the_largest_and_a_denial_without_a_comma(text: str, n_bad: int) -> None:
+    fs = [
+        make("solid nodule", 7.2, fid="F1"),
+        make("ground-glass nodule", 9.0, side="left", fid="F2"),
+        make("pleural effusion", 90, 30, fid="F3", zone="lower", volume_ml=120.0),
+    ]
+    assert len(_bad(text, fs)) == n_bad, _bad(text, fs)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .findings import Finding
+from .lexicon import written_mm
 
 #: Name of the nodule guideline, as it appears in recommendation lines.
 FLEISCHNER = "Fleischner Society 2017"
@@ -111,8 +112,13 @@ def _solid_category(size: int) -> str:
     return ">8"
 
 
-def _is_mass(f: Finding) -> bool:
-    return f.kind == "mass" or (f.kind != "pleural effusion" and f.diameter_mm > MASS_THRESHOLD_MM)
+def is_mass(f: Finding) -> bool:
+    """Whether a finding is worked up as a mass: its kind is ``"mass"``, or it is a lesion whose
+    long axis as written (:func:`~.lexicon.written_mm`) is over :data:`MASS_THRESHOLD_MM` (a
+    30.04 mm nodule, written "30 mm", is a nodule; 30.06 mm was a mass, also written "30 mm")."""
+    return f.kind == "mass" or (
+        f.kind != "pleural effusion" and written_mm(f.diameter_mm) > MASS_THRESHOLD_MM
+    )
 
 
 def _active(findings: Sequence[Finding]) -> list[Finding]:
@@ -129,7 +135,7 @@ def solid_category(
     they differ (``"low risk, no routine follow-up; high risk, optional CT at 12 months"``).
     """
     _check_risk(risk)
-    solid = [f for f in _active(findings) if f.kind in SOLID_KINDS and not _is_mass(f)]
+    solid = [f for f in _active(findings) if f.kind in SOLID_KINDS and not is_mass(f)]
     if not solid:
         return None
     size = max(fleischner_size_mm(f) for f in solid)
@@ -151,7 +157,7 @@ def subsolid_category(findings: Sequence[Finding]) -> NoduleCategory | None:
     A single part-solid nodule of 6 mm or more whose solid component
     (``attributes["solid_diameter_mm"]``) is 6 mm or more is flagged as highly suspicious.
     """
-    sub = [f for f in _active(findings) if f.kind in SUBSOLID_KINDS and not _is_mass(f)]
+    sub = [f for f in _active(findings) if f.kind in SUBSOLID_KINDS and not is_mass(f)]
     if not sub:
         return None
     size = max(fleischner_size_mm(f) for f in sub)
@@ -165,7 +171,9 @@ def subsolid_category(findings: Sequence[Finding]) -> NoduleCategory | None:
     key = cat
     if table == "part-solid" and cat == ">=6":
         solid = float(f.attributes.get("solid_diameter_mm", 0.0) or 0.0)
-        if round_half_up(solid) >= 6:
+        # the component as written ("5.5 mm"), to the nearest millimetre: 5.45 and 5.5 mm,
+        # both written "5.5 mm", got different managements
+        if round_half_up(written_mm(solid)) >= 6:
             key = ">=6 solid>=6"
     return NoduleCategory(table, "single", cat, size, _SUBSOLID[(table, key)])
 
@@ -200,7 +208,7 @@ def recommendation(findings: Sequence[Finding], *, risk: str | None = None) -> l
     _check_risk(risk)
     active = _active(findings)
     lines: list[str] = []
-    masses = [f for f in active if _is_mass(f)]
+    masses = [f for f in active if is_mass(f)]
     if masses:
         named = any(f.kind == "mass" for f in masses)
         over = any(f.kind != "mass" for f in masses)
@@ -214,7 +222,7 @@ def recommendation(findings: Sequence[Finding], *, risk: str | None = None) -> l
             "recommend contrast-enhanced chest CT or PET/CT staging, tissue sampling and "
             "multidisciplinary team review."
         )
-        nodules = [f for f in active if f.kind in SOLID_KINDS | SUBSOLID_KINDS and not _is_mass(f)]
+        nodules = [f for f in active if f.kind in SOLID_KINDS | SUBSOLID_KINDS and not is_mass(f)]
         if nodules:
             beside = "a mass suspicious for malignancy" if named else "a lesion over 30 mm"
             lines.append(
@@ -223,7 +231,7 @@ def recommendation(findings: Sequence[Finding], *, risk: str | None = None) -> l
             )
     else:
         lines += _nodule_lines(active, risk)
-    if any(f.kind == "calcified nodule" and not _is_mass(f) for f in active):
+    if any(f.kind == "calcified nodule" and not is_mass(f) for f in active):
         lines.append(
             f"Calcified nodule(s): benign pattern of calcification; no follow-up needed "
             f"({FLEISCHNER})."

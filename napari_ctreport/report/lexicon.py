@@ -86,6 +86,17 @@ EFFUSION_GRADES: tuple[tuple[str, float], ...] = (
 )
 
 
+def written_mm(length_mm: float) -> float:
+    """A length (mm) as the report writes it: to 0.1 mm below 10 mm, whole mm from 10 mm
+    (halves upwards), for :func:`~napari_ctreport.report.writer.format_mm` and the guideline's
+    thresholds (a nodule written "30 mm" is not over 30 mm; a solid component written "5.5 mm"
+    is 6 mm to the nearest millimetre)."""
+    value = float(length_mm)
+    if round(value, 1) < 10.0:
+        return round(value, 1)
+    return float(math.floor(value + 0.5))
+
+
 def written_ml(volume_ml: float) -> float:
     """A volume (ml) as the report writes it: to 0.1 ml below 10 ml, whole ml from 10 ml
     (halves upwards), for :func:`~napari_ctreport.report.writer.format_ml` and

@@ -71,6 +71,7 @@ _CLAUSE = re.compile(
     r";\s*"
     r"|,\s*(?=(?:and\s+|but\s+)?(?:no|without)\b)"
     r"|\s+(?:and|but)\s+(?=(?:no|without)\b)"
+    r"|\s+(?=without\b)"
     r"|(?<!compatible)(?<!consistent)(?<!keeping),?\s+(?:and|with|plus|as well as|along with)\s+"
     r"(?=(?:an?|another|one|two|three|four|five|six|seven|eight|nine|ten|several|multiple|\d)\b)"
     r"|,\s+(?=(?:an?|another)\s)"
@@ -135,6 +136,9 @@ class Statement:
         keyed ``size_mm``, ``short_mm``, ``solid_mm``, ``volume_ml``: what rounding allows.
     sentence
         The whole sentence the clause is part of.
+    largest
+        The size is that of the largest of the kinds counted (``"..., the largest a 14 mm
+        part-solid nodule"``).
     """
 
     kind: str | None
@@ -153,6 +157,7 @@ class Statement:
     counted: tuple[str, ...] = ()
     rounding: dict[str, float] = field(default_factory=dict)
     sentence: str = ""
+    largest: bool = False
 
 
 def split_sentences(text: str) -> list[str]:
@@ -329,6 +334,7 @@ def parse_statements(sentence: str) -> list[Statement]:
                 counted=count[2] if count else (),
                 rounding=rounding,
                 sentence=sentence,
+                largest=bool(re.search(r"\b(?:the )?largest\b", low)) and size is not None,
             )
         )
     return out
@@ -418,6 +424,20 @@ def _count_ok(st: Statement, active: Sequence[Finding]) -> bool:
     return st.count in numbers
 
 
+def _largest_ok(st: Statement, active: Sequence[Finding], tol: float | None, rel: float) -> bool:
+    """Whether "the largest" is: no nodule (or mass) of the kinds counted (an unqualified count
+    of nodules: those not calcified, as the writer counts them) is longer than the size stated."""
+    if not st.largest or st.size_mm is None:
+        return True
+    kinds = st.counted or ((st.kind,) if st.kind else ("nodule",))
+    if kinds == ("nodule",):
+        pool = [f for f in active if f.kind in NODULE_KINDS and f.kind != "calcified nodule"]
+    else:
+        pool = [f for f in active if f.kind in kinds]
+    allowed = st.rounding.get("size_mm", 0.05) + 1e-6 if tol is None else tol
+    return all(f.diameter_mm - st.size_mm <= max(allowed, rel * f.diameter_mm) for f in pool)
+
+
 def _locates(st: Statement) -> bool:
     """Whether a statement says where or how large its finding is: what covers a finding
     ("Lung mass: recommend staging" alone does not report the mass)."""
@@ -452,6 +472,7 @@ def consistency_details(
             continue
         ids = [f.id for f in active if _agrees(st, f, size_tol_mm, size_tol_rel)]
         ok = bool(ids) and _count_ok(st, active)
+        ok = ok and _largest_ok(st, active, size_tol_mm, size_tol_rel)
         rows.append((st, ok, ids if ok else []))
         if ok and _locates(st):
             covered.update(ids)

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from .findings import Finding
-from .guidelines import MASS_THRESHOLD_MM, recommendation
-from .lexicon import SHAPES, effusion_grade, written_ml
+from .guidelines import is_mass, recommendation
+from .lexicon import SHAPES, effusion_grade, written_ml, written_mm
 
 #: The findings section when there is nothing to report.
 NORMAL_FINDINGS = "No pulmonary nodules, masses or pleural effusions."
@@ -109,10 +109,8 @@ class Report:
 
 def format_mm(value: float) -> str:
     """Format a length by the size rule: ``"7.2 mm"`` below 10 mm, ``"23 mm"`` from 10 mm."""
-    value = float(value)
-    if round(value, 1) < 10.0:
-        return f"{value:.1f} mm"
-    return f"{math.floor(value + 0.5):d} mm"
+    shown = written_mm(value)
+    return f"{shown:.1f} mm" if shown < 10.0 else f"{int(shown):d} mm"
 
 
 def _num(value: float) -> str:
@@ -242,7 +240,7 @@ def _describe(f: Finding, variant: int, loc_variant: int) -> str:
             else f" (solid component {format_mm(solid)})"
         )
     extra = ""
-    if kind == "calcified nodule":
+    if kind == "calcified nodule" and not is_mass(f):  # over 30 mm it is worked up as a mass
         extra = ", compatible with a calcified granuloma"
     elif mass_like and f.attributes.get("shape") == "spiculated":
         extra = ", suspicious for malignancy"
@@ -275,7 +273,11 @@ def coverage_note(lung_ml: float | None, *, lesions: bool = False) -> tuple[str,
     ``lung_ml`` unknown). They name no finding kind, so they state no finding. With ``lesions``
     (the report describes some) and under :data:`NO_LUNG_ML`, they say part of the lungs was
     scanned, not that none was: the segmentation missed lung the reader found a lesion in."""
-    if lung_ml is None or lung_ml >= PARTIAL_LUNG_ML:
+    # judged on the volume as written: 999.6 ml read "only part ... (1000 ml of lung)"
+    if lung_ml is None:
+        return None
+    shown = math.floor(lung_ml + 0.5)
+    if shown >= PARTIAL_LUNG_ML:
         return None
     if lung_ml < NO_LUNG_ML and lesions:
         return (
@@ -287,7 +289,7 @@ def coverage_note(lung_ml: float | None, *, lesions: bool = False) -> tuple[str,
             "No lung is in the scanned volume; the lungs were not assessed.",
             "Lungs not assessed: not in the scanned volume.",
         )
-    ml = f"{lung_ml:.0f} ml of lung"
+    ml = f"{shown:d} ml of lung"
     return (
         f"Only part of the lungs is in the scanned volume ({ml}); the rest was not assessed.",
         f"Only part of the lungs was scanned ({ml}).",
@@ -368,7 +370,7 @@ def write_report(
         )
     # "benign" only for calcified nodules: a calcified lesion over 30 mm gets the mass work-up
     # (recommendation's "lesion over 30 mm"), and the impression said "benign" beside it
-    benign = ", benign" if calcified and calcified[0].diameter_mm <= MASS_THRESHOLD_MM else ""
+    benign = ", benign" if calcified and not is_mass(calcified[0]) else ""
     if len(calcified) == 1:
         f = calcified[0]
         items.append(
