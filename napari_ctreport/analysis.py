@@ -371,7 +371,7 @@ class Analysis:
     volume: CTVolume | None = field(default=None, repr=False, compare=False)
 
     def to_json_dict(self, *, input_path: str | Path | None = None) -> dict[str, Any]:
-        """The ``ctreport.analysis/1`` JSON object (see ``docs/interfaces.md``), with fields
+        """The ``ctreport.analysis/1`` JSON object (see ``shared/docs/interfaces.md`` beside the project), with fields
         added to it: ``set_aside``, the :attr:`dropped` candidates (the keys of a finding plus
         ``dropped_by``), which are not findings and not in the report; ``lung_ml``, the
         segmented lung in the scan (ml; ``null`` when not known); ``warnings``, what the reader

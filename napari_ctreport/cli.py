@@ -628,7 +628,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="JSON file to write (default: stdout)")
     p.add_argument("--model", help="model folder (default: the model shipped with the package)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--export", type=Path, help="also write the case folder (record + retraining)")
+    p.add_argument(
+        "--export",
+        type=Path,
+        help="also write the case folder, a model draft (the record; `train` takes drafts only "
+        "with --include-drafts: review and export them for retraining)",
+    )
     p.add_argument("--series", help=SERIES_HELP)
     p.add_argument(
         "--keep-identifiers",

@@ -1318,7 +1318,8 @@ def export_case(
             else:
                 src = None
             if src is None:
-                notes.append(f"SEG references a derived CT series in {CT_DIR}/ ({why})")
+                what = "SEG and SR reference" if seg_findings else "the SRs reference"
+                notes.append(f"{what} a derived CT series in {CT_DIR}/ ({why})")
                 ct_meta = {**out_meta, "study_date": study_date}
                 src = _write_derived_ct(
                     volume, tmp / CT_DIR, meta=ct_meta, study_uid=study_uid, for_uid=for_uid
