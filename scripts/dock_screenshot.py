@@ -3,7 +3,7 @@ a case folder's own findings are shown instead of a run.
 
 Usage (headless): xvfb-run -a -s "-screen 0 1800x1100x24" .venv/bin/python scripts/dock_screenshot.py \
     sample|PATH OUT.png [--model DIR] [--window lung|mediastinum|soft tissue|bone]
-    [--select F2] [--plane axial|coronal|sagittal]
+    [--select F2] [--plane axial|coronal|sagittal|3d]
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import time
 
 #: napari's dims order (z, y, x) for each plane: the sliced axis first.
 PLANE_ORDER = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
+#: Camera angles of the 3-D view: from the front, turned a little to the patient's left.
+ANGLES_3D = (0.0, -20.0, 100.0)
 
 
 def main() -> None:
@@ -23,7 +25,10 @@ def main() -> None:
     parser.add_argument("--window", default="lung")
     parser.add_argument("--select", default=None, help="finding ID to jump to (default: the first)")
     parser.add_argument(
-        "--plane", default="axial", choices=sorted(PLANE_ORDER), help="the plane shown"
+        "--plane",
+        default="axial",
+        choices=[*sorted(PLANE_ORDER), "3d"],
+        help="the plane shown, or napari's 3-D view",
     )
     args = parser.parse_args()
 
@@ -55,8 +60,16 @@ def main() -> None:
         app.processEvents()
         time.sleep(0.02)
     dock.apply_window(args.window)
-    viewer.dims.order = PLANE_ORDER[args.plane]
-    if dock.table.ids:
+    if args.plane == "3d":
+        viewer.dims.ndisplay = 3
+        for _ in range(20):  # the canvas at its size before the view is fitted to it
+            app.processEvents()
+            time.sleep(0.02)
+        viewer.reset_view()
+        viewer.scene.camera.angles = ANGLES_3D
+    else:
+        viewer.dims.order = PLANE_ORDER[args.plane]
+    if dock.table.ids and args.plane != "3d":
         dock.select_finding(args.select if args.select in dock.table.ids else dock.table.ids[0])
     for _ in range(50):
         app.processEvents()

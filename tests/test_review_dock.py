@@ -1344,8 +1344,13 @@ def test_a_finding_is_found_on_the_plane_shown(sample_dock, qtbot, autosave, mon
         assert 3 <= len(mine) <= 6 and len(mine) < len(_rects(s, x, r.volume))
         _assert_outlines_box(r.boxes, x.id, *_box(x, r.volume))
     assert sum(bool(t) for t in r.boxes.features["label"]) == len(s.findings)
+    # the CT as its bone surface (not a white slab of maximum intensity), boxes drawn over it
+    ct = viewer.layers[r.ct_name]
+    assert (ct.rendering, ct.iso_threshold) == ("iso", 200.0)
+    assert r.boxes.blending == "translucent_no_depth"
     viewer.dims.ndisplay = 2
     assert len(r.boxes.data) == full and all(r.boxes.features["label"])
+    assert r.boxes.blending == "translucent"
     # a box dragged off its lesion takes the mask along onto air: the status line says so
     nodule = next(x for x in s.findings if x.kind.endswith("nodule") and x.mean_hu > -300)
     lo, hi = _box(nodule, r.volume)

@@ -157,6 +157,10 @@ def _run_analysis(
 CANVAS_KEYS: tuple[str, ...] = ("N", "Shift-N", "Alt-A", "Alt-R")
 
 
+#: HU of the surface a CT of ours is drawn as in the 3-D view: bone (and contrast-filled vessels).
+BONE_SURFACE_HU = 200.0
+
+
 class ReviewDock(QWidget):
     """Dock widget: the study, windows, Run/Cancel, findings table, report editor, export.
 
@@ -1487,8 +1491,23 @@ class ReviewDock(QWidget):
 
     def _view_changed(self, event: object = None) -> None:
         """The view went 3-D or back to 2-D: every run's boxes are drawn again, as outlines (a
-        box's outer rectangles) in 3-D and slice by slice in 2-D; so is a set-aside outline."""
+        box's outer rectangles) in 3-D and slice by slice in 2-D; so is a set-aside outline.
+
+        In 3-D a CT of ours still shown as napari's default maximum intensity projection (with
+        a lung window, a white slab that hides everything in it) is shown as the surface of its
+        bone (:data:`BONE_SURFACE_HU`), the findings' masks and boxes inside the ribs; the boxes
+        and their labels are drawn over everything (no depth test), so none is hidden behind
+        bone or a mask."""
+        three_d = self._in_3d()
+        if three_d:
+            reviewed = {r.ct_name for r in self.results}
+            for ct in self.ct_layers():
+                if (META_KEY in ct.metadata or ct.name in reviewed) and ct.rendering == "mip":
+                    ct.rendering = "iso"
+                    ct.iso_threshold = BONE_SURFACE_HU
         for r in self.results:
+            if r.boxes is not None and r.boxes in self.viewer.layers:
+                r.boxes.blending = "translucent_no_depth" if three_d else "translucent"
             self._redraw_boxes(r)
             current = self.set_aside_panel.current_id() if r is self.result else None
             if current is not None and r.set_aside in self.viewer.layers:
