@@ -763,3 +763,18 @@ def test_the_largest_and_a_denial_without_a_comma(text: str, n_bad: int) -> None
         make("pleural effusion", 90, 30, fid="F3", zone="lower", volume_ml=120.0),
     ]
     assert len(_bad(text, fs)) == n_bad, _bad(text, fs)
+
+
+def test_the_impression_keeps_the_shape_and_the_solid_component():
+    """A single nodule's impression line gives what decides its management: a part-solid
+    nodule's solid component and a spiculated outline (both were only in the findings)."""
+    ps = make("part-solid nodule", 14.0, 10.0, solid_diameter_mm=6.0, zone="middle")
+    assert "1. 14 mm part-solid nodule with a 6.0 mm solid component in the right middle zone." in (
+        write_report([ps]).impression
+    )
+    sp = make("solid nodule", 9.0, 7.0, shape="spiculated")
+    assert write_report([sp]).impression.startswith(
+        "1. 9.0 mm spiculated solid nodule in the right upper zone."
+    )
+    for f in (ps, sp):
+        assert consistency_details(write_report([f]), [f])["consistency"] == 1.0

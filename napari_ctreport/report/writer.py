@@ -264,7 +264,15 @@ def _impression_item(f: Finding) -> str:
     if f.kind == "pleural effusion":
         noun = "pleural effusions" if f.side == "bilateral" else "pleural effusion"
         return f"{_cap(effusion_grade(f.volume_ml))} {f.side} {noun} ({format_ml(f.volume_ml)})."
-    return f"{_cap(format_mm(f.diameter_mm))} {f.kind} in the {loc}."
+    # the shape and a part-solid nodule's solid component, as in the findings: both bear on
+    # the management (the component decides the part-solid line's category)
+    solid = _solid_component(f)
+    with_solid = (
+        ""
+        if solid is None
+        else f" with {indefinite_article(format_mm(solid))} {format_mm(solid)} solid component"
+    )
+    return f"{_cap(format_mm(f.diameter_mm))} {_shape(f)}{f.kind}{with_solid} in the {loc}."
 
 
 def coverage_note(lung_ml: float | None, *, lesions: bool = False) -> tuple[str, str] | None:
