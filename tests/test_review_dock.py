@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_ctreport._napari.layers import rectangle_plane
+from napari_ctreport._napari.layers import finding_box_index, rectangle_plane
 
 pytestmark = pytest.mark.gui
 
@@ -902,9 +902,28 @@ def test_painting_with_a_new_label_adds_a_finding(sample_dock, qtbot, autosave, 
     qtbot.waitUntil(lambda: len(s.findings) == n + 2, timeout=20000)
     assert s.findings[-1].label == value + 1
     first = s.findings[0]
+    status = first.status
     r.masks.data_setitem(np.nonzero(s.labels == first.label), 0)  # erase a whole mask
     qtbot.waitUntil(lambda: first.status == "rejected", timeout=20000)
     assert len(s.findings) == n + 2
+    # ... and Ctrl+Z gives it back as it was (it stayed rejected, out of the report)
+    r.masks.undo()
+    qtbot.waitUntil(lambda: first.status == status, timeout=20000)
+    # a label no finding has yet shows while it is painted (it was transparent)
+    assert r.masks.colormap.map(np.array([value + 50]))[0][3] > 0
+    # the brush paints the finding selected in the table
+    dock.select_finding(second.id)
+    assert r.masks.selected_label == second.label
+    # a box moved by the dock writes the label map outside napari's history: Ctrl+Z after it
+    # must not replay an older stroke over the moved mask (it left the nodule in two pieces)
+    r.masks.paint(tuple(np.argwhere(s.labels == second.label)[0]), 0)
+    qtbot.waitUntil(lambda: s.edit_log[-1].action == "mask", timeout=20000)
+    lo, hi = finding_box_index(second, r.volume)
+    s.move_box(second.id, np.asarray(lo) + (0, 6, 6), np.asarray(hi) + (0, 6, 6))
+    moved = s.labels.copy()
+    r.masks.undo()
+    qtbot.wait(500)
+    assert np.array_equal(s.labels, moved) and np.array_equal(r.masks.data, moved)
 
 
 def test_running_again_says_what_replacing_would_discard(sample_dock, qtbot, autosave, monkeypatch):
@@ -1291,7 +1310,8 @@ def test_napari_own_mouse_tools_reach_the_review(sample_dock, qtbot, autosave, m
     gesture(r.masks, at, at + (0, 0, 3))
     qtbot.waitUntil(lambda: first.volume_ml < volume, timeout=20000)
     assert s.edit_log[-1].action == "mask" and s.edit_log[-1].finding_id == first.id
-    # napari's Delete key on a selected box rejects its finding
+    # napari's Delete key on a selected box: the reader's own box and its finding are gone
+    # (voxels too); a model finding's box rejects its finding (kept for retraining)
     from napari.layers.shapes._shapes_key_bindings import delete_selected_shapes
 
     viewer.layers.selection.active = r.boxes
@@ -1299,7 +1319,14 @@ def test_napari_own_mouse_tools_reach_the_review(sample_dock, qtbot, autosave, m
     dock.select_finding(added.id)
     assert r.boxes.selected_data
     delete_selected_shapes(r.boxes)
-    qtbot.waitUntil(lambda: added.status == "rejected", timeout=20000)
+    qtbot.waitUntil(lambda: added not in s.findings, timeout=20000)
+    assert added.id not in dock.table.ids and not (s.labels == added.label).any()
+    assert dock.status.text() == f"Deleted {added.id} (added in this review)."
+    dock.select_finding(first.id)
+    assert r.boxes.selected_data
+    delete_selected_shapes(r.boxes)
+    qtbot.waitUntil(lambda: first.status == "rejected", timeout=20000)
+    assert first in s.findings and (s.labels == first.label).any()
 
 
 def test_a_finding_is_found_on_the_plane_shown(sample_dock, qtbot, autosave, monkeypatch):

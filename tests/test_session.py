@@ -870,3 +870,46 @@ def test_a_rectangle_drawn_on_a_coronal_or_sagittal_slice_adds_the_lesion(tmp_pa
     axial = ReviewSession.from_analysis(a, case.volume, autosave_root=tmp_path / "plain")
     f = axial.add_rectangle(int(mid[0]), lo[1:], hi[1:])
     assert np.array_equal(axial.mask(f.id), got["axial"])
+
+
+def test_an_undone_erase_gives_the_finding_back_its_status(session):
+    """Erasing a finding's whole mask rejects it; undoing the erase (its voxels back, as napari's
+    Ctrl+Z writes them) gives it back the status it had, in the report again. A finding the
+    reader rejected stays rejected when its voxels are painted again."""
+    f, g = session.findings[0], session.findings[1]
+    session.set_status(f.id, "accepted")
+    voxels = session.mask(f.id)
+    session.labels[voxels] = 0
+    session.mask_changed([f.id])
+    assert f.status == "rejected" and session.sentences[f.id] not in session.report().findings
+    session.labels[voxels] = f.label  # Ctrl+Z
+    session.mask_changed([f.id])
+    assert f.status == "accepted" and session.sentences[f.id] in session.report().findings
+    assert session.edit_log[-1].action == "mask restored"
+    session.set_status(g.id, "rejected")
+    session.mask_changed([g.id])
+    assert g.status == "rejected"
+
+
+def test_a_box_the_reader_drew_is_deleted_and_a_rejected_lesion_can_be_boxed_again(session):
+    """Deleting a box the reader drew takes the finding and its voxels away (it stayed as a
+    rejected finding, exported as "rejected on review", its voxels blocking a box drawn again
+    there); a model finding is rejected, not deleted; a box drawn over a rejected finding's
+    lesion takes its voxels (it was refused: "the drawn box holds no free voxel")."""
+    g = session.findings[1]
+    lo = np.argwhere(session.mask(g.id)).min(axis=0) - 0.5
+    hi = np.argwhere(session.mask(g.id)).max(axis=0) + 0.5
+    with pytest.raises(ValueError, match="no free voxel"):
+        session.add_box(lo, hi)
+    with pytest.raises(ValueError, match="reject it instead"):
+        session.delete_added(g.id)
+    session.set_status(g.id, "rejected")
+    added = session.add_box(lo, hi)
+    assert added.status == "added" and (session.labels == added.label).any()
+    n = len(session.findings)
+    written = session.labels_written
+    session.delete_added(added.id)
+    assert len(session.findings) == n - 1 and added.id not in session.sentences
+    assert not (session.labels == added.label).any()
+    assert session.labels_written == written + 1
+    assert session.edit_log[-1].action == "removed"

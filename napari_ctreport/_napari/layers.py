@@ -115,6 +115,9 @@ def study_summary(record: dict[str, Any], shape: tuple[int, ...]) -> str:
 # -- findings <-> layers ------------------------------------------------------------------------
 #: Edge colour of rejected findings' boxes.
 REJECTED_COLOR = "#8c8c8c"
+#: Colour of a mask label no finding has yet: the stroke of a lesion the reader paints, until
+#: the dock adds it as a finding (it was transparent: nothing showed while painting).
+NEW_LABEL_COLOR = "#ffffff"
 
 
 def finding_box_index(finding: Any, volume: CTVolume) -> tuple[np.ndarray, np.ndarray]:
@@ -323,7 +326,8 @@ def labels_layer_data(
     """A napari Labels layer tuple: one label per finding (value ``finding.label``)."""
     from ..report.lexicon import KIND_COLORS
 
-    colors: dict[Any, str] = {None: "transparent", 0: "transparent"}
+    # a label no finding has yet (a lesion the reader is painting) shows while it is painted
+    colors: dict[Any, str] = {None: NEW_LABEL_COLOR, 0: "transparent"}
     for f in findings:
         if f.label:
             colors[int(f.label)] = REJECTED_COLOR if f.status == "rejected" else KIND_COLORS[f.kind]

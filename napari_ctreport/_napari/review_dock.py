@@ -117,6 +117,9 @@ class RunResult:
     set_aside: Any = None
     suffix: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The session's :attr:`~.session.ReviewSession.labels_written` when the masks layer's undo
+    #: history was last made to match it.
+    labels_written: int = 0
 
     @property
     def layers(self) -> tuple[Any, ...]:
@@ -1079,6 +1082,9 @@ class ReviewDock(QWidget):
             r.masks = old_masks
             r.masks.data = data
             r.masks.colormap = kw["colormap"]
+            reset = getattr(r.masks, "_reset_history", None)
+            if reset is not None:  # the strokes of the run replaced: Ctrl+Z must not redo them
+                reset()
         else:
             r.masks = self.viewer.add_labels(data, **{**kw, "name": f"{ct_name} masks{suffix}"})
             r.masks.events.paint.connect(self._on_paint)
@@ -1161,6 +1167,10 @@ class ReviewDock(QWidget):
         self._select_box(finding_id)
         self.report_editor.highlight(finding_id)
         self._show_attention()
+        if r.masks is not None and f.label and r.masks.selected_label != f.label:
+            # the brush paints the finding selected (it stayed on label 1: a stroke beside
+            # the selected nodule went to another finding, the mass in the other lung)
+            r.masks.selected_label = int(f.label)
 
     def _go_to(self, f, volume: CTVolume) -> None:
         """Show the slice through the middle of a finding's box in the plane shown (axial,
@@ -1352,8 +1362,14 @@ class ReviewDock(QWidget):
             return
         if action == "removed":
             removed, self._pending_removed = self._pending_removed, []
+            drafted = {str(d.get("id")) for d in r.session.draft_findings}
             for fid in dict.fromkeys(f for f in removed if f):
-                if r.session.finding(fid).status != "rejected":
+                if fid not in drafted:  # the reader's own box: gone, not a rejected finding
+                    if self.selected == fid:
+                        self.selected = None
+                    r.session.delete_added(fid)
+                    self.status.setText(f"Deleted {fid} (added in this review).")
+                elif r.session.finding(fid).status != "rejected":
                     r.session.set_status(fid, "rejected")
                 else:
                     self._redraw_boxes()
@@ -1468,6 +1484,15 @@ class ReviewDock(QWidget):
 
     # -- views ----------------------------------------------------------------------------
     def _session_changed(self, action: str, finding_id: str | None) -> None:
+        r = self.result
+        if r is not None and r.masks is not None and r.session.labels_written != r.labels_written:
+            # the session wrote the label map itself (a box moved or drawn, a mask redrawn for
+            # its kind): napari's undo history holds only strokes, and Ctrl+Z would replay an
+            # older one over the new mask (a moved nodule left in two pieces, measured as one)
+            r.labels_written = r.session.labels_written
+            reset = getattr(r.masks, "_reset_history", None)
+            if reset is not None:
+                reset()
         self._refresh_views(
             boxes=action not in ("sentence", "free text", "impression", "regenerate sentence")
         )

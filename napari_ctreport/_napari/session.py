@@ -317,6 +317,10 @@ class ReviewSession:
     _seq: int = 0
     _labels_seq_saved: int = -1
     _labels_dirty: bool = True
+    #: How many times the session itself has written :attr:`labels` (a box moved or drawn, a
+    #: mask redrawn for its kind), not the reader's paint: a viewer's undo history of the label
+    #: map, which knows only the strokes, is stale after each (:meth:`ReviewDock._session_changed`).
+    labels_written: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: finding id -> (the region the reader marked, the region drawn from it for its kind,
     #: whether a drawn box marked it), flat indices: a finding redrawn as an effusion, or a
@@ -575,6 +579,12 @@ class ReviewSession:
                     self._log("mask erased", fid, before, f.to_dict())
                     changed.append(f)
                 continue
+            back = self._status_before_erase(fid) if f.status == "rejected" else None
+            if back is not None:  # the erase undone (Ctrl+Z) or painted back: as it was
+                f.status = back
+                self._log("mask restored", fid, before, f.to_dict())
+                before = f.to_dict()
+                changed.append(f)
             self._remeasure(f, m)
             after = f.to_dict()
             if _measurements(before) != _measurements(after):
@@ -583,10 +593,50 @@ class ReviewSession:
                 after = f.to_dict()
                 self._refresh_sentence(f)
                 self._log("mask", fid, before, after)
-                changed.append(f)
+                if back is None:
+                    changed.append(f)
         if not changed:
             self.save()
         return changed
+
+    def _status_before_erase(self, finding_id: str) -> str | None:
+        """The status a finding had before erasing its whole mask rejected it, or ``None`` when
+        it was not so rejected (the reader rejected it, or set its status since)."""
+        for e in reversed(self.edit_log):
+            if e.finding_id != finding_id:
+                continue
+            if e.action == "mask erased":
+                return str((e.before or {}).get("status") or "proposed")
+            if e.action in ("status", "mask restored"):
+                return None
+        return None
+
+    def _taken(self) -> np.ndarray:
+        """Voxels a finding the reader adds or redraws may not take: every label but those of
+        rejected findings (a box drawn again over a lesion whose finding the reader rejected
+        takes its voxels; they blocked it: "the drawn box holds no free voxel")."""
+        rejected = [f.label for f in self.findings if f.status == "rejected" and f.label]
+        taken = self.labels > 0
+        if rejected:
+            taken &= ~np.isin(self.labels, rejected)
+        return taken
+
+    def delete_added(self, finding_id: str) -> None:
+        """Take a finding the reader added out of the review, its voxels with it (its box
+        deleted). A model finding cannot be deleted, only rejected (``ValueError``): it stays,
+        with its mask, as a negative for retraining. A drawn box the reader deleted stayed as a
+        rejected finding, exported as "rejected on review", its voxels blocking a box drawn
+        again over the same lesion."""
+        f = self.finding(finding_id)
+        if finding_id in {str(d.get("id")) for d in self.draft_findings}:
+            raise ValueError(f"{finding_id} is the model's finding: reject it instead")
+        before = f.to_dict()
+        if f.label:
+            self.labels[self.labels == f.label] = 0
+            self.labels_written += 1
+            self._labels_dirty = True
+        self._remove(f)
+        self._log("removed", finding_id, before, None)
 
     def _remove(self, f: Finding) -> None:
         """Take a finding the reader added out of the review (no voxel of it is left)."""
@@ -625,11 +675,12 @@ class ReviewSession:
         inside[box] = new[box]
         if not inside.any():
             inside = self._box_region(lo_new, hi_new)
-        inside &= (self.labels == 0) | old  # not another finding's voxels
+        inside &= ~self._taken() | old  # not another (not rejected) finding's voxels
         if not inside.any():
             raise ValueError(f"the box of {finding_id} would hold none of its own voxels")
         self.labels[old] = 0
         self.labels[inside] = f.label
+        self.labels_written += 1
         self._labels_dirty = True
         self._remeasure(f, self.labels == f.label)
         self._mark_edited(f)
@@ -715,7 +766,7 @@ class ReviewSession:
     ) -> Finding:
         shape = np.asarray(self.labels.shape)
         lo, hi = _clip_box(lo_index_zyx, hi_index_zyx, shape)
-        region = self._box_region(lo, hi) & (self.labels == 0)
+        region = self._box_region(lo, hi) & ~self._taken()
         if not region.any():
             raise ValueError("the drawn box holds no free voxel (it lies on other findings)")
         label = max([int(self.labels.max())] + [f.label for f in self.findings]) + 1
@@ -755,7 +806,7 @@ class ReviewSession:
             marked,
             drawn=drawn,
             painted=bool((attributes or {}).get("mask_by_reader")),
-            taken=self.labels > 0,
+            taken=self._taken(),
         )
 
         n = 1 + max([0] + [int(f.id[1:]) for f in self.findings if f.id[1:].isdigit()])
@@ -775,6 +826,8 @@ class ReviewSession:
         if guessed:
             f.attributes["kind_from_ct"] = True
         self._measure_solid_component(f, region)
+        if np.any(self.labels[region] != label):  # a painted label is already there
+            self.labels_written += 1
         self.labels[region] = label
         self._labels_dirty = True
         if drawn:  # a kind change starts again from the box's region
@@ -1029,19 +1082,20 @@ class ReviewSession:
         if saved is not None:
             marked = np.zeros_like(mask)
             marked.flat[saved[0]] = True
-            marked &= (self.labels == 0) | mask
+            marked &= ~self._taken() | mask
         new = self._region_for(
             f.kind,
             marked,
             drawn=drawn,
             painted=bool(f.attributes.get("mask_by_reader")),
-            taken=(self.labels > 0) & ~mask,
+            taken=self._taken() & ~mask,
         )
         if not new.any():
             return
         if not np.array_equal(new, mask):
             self.labels[mask] = 0
             self.labels[new] = f.label
+            self.labels_written += 1
             self._labels_dirty = True
             self._remeasure(f, new)
         if saved is not None or not np.array_equal(new, marked):
