@@ -1078,6 +1078,24 @@ def test_closing_the_dock_after_an_export_saves_nothing(sample_dock, qtbot, auto
     assert dock.results == [] and not (s.folder / "session.json").exists()
 
 
+def test_closing_napari_takes_the_typing_in_its_pause(sample_dock, qtbot, autosave, monkeypatch):
+    """Text typed in the last 0.6 s before napari's window closes (the editor waits for a pause)
+    goes into the review and its autosave: it was lost."""
+    from qtpy.QtCore import QEvent
+
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+    s = dock.result.session
+    watcher = dock._close_watcher
+    assert watcher.parent() is viewer.window._qt_window
+    dock.report_editor.impression_edit.setPlainText("1. Typed just before closing.")
+    assert s.impression_override is None  # still in the typing pause
+    watcher.eventFilter(watcher.parent(), QEvent(QEvent.Type.Close))
+    assert s.impression_override == "1. Typed just before closing."
+    assert "Typed just before closing." in (s.folder / "session.json").read_text()
+
+
 def test_restoring_a_case_folders_review_asks_nothing_more(
     make_napari_viewer, qtbot, autosave, monkeypatch, tmp_path
 ):

@@ -18,6 +18,7 @@ the last step is done.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMainWindow,
     QMessageBox,
     QPushButton,
     QVBoxLayout,
@@ -162,6 +164,30 @@ CANVAS_KEYS: tuple[str, ...] = ("N", "Shift-N", "Alt-A", "Alt-R")
 
 #: HU of the surface a CT of ours is drawn as in the 3-D view: bone (and contrast-filled vessels).
 BONE_SURFACE_HU = 200.0
+
+
+class _CloseWatcher(QObject):
+    """An event filter on napari's window that calls ``on_close`` (the dock's
+    ``_take_pending_edits``, held weakly) when the window is about to close: text typed in the
+    report editor's 0.6 s pause and strokes in their 0.3 s were lost when napari closed. It is
+    the window's child (it goes with it) and never stops the window from closing."""
+
+    def __init__(self, window: QObject, on_close: Any) -> None:
+        import weakref
+
+        super().__init__(window)
+        self._on_close = weakref.WeakMethod(on_close)
+        window.installEventFilter(self)
+
+    def eventFilter(self, obj: Any, e: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if e.type() == QEvent.Type.Close and obj is self.parent():
+            call = self._on_close()
+            if call is not None:
+                try:
+                    call()
+                except Exception:  # the window closes whatever happens here
+                    logging.getLogger(__name__).exception("pending edits not saved on close")
+        return False
 
 
 class ReviewDock(QWidget):
@@ -383,10 +409,30 @@ class ReviewDock(QWidget):
         if e.type() == QEvent.Type.ParentChange:
             if self.parent() is not None:
                 self._docked = True
+                self._watch_window()
             elif getattr(self, "_docked", False):
                 self._docked = False
                 self.close_reviews()
         return super().event(e)
+
+    def _watch_window(self) -> None:
+        """Be told when napari's window closes (:class:`_CloseWatcher`), once the dock sits in
+        it: text being typed and strokes not yet measured are then taken into their review."""
+        window = self.window()
+        watcher = getattr(self, "_close_watcher", None)
+        if not isinstance(window, QMainWindow) or (
+            watcher is not None and watcher.parent() is window
+        ):
+            return  # the dock's own frame, not yet in napari's window (or floating); or done
+        self._drop_close_watcher()
+        self._close_watcher = _CloseWatcher(window, self._take_pending_edits)
+
+    def _drop_close_watcher(self) -> None:
+        watcher, self._close_watcher = getattr(self, "_close_watcher", None), None
+        if watcher is not None:
+            with contextlib.suppress(RuntimeError):  # already gone with its window
+                watcher.parent().removeEventFilter(watcher)
+                watcher.deleteLater()
 
     def close_reviews(self) -> None:
         """The dock was closed: put its reviews away (:meth:`_put_away`) and stop following the
@@ -399,6 +445,7 @@ class ReviewDock(QWidget):
         if self.worker is not None:
             self.cancel()
         self._put_away(list(self.results))
+        self._drop_close_watcher()
         events = self.viewer.layers.events
         for emitter, slot in (
             (events.inserted, self._refresh_layers),
@@ -1498,6 +1545,7 @@ class ReviewDock(QWidget):
         )
 
     def _refresh_views(self, *, boxes: bool = True) -> None:
+        self._watch_window()  # docked by now: the window is napari's (not the dock's frame)
         r = self.result
         if r is None:
             return
