@@ -1157,6 +1157,35 @@ def test_picking_a_ct_brings_it_and_its_review_forward(sample_dock, qtbot, autos
     assert dock.result is two and dock.layer_combo.currentText() == second.name
 
 
+def test_strokes_on_a_kept_review_during_a_run_are_measured(
+    sample_dock, qtbot, autosave, monkeypatch
+):
+    """While another CT is analysed, a stroke on a kept review's masks is measured in that review
+    (it was dropped: its table and autosave kept the voxels the reader had erased); its boxes
+    are put back with a word on the status line, not left out of step with its review."""
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+    viewer.open_sample("napari-ctreport", "chest_ct")
+    dock.layer_combo.setCurrentText("Sample chest CT [1]")
+    _run_and_wait(qtbot, dock)
+    one, two = dock.results
+    assert dock.result is two
+    monkeypatch.setattr(type(dock), "busy", property(lambda self: True))  # a third CT running
+    f = one.session.findings[1]
+    before = f.volume_ml
+    voxels = np.argwhere(one.session.labels == f.label)
+    half = tuple(voxels[: len(voxels) // 2].T)
+    one.masks.data_setitem(half, 0)
+    qtbot.waitUntil(lambda: f.volume_ml < before, timeout=20000)
+    assert dock.result is two and one.session.edit_log[-1].finding_id == f.id
+    _assert_outlines_box(one.boxes, f.id, *_box(f, one.volume))  # its box follows the mask
+    n = len(one.boxes.data)
+    one.boxes.add_rectangles(np.array([[10, 20, 20], [10, 20, 40], [10, 40, 40], [10, 40, 20]]))
+    qtbot.waitUntil(lambda: len(one.boxes.data) == n, timeout=5000)
+    assert "when the analysis running now ends" in dock.status.text()
+
+
 def test_a_drawn_box_named_an_effusion_is_measured_on_its_fluid(
     sample_dock, qtbot, autosave, monkeypatch
 ):

@@ -369,6 +369,8 @@ class ReviewDock(QWidget):
         self._paint_timer.setInterval(PAINT_DELAY_MS)
         self._paint_timer.timeout.connect(self._remeasure_painted)
         self._painted: set[int] = set()
+        #: The run the strokes in :attr:`_painted` were made in (``None``: the one reviewed).
+        self._painted_in: RunResult | None = None
 
     def _bind_keys(self) -> None:
         context = Qt.ShortcutContext.WidgetWithChildrenShortcut
@@ -714,12 +716,17 @@ class ReviewDock(QWidget):
     def _run_of(self, source: object, attr: str) -> RunResult | None:
         """The run whose layer ``attr`` (``"masks"``, ``"boxes"``) is ``source``: an edit of a
         kept run's layer makes that run the one reviewed (:meth:`_review`), so that no stroke is
-        lost; ``None`` for any other layer, or during a run."""
+        lost; ``None`` for any other layer. During a run the review shown does not change: a
+        kept run's strokes are measured in that run all the same (they were dropped, and its
+        table and autosave kept the voxels the reader had erased), its boxes are not edited
+        (``None``; :meth:`_on_boxes_data` puts them back and says why)."""
         if self.result is not None and getattr(self.result, attr) is source:
             return self.result
         run = next((r for r in self.results if getattr(r, attr) is source), None)
-        if run is None or self.busy:
+        if run is None:
             return None
+        if self.busy:
+            return run if attr == "masks" else None
         self._review(run)
         return run
 
@@ -1401,6 +1408,17 @@ class ReviewDock(QWidget):
             return
         r = self._run_of(event.source, "boxes")
         if r is None:
+            kept = next((k for k in self.results if k.boxes is event.source), None)
+            if (
+                kept is not None
+                and self.busy
+                and str(event.action) in ("added", "removed", "changed")
+            ):
+                # a kept run's box edited while another CT is analysed: put back, and say so
+                QTimer.singleShot(0, lambda k=kept: self._redraw_boxes(k))
+                self.status.setText(
+                    f"{kept.ct_name}: boxes can be edited when the analysis running now ends."
+                )
             return
         action = str(event.action)
         ids = r.boxes.features["finding_id"].to_numpy()
@@ -1487,8 +1505,10 @@ class ReviewDock(QWidget):
         self.status.setText(_added_text(f))
 
     def _on_paint(self, event) -> None:
-        if self._run_of(getattr(event, "source", None), "masks") is None:
+        r = self._run_of(getattr(event, "source", None), "masks")
+        if r is None:
             return
+        self._painting_in(r)
         for atom in event.value or []:
             old, new = _paint_values(atom)
             self._painted.update(int(v) for v in old)
@@ -1506,15 +1526,23 @@ class ReviewDock(QWidget):
                 step()
                 r = self._run_of(layer, "masks")
                 if r is not None:
+                    self._painting_in(r)
                     self._painted.update(f.label for f in r.session.findings if f.label)
                     self._painted.update(int(v) for v in np.unique(np.asarray(layer.data)))
                     self._paint_timer.start()
 
             setattr(layer, name, replay)
 
+    def _painting_in(self, r: RunResult) -> None:
+        """Strokes now go to run ``r``: those still waiting in another run are measured there."""
+        if self._painted and self._painted_in is not r:
+            self._paint_timer.stop()
+            self._remeasure_painted()
+        self._painted_in = r
+
     def _remeasure_painted(self) -> None:
-        r = self.result
-        painted, self._painted = self._painted, set()
+        r = self._painted_in if self._painted_in in self.results else self.result
+        painted, self._painted, self._painted_in = self._painted, set(), None
         if r is None:
             return
         s = r.session
@@ -1528,6 +1556,8 @@ class ReviewDock(QWidget):
         for value in sorted(v for v in painted if v > 0 and s.by_label(v) is None):
             with contextlib.suppress(ValueError):  # painted over again: no voxel has it now
                 self.status.setText(_added_text(s.add_painted(value)))
+        if r is not self.result:  # a kept run's (during another CT's analysis): its boxes too
+            self._redraw_boxes(r)
 
     # -- views ----------------------------------------------------------------------------
     def _session_changed(self, action: str, finding_id: str | None) -> None:
