@@ -880,6 +880,14 @@ def test_painting_with_a_new_label_adds_a_finding(sample_dock, qtbot, autosave, 
     qtbot.waitUntil(lambda: second.volume_ml < vol_before, timeout=20000)
     assert s.edit_log[-1].action == "mask" and s.edit_log[-1].finding_id == second.id
     assert second.attributes["mask_by_reader"] is True
+    # a stroke of the finding's label far from it: one lesion in two pieces, and the status
+    # line says so (it was measured as one, box over both, without a word)
+    far = tuple(np.argwhere(s.labels == 0)[0])
+    r.masks.paint(far, second.label)
+    qtbot.waitUntil(lambda: "separate pieces" in dock.status.text(), timeout=20000)
+    assert dock.status.text().startswith(f"{second.id}'s mask is now 2 separate pieces")
+    r.masks.undo()
+    qtbot.waitUntil(lambda: s.labels[far] != second.label, timeout=20000)
     # napari's undo (Ctrl+Z) writes the labels back without a paint event: measured again
     r.masks.undo()
     qtbot.waitUntil(lambda: abs(second.volume_ml - vol_before) < 0.01, timeout=20000)

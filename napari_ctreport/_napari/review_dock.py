@@ -166,6 +166,18 @@ CANVAS_KEYS: tuple[str, ...] = ("N", "Shift-N", "Alt-A", "Alt-R")
 BONE_SURFACE_HU = 200.0
 
 
+def _pieces(mask: np.ndarray) -> int:
+    """How many separate pieces (26-connected) a finding's mask is in."""
+    from scipy import ndimage as ndi
+
+    idx = np.argwhere(mask)
+    if idx.size == 0:
+        return 0
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    crop = mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+    return int(ndi.label(crop, structure=np.ones((3, 3, 3), dtype=bool))[1])
+
+
 class _CloseWatcher(QObject):
     """An event filter on napari's window that calls ``on_close`` (the dock's
     ``_take_pending_edits``, held weakly) when the window is about to close: text typed in the
@@ -1547,7 +1559,19 @@ class ReviewDock(QWidget):
             return
         s = r.session
         ids = [f.id for f in s.findings if f.label and f.label in painted]
-        gone = [f.id for f in s.mask_changed(ids) if f not in s.findings]
+        changed = s.mask_changed(ids)
+        gone = [f.id for f in changed if f not in s.findings]
+        split = [  # (an effusion may lie in pieces: both sides, or parted by a fissure)
+            (f.id, n)
+            for f in changed
+            if f in s.findings and f.kind != "pleural effusion" and (n := _pieces(s.mask(f.id))) > 1
+        ]
+        if split:  # a stroke far from its lesion: measured (and boxed) as one lesion
+            fid, n = split[0]
+            self.status.setText(
+                f"{fid}'s mask is now {n} separate pieces, measured as one lesion: erase a "
+                "stray piece, or paint it with a new label to make it a finding of its own."
+            )
         if gone:  # added by the reader, and every voxel of it erased (an undone stroke)
             if self.selected in gone:
                 self.selected = None
