@@ -1444,3 +1444,29 @@ def test_a_finding_is_found_on_the_plane_shown(sample_dock, qtbot, autosave, mon
     dock._box_edited(nodule.id, moved)
     assert nodule.mean_hu < -500
     assert dock.status.text().startswith(f"{nodule.id}'s mask moved with its box onto aerated")
+
+
+def test_edited_lines_stay_with_their_findings():
+    """The findings text as the reader leaves it, attributed to findings: a line moved
+    unchanged stays its finding's (it became a line of no finding, and the finding's sentence
+    an empty typed one); deleting one line and editing the next in one pause gives the edit to
+    the next (it went to the deleted one); a line typed over is that finding's."""
+    from napari_ctreport._napari.report_editor import split_edit
+
+    old = [("F1", "A 7.2 mm solid nodule."), ("F2", "A 12 mm mass."), ("F3", "A small effusion.")]
+    assert split_edit(old, ["A small effusion.", "A 7.2 mm solid nodule.", "A 12 mm mass."]) == (
+        {},
+        [],
+    )
+    assert split_edit(old, ["A 7.2 mm solid nodule.", "A small left effusion."]) == (
+        {"F2": "", "F3": "A small left effusion."},
+        [],
+    )
+    assert split_edit(old, ["A 7.2 mm solid nodule.", "My words.", "A small effusion."]) == (
+        {"F2": "My words."},
+        [],
+    )
+    assert split_edit(old, [*(t for _, t in old), "Compare with prior CT."]) == (
+        {},
+        ["Compare with prior CT."],
+    )

@@ -39,27 +39,61 @@ def split_edit(old: Lines, new_texts: Sequence[str]) -> tuple[dict[str, str], li
         line that changed; ``extra``: new lines that belong to no finding and are not one of the
         generated statements shown before.
     """
-    old_texts = [t for _, t in old]
     sentences: dict[str, str] = {}
     extra: list[str] = []
     generated_free = {t for fid, t in old if fid is None}
-    sm = difflib.SequenceMatcher(a=old_texts, b=list(new_texts), autojunk=False)
+    # a finding's line moved elsewhere unchanged stays its own (moved up, it came back as a
+    # line of no finding, and the finding's sentence as an empty typed one)
+    new_list = list(new_texts)
+    moved: set[int] = set()
+    kept_old = list(old)
+    for i, (fid, text) in enumerate(old):
+        if fid and text in new_list:
+            j = next((j for j, t in enumerate(new_list) if t == text and j not in moved), None)
+            if j is not None:
+                moved.add(j)
+                kept_old[i] = ("", "")  # matched: out of the diff below
+    old = [o for o in kept_old if o != ("", "")]
+    new_list = [t for j, t in enumerate(new_list) if j not in moved]
+    old_texts = [t for _, t in old]
+    sm = difflib.SequenceMatcher(a=old_texts, b=new_list, autojunk=False)
     for op, i1, i2, j1, j2 in sm.get_opcodes():
         if op == "equal":
             for j in range(j1, j2):
                 if old[i1 + j - j1][0] == "":
-                    extra.append(new_texts[j])
+                    extra.append(new_list[j])
             continue
         olds = list(old[i1:i2])
-        news = list(new_texts[j1:j2])
-        for k in range(max(len(olds), len(news))):
-            fid = olds[k][0] if k < len(olds) else None
-            text = news[k] if k < len(news) else None
+        news = list(new_list[j1:j2])
+        for fid, text in _pair(olds, news):
             if fid:
                 sentences[fid] = text or ""
             elif text is not None and text not in generated_free:
                 extra.append(text)
     return sentences, extra
+
+
+def _pair(olds: Lines, news: list[str]) -> list[tuple[str | None, str | None]]:
+    """Old lines of a changed block paired with its new lines: in order when there are as many
+    (a line typed over is that finding's); otherwise each new line with the old line most like
+    it (at least half alike), so that deleting one finding's line and editing the next in one
+    pause does not give the next one's text to the deleted one."""
+    if len(olds) == len(news):
+        return [(fid, text) for (fid, _), text in zip(olds, news, strict=True)]
+    pairs: list[tuple[str | None, str | None]] = []
+    free = list(range(len(olds)))
+    for text in news:
+        scores = [
+            (difflib.SequenceMatcher(a=olds[i][1].split(), b=text.split()).ratio(), i) for i in free
+        ]
+        best = max(scores, default=(0.0, -1))
+        if best[0] >= 0.5:
+            free.remove(best[1])
+            pairs.append((olds[best[1]][0], text))
+        else:
+            pairs.append((None, text))
+    pairs += [(olds[i][0], None) for i in free]
+    return pairs
 
 
 class _Editor(QPlainTextEdit):
