@@ -913,3 +913,32 @@ def test_a_box_the_reader_drew_is_deleted_and_a_rejected_lesion_can_be_boxed_aga
     assert not (session.labels == added.label).any()
     assert session.labels_written == written + 1
     assert session.edit_log[-1].action == "removed"
+
+
+def test_an_undone_erase_brings_back_the_readers_own_finding(session):
+    """A finding the reader drew, named and described, then erased whole: the erase undone (its
+    voxels back) brings back that finding, kind, status and typed sentence (it came back as a
+    new one, its kind read from the CT again and the sentence lost). The label painted on
+    another spot is a new finding."""
+    vol = session.volume
+    free = (vol.array > 0) & (session.labels == 0)
+    z, y, x = np.argwhere(free)[len(np.argwhere(free)) // 2]
+    f = session.add_box((z - 1.5, y - 3.5, x - 3.5), (z + 1.5, y + 3.5, x + 3.5))
+    session.set_kind(f.id, "ground-glass nodule")
+    session.set_sentence(f.id, "Faint ground glass, my words.")
+    voxels = session.labels == f.label
+    session.labels[voxels] = 0
+    session.mask_changed([f.id])
+    assert f.id not in {g.id for g in session.findings}
+    session.labels[voxels] = f.label  # Ctrl+Z
+    back = session.add_painted(f.label)
+    assert (back.id, back.kind, back.status) == (f.id, "ground-glass nodule", "added")
+    assert session.report().findings.count("Faint ground glass, my words.") == 1
+    # erased again, and a new lesion painted elsewhere with the same label value: a new one
+    session.labels[voxels] = 0
+    session.mask_changed([back.id])
+    far = np.zeros_like(voxels)
+    far[tuple(np.argwhere(free)[0])] = True
+    session.labels[far] = back.label
+    new = session.add_painted(back.label)
+    assert new.id not in session.hand_edited and "Faint ground glass" not in session.report().findings

@@ -327,6 +327,9 @@ class ReviewSession:
     #: drawn box's region cut back to a solid lesion's edge. A kind change starts again from
     #: the marked region while the mask is still the one drawn from it (:meth:`_redraw_for`).
     _redrawn: dict[str, tuple[np.ndarray, np.ndarray, bool]] = field(default_factory=dict)
+    #: label -> (finding dict, sentence, whether typed) of the reader's findings erased whole
+    #: (:meth:`_remove`), for :meth:`add_painted` to bring back when the erase is undone.
+    _removed: dict[int, tuple[dict[str, Any], str, bool]] = field(default_factory=dict)
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -636,10 +639,18 @@ class ReviewSession:
             self.labels_written += 1
             self._labels_dirty = True
         self._remove(f)
+        self._removed.pop(int(f.label or 0), None)  # deleted on purpose: never brought back
         self._log("removed", finding_id, before, None)
 
     def _remove(self, f: Finding) -> None:
-        """Take a finding the reader added out of the review (no voxel of it is left)."""
+        """Take a finding the reader added out of the review (no voxel of it is left); kept
+        aside by its label, so that the stroke undone brings the same finding back."""
+        if f.label:
+            self._removed[int(f.label)] = (
+                f.to_dict(),
+                self.sentences.get(f.id, ""),
+                f.id in self.hand_edited,
+            )
         self.findings.remove(f)
         self.sentences.pop(f.id, None)
         self.hand_edited.discard(f.id)
@@ -753,7 +764,35 @@ class ReviewSession:
         region = self.labels == label
         if not region.any():
             raise ValueError(f"no voxel is painted with label {label}")
+        gone = self._removed.pop(label, None)
+        if kind is None and gone is not None and gone[0]["id"] not in {f.id for f in self.findings}:
+            back = self._bring_back(gone, region)
+            if back is not None:
+                return back
         return self._add_finding(region, label, kind=kind, attributes={"mask_by_reader": True})
+
+    def _bring_back(self, gone: tuple[Any, ...], region: np.ndarray) -> Finding | None:
+        """A finding the reader added and then erased whole, its voxels back (the erase
+        undone): the same finding, kind, status and typed sentence, measured on them (it came
+        back as a new finding, its kind read from the CT again and its sentence lost).
+        ``None`` when the voxels lie elsewhere (their centre outside its old box): a new lesion
+        painted with the label value the erase had freed."""
+        data, sentence, typed = gone
+        f = Finding.from_dict(data)
+        (lo, hi) = (np.asarray(c, dtype=float) for c in f.bbox_lps_mm)
+        self._remeasure(f, region)
+        centre = np.asarray(f.center_lps_mm, dtype=float)
+        if not np.all((centre >= np.minimum(lo, hi) - 1.0) & (centre <= np.maximum(lo, hi) + 1.0)):
+            return None
+        self.findings.append(f)
+        if typed:
+            self.sentences[f.id] = sentence
+            self.hand_edited.add(f.id)
+        else:
+            self.sentences[f.id] = describe_finding(f)
+        self._labels_dirty = True
+        self._log("add", f.id, None, f.to_dict())
+        return f
 
     def _add_region(
         self,
