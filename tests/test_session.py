@@ -814,10 +814,15 @@ def test_an_effusion_the_reader_marks_is_measured_on_its_fluid(tmp_path):
     assert dice(session.mask(drawn.id)) > 0.7 and drawn.side == eff.side
     assert "pleural effusion" in session.sentences[drawn.id]
     assert session.edit_log[-1].after["volume_ml"] == pytest.approx(drawn.volume_ml, abs=1e-3)
-    # named something else again (a slip): the region drawn comes back
+    # named something else again (a slip): the region drawn comes back; so it does in the
+    # review restored from its autosave (it came back as the 1-voxel effusion redraw there)
+    back = ReviewSession.restore(case.volume, root=tmp_path)
+    back.autosave_root = None
+    back.set_kind(drawn.id, "mass")
     region, drawn_ml = session.mask(drawn.id).copy(), drawn.volume_ml
     session.set_kind(drawn.id, "mass")
     assert drawn.volume_ml > 2 * eff.volume_ml and dice(session.mask(drawn.id)) < 0.5
+    assert np.array_equal(back.mask(drawn.id), session.mask(drawn.id))
     session.set_kind(drawn.id, "pleural effusion")
     assert np.array_equal(session.mask(drawn.id), region) and drawn.volume_ml == drawn_ml
     # named an effusion as it is added: the same fluid

@@ -13,7 +13,8 @@ Every change goes through a method that
    autosave root: ``session.json`` (findings, report text, draft, edit log), ``labels.npz``
    (the label map as its non-zero voxels, so saving stays a few milliseconds) and
    ``attention.npz`` (the model's attention maps, written once per run: the map on the CT grid
-   cropped to its non-zero box and quantised to uint8, the per-finding maps as float16).
+   cropped to its non-zero box and quantised to uint8, the per-finding maps as float16) and
+   ``redrawn.npz`` (the regions drawn boxes marked, for a kind changed back after a restore).
 
 Sentences: one per finding in the findings section. A sentence the reader typed over is
 *hand-edited* and survives later changes of that or any other finding; only
@@ -53,6 +54,8 @@ SESSION_SCHEMA = "ctreport.session/1"
 SESSION_FILE = "session.json"
 LABELS_FILE = "labels.npz"
 ATTENTION_FILE = "attention.npz"
+#: The regions drawn boxes marked and the masks drawn from them (``ReviewSession._redrawn``).
+REDRAWN_FILE = "redrawn.npz"
 #: Subfolder prefix of a run kept beside the first ("Keep both"): ``run2``, ``run3``, ...
 RUN_PREFIX = "run"
 #: Levels of the uint8 quantisation of the autosaved attention map (values in [0, 1]).
@@ -208,6 +211,28 @@ def _attention_from_file(path: Path) -> tuple[np.ndarray | None, dict[str, Any]]
     return attention, per
 
 
+def _redrawn_bytes(redrawn: dict[str, tuple[np.ndarray, np.ndarray, bool]]) -> bytes:
+    import io
+
+    arrays: dict[str, np.ndarray] = {}
+    for i, (fid, (marked, region, drawn)) in enumerate(redrawn.items()):
+        arrays[f"id{i}"] = np.asarray([fid])
+        arrays[f"marked{i}"] = np.asarray(marked, dtype=np.int64)
+        arrays[f"region{i}"] = np.asarray(region, dtype=np.int64)
+        arrays[f"drawn{i}"] = np.asarray([bool(drawn)])
+    buf = io.BytesIO()
+    np.savez_compressed(buf, n=np.asarray([len(redrawn)]), **arrays)
+    return buf.getvalue()
+
+
+def _redrawn_from_file(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, bool]]:
+    with np.load(path) as z:
+        return {
+            str(z[f"id{i}"][0]): (z[f"marked{i}"], z[f"region{i}"], bool(z[f"drawn{i}"][0]))
+            for i in range(int(z["n"][0]))
+        }
+
+
 def _labels_from_file(path: Path) -> tuple[np.ndarray, int]:
     with np.load(path) as z:
         shape = tuple(int(v) for v in z["shape"])
@@ -327,6 +352,7 @@ class ReviewSession:
     #: drawn box's region cut back to a solid lesion's edge. A kind change starts again from
     #: the marked region while the mask is still the one drawn from it (:meth:`_redraw_for`).
     _redrawn: dict[str, tuple[np.ndarray, np.ndarray, bool]] = field(default_factory=dict)
+    _redrawn_dirty: bool = False
     #: label -> (finding dict, sentence, whether typed) of the reader's findings erased whole
     #: (:meth:`_remove`), for :meth:`add_painted` to bring back when the erase is undone.
     _removed: dict[int, tuple[dict[str, Any], str, bool]] = field(default_factory=dict)
@@ -654,7 +680,7 @@ class ReviewSession:
         self.findings.remove(f)
         self.sentences.pop(f.id, None)
         self.hand_edited.discard(f.id)
-        self._redrawn.pop(f.id, None)
+        self._redrawn_dirty |= self._redrawn.pop(f.id, None) is not None
 
     def move_box(
         self,
@@ -871,6 +897,7 @@ class ReviewSession:
         self._labels_dirty = True
         if drawn:  # a kind change starts again from the box's region
             self._redrawn[f.id] = (np.flatnonzero(marked), np.flatnonzero(region), True)
+            self._redrawn_dirty = True
         self.findings.append(f)
         self.sentences[f.id] = describe_finding(f)
         self._log("add", f.id, before, f.to_dict())
@@ -1114,6 +1141,7 @@ class ReviewSession:
         other findings took since."""
         mask = self.mask(f.id)
         saved = self._redrawn.pop(f.id, None)
+        self._redrawn_dirty |= saved is not None
         if saved is not None and not np.array_equal(np.flatnonzero(mask), saved[1]):
             saved = None  # painted or moved since: the reader's mask now
         drawn = saved is not None and saved[2]
@@ -1139,6 +1167,7 @@ class ReviewSession:
             self._remeasure(f, new)
         if saved is not None or not np.array_equal(new, marked):
             self._redrawn[f.id] = (np.flatnonzero(marked), np.flatnonzero(new), drawn)
+            self._redrawn_dirty = True
 
     def _measure_solid_component(self, f: Finding, mask: np.ndarray | None = None) -> None:
         """A part-solid nodule's ``attributes["solid_diameter_mm"]`` measured on ``mask`` (its
@@ -1223,6 +1252,9 @@ class ReviewSession:
                 _atomic_write_bytes(folder / LABELS_FILE, _labels_bytes(self.labels, self._seq))
                 self._labels_seq_saved = self._seq
                 self._labels_dirty = False
+            if self._redrawn_dirty:
+                _atomic_write_bytes(folder / REDRAWN_FILE, _redrawn_bytes(self._redrawn))
+                self._redrawn_dirty = False
             data = json.dumps(self.to_json_dict(), indent=1, default=_json_default)
             _atomic_write_bytes(folder / SESSION_FILE, data.encode())
         return folder
@@ -1310,6 +1342,11 @@ class ReviewSession:
         session._seq = int(d.get("seq", 0))
         session._labels_seq_saved = labels_seq
         session._labels_dirty = False
+        if (folder / REDRAWN_FILE).is_file():
+            try:  # a kind changed back starts again from what the drawn box marked
+                session._redrawn = _redrawn_from_file(folder / REDRAWN_FILE)
+            except (OSError, ValueError, KeyError) as e:
+                log.warning("autosave %s: drawn regions unreadable (%s)", folder, e)
         if (folder / ATTENTION_FILE).is_file():
             try:
                 attention, per = _attention_from_file(folder / ATTENTION_FILE)
@@ -1329,12 +1366,13 @@ class ReviewSession:
         if folder is None:
             return
         with self._lock:
-            for name in (SESSION_FILE, LABELS_FILE, ATTENTION_FILE):
+            for name in (SESSION_FILE, LABELS_FILE, ATTENTION_FILE, REDRAWN_FILE):
                 try:
                     (folder / name).unlink()
                 except FileNotFoundError:
                     pass
             self._labels_dirty = True
+            self._redrawn_dirty = bool(self._redrawn)
             self._attention_dirty = self.attention is not None or bool(self.attention_per_finding)
 
 
