@@ -1194,6 +1194,25 @@ def test_strokes_on_a_kept_review_during_a_run_are_measured(
     assert "when the analysis running now ends" in dock.status.text()
 
 
+def test_a_deleted_masks_layer_is_put_back(sample_dock, qtbot, autosave, monkeypatch):
+    """The reader deletes a review's masks layer with the CT still open: the review's layers
+    come back from its session (the table and the report stayed editable with nothing to draw
+    on), and edits reach the same review."""
+    viewer, dock = sample_dock()
+    _instant_analysis(monkeypatch, viewer)
+    _run_and_wait(qtbot, dock)
+    s = dock.result.session
+    viewer.layers.remove(dock.result.masks)
+    qtbot.waitUntil(
+        lambda: dock.result is not None and dock.result.masks in viewer.layers, timeout=10000
+    )
+    assert dock.result.session is s and len(dock.results) == 1
+    assert dock.status.text().startswith("The masks layer of Sample chest CT's review is put back")
+    f = s.findings[0]
+    dock.result.masks.data_setitem(np.nonzero(s.labels == f.label), 0)
+    qtbot.waitUntil(lambda: f.status == "rejected", timeout=20000)
+
+
 def test_a_drawn_box_named_an_effusion_is_measured_on_its_fluid(
     sample_dock, qtbot, autosave, monkeypatch
 ):

@@ -946,4 +946,6 @@ def test_an_undone_erase_brings_back_the_readers_own_finding(session):
     far[tuple(np.argwhere(free)[0])] = True
     session.labels[far] = back.label
     new = session.add_painted(back.label)
-    assert new.id not in session.hand_edited and "Faint ground glass" not in session.report().findings
+    assert (
+        new.id not in session.hand_edited and "Faint ground glass" not in session.report().findings
+    )

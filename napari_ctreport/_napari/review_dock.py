@@ -607,6 +607,35 @@ class ReviewDock(QWidget):
         self._show_study()
         if any(not self._ct_open(r) for r in self.results):
             QTimer.singleShot(0, self._drop_closed_cts)  # not inside napari's removal
+        elif any(self._lost_layers(r) for r in self.results):
+            QTimer.singleShot(0, self._put_back_layers)
+
+    def _lost_layers(self, r: RunResult) -> list[str]:
+        """Which of a review's editing layers (findings, masks) the reader deleted."""
+        return [
+            name
+            for name, ly in (("findings", r.boxes), ("masks", r.masks))
+            if ly is not None and ly not in self.viewer.layers
+        ]
+
+    def _put_back_layers(self) -> None:
+        """The reader deleted a review's findings or masks layer, its CT still open: the review
+        is shown again from its session, layers and all (the table and the report stayed
+        editable with no layer to draw on, and nothing brought the layer back but closing the
+        CT). A review's layers go with its CT: closing the CT ends the review."""
+        if self.busy:
+            return
+        for r in [r for r in self.results if self._ct_open(r) and self._lost_layers(r)]:
+            lost = self._lost_layers(r)
+            if r is self.result:
+                self._take_pending_edits()
+            for _ in self._remove_result(r):
+                pass
+            self._show_now(r.session, r.volume, r.ct_name, suffix=r.suffix)
+            self.status.setText(
+                f"The {' and '.join(lost)} layer of {r.ct_name}'s review is put back: a "
+                "review's layers go with its CT (close the CT to end its review)."
+            )
 
     def _ct_open(self, r: RunResult) -> bool:
         ct = r.extra.get("ct_layer")
