@@ -754,6 +754,18 @@ def test_guideline_thresholds_read_the_written_figures():
             0,
         ),
         ("A 9.0 mm ground-glass nodule in the left upper zone without pleural effusion.", 1),
+        # (review of session 46) sizes of two digits and counts start a new mention too
+        ("A 7.2 mm solid nodule in the right upper zone and 12 mm solid nodule in the LLL.", 1),
+        ("A 7.2 mm solid nodule in the right upper zone, 12 mm mass in the left lower zone.", 1),
+        ("A 7.2 mm solid nodule in the right upper zone with no pleural effusion.", 1),
+        ("No masses, but a 7.2 mm solid nodule in the right upper zone.", 0),
+        ("No new nodules. No other nodule in the right lung.", 0),
+        ("No change in the 7.2 mm solid nodule in the right upper zone.", 0),
+        ("No pericardial effusion.", 0),
+        ("Pleural effusion: none.", 1),
+        ("No nodule in the right lower zone.", 0),
+        ("No nodule in the right upper zone.", 1),
+        ("A 7.2 mm solid nodule in the RLL.", 0),
     ],
 )
 def test_the_largest_and_a_denial_without_a_comma(text: str, n_bad: int) -> None:

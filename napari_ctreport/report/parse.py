@@ -33,7 +33,7 @@ _KIND_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("calcified nodule", re.compile(r"\bcalcified (?:pulmonary )?(?:nodules?|granulomas?)\b")),
     ("solid nodule", re.compile(r"(?<!part-)(?<!part )\bsolid (?:pulmonary )?nodules?\b")),
     ("mass", re.compile(r"\bmass(?:es)?\b")),
-    ("pleural effusion", re.compile(r"\b(?:pleural )?effusions?\b")),
+    ("pleural effusion", re.compile(r"(?<!pericardial )\b(?:pleural )?effusions?\b")),
     ("nodule", re.compile(r"\bnodules?\b")),
 )
 
@@ -62,19 +62,29 @@ _ADVICE = re.compile(r"\b(?:fleischner|guideline|recommend\w*|follow-up|follow u
 _NEGATION = re.compile(
     r"^\s*(?:\d+\.\s*)?(?:[a-z ]{1,20}:\s*)?"
     r"(?:and |but |with )?(?:no|there is no|there are no|negative for|without)\b"
+    r"(?!\s+(?:significant\s+|interval\s+)?change)"  # "no change in the 7 mm nodule"
+    r"|:\s*none\b"  # "Pleural effusion: none."
 )
-#: Where a sentence's next clause begins: a semicolon; a comma or "and"/"but" before a negation;
-#: "and"/"with"/"plus"/a comma before a new mention ("a", "another", a count or a size), but not
-#: "compatible with a ...". A piece that names no finding kind (", with an estimated volume of
+#: A denial of *other* findings than those the report names ("no new nodules", "no other
+#: nodule"): it says nothing checkable about the findings there are.
+_OTHER = re.compile(r"\b(?:new|other|further|additional|more)\b")
+#: Where a sentence's next clause begins: a semicolon; a comma or "and"/"but"/"with" before a
+#: negation; "and"/"but"/"with"/"plus"/a comma before a new mention ("a", "another", a count or a
+#: size), but not "compatible with a ...". A piece that names no finding kind (", with an estimated volume of
 #: 250 ml") stays with the clause before it.
+_MENTION = (
+    r"(?:an?|another|one|two|three|four|five|six|seven|eight|nine|ten|several|multiple"
+    r"|\d+(?:\.\d+)?)\b"
+)
 _CLAUSE = re.compile(
     r";\s*"
     r"|,\s*(?=(?:and\s+|but\s+)?(?:no|without)\b)"
-    r"|\s+(?:and|but)\s+(?=(?:no|without)\b)"
+    r"|\s+(?:and|but|with)\s+(?=(?:no|without)\b)"
     r"|\s+(?=without\b)"
-    r"|(?<!compatible)(?<!consistent)(?<!keeping),?\s+(?:and|with|plus|as well as|along with)\s+"
-    r"(?=(?:an?|another|one|two|three|four|five|six|seven|eight|nine|ten|several|multiple|\d)\b)"
-    r"|,\s+(?=(?:an?|another)\s)"
+    r"|(?<!compatible)(?<!consistent)(?<!keeping),?\s+"
+    r"(?:and|but|with|plus|as well as|along with|apart from)\s+"
+    rf"(?={_MENTION})"
+    rf"|,\s+(?={_MENTION})"
 )
 _COUNT_WORDS = {
     "two": 2,
@@ -93,13 +103,14 @@ _COUNT = re.compile(
     r"subsolid)\s+)*)(?P<noun>nodules|masses)\b"
 )
 _GRADE = re.compile(r"\b(small|moderate|large)\b")
-#: Lobe abbreviations as side and zone words (the middle lobe is the right middle zone).
+#: Lobe abbreviations as side words only: a lobe is not a zone (a superior-segment RLL or a
+#: lingular nodule lies in the middle zone).
 _LOBES = {
-    "RUL": "right upper lobe",
-    "RML": "right middle lobe",
-    "RLL": "right lower lobe",
-    "LUL": "left upper lobe",
-    "LLL": "left lower lobe",
+    "RUL": "right lung",
+    "RML": "right lung",
+    "RLL": "right lung",
+    "LUL": "left lung",
+    "LLL": "left lung",
 }
 _LOBE = re.compile(r"\b(?:RUL|RML|RLL|LUL|LLL)\b")
 #: Words with a full stop that does not end a sentence.
@@ -227,8 +238,8 @@ def _sizes(text: str) -> tuple[float | None, float | None, float | None, dict[st
         b = float(m.group("b")) * scale if m.group("b") else None
         after = text[m.end() : m.end() + 20]
         before = text[max(0, m.start() - 30) : m.start()]
-        if after.lstrip().startswith("solid component") or re.search(
-            r"solid component(?: of| measuring)?\s*$", before
+        if after.lstrip().startswith(("solid component", "solid part")) or re.search(
+            r"solid (?:component|part)(?: of| measuring| measures| measured at| is)?\s*$", before
         ):
             if solid is None:
                 solid = a
@@ -299,10 +310,13 @@ def parse_statements(sentence: str) -> list[Statement]:
             continue
         side = _first(_SIDE_PATTERNS, low)
         if _NEGATION.search(low):
+            if _OTHER.search(low):
+                continue  # "no new nodules", "no other nodule": not a denial of those there are
             out.append(
                 Statement(
                     kind=kinds[0],
                     side=side,
+                    zone=_first(_ZONE_PATTERNS, low),
                     negated=True,
                     kinds=kinds,
                     text=clause.strip(" ,;:("),
@@ -399,9 +413,12 @@ def _agrees(st: Statement, f: Finding, tol: float | None, rel: float = 0.0) -> b
 
 
 def _denied(st: Statement, f: Finding) -> bool:
-    """Whether a negated statement denies finding ``f`` (its kind; its side, when it names one:
-    "no left effusion" beside a right one)."""
+    """Whether a negated statement denies finding ``f``: its kind, on the side and in the zone
+    the statement names, if it names them ("no left effusion" beside a right one; "no nodule in
+    the right upper zone" beside a right lower one)."""
     if not any(_kind_ok(k, f.kind) for k in st.kinds):
+        return False
+    if st.zone is not None and f.zone != st.zone:
         return False
     return st.side is None or f.side in (st.side, "bilateral") or st.side == "bilateral"
 
