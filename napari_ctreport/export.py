@@ -9,7 +9,7 @@ same study makes ``v002`` and keeps ``v001``), holding:
 * ``seg.dcm``: a DICOM Segmentation, one binary segment per finding that has a mask;
 * ``sr.dcm``: a DICOM Comprehensive 3D SR (TID 1500 measurement report), one measurement group
   per finding, referencing its segment (a finding without a mask: its box on the CT slice
-  through its centre, SCOORD3D in the CT's frame of reference);
+  through its centre, a SCOORD3D polygon in the CT's frame of reference);
 * ``ct/``: a derived DICOM CT series of the volume, written when the SEG cannot reference the
   source images (NIfTI/NRRD input, a resampled DICOM series, enhanced multi-frame files);
 * ``report.md``, ``report.pdf`` and ``fhir_diagnosticreport.json`` (FHIR R4).
@@ -589,8 +589,8 @@ def _finding_region(f: Finding, *, frame_of_reference_uid: str, slice_z_mm: Sequ
     """Where a finding without a segment is: a SCOORD3D region in the CT's frame of reference.
 
     The finding's box cut by the axial CT slice nearest its centre (:func:`_axial_plane_z`): a
-    closed POLYGON through its four corners (x lo/hi, y lo/hi, LPS mm), or a POINT at the centre
-    (on that slice) when the box has no extent in x or y.
+    closed POLYGON through its four corners (x lo/hi, y lo/hi, LPS mm), at least 1 mm wide in
+    each.
 
     Parameters
     ----------
@@ -612,16 +612,18 @@ def _finding_region(f: Finding, *, frame_of_reference_uid: str, slice_z_mm: Sequ
     lo, hi = f.bbox_lps_mm
     x0, x1 = sorted((float(lo[0]), float(hi[0])))
     y0, y1 = sorted((float(lo[1]), float(hi[1])))
-    if x1 - x0 > 1e-3 and y1 - y0 > 1e-3:
-        corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
-        data = np.array([(x, y, z) for x, y in corners], dtype=float)
-        kind = hd.sr.GraphicTypeValues3D.POLYGON
-    else:
-        cx, cy = float(f.center_lps_mm[0]), float(f.center_lps_mm[1])
-        data = np.array([(cx, cy, z)], dtype=float)
-        kind = hd.sr.GraphicTypeValues3D.POINT
+    # a region is a closed shape (TID 1410 has no POINT region): a box with no width in x or y
+    # is widened to 1 mm there, about its centre
+    if x1 - x0 < 1.0:
+        x0, x1 = (x0 + x1) / 2.0 - 0.5, (x0 + x1) / 2.0 + 0.5
+    if y1 - y0 < 1.0:
+        y0, y1 = (y0 + y1) / 2.0 - 0.5, (y0 + y1) / 2.0 + 0.5
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+    data = np.array([(x, y, z) for x, y in corners], dtype=float)
     return hd.sr.ImageRegion3D(
-        graphic_type=kind, graphic_data=data, frame_of_reference_uid=frame_of_reference_uid
+        graphic_type=hd.sr.GraphicTypeValues3D.POLYGON,
+        graphic_data=data,
+        frame_of_reference_uid=frame_of_reference_uid,
     )
 
 

@@ -353,7 +353,7 @@ def test_sr_maskless_finding_outlines_its_box_in_the_ct_frame(dicom_case, tmp_pa
 def test_sr_region_of_an_empty_mask_lies_on_the_nearest_ct_slice(tmp_path: Path) -> None:
     """A finding whose mask is empty (F2 here) is located by its box like one without a mask: the
     polygon lies on the CT slice nearest its centre (a mask's centroid falls between slices, where
-    no viewer would draw it); a box with no width is its centre, a POINT. With NIfTI input the
+    no viewer would draw it); a box with no width is widened to 1 mm (a region is a closed shape). With NIfTI input the
     frame of reference is the derived CT series', which the SEG shares."""
     import highdicom as hd
     import pydicom
@@ -383,9 +383,15 @@ def test_sr_region_of_an_empty_mask_lies_on_the_nearest_ct_slice(tmp_path: Path)
     assert poly.GraphicType == "POLYGON"
     coords = np.asarray(poly.GraphicData, dtype=float).reshape(-1, 3)
     np.testing.assert_allclose(coords, _box_polygon(f2, -87.5), atol=0.01)
-    (point,) = _scoord3d_items(by_id["F3"])
-    assert point.GraphicType == "POINT"
-    np.testing.assert_allclose(point.GraphicData, [12.0, 20.0, -90.0], atol=0.01)
+    (point,) = _scoord3d_items(by_id["F3"])  # a region is a closed shape: widened to 1 mm
+    assert point.GraphicType == "POLYGON"
+    widened = _box_polygon(
+        Finding.from_dict(
+            {**f3.to_dict(), "bbox_lps_mm": [[11.5, 0.0, -95.0], [12.5, 40.0, -85.0]]}
+        ),
+        -90.0,
+    )
+    np.testing.assert_allclose(np.asarray(point.GraphicData).reshape(-1, 3), widened, atol=0.01)
     for item in (poly, point):
         assert item.ReferencedFrameOfReferenceUID == ct0.FrameOfReferenceUID
     assert _dciodvfy_errors(res.files["sr"]) == []

@@ -932,6 +932,11 @@ def test_painting_with_a_new_label_adds_a_finding(sample_dock, qtbot, autosave, 
     r.masks.undo()
     qtbot.wait(500)
     assert np.array_equal(s.labels, moved) and np.array_equal(r.masks.data, moved)
+    # a rejected finding selected: the brush is not set to it (a stroke went into it unseen)
+    brush = r.masks.selected_label
+    s.set_status(first.id, "rejected")
+    dock.select_finding(first.id)
+    assert r.masks.selected_label == brush != first.label
 
 
 def test_running_again_says_what_replacing_would_discard(sample_dock, qtbot, autosave, monkeypatch):

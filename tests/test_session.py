@@ -226,6 +226,10 @@ def test_a_set_aside_candidate_can_be_added_back_and_survives_a_restart(case, tm
     assert back.edit_log[-1].action == "add" and back.edit_log[-1].before["id"] == "D1"
     again = ReviewSession.restore(case.volume, root=tmp_path)
     assert again.set_aside == [] and again.finding("F3").attributes["set_aside_id"] == "D1"
+    # its box deleted: set aside again, to be brought in again (it was lost)
+    again.delete_added("F3")
+    assert [c.to_dict() for c in again.set_aside] == [cand.to_dict()]
+    assert again.add_set_aside("D1").attributes["set_aside_id"] == "D1"
     # a candidate whose box holds no free voxel stays in the list
     back.set_aside = [cand]
     back.labels[back.mask(f.id) | (back.labels == 0)] = 99
@@ -909,8 +913,13 @@ def test_a_box_the_reader_drew_is_deleted_and_a_rejected_lesion_can_be_boxed_aga
     with pytest.raises(ValueError, match="reject it instead"):
         session.delete_added(g.id)
     session.set_status(g.id, "rejected")
-    added = session.add_box(lo, hi)
+    g_voxels, g_mm = session.mask(g.id).copy(), g.diameter_mm
+    half = hi.copy()
+    half[2] = (lo[2] + hi[2]) / 2  # over half the lesion: the rejected finding keeps the rest
+    added = session.add_box(lo, half)
     assert added.status == "added" and (session.labels == added.label).any()
+    kept = session.mask(g.id)
+    assert 0 < kept.sum() < g_voxels.sum() and g.diameter_mm < g_mm  # measured on what it kept
     n = len(session.findings)
     written = session.labels_written
     session.delete_added(added.id)
@@ -918,6 +927,8 @@ def test_a_box_the_reader_drew_is_deleted_and_a_rejected_lesion_can_be_boxed_aga
     assert not (session.labels == added.label).any()
     assert session.labels_written == written + 1
     assert session.edit_log[-1].action == "removed"
+    # the voxels it took are the rejected finding's again, measured as before
+    assert np.array_equal(session.mask(g.id), g_voxels) and g.diameter_mm == g_mm
 
 
 def test_an_undone_erase_brings_back_the_readers_own_finding(session):

@@ -709,6 +709,7 @@ class ReviewDock(QWidget):
             self.result.session.on_change = None
         self.result = r
         r.session.on_change = self._session_changed
+        self._sync_history(r)  # it may have written its labels while another was shown
         self.selected = None
         self._set_review_enabled(True)
         self._refresh_views()
@@ -1262,7 +1263,12 @@ class ReviewDock(QWidget):
         self._select_box(finding_id)
         self.report_editor.highlight(finding_id)
         self._show_attention()
-        if r.masks is not None and f.label and r.masks.selected_label != f.label:
+        if (
+            r.masks is not None
+            and f.label
+            and f.status != "rejected"  # a stroke would go into a finding the reader refused
+            and r.masks.selected_label != f.label
+        ):
             # the brush paints the finding selected (it stayed on label 1: a stroke beside
             # the selected nodule went to another finding, the mass in the other lung)
             r.masks.selected_label = int(f.label)
@@ -1582,10 +1588,10 @@ class ReviewDock(QWidget):
         self._painted_in = r
 
     def _remeasure_painted(self) -> None:
-        r = self._painted_in if self._painted_in in self.results else self.result
+        r = self.result if self._painted_in is None else self._painted_in
         painted, self._painted, self._painted_in = self._painted, set(), None
-        if r is None:
-            return
+        if r is None or r not in self.results:
+            return  # (its CT closed within the pause: its review is put away, autosaved)
         s = r.session
         ids = [f.id for f in s.findings if f.label and f.label in painted]
         changed = s.mask_changed(ids)
@@ -1602,7 +1608,7 @@ class ReviewDock(QWidget):
                 "stray piece, or paint it with a new label to make it a finding of its own."
             )
         if gone:  # added by the reader, and every voxel of it erased (an undone stroke)
-            if self.selected in gone:
+            if r is self.result and self.selected in gone:
                 self.selected = None
             self.status.setText(f"Removed {', '.join(gone)}: none of its voxels are left.")
         # a label no finding has (napari's "new label"): a lesion the model missed, painted
@@ -1610,25 +1616,32 @@ class ReviewDock(QWidget):
             with contextlib.suppress(ValueError):  # painted over again: no voxel has it now
                 self.status.setText(_added_text(s.add_painted(value)))
         if r is not self.result:  # a kept run's (during another CT's analysis): its boxes too
+            self._sync_history(r)
             self._redraw_boxes(r)
 
     # -- views ----------------------------------------------------------------------------
+    def _sync_history(self, r: RunResult | None) -> None:
+        """After the session wrote the label map itself (a box moved or drawn, a mask redrawn
+        for its kind), napari's undo history of the masks layer, which holds only strokes, is
+        cleared: Ctrl+Z would replay an older stroke over the new mask (a moved nodule left in
+        two pieces, measured as one)."""
+        if r is None or r.masks is None or r.session.labels_written == r.labels_written:
+            return
+        r.labels_written = r.session.labels_written
+        reset = getattr(r.masks, "_reset_history", None)
+        if reset is not None:
+            reset()
+
     def _session_changed(self, action: str, finding_id: str | None) -> None:
-        r = self.result
-        if r is not None and r.masks is not None and r.session.labels_written != r.labels_written:
-            # the session wrote the label map itself (a box moved or drawn, a mask redrawn for
-            # its kind): napari's undo history holds only strokes, and Ctrl+Z would replay an
-            # older one over the new mask (a moved nodule left in two pieces, measured as one)
-            r.labels_written = r.session.labels_written
-            reset = getattr(r.masks, "_reset_history", None)
-            if reset is not None:
-                reset()
+        self._sync_history(self.result)
         self._refresh_views(
             boxes=action not in ("sentence", "free text", "impression", "regenerate sentence")
         )
 
     def _refresh_views(self, *, boxes: bool = True) -> None:
         self._watch_window()  # docked by now: the window is napari's (not the dock's frame)
+        if self._in_3d():
+            self._style_for_view()  # a review shown while the view is 3-D already
         r = self.result
         if r is None:
             return
@@ -1654,6 +1667,18 @@ class ReviewDock(QWidget):
         bone (:data:`BONE_SURFACE_HU`), the findings' masks and boxes inside the ribs; the boxes
         and their labels are drawn over everything (no depth test), so none is hidden behind
         bone or a mask."""
+        self._style_for_view()
+        for r in self.results:
+            self._redraw_boxes(r)
+            current = self.set_aside_panel.current_id() if r is self.result else None
+            if current is not None and r.set_aside in self.viewer.layers:
+                with contextlib.suppress(KeyError):
+                    c = r.session.set_aside_candidate(current)
+                    self._outline_set_aside(r, self._box_outline(c, r.volume), _set_aside_label(c))
+
+    def _style_for_view(self) -> None:
+        """The CTs' rendering and the boxes' blending for the view shown (:meth:`_view_changed`;
+        also for a review shown while the view is 3-D already)."""
         three_d = self._in_3d()
         if three_d:
             reviewed = {r.ct_name for r in self.results}
@@ -1661,15 +1686,14 @@ class ReviewDock(QWidget):
                 if (META_KEY in ct.metadata or ct.name in reviewed) and ct.rendering == "mip":
                     ct.rendering = "iso"
                     ct.iso_threshold = BONE_SURFACE_HU
+        blending = "translucent_no_depth" if three_d else "translucent"
         for r in self.results:
-            if r.boxes is not None and r.boxes in self.viewer.layers:
-                r.boxes.blending = "translucent_no_depth" if three_d else "translucent"
-            self._redraw_boxes(r)
-            current = self.set_aside_panel.current_id() if r is self.result else None
-            if current is not None and r.set_aside in self.viewer.layers:
-                with contextlib.suppress(KeyError):
-                    c = r.session.set_aside_candidate(current)
-                    self._outline_set_aside(r, self._box_outline(c, r.volume), _set_aside_label(c))
+            if (
+                r.boxes is not None
+                and r.boxes in self.viewer.layers
+                and r.boxes.blending != blending
+            ):
+                r.boxes.blending = blending
 
     def _box_outline(self, f, volume: CTVolume) -> list[np.ndarray]:
         """A box's rectangles for the view: every slice's in 2-D, the outer ones in 3-D."""

@@ -356,6 +356,8 @@ class ReviewSession:
     #: label -> (finding dict, sentence, whether typed) of the reader's findings erased whole
     #: (:meth:`_remove`), for :meth:`add_painted` to bring back when the erase is undone.
     _removed: dict[int, tuple[dict[str, Any], str, bool]] = field(default_factory=dict)
+    #: finding id -> {label of a rejected finding: flat indices of its voxels the finding took}
+    _took: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -650,10 +652,27 @@ class ReviewSession:
             taken &= ~np.isin(self.labels, rejected)
         return taken
 
+    def _write_region(self, region: np.ndarray, f: Finding) -> None:
+        """Label ``region`` as finding ``f``'s. Voxels of rejected findings it takes (:meth:`_taken`
+        lets it) are noted, to be given back if ``f`` is deleted, and each rejected finding
+        that keeps some voxels is measured again on them (it kept its old size, and accepted
+        again it reported it)."""
+        label = int(f.label)
+        owners = [int(v) for v in np.unique(self.labels[region]) if v and v != label]
+        took = {v: np.flatnonzero(region & (self.labels == v)) for v in owners}
+        self.labels[region] = label
+        for v, idx in took.items():
+            self._took.setdefault(f.id, {}).setdefault(v, np.zeros(0, dtype=np.int64))
+            self._took[f.id][v] = np.union1d(self._took[f.id][v], idx)
+            g = self.by_label(v)
+            if g is not None and (self.labels == v).any():
+                self._remeasure(g, self.labels == v)
+
     def delete_added(self, finding_id: str) -> None:
         """Take a finding the reader added out of the review, its voxels with it (its box
-        deleted). A model finding cannot be deleted, only rejected (``ValueError``): it stays,
-        with its mask, as a negative for retraining. A drawn box the reader deleted stayed as a
+        deleted); a set-aside candidate the reader brought in is set aside again, and voxels it
+        took from rejected findings are theirs again. A model finding cannot be deleted, only
+        rejected (``ValueError``): it stays, with its mask, as a negative for retraining. A drawn box the reader deleted stayed as a
         rejected finding, exported as "rejected on review", its voxels blocking a box drawn
         again over the same lesion."""
         f = self.finding(finding_id)
@@ -662,10 +681,24 @@ class ReviewSession:
         before = f.to_dict()
         if f.label:
             self.labels[self.labels == f.label] = 0
+            for v, idx in self._took.pop(finding_id, {}).items():  # back to their owners
+                g = self.by_label(v)
+                if g is not None:
+                    free = idx[self.labels.flat[idx] == 0]
+                    self.labels.flat[free] = v
+                    self._remeasure(g, self.labels == v)
             self.labels_written += 1
             self._labels_dirty = True
         self._remove(f)
         self._removed.pop(int(f.label or 0), None)  # deleted on purpose: never brought back
+        came_from = f.attributes.get("set_aside_id")
+        if came_from:  # a set-aside candidate brought in: set aside again (it was lost)
+            added = next(
+                (e for e in reversed(self.edit_log) if e.action == "add" and e.finding_id == f.id),
+                None,
+            )
+            if added is not None and isinstance(added.before, dict):
+                self.set_aside.append(Finding.from_dict(added.before))
         self._log("removed", finding_id, before, None)
 
     def _remove(self, f: Finding) -> None:
@@ -716,7 +749,7 @@ class ReviewSession:
         if not inside.any():
             raise ValueError(f"the box of {finding_id} would hold none of its own voxels")
         self.labels[old] = 0
-        self.labels[inside] = f.label
+        self._write_region(inside, f)
         self.labels_written += 1
         self._labels_dirty = True
         self._remeasure(f, self.labels == f.label)
@@ -859,7 +892,7 @@ class ReviewSession:
         :data:`~napari_ctreport.report.guidelines.MASS_THRESHOLD_MM`) is added as a mass; a
         part-solid nodule gets its solid component measured."""
         from ..analysis import kind_from_ct
-        from ..report.guidelines import MASS_THRESHOLD_MM
+        from ..report.guidelines import is_mass
         from ..report.measure import finding_from_mask
 
         guessed = kind is None
@@ -885,7 +918,7 @@ class ReviewSession:
             label=label,
             status="added",
         )
-        if f.kind == "solid nodule" and f.diameter_mm > MASS_THRESHOLD_MM:
+        if f.kind == "solid nodule" and is_mass(f):  # over 30 mm as written
             f.kind = "mass"  # the lexicon's name for a lesion of this size
         f.attributes.update(attributes or {})
         if guessed:
@@ -893,7 +926,7 @@ class ReviewSession:
         self._measure_solid_component(f, region)
         if np.any(self.labels[region] != label):  # a painted label is already there
             self.labels_written += 1
-        self.labels[region] = label
+        self._write_region(region, f)
         self._labels_dirty = True
         if drawn:  # a kind change starts again from the box's region
             self._redrawn[f.id] = (np.flatnonzero(marked), np.flatnonzero(region), True)
@@ -1161,7 +1194,7 @@ class ReviewSession:
             return
         if not np.array_equal(new, mask):
             self.labels[mask] = 0
-            self.labels[new] = f.label
+            self._write_region(new, f)
             self.labels_written += 1
             self._labels_dirty = True
             self._remeasure(f, new)

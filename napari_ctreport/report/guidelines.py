@@ -115,7 +115,10 @@ def _solid_category(size: int) -> str:
 def is_mass(f: Finding) -> bool:
     """Whether a finding is worked up as a mass: its kind is ``"mass"``, or it is a lesion whose
     long axis as written (:func:`~.lexicon.written_mm`) is over :data:`MASS_THRESHOLD_MM` (a
-    30.04 mm nodule, written "30 mm", is a nodule; 30.06 mm was a mass, also written "30 mm")."""
+    30.1 mm nodule, written "30 mm", is a nodule: it was a "30 mm solid nodule" worked up as a
+    lesion over 30 mm). The analysis names its own findings by the measured size
+    (``analysis._name_by_size``), so one of 30.1-30.4 mm comes as a "30 mm mass", a mass by its
+    kind."""
     return f.kind == "mass" or (
         f.kind != "pleural effusion" and written_mm(f.diameter_mm) > MASS_THRESHOLD_MM
     )
