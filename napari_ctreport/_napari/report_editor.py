@@ -45,16 +45,17 @@ def split_edit(old: Lines, new_texts: Sequence[str]) -> tuple[dict[str, str], li
     # a finding's line moved elsewhere unchanged stays its own (moved up, it came back as a
     # line of no finding, and the finding's sentence as an empty typed one)
     new_list = list(new_texts)
-    moved: set[int] = set()
-    kept_old = list(old)
+    moved_old: set[int] = set()
+    moved_new: set[int] = set()
     for i, (fid, text) in enumerate(old):
-        if fid and text in new_list:
-            j = next((j for j, t in enumerate(new_list) if t == text and j not in moved), None)
-            if j is not None:
-                moved.add(j)
-                kept_old[i] = ("", "")  # matched: out of the diff below
-    old = [o for o in kept_old if o != ("", "")]
-    new_list = [t for j, t in enumerate(new_list) if j not in moved]
+        if not fid:
+            continue
+        j = next((j for j, t in enumerate(new_list) if t == text and j not in moved_new), None)
+        if j is not None:  # matched: out of the diff below
+            moved_old.add(i)
+            moved_new.add(j)
+    old = [o for i, o in enumerate(old) if i not in moved_old]
+    new_list = [t for j, t in enumerate(new_list) if j not in moved_new]
     old_texts = [t for _, t in old]
     sm = difflib.SequenceMatcher(a=old_texts, b=new_list, autojunk=False)
     for op, i1, i2, j1, j2 in sm.get_opcodes():

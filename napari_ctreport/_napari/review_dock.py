@@ -166,6 +166,13 @@ CANVAS_KEYS: tuple[str, ...] = ("N", "Shift-N", "Alt-A", "Alt-R")
 BONE_SURFACE_HU = 200.0
 
 
+def _clear_undo_history(layer: Any) -> None:
+    """Empty a napari Labels layer's undo and redo history (private API, where it exists)."""
+    reset = getattr(layer, "_reset_history", None)
+    if reset is not None:
+        reset()
+
+
 def _pieces(mask: np.ndarray) -> int:
     """How many separate pieces (26-connected) a finding's mask is in."""
     from scipy import ndimage as ndi
@@ -1178,9 +1185,9 @@ class ReviewDock(QWidget):
             r.masks = old_masks
             r.masks.data = data
             r.masks.colormap = kw["colormap"]
-            reset = getattr(r.masks, "_reset_history", None)
-            if reset is not None:  # the strokes of the run replaced: Ctrl+Z must not redo them
-                reset()
+            _clear_undo_history(
+                r.masks
+            )  # the strokes of the run replaced: Ctrl+Z must not redo them
         else:
             r.masks = self.viewer.add_labels(data, **{**kw, "name": f"{ct_name} masks{suffix}"})
             r.masks.events.paint.connect(self._on_paint)
@@ -1474,7 +1481,7 @@ class ReviewDock(QWidget):
             return
         if action == "removed":
             removed, self._pending_removed = self._pending_removed, []
-            drafted = {str(d.get("id")) for d in r.session.draft_findings}
+            drafted = r.session.model_finding_ids()
             for fid in dict.fromkeys(f for f in removed if f):
                 if fid not in drafted:  # the reader's own box: gone, not a rejected finding
                     if self.selected == fid:
@@ -1628,9 +1635,7 @@ class ReviewDock(QWidget):
         if r is None or r.masks is None or r.session.labels_written == r.labels_written:
             return
         r.labels_written = r.session.labels_written
-        reset = getattr(r.masks, "_reset_history", None)
-        if reset is not None:
-            reset()
+        _clear_undo_history(r.masks)
 
     def _session_changed(self, action: str, finding_id: str | None) -> None:
         self._sync_history(self.result)

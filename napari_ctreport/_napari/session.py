@@ -593,7 +593,7 @@ class ReviewSession:
         finding it painted: it stayed as a rejected finding with no voxel, exported so)."""
         self._labels_dirty = True
         ids = [f.id for f in self.findings] if finding_ids is None else list(finding_ids)
-        drafted = {str(d.get("id")) for d in self.draft_findings}
+        drafted = self.model_finding_ids()
         changed = []
         for fid in ids:
             f = self.finding(fid)
@@ -652,12 +652,20 @@ class ReviewSession:
             taken &= ~np.isin(self.labels, rejected)
         return taken
 
+    def model_finding_ids(self) -> set[str]:
+        """Ids of the model's findings (its draft's): the others the reader added."""
+        return {str(d.get("id")) for d in self.draft_findings}
+
     def _write_region(self, region: np.ndarray, f: Finding) -> None:
-        """Label ``region`` as finding ``f``'s. Voxels of rejected findings it takes (:meth:`_taken`
-        lets it) are noted, to be given back if ``f`` is deleted, and each rejected finding
-        that keeps some voxels is measured again on them (it kept its old size, and accepted
-        again it reported it)."""
+        """Label ``region`` as finding ``f``'s, counted in :attr:`labels_written` when that
+        changes the label map. Voxels of rejected findings it takes (:meth:`_taken` lets it) are
+        noted, to be given back if ``f`` is deleted, and each rejected finding that keeps some
+        voxels is measured again on them (it kept its old size, and accepted again it reported
+        it)."""
         label = int(f.label)
+        if np.any(self.labels[region] != label):  # (a painted label may be there already)
+            self.labels_written += 1
+        self._labels_dirty = True
         owners = [int(v) for v in np.unique(self.labels[region]) if v and v != label]
         took = {v: np.flatnonzero(region & (self.labels == v)) for v in owners}
         self.labels[region] = label
@@ -672,11 +680,11 @@ class ReviewSession:
         """Take a finding the reader added out of the review, its voxels with it (its box
         deleted); a set-aside candidate the reader brought in is set aside again, and voxels it
         took from rejected findings are theirs again. A model finding cannot be deleted, only
-        rejected (``ValueError``): it stays, with its mask, as a negative for retraining. A drawn box the reader deleted stayed as a
-        rejected finding, exported as "rejected on review", its voxels blocking a box drawn
-        again over the same lesion."""
+        rejected (``ValueError``): it stays, with its mask, as a negative for retraining. A
+        drawn box the reader deleted stayed as a rejected finding, exported as "rejected on
+        review", its voxels blocking a box drawn again over the same lesion."""
         f = self.finding(finding_id)
-        if finding_id in {str(d.get("id")) for d in self.draft_findings}:
+        if finding_id in self.model_finding_ids():
             raise ValueError(f"{finding_id} is the model's finding: reject it instead")
         before = f.to_dict()
         if f.label:
@@ -750,8 +758,6 @@ class ReviewSession:
             raise ValueError(f"the box of {finding_id} would hold none of its own voxels")
         self.labels[old] = 0
         self._write_region(inside, f)
-        self.labels_written += 1
-        self._labels_dirty = True
         self._remeasure(f, self.labels == f.label)
         self._mark_edited(f)
         self._refresh_sentence(f)
@@ -924,10 +930,7 @@ class ReviewSession:
         if guessed:
             f.attributes["kind_from_ct"] = True
         self._measure_solid_component(f, region)
-        if np.any(self.labels[region] != label):  # a painted label is already there
-            self.labels_written += 1
         self._write_region(region, f)
-        self._labels_dirty = True
         if drawn:  # a kind change starts again from the box's region
             self._redrawn[f.id] = (np.flatnonzero(marked), np.flatnonzero(region), True)
             self._redrawn_dirty = True
@@ -1195,8 +1198,6 @@ class ReviewSession:
         if not np.array_equal(new, mask):
             self.labels[mask] = 0
             self._write_region(new, f)
-            self.labels_written += 1
-            self._labels_dirty = True
             self._remeasure(f, new)
         if saved is not None or not np.array_equal(new, marked):
             self._redrawn[f.id] = (np.flatnonzero(marked), np.flatnonzero(new), drawn)

@@ -100,11 +100,8 @@ def written_mm(length_mm: float) -> float:
 def written_ml(volume_ml: float) -> float:
     """A volume (ml) as the report writes it: to 0.1 ml below 10 ml, whole ml from 10 ml
     (halves upwards), for :func:`~napari_ctreport.report.writer.format_ml` and
-    :func:`effusion_grade`."""
-    value = float(volume_ml)
-    if round(value, 1) < 10.0:
-        return round(value, 1)
-    return float(math.floor(value + 0.5))
+    :func:`effusion_grade`: the rule of :func:`written_mm`."""
+    return written_mm(volume_ml)
 
 
 def effusion_grade(volume_ml: float) -> str:

@@ -308,7 +308,7 @@ def parse_statements(sentence: str) -> list[Statement]:
         kinds = _kinds(low)
         if not kinds:
             continue
-        side = _first(_SIDE_PATTERNS, low)
+        side, zone = _first(_SIDE_PATTERNS, low), _first(_ZONE_PATTERNS, low)
         if _NEGATION.search(low):
             if _OTHER.search(low):
                 continue  # "no new nodules", "no other nodule": not a denial of those there are
@@ -316,7 +316,7 @@ def parse_statements(sentence: str) -> list[Statement]:
                 Statement(
                     kind=kinds[0],
                     side=side,
-                    zone=_first(_ZONE_PATTERNS, low),
+                    zone=zone,
                     negated=True,
                     kinds=kinds,
                     text=clause.strip(" ,;:("),
@@ -335,7 +335,7 @@ def parse_statements(sentence: str) -> list[Statement]:
             Statement(
                 kind=kind,
                 side=side,
-                zone=_first(_ZONE_PATTERNS, low),
+                zone=zone,
                 size_mm=size,
                 short_mm=short,
                 solid_mm=solid,
@@ -378,10 +378,20 @@ def _kind_ok(stated: str, actual: str) -> bool:
     return stated == actual
 
 
+def _allowed(st: Statement, key: str, tol: float | None) -> float:
+    """How far a stated figure may be off: ``tol``, or with none the rounding of the figure."""
+    return st.rounding.get(key, 0.05) + 1e-6 if tol is None else tol
+
+
+def _not_calcified(active: Sequence[Finding]) -> list[Finding]:
+    """The nodules an unqualified count of nodules may leave out calcified ones from (the
+    writer's "Two pulmonary nodules" beside its calcified granulomas)."""
+    return [f for f in active if f.kind in NODULE_KINDS and f.kind != "calcified nodule"]
+
+
 def _agrees(st: Statement, f: Finding, tol: float | None, rel: float = 0.0) -> bool:
     def far(key: str, stated: float, actual: float) -> bool:
-        allowed = st.rounding.get(key, 0.05) + 1e-6 if tol is None else tol
-        return abs(stated - actual) > max(allowed, rel * actual)
+        return abs(stated - actual) > max(_allowed(st, key, tol), rel * actual)
 
     if st.kind is not None and not _kind_ok(st.kind, f.kind):
         return False
@@ -399,7 +409,7 @@ def _agrees(st: Statement, f: Finding, tol: float | None, rel: float = 0.0) -> b
             return False
     if st.volume_ml is not None:
         allowed = (
-            max(st.rounding.get("volume_ml", 0.05) + 1e-6, rel * f.volume_ml)
+            max(_allowed(st, "volume_ml", None), rel * f.volume_ml)
             if tol is None
             else max(tol, max(0.01, rel) * f.volume_ml)
         )
@@ -432,7 +442,7 @@ def _count_ok(st: Statement, active: Sequence[Finding]) -> bool:
     if st.counted == ("nodule",):
         numbers = {
             sum(f.kind in NODULE_KINDS for f in active),
-            sum(f.kind in NODULE_KINDS and f.kind != "calcified nodule" for f in active),
+            len(_not_calcified(active)),
         }
     else:
         numbers = {sum(f.kind in st.counted for f in active)}
@@ -448,10 +458,10 @@ def _largest_ok(st: Statement, active: Sequence[Finding], tol: float | None, rel
         return True
     kinds = st.counted or ((st.kind,) if st.kind else ("nodule",))
     if kinds == ("nodule",):
-        pool = [f for f in active if f.kind in NODULE_KINDS and f.kind != "calcified nodule"]
+        pool = _not_calcified(active)
     else:
         pool = [f for f in active if f.kind in kinds]
-    allowed = st.rounding.get("size_mm", 0.05) + 1e-6 if tol is None else tol
+    allowed = _allowed(st, "size_mm", tol)
     return all(f.diameter_mm - st.size_mm <= max(allowed, rel * f.diameter_mm) for f in pool)
 
 

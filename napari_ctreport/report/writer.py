@@ -13,7 +13,6 @@ reports are not all one template.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .findings import Finding
-from .guidelines import is_mass, recommendation
+from .guidelines import is_mass, recommendation, round_half_up
 from .lexicon import SHAPES, effusion_grade, written_ml, written_mm
 
 #: The findings section when there is nothing to report.
@@ -284,7 +283,7 @@ def coverage_note(lung_ml: float | None, *, lesions: bool = False) -> tuple[str,
     # judged on the volume as written: 999.6 ml read "only part ... (1000 ml of lung)"
     if lung_ml is None:
         return None
-    shown = math.floor(lung_ml + 0.5)
+    shown = round_half_up(lung_ml)
     if shown >= PARTIAL_LUNG_ML:
         return None
     if lung_ml < NO_LUNG_ML and lesions:
