@@ -411,10 +411,12 @@ def evaluate(
         ``ap_iou0.1``, ``ap_iou0.25``, ``precision``, ``recall``, ``f1``, ``size_error_median``,
         ``effusion_volume_ratio`` (:func:`median_volume_ratio`),
         ``bleu4``, ``rouge_l``, ``cider``, ``clinical_consistency`` (predicted report against the
-        ground-truth findings, mean over cases; sizes within :data:`CONSISTENCY_SIZE_TOL_MM`), ``clinical_consistency_15pct``
-        (the same with sizes within :data:`CONSISTENCY_SIZE_TOL_REL` of the ground truth's, as
-        the size-error target allows), ``grounding`` (predicted report against the predicted
-        findings, mean over cases; sizes to the rounding of the written figures), and ``by_kind`` (:func:`found_by_kind`).
+        ground-truth findings, mean over cases; sizes within :data:`CONSISTENCY_SIZE_TOL_MM`),
+        ``clinical_consistency_15pct`` (the same with sizes within
+        :data:`CONSISTENCY_SIZE_TOL_REL` of the ground truth's, as the size-error target
+        allows), ``grounding`` (predicted report against the predicted findings, mean over
+        cases; sizes to the rounding of the written figures), and ``by_kind``
+        (:func:`found_by_kind`).
     """
     if len(pred_cases) != len(gt_cases):
         raise ValueError(

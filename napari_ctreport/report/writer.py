@@ -108,8 +108,7 @@ class Report:
 
 def format_mm(value: float) -> str:
     """Format a length by the size rule: ``"7.2 mm"`` below 10 mm, ``"23 mm"`` from 10 mm."""
-    shown = written_mm(value)
-    return f"{shown:.1f} mm" if shown < 10.0 else f"{int(shown):d} mm"
+    return _written(written_mm(value), "mm")
 
 
 def _num(value: float) -> str:
@@ -120,8 +119,12 @@ def _num(value: float) -> str:
 def format_ml(value: float) -> str:
     """Format a volume: ``"4.5 ml"`` below 10 ml, ``"120 ml"`` from 10 ml (:func:`~.lexicon.
     written_ml`)."""
-    shown = written_ml(value)
-    return f"{shown:.1f} ml" if shown < 10.0 else f"{int(shown):d} ml"
+    return _written(written_ml(value), "ml")
+
+
+def _written(shown: float, unit: str) -> str:
+    """A figure already rounded as written: one decimal below 10, whole from 10."""
+    return f"{shown:.1f} {unit}" if shown < 10.0 else f"{int(shown):d} {unit}"
 
 
 def indefinite_article(size_text: str) -> str:
