@@ -415,7 +415,7 @@ def _instant_analysis(monkeypatch, viewer, set_aside: tuple[str, ...] = ()) -> l
     run. The dock around it (worker thread, dialogs, layers, session) is the real one. The
     findings with ids in ``set_aside`` come as candidates a rule dropped (``Analysis.dropped``:
     ids D1, ..., "vessel", score 0.23), without their masks."""
-    from napari_ctreport._napari import review_dock
+    from napari_ctreport._napari import dock_runs
     from napari_ctreport.analysis import Analysis
     from napari_ctreport.report.findings import Finding
     from napari_ctreport.report.writer import write_report
@@ -455,7 +455,7 @@ def _instant_analysis(monkeypatch, viewer, set_aside: tuple[str, ...] = ()) -> l
         )
         return analysis, None
 
-    monkeypatch.setattr(review_dock, "run_analysis", run_analysis)
+    monkeypatch.setattr(dock_runs, "run_analysis", run_analysis)
     return calls
 
 

@@ -15,13 +15,26 @@ mass"``) are *negated* statements: they claim that no finding of the kinds they 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .findings import Finding
-from .lexicon import NODULE_KINDS, effusion_grade
+from .guidelines import (
+    RISKS,
+    SOLID_KINDS,
+    SUBSOLID_KINDS,
+    NoduleCategory,
+    is_mass,
+    round_half_up,
+    solid_category,
+    subsolid_category,
+)
+from .lexicon import NODULE_KINDS, effusion_grade, written_mm
 
 #: Kind patterns, most specific first; ``"nodule"`` is the generic nodule (any nodule kind).
 _KIND_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -116,6 +129,91 @@ _LOBE = re.compile(r"\b(?:RUL|RML|RLL|LUL|LLL)\b")
 #: Words with a full stop that does not end a sentence.
 _ABBREVIATION = re.compile(r"\b(?:e\.g|i\.e|cf|vs|approx|fig|dr|mr|mrs|ms|st)\.$", re.IGNORECASE)
 
+# The follow-up lines of the impression (:func:`~.guidelines.recommendation`), read in lower case.
+#: A Fleischner category: "Fleischner Society 2017, incidental nodules in adults 35 years or
+#: older[, low-risk patient]: single solid, 6 to 8 mm (mean diameter 7 mm): <management>."
+_CATEGORY_LINE = re.compile(
+    r"\bfleischner\b(?P<head>[^:]*):\s*"
+    r"(?:(?P<mult>single|multiple)\s+)?(?P<table>part[- ]solid|ground[- ]glass|subsolid|solid)\b"
+    r"(?:\s+(?:pulmonary\s+)?nodules?(?:\(s\))?)?"
+    r"(?:\s*,\s*(?P<bucket>[^(:]*?))?"
+    rf"(?:\s*\(mean diameter (?P<mean>{_NUM})\s*(?P<unit>mm|cm)\))?"
+    r"\s*(?::\s*(?P<text>.*?))?[\s.]*$"
+)
+_RISK = re.compile(r"\b(?P<risk>low|high)[- ]risk\b")
+#: The line that follows the two categories of solid and subsolid nodules together.
+_MIXED_LINE = re.compile(r"\bsolid and subsolid nodules together\b")
+#: A mass or lesion over 30 mm, outside the guideline.
+_MASS_LINE = re.compile(
+    r"\b(?P<what>lung mass and lesion over 30 mm|lung mass|lesion over 30 mm)\s*"
+    r"\(outside the fleischner\b"
+)
+#: Nodules beside a mass or a lesion over 30 mm, outside the guideline.
+_ALONGSIDE_LINE = re.compile(
+    r"\bnodules?(?:\(s\))? alongside (?:an? |the )?(?P<beside>mass|lesion over 30 mm)\b"
+)
+#: Size categories as written, and the rounded mean diameters (mm) each allows.
+_BUCKETS: dict[str, tuple[float, float]] = {
+    "under 6 mm": (-math.inf, 5),
+    "<6 mm": (-math.inf, 5),
+    "6 to 8 mm": (6, 8),
+    "6-8 mm": (6, 8),
+    "over 8 mm": (9, math.inf),
+    ">8 mm": (9, math.inf),
+    "6 mm or more": (6, math.inf),
+    ">=6 mm": (6, math.inf),
+    "≥6 mm": (6, math.inf),
+}
+#: The nodule kinds each Fleischner table word names.
+_TABLE_KINDS: dict[str, frozenset[str]] = {
+    "solid": SOLID_KINDS,
+    "subsolid": SUBSOLID_KINDS,
+    "ground-glass": frozenset({"ground-glass nodule"}),
+    "part-solid": frozenset({"part-solid nodule"}),
+}
+
+
+@dataclass(frozen=True)
+class GuidelineLine:
+    """A follow-up line of the impression in a form of :func:`~.guidelines.recommendation`.
+
+    Attributes
+    ----------
+    form
+        ``"category"`` (a Fleischner category of the solid or of the subsolid nodules),
+        ``"mixed"`` (solid and subsolid nodules together), ``"mass"`` (a mass or lesion over
+        30 mm, outside the guideline) or ``"alongside"`` (nodules beside one).
+    table
+        A category's nodule type: ``"solid"``, ``"ground-glass"``, ``"part-solid"`` or
+        ``"subsolid"``.
+    multiplicity
+        ``"single"`` or ``"multiple"`` as stated, or implied (the ground-glass and part-solid
+        tables are of a single nodule); ``None`` where the line does not say.
+    sizes
+        The lowest and highest rounded mean diameter (mm) the stated size category allows
+        (``"6 to 8 mm"``: 6 and 8); ``None`` where the line states none the checker knows.
+    mean_mm, mean_rounding
+        The stated mean diameter (mm), and half a unit of its last digit.
+    management
+        The text after the category, lower case, single-spaced, without the final full stop.
+    risk
+        A stated patient risk (``"low"`` or ``"high"``).
+    mass, over
+        A mass line names a mass / a lesion over 30 mm; a line of nodules alongside one names
+        which.
+    """
+
+    form: str
+    table: str | None = None
+    multiplicity: str | None = None
+    sizes: tuple[float, float] | None = None
+    mean_mm: float | None = None
+    mean_rounding: float | None = None
+    management: str | None = None
+    risk: str | None = None
+    mass: bool = False
+    over: bool = False
+
 
 @dataclass
 class Statement:
@@ -150,6 +248,9 @@ class Statement:
     largest
         The size is that of the largest of the kinds counted (``"..., the largest a 14 mm
         part-solid nodule"``).
+    guideline
+        The follow-up line of the impression the statement is (its :attr:`text`), checked as
+        :func:`clinical_consistency` says; ``None`` for a statement of a finding.
     """
 
     kind: str | None
@@ -169,6 +270,7 @@ class Statement:
     rounding: dict[str, float] = field(default_factory=dict)
     sentence: str = ""
     largest: bool = False
+    guideline: GuidelineLine | None = None
 
 
 def split_sentences(text: str) -> list[str]:
@@ -297,61 +399,143 @@ def _clauses(sentence: str) -> list[str]:
 
 
 def parse_statements(sentence: str) -> list[Statement]:
-    """The :class:`Statement` of each clause of one sentence that states or denies a finding."""
-    out: list[Statement] = []
+    """The :class:`Statement` of each clause of one sentence that states or denies a finding,
+    and of a follow-up line of the impression (:func:`read_guideline_line`) the sentence ends
+    with."""
     expanded = _LOBE.sub(lambda m: _LOBES[m.group(0)], sentence)
-    for clause in _clauses(expanded):
-        low = clause.lower()
-        advice = _ADVICE.search(low)
-        if advice:  # what comes before the advice is still stated
-            clause, low = clause[: advice.start()], low[: advice.start()]
-        kinds = _kinds(low)
-        if not kinds:
-            continue
-        side, zone = _first(_SIDE_PATTERNS, low), _first(_ZONE_PATTERNS, low)
-        if _NEGATION.search(low):
-            if _OTHER.search(low):
-                continue  # "no new nodules", "no other nodule": not a denial of those there are
-            out.append(
-                Statement(
-                    kind=kinds[0],
-                    side=side,
-                    zone=zone,
-                    negated=True,
-                    kinds=kinds,
-                    text=clause.strip(" ,;:("),
-                    sentence=sentence,
-                )
-            )
-            continue
-        size, short, solid, rounding = _sizes(low)
-        vol = _VOLUME.search(clause)
-        if vol:
-            rounding["volume_ml"] = _half_unit(vol.group("v"))
-        kind = next((k for k in kinds if k != "nodule"), kinds[0])
-        grade = _GRADE.search(low) if kind == "pleural effusion" else None
-        count = _count(low)
-        out.append(
-            Statement(
-                kind=kind,
-                side=side,
-                zone=zone,
-                size_mm=size,
-                short_mm=short,
-                solid_mm=solid,
-                volume_ml=float(vol.group("v")) if vol else None,
-                kinds=kinds,
-                text=clause.strip(" ,;:("),
-                grade=grade.group(1) if grade else None,
-                count=count[0] if count else None,
-                at_least=bool(count and count[1]),
-                counted=count[2] if count else (),
-                rounding=rounding,
-                sentence=sentence,
-                largest=bool(re.search(r"\b(?:the )?largest\b", low)) and size is not None,
-            )
-        )
+    found = read_guideline_line(expanded)
+    start = len(expanded) if found is None else found[1]
+    out = [st for c in _clauses(expanded[:start]) if (st := _clause_statement(c, sentence))]
+    if found is not None:
+        out.append(_guideline_statement(found[0], expanded[start:], sentence))
     return out
+
+
+def _clause_statement(clause: str, sentence: str) -> Statement | None:
+    """What one clause states or denies, or ``None`` where it names no finding kind (before
+    its advice, if it gives any)."""
+    low = clause.lower()
+    advice = _ADVICE.search(low)
+    if advice:  # what comes before the advice is still stated
+        clause, low = clause[: advice.start()], low[: advice.start()]
+    kinds = _kinds(low)
+    if not kinds:
+        return None
+    side, zone = _first(_SIDE_PATTERNS, low), _first(_ZONE_PATTERNS, low)
+    if _NEGATION.search(low):
+        if _OTHER.search(low):
+            return None  # "no new nodules", "no other nodule": not a denial of those there are
+        return Statement(
+            kind=kinds[0],
+            side=side,
+            zone=zone,
+            negated=True,
+            kinds=kinds,
+            text=clause.strip(" ,;:("),
+            sentence=sentence,
+        )
+    size, short, solid, rounding = _sizes(low)
+    vol = _VOLUME.search(clause)
+    if vol:
+        rounding["volume_ml"] = _half_unit(vol.group("v"))
+    kind = next((k for k in kinds if k != "nodule"), kinds[0])
+    grade = _GRADE.search(low) if kind == "pleural effusion" else None
+    count = _count(low)
+    return Statement(
+        kind=kind,
+        side=side,
+        zone=zone,
+        size_mm=size,
+        short_mm=short,
+        solid_mm=solid,
+        volume_ml=float(vol.group("v")) if vol else None,
+        kinds=kinds,
+        text=clause.strip(" ,;:("),
+        grade=grade.group(1) if grade else None,
+        count=count[0] if count else None,
+        at_least=bool(count and count[1]),
+        counted=count[2] if count else (),
+        rounding=rounding,
+        sentence=sentence,
+        largest=bool(re.search(r"\b(?:the )?largest\b", low)) and size is not None,
+    )
+
+
+def read_guideline_line(sentence: str) -> tuple[GuidelineLine, int] | None:
+    """Read a follow-up line of the impression in one of the forms
+    :func:`~.guidelines.recommendation` writes.
+
+    Parameters
+    ----------
+    sentence
+        One sentence of a report.
+
+    Returns
+    -------
+    tuple of GuidelineLine and int, or None
+        The line and where in ``sentence`` it begins (what comes before it is read as findings
+        are), or ``None`` for a sentence that is no such line: free prose advice, and a line in
+        a form the checker does not know, are not read.
+    """
+    low = sentence.lower()
+    if m := _CATEGORY_LINE.search(low):
+        return _category_line(m), m.start()
+    if m := _MIXED_LINE.search(low):
+        return GuidelineLine("mixed"), m.start()
+    if m := _MASS_LINE.search(low):
+        what = m.group("what")
+        return GuidelineLine("mass", mass="mass" in what, over="lesion" in what), m.start()
+    if m := _ALONGSIDE_LINE.search(low):
+        beside = m.group("beside")
+        return GuidelineLine("alongside", mass=beside == "mass", over=beside != "mass"), m.start()
+    return None
+
+
+def _category_line(m: re.Match[str]) -> GuidelineLine:
+    """The :class:`GuidelineLine` of a match of :data:`_CATEGORY_LINE`."""
+    table = m.group("table").replace(" ", "-")
+    mult = m.group("mult")
+    if mult is None and table in ("ground-glass", "part-solid"):
+        mult = "single"  # the guideline's ground-glass and part-solid tables are of one nodule
+    bucket = re.sub(r"\s+", " ", m.group("bucket") or "").strip()
+    mean = m.group("mean")
+    scale = 10.0 if m.group("unit") == "cm" else 1.0
+    risk = _RISK.search(m.group("head"))
+    return GuidelineLine(
+        "category",
+        table=table,
+        multiplicity=mult,
+        sizes=_BUCKETS.get(bucket),
+        mean_mm=float(mean) * scale if mean else None,
+        mean_rounding=_half_unit(mean, scale) if mean else None,
+        management=_normal(m.group("text")) if m.group("text") else None,
+        risk=risk.group("risk") if risk else None,
+    )
+
+
+def _normal(text: str) -> str:
+    """Text as follow-up texts are compared: lower case, single spaces, no final full stop."""
+    return re.sub(r"\s+", " ", text.lower()).strip(" .")
+
+
+def _guideline_statement(line: GuidelineLine, text: str, sentence: str) -> Statement:
+    """The statement of a follow-up line; the kind it names is for show (what it is checked
+    for is :func:`_guideline_findings`)."""
+    if line.form == "category":
+        kinds = sorted(_TABLE_KINDS[line.table or "subsolid"])
+    elif line.form == "mass":
+        kinds = ["mass"]
+    else:
+        kinds = ["nodule"]
+    rounding = {} if line.mean_rounding is None else {"mean_mm": line.mean_rounding}
+    return Statement(
+        kind=kinds[0] if len(kinds) == 1 else "nodule",
+        kinds=kinds,
+        text=text.strip(" ,;:("),
+        rounding=rounding,
+        sentence=sentence,
+        guideline=line,
+    )
 
 
 def extract_statements(text: str, *, include_negated: bool = False) -> list[Statement]:
