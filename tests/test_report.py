@@ -790,3 +790,194 @@ def test_the_impression_keeps_the_shape_and_the_solid_component():
     )
     for f in (ps, sp):
         assert consistency_details(write_report([f]), [f])["consistency"] == 1.0
+
+
+# --- the impression's guideline lines are checked ---------------------------------------------
+
+_SCOPE = "Fleischner Society 2017, incidental nodules in adults 35 years or older"
+_SINGLE_6_8 = "CT at 6-12 months, then consider CT at 18-24 months"
+
+
+def _guideline_rows(text: str, fs: list[Finding], **kw: float) -> list[bool]:
+    """Whether each guideline line of ``text`` agrees with ``fs``."""
+    rows = consistency_details(text, fs, **kw)["statements"]
+    return [ok for st, ok, _ in rows if st.guideline is not None]
+
+
+@pytest.mark.parametrize(
+    ("findings", "line"),
+    [
+        # a size category (and its mean diameter) edited: the nodule's mean diameter is 7 mm
+        (
+            [make("solid nodule", 7.0)],
+            f"{_SCOPE}: single solid, over 8 mm (mean diameter 9 mm): {_SINGLE_6_8}.",
+        ),
+        # the size category alone
+        (
+            [make("solid nodule", 7.0)],
+            f"{_SCOPE}: single solid, under 6 mm (mean diameter 7 mm): {_SINGLE_6_8}.",
+        ),
+        (
+            [make("ground-glass nodule", 5.0)],
+            f"{_SCOPE}: single ground-glass, 6 mm or more (mean diameter 5 mm): no routine "
+            "follow-up.",
+        ),
+        # the mean diameter alone (category and management still right), to its rounding
+        (
+            [make("solid nodule", 7.0)],
+            f"{_SCOPE}: single solid, 6 to 8 mm (mean diameter 8 mm): {_SINGLE_6_8}.",
+        ),
+        (
+            [make("solid nodule", 9.0, 5.0)],
+            f"{_SCOPE}: single solid, 6 to 8 mm (mean diameter 7.4 mm): {_SINGLE_6_8}.",
+        ),
+        # the multiplicity: two solid nodules (under 6 mm, where the managements are the same)
+        (
+            [make("solid nodule", 4.0), make("solid nodule", 5.0, fid="F2")],
+            f"{_SCOPE}: single solid, under 6 mm (mean diameter 5 mm): low risk, no routine "
+            "follow-up; high risk, optional CT at 12 months.",
+        ),
+        (
+            [make("solid nodule", 4.0)],
+            f"{_SCOPE}: multiple solid, under 6 mm (mean diameter 4 mm): low risk, no routine "
+            "follow-up; high risk, optional CT at 12 months.",
+        ),
+        (
+            [make("ground-glass nodule", 7.0), make("ground-glass nodule", 4.0, fid="F2")],
+            f"{_SCOPE}: single ground-glass, 6 mm or more (mean diameter 7 mm): CT at 6-12 "
+            "months to confirm persistence, then CT every 2 years until 5 years.",
+        ),
+        # a subsolid category without subsolid nodules, a part-solid one beside a ground-glass
+        (
+            [make("solid nodule", 7.0)],
+            f"{_SCOPE}: single ground-glass, 6 mm or more (mean diameter 7 mm): CT at 6-12 "
+            "months to confirm persistence, then CT every 2 years until 5 years.",
+        ),
+        (
+            [make("solid nodule", 4.0), make("solid nodule", 7.0, fid="F2")],
+            f"{_SCOPE}: multiple subsolid, 6 mm or more (mean diameter 7 mm): CT at 3-6 months; "
+            "subsequent management based on the most suspicious nodule(s).",
+        ),
+        (
+            [make("ground-glass nodule", 7.0)],
+            f"{_SCOPE}: single part-solid, 6 mm or more (mean diameter 7 mm): CT at 3-6 months "
+            "to confirm persistence; if unchanged and the solid component remains under 6 mm, "
+            "annual CT for 5 years.",
+        ),
+        # the management of another category, of another table, or of the other risk
+        (
+            [make("solid nodule", 7.0)],
+            f"{_SCOPE}: single solid, 6 to 8 mm (mean diameter 7 mm): consider CT at 3 months, "
+            "PET/CT or tissue sampling.",
+        ),
+        (
+            [make("solid nodule", 7.0)],
+            f"{_SCOPE}: single solid, 6 to 8 mm (mean diameter 7 mm): CT at 6-12 months to "
+            "confirm persistence, then CT every 2 years until 5 years.",
+        ),
+        (
+            [make("solid nodule", 7.0)],
+            f"{_SCOPE}, low-risk patient: single solid, 6 to 8 mm (mean diameter 7 mm): CT at "
+            "6-12 months, then CT at 18-24 months.",
+        ),
+        (
+            [make("part-solid nodule", 12.0, 10.0, solid_diameter_mm=4.0)],
+            f"{_SCOPE}: single part-solid, 6 mm or more (mean diameter 11 mm): highly suspicious "
+            "if persistent (solid component 6 mm or more): CT at 3-6 months to confirm "
+            "persistence, then consider PET/CT, tissue sampling or resection.",
+        ),
+        # a Fleischner category beside a mass (the guideline does not apply)
+        (
+            [make("solid nodule", 7.0), make("mass", 45.0, 30.0, fid="F2")],
+            f"{_SCOPE}: single solid, 6 to 8 mm (mean diameter 7 mm): {_SINGLE_6_8}.",
+        ),
+        # the other lines name findings there are not
+        (
+            [make("solid nodule", 7.0)],
+            "Lesion over 30 mm (outside the Fleischner Society 2017 guideline, which covers "
+            "nodules up to 30 mm): recommend contrast-enhanced chest CT or PET/CT staging.",
+        ),
+        (
+            [make("mass", 45.0, 30.0)],
+            "Nodule(s) alongside a mass suspicious for malignancy: outside the Fleischner "
+            "Society 2017 guideline (not for known or suspected cancer); assess at staging.",
+        ),
+        (
+            [make("solid nodule", 7.0), make("solid nodule", 4.0, fid="F2")],
+            "Solid and subsolid nodules together: management by the most suspicious nodule "
+            "(Fleischner Society 2017).",
+        ),
+    ],
+)
+def test_a_wrong_guideline_line_is_inconsistent(findings: list[Finding], line: str) -> None:
+    """A reader's edit of the impression's guideline line (a figure, the category, the
+    management) passed the export check: advice was never read."""
+    details = consistency_details(f"1. As above.\n2. {line}", findings)
+    bad = [st for st, ok, _ in details["statements"] if not ok]
+    assert [st.sentence for st in bad] == [line]
+    assert details["consistency"] < 1.0
+
+
+@pytest.mark.parametrize(
+    "findings",
+    [
+        [make("solid nodule", 5.0)],
+        [make("solid nodule", 7.0, 5.0), make("solid nodule", 4.0, side="left", fid="F2")],
+        [make("solid nodule", 12.0, 9.0), make("solid nodule", 6.0, side="left", fid="F2")],
+        [make("part-solid nodule", 14.0, 10.0, solid_diameter_mm=6.0)],
+        [make("part-solid nodule", 12.0, 10.0, solid_diameter_mm=5.4)],
+        [make("part-solid nodule", 5.0, 4.0, solid_diameter_mm=2.0)],
+        [make("ground-glass nodule", 6.8, 4.0)],
+        [make("ground-glass nodule", 9.0), make("part-solid nodule", 5.0, fid="F2")],
+        [make("solid nodule", 4.0), make("ground-glass nodule", 6.8, 4.0, fid="F2")],
+        [
+            make("solid nodule", 9.0),
+            make("part-solid nodule", 8.0, solid_diameter_mm=3.0, fid="F2"),
+            make("calcified nodule", 4.0, fid="F3"),
+        ],
+        [make("mass", 45.0, 30.0), make("solid nodule", 5.0, side="left", fid="F2")],
+        [make("ground-glass nodule", 32.0, 25.0), make("solid nodule", 5.0, fid="F2")],
+        [make("mass", 45.0, 30.0), make("solid nodule", 32.0, 25.0, fid="F2")],
+    ],
+)
+@pytest.mark.parametrize("risk", [None, "low", "high"])
+def test_the_writers_guideline_lines_are_read_and_agree(
+    findings: list[Finding], risk: str | None
+) -> None:
+    r = write_report(findings, risk=risk)
+    rows = _guideline_rows(r.impression, findings)
+    assert rows and all(rows), r.impression
+    assert consistency_details(r, findings)["consistency"] == 1.0
+
+
+def test_guideline_lines_to_a_size_tolerance_and_free_advice() -> None:
+    """Against ground truth (a tolerance) the mean diameter is a size like the others, and a
+    nodule near a threshold may be in either category; advice in other words is not read."""
+    near = [make("solid nodule", 8.4)]  # mean 8.4 mm: 6 to 8 mm
+    over = f"{_SCOPE}: single solid, over 8 mm (mean diameter 9 mm): consider CT at 3 months."
+    assert _guideline_rows(over, near) == [False]
+    assert _guideline_rows(over, near, size_tol_mm=0.6) == [True]
+    assert _guideline_rows(over, [make("solid nodule", 7.2)], size_tol_mm=0.6) == [False]
+    close = f"{_SCOPE}: single solid, 6 to 8 mm (mean diameter 8 mm): {_SINGLE_6_8}."
+    assert _guideline_rows(close, [make("solid nodule", 7.2)]) == [False]
+    assert _guideline_rows(close, [make("solid nodule", 7.2)], size_tol_rel=0.15) == [True]
+    # the figure's rounding, in mm or cm
+    fs = [make("solid nodule", 7.0, 6.0)]  # mean 6.5 mm
+    for mean in ("6.5 mm", "0.65 cm", "7 mm"):
+        line = f"{_SCOPE}: single solid, 6 to 8 mm (mean diameter {mean}): {_SINGLE_6_8}."
+        assert _guideline_rows(line, fs) == [True], mean
+    assert _guideline_rows(line.replace("7 mm", "6.4 mm"), fs) == [False]
+    # free advice is not a statement; an unknown management text is not checked
+    for free in (
+        "Follow-up CT in 12 months is recommended.",
+        "Fleischner Society 2017: single solid nodule 6 to 8 mm: CT at 6-12 months.",
+        f"{_SCOPE}: single solid, 6 to 8 mm (mean diameter 7 mm): discuss with the patient.",
+    ):
+        assert all(_guideline_rows(free, [make("solid nodule", 7.0)])), free
+    # a finding stated before a guideline line in one sentence is still read, and prose that
+    # names a nodule beside a mass is a finding, not the guideline's line
+    text = f"A 7 mm solid nodule in the right upper zone; {_SCOPE}: single solid, 6 to 8 mm."
+    sts = extract_statements(text)
+    assert [(st.size_mm, st.guideline is None) for st in sts] == [(7.0, True), (None, False)]
+    (st,) = extract_statements("A 5.0 mm solid nodule alongside the mass in the right lower zone.")
+    assert st.guideline is None and (st.size_mm, st.zone) == (5.0, "lower")

@@ -11,6 +11,14 @@ Advice (from a mention of a guideline, "recommend", "follow-up" or "consider" on
 statement, but what a sentence says before its advice is (``"A 25 mm mass; recommend PET/CT."``
 states a mass). Clauses that begin with a negation (``"No pleural effusion."``, ``"..., no
 mass"``) are *negated* statements: they claim that no finding of the kinds they name exists.
+
+The exception are the impression's follow-up lines in the forms
+:func:`~.guidelines.recommendation` writes (:func:`read_guideline_line`): a Fleischner category
+(``"...: single solid, 6 to 8 mm (mean diameter 7 mm): CT at 6-12 months, ..."``) claims a
+nodule type, a count, a size category, a mean diameter and the category's management, and is
+one statement checked against what the guideline functions give for the findings; a mass line,
+a line of nodules alongside a mass, and the line of solid and subsolid nodules together claim
+the findings they name. Free prose advice is still not read.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from .guidelines import (
     solid_category,
     subsolid_category,
 )
-from .lexicon import NODULE_KINDS, effusion_grade, written_mm
+from .lexicon import NODULE_KINDS, effusion_grade
 
 #: Kind patterns, most specific first; ``"nodule"`` is the generic nodule (any nodule kind).
 _KIND_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -151,6 +159,7 @@ _MASS_LINE = re.compile(
 #: Nodules beside a mass or a lesion over 30 mm, outside the guideline.
 _ALONGSIDE_LINE = re.compile(
     r"\bnodules?(?:\(s\))? alongside (?:an? |the )?(?P<beside>mass|lesion over 30 mm)\b"
+    r"[^:]*:\s*outside the fleischner\b"
 )
 #: Size categories as written, and the rounded mean diameters (mm) each allows.
 _BUCKETS: dict[str, tuple[float, float]] = {
@@ -242,7 +251,8 @@ class Statement:
         "several" are 2, :attr:`at_least` set), with ``counted`` the kinds it counts.
     rounding
         Half a unit of the last digit of each stated figure, in mm or ml (``"7.2 mm"``: 0.05),
-        keyed ``size_mm``, ``short_mm``, ``solid_mm``, ``volume_ml``: what rounding allows.
+        keyed ``size_mm``, ``short_mm``, ``solid_mm``, ``volume_ml`` (and ``mean_mm``, a
+        guideline line's mean diameter): what rounding allows.
     sentence
         The whole sentence the clause is part of.
     largest
@@ -655,6 +665,171 @@ def _locates(st: Statement) -> bool:
     return any(v is not None for v in (st.side, st.zone, st.size_mm, st.volume_ml, st.solid_mm))
 
 
+def _mean_mm(f: Finding) -> float:
+    """A nodule's mean diameter before the rounding of :func:`~.guidelines.fleischner_size_mm`."""
+    return (f.diameter_mm + f.short_axis_mm) / 2.0 if f.short_axis_mm > 0 else f.diameter_mm
+
+
+def _nodules(active: Sequence[Finding], kinds: frozenset[str]) -> list[Finding]:
+    """The nodules of ``kinds`` the Fleischner tables take (not those worked up as a mass)."""
+    return [f for f in active if f.kind in kinds and not is_mass(f)]
+
+
+def _resized(f: Finding, sign: int, tol: float | None, rel: float) -> Finding:
+    """Nodule ``f`` larger (``sign`` 1) or smaller (-1) in each axis and in its solid component
+    by what the size tolerance allows (``max(tol, rel * size)``, as for a stated size)."""
+
+    def moved(v: float) -> float:
+        return max(0.0, v + sign * max(tol or 0.0, rel * v)) if v > 0 else v
+
+    attrs = dict(f.attributes)
+    if "solid_diameter_mm" in attrs:
+        attrs["solid_diameter_mm"] = moved(float(attrs["solid_diameter_mm"] or 0.0))
+    return dataclasses.replace(
+        f,
+        diameter_mm=moved(f.diameter_mm),
+        short_axis_mm=moved(f.short_axis_mm),
+        attributes=attrs,
+    )
+
+
+def _size_variants(active: Sequence[Finding], tol: float | None, rel: float) -> list[list[Finding]]:
+    """The findings as measured and, where a size tolerance is given, with every nodule smaller
+    and with every nodule larger by what it allows (:func:`_resized`)."""
+    variants = [list(active)]
+    if tol or rel:
+        nodule_kinds = SOLID_KINDS | SUBSOLID_KINDS
+        for sign in (-1, 1):
+            variants.append(
+                [
+                    _resized(f, sign, tol, rel) if f.kind in nodule_kinds and not is_mass(f) else f
+                    for f in active
+                ]
+            )
+    return variants
+
+
+def _categories(
+    table: str, active: Sequence[Finding], risk: str | None, tol: float | None, rel: float
+) -> list[NoduleCategory]:
+    """The Fleischner categories of the solid (``table`` ``"solid"``) or the subsolid nodules
+    in each of :func:`_size_variants` (as measured first): with a size tolerance a size near a
+    threshold may fall on either side."""
+    variants = _size_variants(active, tol, rel)
+    if table == "solid":
+        cats = [solid_category(fs, risk=risk) for fs in variants]
+    else:
+        cats = [subsolid_category(fs) for fs in variants]
+    return [c for c in cats if c is not None]
+
+
+@functools.cache
+def _guideline_texts() -> frozenset[str]:
+    """Every management text of the Fleischner categories (:func:`_normal`): what
+    :func:`~.guidelines.solid_category` (at each risk) and :func:`~.guidelines.subsolid_category`
+    give for one and two nodules of each kind and size category."""
+
+    def nodule(kind: str, d: float, solid: float) -> Finding:
+        return Finding(
+            id="F",
+            kind=kind,
+            side="right",
+            zone="upper",
+            center_lps_mm=(0.0, 0.0, 0.0),
+            bbox_lps_mm=((0.0, 0.0, 0.0), (d, d, d)),
+            diameter_mm=d,
+            attributes={"solid_diameter_mm": solid},
+        )
+
+    texts: set[str] = set()
+    for d in (5.0, 7.0, 10.0):  # under 6, 6 to 8 and over 8 mm
+        for kind in (*SOLID_KINDS, *SUBSOLID_KINDS):
+            for solid in (1.0, d):  # a part-solid nodule's component under 6 mm, and not
+                for fs in ([nodule(kind, d, solid)], [nodule(kind, d, solid)] * 2):
+                    cats = [solid_category(fs, risk=r) for r in (None, *RISKS)]
+                    cats.append(subsolid_category(fs))
+                    texts.update(_normal(c.text) for c in cats if c is not None)
+    return frozenset(texts)
+
+
+def _sizes_ok(line: GuidelineLine, cats: Sequence[NoduleCategory]) -> bool:
+    """Whether a category line's size category is that of the nodules (of one of ``cats``),
+    and holds the mean diameter it states."""
+    if line.sizes is None:
+        return True
+    lo, hi = line.sizes
+    if line.mean_mm is not None and not lo <= round_half_up(line.mean_mm) <= hi:
+        return False  # "over 8 mm (mean diameter 7 mm)"
+    return any(lo <= c.size_mm <= hi for c in cats)
+
+
+def _mean_ok(
+    st: Statement, line: GuidelineLine, pool: Sequence[Finding], tol: float | None, rel: float
+) -> bool:
+    """Whether a category line's mean diameter is that of the largest nodule of its table, to
+    the rounding of the figure or the tolerance (as a stated size, :func:`_allowed`)."""
+    if line.mean_mm is None:
+        return True
+    actual = max(_mean_mm(f) for f in pool)
+    return abs(line.mean_mm - actual) <= max(_allowed(st, "mean_mm", tol), rel * actual)
+
+
+def _management_ok(line: GuidelineLine, cats: Sequence[NoduleCategory]) -> bool:
+    """Whether a category line's management, where it is a text of the guideline's, is that of
+    the nodules' category (of one of ``cats``); other text is free advice, not read."""
+    if line.management is None or line.management not in _guideline_texts():
+        return True
+    return line.management in {_normal(c.text) for c in cats}
+
+
+def _category_findings(
+    st: Statement, line: GuidelineLine, active: Sequence[Finding], tol: float | None, rel: float
+) -> list[Finding] | None:
+    """The nodules a Fleischner category line is about, or ``None`` where it is not theirs:
+    there is a mass or a lesion over 30 mm (the guideline gives no category then), no nodule
+    of its type, or its multiplicity, size category, mean diameter or management is not what
+    :func:`~.guidelines.solid_category` / :func:`~.guidelines.subsolid_category` give (at the
+    risk it states; at any, where it states none)."""
+    table = line.table or "subsolid"
+    if any(is_mass(f) for f in active) or not _nodules(active, _TABLE_KINDS[table]):
+        return None
+    pool = _nodules(active, SOLID_KINDS if table == "solid" else SUBSOLID_KINDS)
+    risks = (line.risk,) if line.risk or table != "solid" else (None, *RISKS)
+    cats = [c for r in risks for c in _categories(table, active, r, tol, rel)]
+    ok = (
+        line.multiplicity in (None, cats[0].multiplicity)
+        and _sizes_ok(line, cats)
+        and _mean_ok(st, line, pool, tol, rel)
+        and _management_ok(line, cats)
+    )
+    return pool if ok else None
+
+
+def _guideline_findings(
+    st: Statement, active: Sequence[Finding], tol: float | None, rel: float
+) -> list[Finding] | None:
+    """The findings a follow-up line (:attr:`Statement.guideline`) is about, or ``None`` where
+    the line is not theirs. A mass line needs the mass or lesion over 30 mm it names; a line
+    of nodules alongside one needs the nodules too; the line of solid and subsolid nodules
+    together needs both and no mass."""
+    line = st.guideline
+    if line is None:
+        return None
+    if line.form == "category":
+        return _category_findings(st, line, active, tol, rel)
+    masses = [f for f in active if f.kind == "mass"]
+    over = [f for f in active if is_mass(f) and f.kind != "mass"]
+    nodules = _nodules(active, SOLID_KINDS | SUBSOLID_KINDS)
+    if line.form == "mixed":
+        mixed = _nodules(active, SOLID_KINDS) and _nodules(active, SUBSOLID_KINDS)
+        return nodules if mixed and not masses and not over else None
+    named = [*(masses if line.mass else []), *(over if line.over else [])]
+    ok = (masses or not line.mass) and (over or not line.over)
+    if line.form == "alongside":
+        ok, named = ok and bool(nodules), [*nodules, *named]
+    return named if ok else None
+
+
 def consistency_details(
     report: Any,
     findings: Sequence[Finding],
@@ -677,6 +852,10 @@ def consistency_details(
     rows = []
     covered: set[str] = set()
     for st in extract_statements(text, include_negated=True):
+        if st.guideline is not None:
+            found = _guideline_findings(st, active, size_tol_mm, size_tol_rel)
+            rows.append((st, found is not None, [f.id for f in found or []]))
+            continue
         if st.negated:
             ok = not any(_denied(st, f) for f in active)
             rows.append((st, ok, []))
@@ -713,7 +892,15 @@ def clinical_consistency(
     a stated count of nodules or masses must be the number there are (an unqualified count of
     nodules may leave out calcified ones; "multiple" and "several" mean at least two). A
     negated statement agrees when no finding has a kind it denies (on the side it names, if
-    it names one). Advice is not checked. With no statement to check the score is 1.0
+    it names one). Free advice is not checked; a follow-up line of the impression in a form
+    of :func:`~.guidelines.recommendation` is one statement, which agrees when its nodule type
+    is among the findings (and no mass or lesion over 30 mm is, for a Fleischner category),
+    its multiplicity is that of :func:`~.guidelines.solid_category` /
+    :func:`~.guidelines.subsolid_category`, its size category and mean diameter (to the
+    tolerance below) are the category's, and its management, where it is one of the guideline's
+    texts, is the category's (at the risk the line states); a mass line and a line of nodules
+    alongside a mass agree when the findings they name exist. With no statement to check the
+    score is 1.0
     (nothing stated, nothing wrong; see ``coverage`` of :func:`consistency_details` for
     completeness).
 
@@ -729,7 +916,10 @@ def clinical_consistency(
         digit ("7.2 mm": 7.15 to 7.25; "23 mm": 22.5 to 23.5; "4.5 cm": 44.5 to 45.5 mm;
         "250 ml": 249.5 to 250.5), so a report is checked against the findings it was written
         from to the figure. A number (0.6 for the evaluation against ground truth) allows that
-        much whatever the precision.
+        much whatever the precision. A guideline line's mean diameter is a size like the
+        others (against the largest nodule's mean of long and short axis); its size category
+        and management are exact without a tolerance, and with one may also be those of the
+        nodules made smaller or larger by what it allows.
     size_tol_rel
         Relative size tolerance: sizes (and the volume, and so the effusion grade) may differ by
         up to this share of the finding's own, when that is more than the tolerance above. 0
