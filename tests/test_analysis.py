@@ -1607,3 +1607,40 @@ def test_kind_from_ct_reads_the_lesion_a_reader_marks():
     assert kind_from_ct(mask=air, volume=vol) == "solid nodule"
     with pytest.raises(ValueError, match="no voxel"):
         kind_from_ct(mask=np.zeros(vol.shape, dtype=bool), volume=vol)
+
+
+def test_the_analysis_names_a_mass_by_its_written_size():
+    """A lesion is a mass over 30 mm as the report writes its long axis (the guideline's and
+    the writer's reading): a 30.3 mm one, written "30 mm", is a solid nodule (the analysis
+    had named it a "30 mm mass"), a 30.6 mm one ("31 mm") a mass, whichever the network
+    said; other kinds keep their names."""
+    from napari_ctreport.analysis import _name_by_size
+    from napari_ctreport.report.findings import Finding
+    from napari_ctreport.report.writer import write_report
+
+    def nodule(kind: str, mm: float) -> Finding:
+        box = ((-mm / 2, -mm / 2, -mm / 2), (mm / 2, mm / 2, mm / 2))
+        return Finding(
+            id="F1",
+            kind=kind,
+            side="right",
+            zone="upper",
+            center_lps_mm=(0.0, 0.0, 0.0),
+            bbox_lps_mm=box,
+            diameter_mm=mm,
+            short_axis_mm=0.8 * mm,
+        )
+
+    def named(kind: str, mm: float) -> str:
+        f = nodule(kind, mm)
+        _name_by_size(f)
+        return f.kind
+
+    assert named("mass", 30.3) == named("solid nodule", 30.3) == "solid nodule"
+    assert named("mass", 30.6) == named("solid nodule", 30.6) == "mass"
+    assert named("mass", 30.0) == "solid nodule" and named("solid nodule", 29.9) == "solid nodule"
+    assert named("ground-glass nodule", 31.0) == "ground-glass nodule"
+    f = nodule("mass", 30.3)
+    _name_by_size(f)
+    text = write_report([f]).findings
+    assert "30 mm" in text and "mass" not in text.lower(), text

@@ -315,3 +315,35 @@ def test_a_real_nodule_the_network_draws_half_as_wide_is_measured_whole(real_les
     # the background's own nodule keeps its size (16.3 mm against 16.5)
     own = [f for f in a.findings if hits(f, case.findings[0])]
     assert own and abs(own[0].diameter_mm - case.findings[0].diameter_mm) <= 0.05 * 16.5
+
+
+def test_a_real_cancer_and_the_effusion_beside_it_drawn_by_the_reader_are_read_apart(
+    real_lesions,
+):
+    """lung2's cancer against the posterior chest wall with a synthetic effusion on its side
+    (as realchest makes them): a rectangle drawn around each on its middle slice (the dock's
+    box) is read from the CT as what it is. The effusion's fluid lies around the lung as a
+    crescent (it was read as a mass); the cancer is a ball whose rim the fluid-following only
+    grazes."""
+    from napari_ctreport._napari.session import ReviewSession
+    from napari_ctreport.report.writer import Report
+    from napari_ctreport.synth.generate import insert_lesions
+
+    volume, _ = _truth(real_lesions, "lung2")
+    cancer = load_ct(real_lesions / "lung2_label.nrrd", label_map=True).array > 0
+    case = insert_lesions(volume, rng=np.random.default_rng(2), kinds=["pleural effusion"])
+    (eff,) = case.findings
+    session = ReviewSession(
+        volume=case.volume,
+        findings=[],
+        labels=np.zeros(volume.shape, dtype=np.uint16),
+        draft=Report(findings="", impression=""),
+    )
+    for want, truth in (("pleural effusion", case.labels == eff.label), ("mass", cancer)):
+        idx = np.argwhere(truth)
+        z = int(np.median(idx[:, 0]))
+        on = idx[idx[:, 0] == z][:, 1:]
+        added = session.add_rectangle(z, on.min(axis=0) - 0.5, on.max(axis=0) + 0.5)
+        assert added.kind == want and added.attributes["kind_from_ct"], (want, added.kind)
+        assert added.side == "left"
+        session.delete_added(added.id)

@@ -790,9 +790,10 @@ def test_an_added_finding_takes_the_kind_the_ct_shows(tmp_path):
 
 def test_an_effusion_the_reader_marks_is_measured_on_its_fluid(tmp_path):
     """A rectangle drawn around a missed effusion also holds chest wall and liver (here three
-    times its volume); named an effusion (in the table, or when added), it is measured on the
-    fluid it holds, followed through the fluid beside the lung, as the analysis measures one.
-    A mask the reader painted stays as painted."""
+    times its volume); read from the CT it is an effusion (it was a mass, the reader had to
+    name it), and named an effusion (in the table, or when added) it is measured on the fluid
+    it holds, followed through the fluid beside the lung, as the analysis measures one. A mask
+    the reader painted stays as painted."""
     from napari_ctreport._napari.session import ReviewSession
 
     case = generate_case(seed=7, shape=(60, 160, 160))  # a 130 ml effusion on 2.3 mm pixels
@@ -810,8 +811,13 @@ def test_an_effusion_the_reader_marks_is_measured_on_its_fluid(tmp_path):
     def dice(m):
         return 2 * (m & truth).sum() / (m.sum() + truth.sum())
 
-    drawn = session.add_rectangle(z, lo, hi)
-    assert drawn.kind != "pleural effusion" and drawn.volume_ml > 2 * eff.volume_ml
+    guessed = session.add_rectangle(z, lo, hi)
+    assert guessed.kind == "pleural effusion" and guessed.attributes["kind_from_ct"] is True
+    assert 0.6 * eff.volume_ml <= guessed.volume_ml <= 1.2 * eff.volume_ml
+    assert dice(session.mask(guessed.id)) > 0.7 and guessed.side == eff.side
+    session.delete_added(guessed.id)
+    drawn = session.add_rectangle(z, lo, hi, kind="mass")  # the reader's slip
+    assert drawn.volume_ml > 2 * eff.volume_ml
     assert dice(session.mask(drawn.id)) < 0.5
     session.set_kind(drawn.id, "pleural effusion")
     assert 0.6 * eff.volume_ml <= drawn.volume_ml <= 1.2 * eff.volume_ml
@@ -843,6 +849,30 @@ def test_an_effusion_the_reader_marks_is_measured_on_its_fluid(tmp_path):
     session.set_kind(painted.id, "pleural effusion")
     assert np.array_equal(session.mask(painted.id), before)
     assert painted.attributes["mask_by_reader"] is True
+
+
+def test_a_drawn_effusion_is_read_as_one_and_a_drawn_lesion_is_not():
+    """A rectangle drawn around each finding of eight phantoms (on its middle axial slice, as
+    the dock makes a box of it): the effusions are read from the CT as effusions, and none of
+    the 17 masses and nodules (a 45 mm mass among them) is."""
+    from napari_ctreport._napari.session import ReviewSession
+
+    kinds: dict[str, list[str]] = {"effusion": [], "other": []}
+    for seed in (1, 2, 3, 6, 7, 8, 11, 12):
+        case = generate_case(seed=seed, shape=(60, 160, 160))
+        a = _analysis(case)
+        a.findings, a.labels = [], np.zeros_like(case.labels)
+        a.report = write_report([])
+        session = ReviewSession.from_analysis(a, case.volume, autosave_root=None)
+        for f in case.findings:
+            idx = np.argwhere(case.labels == f.label)
+            z = int(np.median(idx[:, 0]))
+            on = idx[idx[:, 0] == z][:, 1:]
+            added = session.add_rectangle(z, on.min(axis=0) - 0.5, on.max(axis=0) + 0.5)
+            kinds["effusion" if f.kind == "pleural effusion" else "other"].append(added.kind)
+            session.delete_added(added.id)
+    assert kinds["effusion"] == ["pleural effusion"] * 2, kinds
+    assert len(kinds["other"]) == 17 and "pleural effusion" not in kinds["other"], kinds
 
 
 def test_a_rectangle_drawn_on_a_coronal_or_sagittal_slice_adds_the_lesion(tmp_path):

@@ -904,7 +904,7 @@ class ReviewSession:
         guessed = kind is None
         marked = region
         if kind is None:
-            kind = kind_from_ct(mask=region, volume=self.volume)
+            kind = kind_from_ct(mask=region, volume=self.volume, lungs=self.ensure_lungs())
         region = self._region_for(
             kind,
             marked,

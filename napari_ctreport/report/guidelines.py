@@ -116,9 +116,8 @@ def is_mass(f: Finding) -> bool:
     """Whether a finding is worked up as a mass: its kind is ``"mass"``, or it is a lesion whose
     long axis as written (:func:`~.lexicon.written_mm`) is over :data:`MASS_THRESHOLD_MM` (a
     30.1 mm nodule, written "30 mm", is a nodule: it was a "30 mm solid nodule" worked up as a
-    lesion over 30 mm). The analysis names its own findings by the measured size
-    (``analysis._name_by_size``), so one of 30.1-30.4 mm comes as a "30 mm mass", a mass by its
-    kind."""
+    lesion over 30 mm). The analysis names its own findings by the same rule
+    (``analysis._name_by_size``)."""
     return f.kind == "mass" or (
         f.kind != "pleural effusion" and written_mm(f.diameter_mm) > MASS_THRESHOLD_MM
     )
