@@ -934,7 +934,11 @@ def test_a_box_the_reader_drew_is_deleted_and_a_rejected_lesion_can_be_boxed_aga
     """Deleting a box the reader drew takes the finding and its voxels away (it stayed as a
     rejected finding, exported as "rejected on review", its voxels blocking a box drawn again
     there); a model finding is rejected, not deleted; a box drawn over a rejected finding's
-    lesion takes its voxels (it was refused: "the drawn box holds no free voxel")."""
+    lesion takes its voxels (it was refused: "the drawn box holds no free voxel"), and gives
+    them back when deleted, in the review restored from its autosave too (they stayed the
+    drawn box's)."""
+    from napari_ctreport._napari.session import ReviewSession
+
     g = session.findings[1]
     lo = np.argwhere(session.mask(g.id)).min(axis=0) - 0.5
     hi = np.argwhere(session.mask(g.id)).max(axis=0) + 0.5
@@ -950,6 +954,11 @@ def test_a_box_the_reader_drew_is_deleted_and_a_rejected_lesion_can_be_boxed_aga
     assert added.status == "added" and (session.labels == added.label).any()
     kept = session.mask(g.id)
     assert 0 < kept.sum() < g_voxels.sum() and g.diameter_mm < g_mm  # measured on what it kept
+    back = ReviewSession.restore(session.volume, folder=session.folder)
+    back.autosave_root = None
+    back.delete_added(added.id)
+    assert np.array_equal(back.mask(g.id), g_voxels)
+    assert back.finding(g.id).diameter_mm == g_mm
     n = len(session.findings)
     written = session.labels_written
     session.delete_added(added.id)
@@ -990,3 +999,27 @@ def test_an_undone_erase_brings_back_the_readers_own_finding(session):
     assert (
         new.id not in session.hand_edited and "Faint ground glass" not in session.report().findings
     )
+
+
+def test_an_autosave_of_drawn_regions_from_before_session_47_is_read(tmp_path):
+    """``redrawn.npz`` written before it held the voxels drawn boxes took (no ``n_took``) reads
+    as no voxels taken; what it holds and what is written now read back as written."""
+    from napari_ctreport._napari.session import _redrawn_bytes, _redrawn_from_file
+
+    old = tmp_path / "old.npz"
+    marked, region = np.array([3, 4, 5]), np.array([4])
+    np.savez_compressed(
+        old,
+        n=np.asarray([1]),
+        id0=np.asarray(["F3"]),
+        marked0=marked,
+        region0=region,
+        drawn0=np.asarray([True]),
+    )
+    redrawn, took = _redrawn_from_file(old)
+    assert took == {} and list(redrawn) == ["F3"] and redrawn["F3"][2] is True
+    new = tmp_path / "new.npz"
+    new.write_bytes(_redrawn_bytes(redrawn, {"F3": {2: np.array([7, 9])}, "F4": {}}))
+    redrawn2, took2 = _redrawn_from_file(new)
+    assert np.array_equal(redrawn2["F3"][0], marked) and np.array_equal(took2["F3"][2], [7, 9])
+    assert list(took2) == ["F3"]

@@ -14,7 +14,8 @@ Every change goes through a method that
    (the label map as its non-zero voxels, so saving stays a few milliseconds) and
    ``attention.npz`` (the model's attention maps, written once per run: the map on the CT grid
    cropped to its non-zero box and quantised to uint8, the per-finding maps as float16) and
-   ``redrawn.npz`` (the regions drawn boxes marked, for a kind changed back after a restore).
+   ``redrawn.npz`` (the regions drawn boxes marked, for a kind changed back after a restore,
+   and the voxels drawn boxes took from rejected findings, theirs again if the box is deleted).
 
 Sentences: one per finding in the findings section. A sentence the reader typed over is
 *hand-edited* and survives later changes of that or any other finding; only
@@ -211,7 +212,10 @@ def _attention_from_file(path: Path) -> tuple[np.ndarray | None, dict[str, Any]]
     return attention, per
 
 
-def _redrawn_bytes(redrawn: dict[str, tuple[np.ndarray, np.ndarray, bool]]) -> bytes:
+def _redrawn_bytes(
+    redrawn: dict[str, tuple[np.ndarray, np.ndarray, bool]], took: dict[str, dict[int, np.ndarray]]
+) -> bytes:
+    """``redrawn.npz``: :attr:`ReviewSession._redrawn` and :attr:`ReviewSession._took`."""
     import io
 
     arrays: dict[str, np.ndarray] = {}
@@ -220,17 +224,33 @@ def _redrawn_bytes(redrawn: dict[str, tuple[np.ndarray, np.ndarray, bool]]) -> b
         arrays[f"marked{i}"] = np.asarray(marked, dtype=np.int64)
         arrays[f"region{i}"] = np.asarray(region, dtype=np.int64)
         arrays[f"drawn{i}"] = np.asarray([bool(drawn)])
+    pieces = [(fid, v, idx) for fid, by in took.items() for v, idx in by.items()]
+    for i, (fid, v, idx) in enumerate(pieces):
+        arrays[f"took_id{i}"] = np.asarray([fid])
+        arrays[f"took_label{i}"] = np.asarray([int(v)])
+        arrays[f"took{i}"] = np.asarray(idx, dtype=np.int64)
     buf = io.BytesIO()
-    np.savez_compressed(buf, n=np.asarray([len(redrawn)]), **arrays)
+    np.savez_compressed(
+        buf, n=np.asarray([len(redrawn)]), n_took=np.asarray([len(pieces)]), **arrays
+    )
     return buf.getvalue()
 
 
-def _redrawn_from_file(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, bool]]:
+def _redrawn_from_file(
+    path: Path,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, bool]], dict[str, dict[int, np.ndarray]]]:
+    """What :func:`_redrawn_bytes` wrote (a file from before session 47 holds no ``took``)."""
     with np.load(path) as z:
-        return {
+        redrawn = {
             str(z[f"id{i}"][0]): (z[f"marked{i}"], z[f"region{i}"], bool(z[f"drawn{i}"][0]))
             for i in range(int(z["n"][0]))
         }
+        took: dict[str, dict[int, np.ndarray]] = {}
+        for i in range(int(z["n_took"][0]) if "n_took" in z.files else 0):
+            took.setdefault(str(z[f"took_id{i}"][0]), {})[int(z[f"took_label{i}"][0])] = z[
+                f"took{i}"
+            ]
+    return redrawn, took
 
 
 def _labels_from_file(path: Path) -> tuple[np.ndarray, int]:
@@ -357,6 +377,7 @@ class ReviewSession:
     #: (:meth:`_remove`), for :meth:`add_painted` to bring back when the erase is undone.
     _removed: dict[int, tuple[dict[str, Any], str, bool]] = field(default_factory=dict)
     #: finding id -> {label of a rejected finding: flat indices of its voxels the finding took}
+    #: (autosaved in ``redrawn.npz``: :attr:`_redrawn_dirty` marks either changed)
     _took: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
 
     # -- construction --------------------------------------------------------------------
@@ -670,6 +691,7 @@ class ReviewSession:
         took = {v: np.flatnonzero(region & (self.labels == v)) for v in owners}
         self.labels[region] = label
         for v, idx in took.items():
+            self._redrawn_dirty = True
             self._took.setdefault(f.id, {}).setdefault(v, np.zeros(0, dtype=np.int64))
             self._took[f.id][v] = np.union1d(self._took[f.id][v], idx)
             g = self.by_label(v)
@@ -689,7 +711,9 @@ class ReviewSession:
         before = f.to_dict()
         if f.label:
             self.labels[self.labels == f.label] = 0
-            for v, idx in self._took.pop(finding_id, {}).items():  # back to their owners
+            gave = self._took.pop(finding_id, {})
+            self._redrawn_dirty |= bool(gave)
+            for v, idx in gave.items():  # back to their owners
                 g = self.by_label(v)
                 if g is not None:
                     free = idx[self.labels.flat[idx] == 0]
@@ -1287,7 +1311,9 @@ class ReviewSession:
                 self._labels_seq_saved = self._seq
                 self._labels_dirty = False
             if self._redrawn_dirty:
-                _atomic_write_bytes(folder / REDRAWN_FILE, _redrawn_bytes(self._redrawn))
+                _atomic_write_bytes(
+                    folder / REDRAWN_FILE, _redrawn_bytes(self._redrawn, self._took)
+                )
                 self._redrawn_dirty = False
             data = json.dumps(self.to_json_dict(), indent=1, default=_json_default)
             _atomic_write_bytes(folder / SESSION_FILE, data.encode())
@@ -1378,7 +1404,7 @@ class ReviewSession:
         session._labels_dirty = False
         if (folder / REDRAWN_FILE).is_file():
             try:  # a kind changed back starts again from what the drawn box marked
-                session._redrawn = _redrawn_from_file(folder / REDRAWN_FILE)
+                session._redrawn, session._took = _redrawn_from_file(folder / REDRAWN_FILE)
             except (OSError, ValueError, KeyError) as e:
                 log.warning("autosave %s: drawn regions unreadable (%s)", folder, e)
         if (folder / ATTENTION_FILE).is_file():
@@ -1406,7 +1432,7 @@ class ReviewSession:
                 except FileNotFoundError:
                     pass
             self._labels_dirty = True
-            self._redrawn_dirty = bool(self._redrawn)
+            self._redrawn_dirty = bool(self._redrawn or self._took)
             self._attention_dirty = self.attention is not None or bool(self.attention_per_finding)
 
 
