@@ -766,6 +766,10 @@ def test_guideline_thresholds_read_the_written_figures():
         ("No nodule in the right lower zone.", 0),
         ("No nodule in the right upper zone.", 1),
         ("A 7.2 mm solid nodule in the RLL.", 0),
+        # (session 47) a nodule named beside another finding is a nodule (it was the effusion)
+        ("A 7.2 mm nodule abutting the pleural effusion in the right upper zone.", 0),
+        ("A 9 mm nodule near the effusion, left upper zone.", 0),
+        ("A 12 mm nodule near the effusion, left upper zone.", 1),
     ],
 )
 def test_the_largest_and_a_denial_without_a_comma(text: str, n_bad: int) -> None:

@@ -329,6 +329,16 @@ def _kinds(text: str) -> list[str]:
     return out
 
 
+def _subject(kinds: list[str]) -> str:
+    """The kind a clause states, of the kinds it names in order (:func:`_kinds`): the first,
+    where that is the generic ``"nodule"`` the first nodule kind named after it ("Nodule: a
+    7 mm solid nodule ..."), but not a mass or an effusion it names beside it ("a 5 mm nodule
+    alongside the mass ..." states a nodule: it was read as a 5 mm mass)."""
+    if kinds[0] != "nodule":
+        return kinds[0]
+    return next((k for k in kinds if k in NODULE_KINDS), "nodule")
+
+
 def _half_unit(number: str, scale: float = 1.0) -> float:
     """Half a unit of a written number's last digit (``"7.2"``: 0.05), times ``scale``."""
     decimals = len(number.split(".")[1]) if "." in number else 0
@@ -448,7 +458,7 @@ def _clause_statement(clause: str, sentence: str) -> Statement | None:
     vol = _VOLUME.search(clause)
     if vol:
         rounding["volume_ml"] = _half_unit(vol.group("v"))
-    kind = next((k for k in kinds if k != "nodule"), kinds[0])
+    kind = _subject(kinds)
     grade = _GRADE.search(low) if kind == "pleural effusion" else None
     count = _count(low)
     return Statement(
