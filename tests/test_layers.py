@@ -145,3 +145,28 @@ def test_in_3d_a_label_has_its_box_s_colour():
     assert len(data) == 6 and kw["features"]["text_color"] == [KIND_COLORS["mass"]] * 6
     flat, kw2, _ = boxes_layer_data([f], vol, limits=(-160.0, 240.0))
     assert set(kw2["features"]["text_color"]) <= {LABEL_DARK, LABEL_LIGHT}
+
+
+def test_in_3d_a_box_is_a_wire_frame_with_edges_thin_across_thick_slices():
+    """A 3-D view draws a box as two axial rectangles (its first and last slice) and its four
+    edges along z, each edge no thicker than :data:`OUTLINE_EDGE_MM` across the coarsest axis
+    it crosses: napari stretches a 3-D edge's cross-section by the layer's scale, and the six
+    outer rectangles with 2-D edge widths were slabs 10 mm thick on 5 mm slices."""
+    from napari_ctreport._napari.layers import BOX_EDGE, OUTLINE_EDGE_MM, box_outline_3d
+
+    lo, hi = np.array([2.6, 39.5, 4.5]), np.array([5.4, 60.5, 25.5])
+    for sp in ((5.0, 0.63, 0.63), (1.0, 0.7, 0.7), (2.5, 1.5, 1.5)):
+        shapes = box_outline_3d(lo, hi, (10, 100, 100), sp)
+        assert [t for _, t, _ in shapes] == ["rectangle"] * 2 + ["line"] * 4
+        rects = [v for v, t, _ in shapes if t == "rectangle"]
+        assert [rectangle_plane(v)[:2] for v in rects] == [(0, 3), (0, 5)]
+        for v, t, w in shapes:
+            across = max(sp) if t == "rectangle" else max(sp[1:])
+            assert w * across <= OUTLINE_EDGE_MM + 1e-9 and w <= BOX_EDGE
+            if t == "line":
+                assert v[:, 0].tolist() == [3.0, 5.0] and np.ptp(v[:, 1:], axis=0).max() == 0
+        corners = {(float(v[0, 1]), float(v[0, 2])) for v, t, _ in shapes if t == "line"}
+        assert corners == {(39.5, 4.5), (39.5, 25.5), (60.5, 4.5), (60.5, 25.5)}
+    # a box of one slice is its rectangle
+    thin = box_outline_3d(np.array([4.1, 10, 10]), np.array([4.3, 20, 20]), (10, 100, 100), sp)
+    assert [t for _, t, _ in thin] == ["rectangle"]

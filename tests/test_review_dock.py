@@ -282,6 +282,33 @@ def _box(f, volume):
     return finding_box_index(f, volume)
 
 
+def _assert_frames_box(layer, finding_id, lo, hi) -> None:
+    """In 3-D the boxes layer draws a finding's box ``(lo, hi)`` (CT index) as a wire frame: two
+    axial rectangles spanning its y and x, and its four edges along z as lines between them at
+    its corners (no coronal or sagittal rectangle: their edges were slabs across thick
+    slices). With no ``finding_id``, every shape of the layer (the set-aside outline)."""
+    ids = layer.features["finding_id"] if finding_id else [None] * len(layer.data)
+    mine = [
+        (np.asarray(v), t)
+        for v, t, fid in zip(layer.data, layer.shape_type, ids, strict=True)
+        if fid == finding_id
+    ]
+    rects = [v for v, t in mine if t == "rectangle"]
+    lines = [v for v, t in mine if t == "line"]
+    assert len(rects) == 2 and len(lines) == 4, [t for _, t in mine]
+    zs = sorted(float(v[0, 0]) for v in rects)
+    for v in rects:
+        assert rectangle_plane(v)[0] == 0
+        np.testing.assert_allclose(v.min(axis=0)[1:], np.asarray(lo)[1:], atol=1e-3)
+        np.testing.assert_allclose(v.max(axis=0)[1:], np.asarray(hi)[1:], atol=1e-3)
+    corners = {(round(float(v[0, 1]), 3), round(float(v[0, 2]), 3)) for v in lines}
+    assert corners == {
+        (round(float(y), 3), round(float(x), 3)) for y in (lo[1], hi[1]) for x in (lo[2], hi[2])
+    }
+    for v in lines:
+        assert sorted(v[:, 0].tolist()) == zs and np.ptp(v[:, 1:], axis=0).max() == 0
+
+
 def _assert_outlines_box(layer, finding_id, lo, hi) -> None:
     """The boxes layer outlines a finding's box ``(lo, hi)`` (CT index) on each plane: every
     rectangle of it spans the box's two axes of its plane, and each plane has some. With no
@@ -733,10 +760,8 @@ def test_box_layer_follows_edits_in_place(sample_dock, qtbot, autosave, monkeypa
 
     f, g = s.findings[0], s.findings[1]
     added = []
-    real_add = layer.add_rectangles
-    monkeypatch.setattr(
-        layer, "add_rectangles", lambda d, **kw: added.append(len(d)) or real_add(d, **kw)
-    )
+    real_add = layer.add
+    monkeypatch.setattr(layer, "add", lambda d, **kw: added.append(len(d)) or real_add(d, **kw))
     ids0 = list(layer.features["finding_id"])
     dock.select_finding(f.id)
     dock.set_status("rejected")
@@ -798,9 +823,8 @@ def test_a_set_aside_candidate_is_shown_and_added(
     assert zs and zs[0] >= lo[0] and zs[-1] <= hi[0]
     _assert_outlines_box(r.set_aside, None, lo, hi)  # on the coronal and sagittal planes too
     n_outline = len(r.set_aside.data)
-    viewer.dims.ndisplay = 3  # its outer rectangles alone in 3-D
-    assert 3 <= len(r.set_aside.data) <= 6
-    _assert_outlines_box(r.set_aside, None, lo, hi)
+    viewer.dims.ndisplay = 3  # its wire frame alone in 3-D
+    _assert_frames_box(r.set_aside, None, lo, hi)
     viewer.dims.ndisplay = 2
     assert len(r.set_aside.data) == n_outline
     z_idx = (viewer.dims.point[0] - r.volume.translate_zyx[0]) / r.volume.spacing_zyx[0]
@@ -1221,9 +1245,11 @@ def test_a_deleted_masks_layer_is_put_back(sample_dock, qtbot, autosave, monkeyp
 def test_a_drawn_box_named_an_effusion_is_measured_on_its_fluid(
     sample_dock, qtbot, autosave, monkeypatch
 ):
-    """The reader draws a rectangle over an effusion the model missed (the sample's F4, 74 ml)
-    and names it an effusion in the table: it is measured on the fluid it holds, not on the
-    chest wall and liver the box also took in, and the status line says so."""
+    """The reader draws a rectangle over an effusion the model missed (the sample's F4, 74 ml):
+    it is read from the CT as an effusion (since session 47; it was a mass until named) and
+    measured on the fluid it holds, not on the chest wall and liver the box also took in. Named
+    a mass in the table (a slip), it is measured on the region drawn; named an effusion again,
+    on its fluid, and the status line says so."""
     viewer, dock = sample_dock()
     gt = viewer.layers["Sample lesions (ground truth)"]
     truth = np.asarray(gt.data) == 4
@@ -1241,20 +1267,23 @@ def test_a_drawn_box_named_an_effusion_is_measured_on_its_fluid(
     r.boxes.add_rectangles(rect)
     qtbot.waitUntil(lambda: len(s.findings) == n + 1, timeout=20000)
     added = s.findings[-1]
-    drawn_ml = added.volume_ml
-    assert drawn_ml > 1.5 * 74.4
-    dock.table.item(dock.table.row_of(added.id), 1).setText("pleural effusion")
-    qtbot.waitUntil(lambda: added.kind == "pleural effusion", timeout=5000)
-    assert 0.6 * 74.4 <= added.volume_ml <= 1.2 * 74.4
-    assert dock.status.text().startswith(f"{added.id} measured as a pleural effusion")
+    assert added.kind == "pleural effusion" and added.attributes["kind_from_ct"]
+    assert dock.status.text().startswith(f"Added {added.id}: a pleural effusion, as the CT")
+    fluid_ml = added.volume_ml
+    assert 0.6 * 74.4 <= fluid_ml <= 1.2 * 74.4
     assert np.array_equal(r.masks.data, s.labels)
     assert np.count_nonzero(s.mask(added.id) & truth) > 0.6 * np.count_nonzero(truth)
-    # named back (a slip): the region drawn comes back, and the status line says so instead
-    # of keeping the effusion's line
+    # named a mass (a slip): measured on the region drawn, and the status line says so
     dock.table.item(dock.table.row_of(added.id), 1).setText("mass")
     qtbot.waitUntil(lambda: added.kind == "mass", timeout=5000)
-    assert added.volume_ml == pytest.approx(drawn_ml, rel=0.02)
+    assert added.volume_ml > 1.5 * 74.4
     assert dock.status.text().startswith(f"{added.id} is now a mass, measured on the region")
+    # an effusion again: on its fluid, as the status line says
+    dock.table.item(dock.table.row_of(added.id), 1).setText("pleural effusion")
+    qtbot.waitUntil(lambda: added.kind == "pleural effusion", timeout=5000)
+    assert added.volume_ml == pytest.approx(fluid_ml, rel=0.02)
+    assert dock.status.text().startswith(f"{added.id} measured as a pleural effusion")
+    assert np.array_equal(r.masks.data, s.labels)
 
 
 def test_each_ct_keeps_its_review(sample_dock, qtbot, autosave, monkeypatch):
@@ -1439,16 +1468,17 @@ def test_a_finding_is_found_on_the_plane_shown(sample_dock, qtbot, autosave, mon
         assert r.boxes.selected_data and {
             rectangle_plane(r.boxes.data[i])[:2] for i in r.boxes.selected_data
         } == {(across, index)}
-    # a 3-D view outlines each box with its six outer rectangles (all of them fill it in), one
-    # labelled; back in 2-D every slice has its rectangle again
+    # a 3-D view draws each box as a wire frame (all the rectangles fill it in; the outer six
+    # were slabs across 5 mm slices), one shape labelled; back in 2-D every slice has its
+    # rectangle again
     full = len(r.boxes.data)
     viewer.dims.ndisplay = 3
     ids = list(r.boxes.features["finding_id"])
     assert sorted(set(ids)) == sorted(x.id for x in s.findings)
     for x in s.findings:
         mine = [v for v, fid in zip(r.boxes.data, ids, strict=True) if fid == x.id]
-        assert 3 <= len(mine) <= 6 and len(mine) < len(_rects(s, x, r.volume))
-        _assert_outlines_box(r.boxes, x.id, *_box(x, r.volume))
+        assert len(mine) < len(_rects(s, x, r.volume))
+        _assert_frames_box(r.boxes, x.id, *_box(x, r.volume))
     assert sum(bool(t) for t in r.boxes.features["label"]) == len(s.findings)
     # the CT as its bone surface (not a white slab of maximum intensity), boxes drawn over it
     ct = viewer.layers[r.ct_name]

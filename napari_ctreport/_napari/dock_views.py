@@ -18,6 +18,7 @@ from ..io.volume import CTVolume
 from .layers import (
     META_KEY,
     box_edge_widths,
+    box_outline_3d,
     box_rectangles,
     boxes_layer_data,
     finding_box_index,
@@ -124,10 +125,14 @@ class ReviewViews:
         self._go_to(c, r.volume)
         self.status.setText(f"Set aside: {candidate_text(c)}")
 
-    def _outline_set_aside(self, r: RunResult, rects: list[np.ndarray], label: str = "") -> None:
+    def _outline_set_aside(
+        self, r: RunResult, shapes: list[tuple[np.ndarray, str, float]], label: str = ""
+    ) -> None:
+        """Outline a set-aside candidate's box with ``shapes`` (:meth:`_box_outline`) in the
+        run's grey layer (added on first use), or clear it (``[]``)."""
         layer = r.set_aside if r.set_aside in self.viewer.layers else None
         if layer is None:
-            if not rects:
+            if not shapes:
                 return
             active = self.viewer.layers.selection.active
             layer = r.set_aside = self.viewer.add_shapes(
@@ -151,13 +156,14 @@ class ReviewViews:
         if len(layer.data):
             layer.selected_data = set(range(len(layer.data)))
             layer.remove_selected()
-        if rects:
+        if shapes:
             layer.feature_defaults = {"label": label}
-            layer.add_rectangles(
-                rects,
+            layer.add(
+                [v for v, _, _ in shapes],
+                shape_type=[t for _, t, _ in shapes],
                 edge_color=SET_ASIDE_COLOR,
                 face_color="transparent",
-                edge_width=box_edge_widths(rects, r.volume),
+                edge_width=[w for _, _, w in shapes],
             )
 
     def add_set_aside(self, candidate_id: str) -> None:
@@ -295,9 +301,17 @@ class ReviewViews:
             ):
                 r.boxes.blending = blending
 
-    def _box_outline(self, f, volume: CTVolume) -> list[np.ndarray]:
-        """A box's rectangles for the view: every slice's in 2-D, the outer ones in 3-D."""
-        return box_rectangles(*finding_box_index(f, volume), volume.shape, outline=self._in_3d())
+    def _box_outline(self, f, volume: CTVolume) -> list[tuple[np.ndarray, str, float]]:
+        """The shapes that draw a box in the view, ``(vertices, shape_type, edge_width)``: a
+        rectangle on every slice in 2-D (:func:`~.layers.box_rectangles`), its wire frame in 3-D
+        (:func:`~.layers.box_outline_3d`)."""
+        lo, hi = finding_box_index(f, volume)
+        if self._in_3d():
+            return box_outline_3d(lo, hi, volume.shape, volume.spacing_zyx)
+        rects = box_rectangles(lo, hi, volume.shape)
+        return list(
+            zip(rects, ["rectangle"] * len(rects), box_edge_widths(rects, volume), strict=True)
+        )
 
     def _redraw_boxes(self, r: RunResult | None = None) -> None:
         """Bring a run's boxes layer (default: the reviewed run's) in line with its session.
@@ -324,7 +338,7 @@ class ReviewViews:
             if not fid
             or len(want.get(fid, ())) != len(have.get(fid, ()))
             or any(
-                not np.allclose(old[i], data[j], atol=1e-3)
+                old[i].shape != data[j].shape or not np.allclose(old[i], data[j], atol=1e-3)
                 for i, j in zip(have[fid], want[fid], strict=True)
             )
         }
@@ -341,8 +355,10 @@ class ReviewViews:
                     layer.selected_data = set(remove)
                     layer.remove_selected()
                 if add:
-                    layer.add_rectangles(
+                    types = kw["shape_type"]  # one for all (2-D), or one per shape (3-D)
+                    layer.add(
                         [data[j] for j in add],
+                        shape_type=types if isinstance(types, str) else [types[j] for j in add],
                         edge_color=[kw["edge_color"][j] for j in add],
                         face_color="transparent",
                         edge_width=[kw["edge_width"][j] for j in add],

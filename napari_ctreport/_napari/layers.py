@@ -7,6 +7,7 @@ and ``translate`` = the LPS position of voxel 0, so every layer of a study share
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -211,6 +212,42 @@ def box_edge_widths(rects: list[np.ndarray], volume: CTVolume) -> list[float]:
     return out
 
 
+#: The half-thickness (mm) the edges of a box's 3-D outline aim at (:func:`box_outline_3d`).
+OUTLINE_EDGE_MM = 1.5
+#: The least edge width (voxels) of a 3-D outline: an edge across 10 mm slices stays visible.
+OUTLINE_EDGE_MIN = 0.1
+
+
+def box_outline_3d(
+    lo: np.ndarray, hi: np.ndarray, shape: tuple[int, ...], spacing_zyx: Sequence[float]
+) -> list[tuple[np.ndarray, str, float]]:
+    """The shapes that draw a box as a wire frame in a 3-D view, each ``(vertices, shape_type,
+    edge_width)`` (CT index z, y, x; voxels): rectangles on its first and last axial slice
+    (those of :func:`box_rectangles`) and its four edges along z as lines between them.
+
+    napari draws a shape's edge in 3-D as a tube whose cross-section is stretched by the
+    layer's scale, so an edge as wide in voxels as a 2-D one was a slab 10-20 mm thick across
+    5 mm slices, and the six outer rectangles of :func:`box_rectangles` hid the lesion inside
+    them. Each edge's width is :data:`OUTLINE_EDGE_MM` over the coarsest spacing across it
+    (within :data:`OUTLINE_EDGE_MIN` and :data:`BOX_EDGE`): z and a pixel's side for the
+    rectangles' edges, the pixel alone for the lines along z. A box of one slice is its
+    rectangle."""
+    sp = np.asarray(spacing_zyx, dtype=float)
+    rects = box_rectangles(lo, hi, shape, planes=(0,), outline=True)
+    z0, z1 = float(rects[0][0, 0]), float(rects[-1][0, 0])
+
+    def width(across: Sequence[int]) -> float:
+        return float(np.clip(OUTLINE_EDGE_MM / sp[list(across)].max(), OUTLINE_EDGE_MIN, BOX_EDGE))
+
+    out = [(v, "rectangle", width((0, 1, 2))) for v in rects]
+    if z1 == z0:  # a box of one slice: its rectangle is the whole frame
+        return out
+    for y in (float(lo[1]), float(hi[1])):
+        for x in (float(lo[2]), float(hi[2])):
+            out.append((np.array([[z0, y, x], [z1, y, x]]), "line", width((1, 2))))
+    return out
+
+
 def box_label(finding: Any) -> str:
     """Text on a finding's box, e.g. ``"F1 solid nodule 0.93"``."""
     if finding.status == "rejected":
@@ -277,18 +314,26 @@ def boxes_layer_data(
     """A napari Shapes layer tuple: the rectangles of every finding's 3-D box, one per slice on
     each plane (:func:`box_rectangles`), with edge colour per kind (grey when rejected) and text
     ``"F1 solid nodule 0.93"`` in a colour that reads over the CT under it shown between
-    ``limits`` (:func:`label_text_colors`). With ``outline`` (for a 3-D view), only the six
-    rectangles on the box's outer slices (:func:`box_rectangles`), one of them labelled in the
-    box's own colour."""
+    ``limits`` (:func:`label_text_colors`). With ``outline`` (for a 3-D view), each box's wire
+    frame (:func:`box_outline_3d`: two rectangles and four lines, ``shape_type`` and
+    ``edge_width`` one per shape), one of them labelled in the box's own colour."""
     from ..report.lexicon import KIND_COLORS
 
     data: list[np.ndarray] = []
     ids: list[str] = []
     labels: list[str] = []
     colors: list[str] = []
+    types: list[str] = []
+    widths: list[float] = []
     for f in findings:
         lo, hi = finding_box_index(f, volume)
-        rects = box_rectangles(lo, hi, volume.shape, outline=outline)
+        if outline:
+            shapes = box_outline_3d(lo, hi, volume.shape, volume.spacing_zyx)
+            rects = [v for v, _, _ in shapes]
+            types += [t for _, t, _ in shapes]
+            widths += [w for _, _, w in shapes]
+        else:
+            rects = box_rectangles(lo, hi, volume.shape)
         data += rects
         ids += [f.id] * len(rects)
         labels += [box_label(f)] + ["" if outline else box_label(f)] * (len(rects) - 1)
@@ -300,10 +345,10 @@ def boxes_layer_data(
     )
     kwargs = {
         "name": name,
-        "shape_type": "rectangle",
+        "shape_type": types if outline else "rectangle",
         "scale": volume.spacing_zyx,
         "translate": volume.translate_zyx,
-        "edge_width": box_edge_widths(data, volume) if data else BOX_EDGE,
+        "edge_width": widths if outline else (box_edge_widths(data, volume) if data else BOX_EDGE),
         "edge_color": colors if colors else "#ff4040",
         "face_color": "transparent",
         "features": {"finding_id": ids, "label": labels, "text_color": text_colors},
