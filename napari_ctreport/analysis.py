@@ -901,7 +901,7 @@ def _dense_tenth(hu: np.ndarray) -> bool:
     return bool(hu.size) and float(np.percentile(hu, 90)) >= CALCIFIED_MIN_HU
 
 
-def _name_by_size(f: Finding) -> None:
+def name_by_size(f: Finding) -> None:
     """The lexicon's size rule, in place: a solid nodule over :data:`MASS_THRESHOLD_MM` is a
     mass, a "mass" at or under it a solid nodule, by the long axis as the report writes it
     (:func:`~napari_ctreport.report.lexicon.written_mm`, as
@@ -1116,13 +1116,13 @@ def _findings_from_detections(
                 refine_mask(coarse, volume=volume, lungs=lungs, kind=det.kind) if refine else coarse
             )
         f = measure(mask, det.kind)
-        _name_by_size(f)
+        name_by_size(f)
         if redraw and f.kind != det.kind and f.kind in REFINE_FURTHER_KINDS:
             # a "mass" measured at a nodule's size is refined again as that nodule: followed to
             # its edge (a mass's refinement is one step), then named by its size again
             mask = refine_mask(coarse, volume=volume, lungs=lungs, kind=f.kind)
             f = measure(mask, f.kind)
-            _name_by_size(f)
+            name_by_size(f)
         if PLAUSIBILITY_RULES:
             f, mask = _density_rules(
                 f, mask, coarse, volume=volume, lungs=lungs, refine=refine, measure=measure
@@ -1146,7 +1146,7 @@ def _findings_from_detections(
             # a piece, against the wall, of a lung mass: the whole of it, named by its size
             mask, contact = whole
             f = measure(mask, "mass")
-            _name_by_size(f)
+            name_by_size(f)
         why = None
         if PLAUSIBILITY_RULES and contact < MIN_LUNG_CONTACT:
             why = "outside the lung"  # not a nodule or lung mass
@@ -1311,7 +1311,7 @@ def _density_rules(
                 # small was not followed to its edge (REFINE_FURTHER_KINDS)
                 mask = redrawn(f.kind, mask)
                 f = measure(mask, f.kind)
-                _name_by_size(f)
+                name_by_size(f)
     if f.kind == "part-solid nodule" and not calcified:
         # the solid component's size decides the follow-up (Fleischner 2017)
         core = _solid_core(mask, volume)
@@ -1435,23 +1435,38 @@ DRAWN_EFFUSION_MIN_HULL_AIR = 0.17
 DRAWN_EFFUSION_MIN_IN_REGION = 0.4
 
 
-def _drawn_effusion(mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None) -> bool:
-    """Whether a region the reader marked holds a pleural effusion (see
-    :data:`DRAWN_EFFUSION_MIN_HULL_AIR`): at least :data:`MIN_EFFUSION_ML` of fluid beside the
-    lung, shaped as a crescent around it, most of it (:data:`DRAWN_EFFUSION_MIN_IN_REGION`) in
-    the region."""
+def _drawn_effusion(
+    mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None
+) -> np.ndarray | None:
+    """The pleural effusion a region the reader marked holds (see
+    :data:`DRAWN_EFFUSION_MIN_HULL_AIR`), or ``None``: at least :data:`MIN_EFFUSION_ML` of the
+    region is fluid beside the lung (checked first: the following is not run for a region
+    without it, and :func:`effusion_in_region` would give such a region back as it is), and
+    the fluid followed from it (:func:`effusion_in_region`), at least :data:`MIN_EFFUSION_ML`,
+    is a crescent around the lung with most of it (:data:`DRAWN_EFFUSION_MIN_IN_REGION`) in the
+    region."""
     if lungs is None or not lungs.any():
-        return False
+        return None
+    box = mask_box(mask, volume, 0.0)
+    if box is None:
+        return None
+    ml = float(np.prod(volume.spacing_zyx)) / 1000.0
+    if int((mask[box] & _fluid_beside_lung(box, volume, lungs)).sum()) * ml < MIN_EFFUSION_ML:
+        return None
     fluid = effusion_in_region(region=mask, volume=volume, lungs=lungs)
     n = int(fluid.sum())
-    if n * float(np.prod(volume.spacing_zyx)) / 1000.0 < MIN_EFFUSION_ML:
-        return False
-    if int((fluid & mask).sum()) < DRAWN_EFFUSION_MIN_IN_REGION * n:
-        return False
-    return _hull_air(fluid, volume) >= DRAWN_EFFUSION_MIN_HULL_AIR
+    if n * ml < MIN_EFFUSION_ML or int((fluid & mask).sum()) < DRAWN_EFFUSION_MIN_IN_REGION * n:
+        return None
+    return fluid if _hull_air(fluid, volume) >= DRAWN_EFFUSION_MIN_HULL_AIR else None
 
 
-def kind_from_ct(*, mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None = None) -> str:
+def kind_from_ct(
+    *,
+    mask: np.ndarray,
+    volume: CTVolume,
+    lungs: np.ndarray | None = None,
+    record: dict[str, Any] | None = None,
+) -> str:
     """The kind a region the reader marked shows on the CT.
 
     A guess for a finding the reader adds (a drawn box, a painted mask) that the reader can
@@ -1483,6 +1498,10 @@ def kind_from_ct(*, mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None
         The CT.
     lungs
         The lung mask of ``volume`` (``None``: no pleural effusion is guessed).
+    record
+        A dict that receives, for a pleural effusion, the fluid followed
+        (``record["effusion"]``, a boolean array of ``volume``'s shape), which the caller need
+        not follow again.
 
     Returns
     -------
@@ -1513,7 +1532,10 @@ def kind_from_ct(*, mask: np.ndarray, volume: CTVolume, lungs: np.ndarray | None
     if core_mm < MIN_NODULE_MM or float(hu[core].mean()) < SOLID_MIN_HU:
         # no soft tissue: ground glass, if the CT shows anything there at all
         return "ground-glass nodule" if extent_mm >= MIN_NODULE_MM else "solid nodule"
-    if _drawn_effusion(mask, volume, lungs):
+    fluid = _drawn_effusion(mask, volume, lungs)
+    if fluid is not None:
+        if record is not None:
+            record["effusion"] = fluid
         return "pleural effusion"
     whole = np.zeros(mask.shape, dtype=bool)
     whole[box] = core

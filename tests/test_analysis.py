@@ -1614,7 +1614,7 @@ def test_the_analysis_names_a_mass_by_its_written_size():
     the writer's reading): a 30.3 mm one, written "30 mm", is a solid nodule (the analysis
     had named it a "30 mm mass"), a 30.6 mm one ("31 mm") a mass, whichever the network
     said; other kinds keep their names."""
-    from napari_ctreport.analysis import _name_by_size
+    from napari_ctreport.analysis import name_by_size
     from napari_ctreport.report.findings import Finding
     from napari_ctreport.report.writer import write_report
 
@@ -1633,14 +1633,19 @@ def test_the_analysis_names_a_mass_by_its_written_size():
 
     def named(kind: str, mm: float) -> str:
         f = nodule(kind, mm)
-        _name_by_size(f)
+        name_by_size(f)
         return f.kind
 
     assert named("mass", 30.3) == named("solid nodule", 30.3) == "solid nodule"
     assert named("mass", 30.6) == named("solid nodule", 30.6) == "mass"
     assert named("mass", 30.0) == "solid nodule" and named("solid nodule", 29.9) == "solid nodule"
     assert named("ground-glass nodule", 31.0) == "ground-glass nodule"
+    # the synthetic truth names its lesions by the same reading
+    from napari_ctreport.synth.generate import kind_by_size
+
+    assert kind_by_size("mass", 30.3) == kind_by_size("solid nodule", 30.3) == "solid nodule"
+    assert kind_by_size("solid nodule", 30.6) == "mass"
     f = nodule("mass", 30.3)
-    _name_by_size(f)
+    name_by_size(f)
     text = write_report([f]).findings
     assert "30 mm" in text and "mass" not in text.lower(), text

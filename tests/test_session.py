@@ -788,7 +788,7 @@ def test_an_added_finding_takes_the_kind_the_ct_shows(tmp_path):
     assert back.finding(glass.id).kind == "ground-glass nodule"
 
 
-def test_an_effusion_the_reader_marks_is_measured_on_its_fluid(tmp_path):
+def test_an_effusion_the_reader_marks_is_measured_on_its_fluid(tmp_path, monkeypatch):
     """A rectangle drawn around a missed effusion also holds chest wall and liver (here three
     times its volume); read from the CT it is an effusion (it was a mass, the reader had to
     name it), and named an effusion (in the table, or when added) it is measured on the fluid
@@ -811,8 +811,17 @@ def test_an_effusion_the_reader_marks_is_measured_on_its_fluid(tmp_path):
     def dice(m):
         return 2 * (m & truth).sum() / (m.sum() + truth.sum())
 
+    from napari_ctreport import analysis
+
+    follow = analysis.effusion_in_region
+    calls: list[int] = []
+    monkeypatch.setattr(
+        analysis, "effusion_in_region", lambda **kw: calls.append(1) or follow(**kw)
+    )
     guessed = session.add_rectangle(z, lo, hi)
     assert guessed.kind == "pleural effusion" and guessed.attributes["kind_from_ct"] is True
+    assert len(calls) == 1  # the fluid the guess followed is the mask (not followed twice)
+    monkeypatch.setattr(analysis, "effusion_in_region", follow)
     assert 0.6 * eff.volume_ml <= guessed.volume_ml <= 1.2 * eff.volume_ml
     assert dice(session.mask(guessed.id)) > 0.7 and guessed.side == eff.side
     session.delete_added(guessed.id)
@@ -873,6 +882,40 @@ def test_a_drawn_effusion_is_read_as_one_and_a_drawn_lesion_is_not():
             session.delete_added(added.id)
     assert kinds["effusion"] == ["pleural effusion"] * 2, kinds
     assert len(kinds["other"]) == 17 and "pleural effusion" not in kinds["other"], kinds
+
+
+def test_a_drawn_cavitating_mass_is_not_an_effusion():
+    """A 32 mm mass with an 22 mm air cavity deep in the lung, boxed by the reader: its region
+    is a ring, whose hull holds air like a crescent of fluid, but it holds no fluid beside the
+    lung, so it is no effusion (review of session 47: the region itself was taken for the
+    fluid followed from it, a 13 ml "pleural effusion")."""
+    from dataclasses import replace
+
+    from scipy import ndimage as ndi
+
+    from napari_ctreport._napari.session import ReviewSession
+    from napari_ctreport.report.anatomy import segment_lungs
+
+    case = generate_case(seed=3, shape=(80, 200, 200))
+    vol = case.volume
+    sp = np.asarray(vol.spacing_zyx)
+    deep = ndi.distance_transform_edt(segment_lungs(vol) & (case.labels == 0), sampling=sp)
+    c = np.unravel_index(np.argmax(deep), deep.shape)
+    zz, yy, xx = np.ogrid[: vol.shape[0], : vol.shape[1], : vol.shape[2]]
+    r = np.sqrt(
+        ((zz - c[0]) * sp[0]) ** 2 + ((yy - c[1]) * sp[1]) ** 2 + ((xx - c[2]) * sp[2]) ** 2
+    )
+    arr = vol.array.copy()
+    arr[r <= 16.0] = 35
+    arr[r <= 11.0] = -1000
+    vol = replace(vol, array=arr)
+    a = _analysis(case)
+    a.findings, a.labels = [], np.zeros_like(case.labels)
+    a.report = write_report([])
+    session = ReviewSession.from_analysis(a, vol, autosave_root=None)
+    half = np.ceil(16.0 / sp).astype(int) + 1
+    f = session.add_box(np.array(c) - half, np.array(c) + half)
+    assert f.kind == "mass" and 28.0 <= f.diameter_mm <= 36.0, (f.kind, f.diameter_mm)
 
 
 def test_a_rectangle_drawn_on_a_coronal_or_sagittal_slice_adds_the_lesion(tmp_path):

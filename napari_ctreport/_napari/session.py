@@ -921,23 +921,28 @@ class ReviewSession:
         "solid nodule" larger than the lexicon's nodule (over
         :data:`~napari_ctreport.report.guidelines.MASS_THRESHOLD_MM`) is added as a mass; a
         part-solid nodule gets its solid component measured."""
-        from ..analysis import kind_from_ct
-        from ..report.guidelines import is_mass
+        from ..analysis import kind_from_ct, name_by_size
         from ..report.measure import finding_from_mask
 
         guessed = kind is None
         marked = region
+        found: dict[str, np.ndarray] = {}
         if kind is None:
-            kind = kind_from_ct(mask=region, volume=self.volume, lungs=self.ensure_lungs())
+            kind = kind_from_ct(
+                mask=region, volume=self.volume, lungs=self.ensure_lungs(), record=found
+            )
         region = self._region_for(
             kind,
             marked,
             drawn=drawn,
             painted=bool((attributes or {}).get("mask_by_reader")),
             taken=self._taken(),
+            fluid=found.get("effusion"),
         )
 
         n = 1 + max([0] + [int(f.id[1:]) for f in self.findings if f.id[1:].isdigit()])
+        # voxels taken by a finding erased whole, whose id this one reuses, are no one's now
+        self._redrawn_dirty |= self._took.pop(f"F{n}", None) is not None
         f = finding_from_mask(
             region,
             volume=self.volume,
@@ -948,8 +953,8 @@ class ReviewSession:
             label=label,
             status="added",
         )
-        if f.kind == "solid nodule" and is_mass(f):  # over 30 mm as written
-            f.kind = "mass"  # the lexicon's name for a lesion of this size
+        if guessed or f.kind == "solid nodule":  # the lexicon's name for its written size
+            name_by_size(f)  # (a "mass" the reader named stays one)
         f.attributes.update(attributes or {})
         if guessed:
             f.attributes["kind_from_ct"] = True
@@ -1176,15 +1181,25 @@ class ReviewSession:
         )
 
     def _region_for(
-        self, kind: str, marked: np.ndarray, *, drawn: bool, painted: bool, taken: np.ndarray
+        self,
+        kind: str,
+        marked: np.ndarray,
+        *,
+        drawn: bool,
+        painted: bool,
+        taken: np.ndarray,
+        fluid: np.ndarray | None = None,
     ) -> np.ndarray:
         """The region a finding of ``kind`` is measured on, from the region the reader
         ``marked``: the fluid it holds for a pleural effusion (not when the reader ``painted``
-        it; never ``taken`` voxels), a solid lesion's edge when a ``drawn`` box marked it
+        it; never ``taken`` voxels; ``fluid``, when the kind's guess followed it already and
+        it holds no taken voxel), a solid lesion's edge when a ``drawn`` box marked it
         (:func:`~napari_ctreport.report.refine.edge_of_marked_lesion`), else ``marked``."""
         from ..report.refine import edge_of_marked_lesion
 
         if kind == "pleural effusion" and not painted:
+            if fluid is not None and not (fluid & taken).any():
+                return fluid  # followed as effusion_in_region would follow it here
             return self._effusion_in(marked, taken=taken)
         if drawn:
             return edge_of_marked_lesion(marked, volume=self.volume, kind=kind)

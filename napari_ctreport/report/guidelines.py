@@ -117,7 +117,7 @@ def is_mass(f: Finding) -> bool:
     long axis as written (:func:`~.lexicon.written_mm`) is over :data:`MASS_THRESHOLD_MM` (a
     30.1 mm nodule, written "30 mm", is a nodule: it was a "30 mm solid nodule" worked up as a
     lesion over 30 mm). The analysis names its own findings by the same rule
-    (``analysis._name_by_size``)."""
+    (``analysis.name_by_size``)."""
     return f.kind == "mass" or (
         f.kind != "pleural effusion" and written_mm(f.diameter_mm) > MASS_THRESHOLD_MM
     )

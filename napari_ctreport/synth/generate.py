@@ -25,6 +25,7 @@ from ..io.volume import CTVolume
 from ..report.anatomy import segment_lungs
 from ..report.findings import Finding
 from ..report.guidelines import MASS_THRESHOLD_MM
+from ..report.lexicon import written_mm
 from ..report.measure import axial_diameters, finding_from_mask, touches_volume_edge
 from ..report.writer import Report, write_report
 from .lesions import KIND_WEIGHTS, Lesion, composite, effusion_mask, make_lesion, nodule_diameter
@@ -353,17 +354,20 @@ def _findings(
     return out
 
 
-#: Longest axial diameter (mm) above which a lung lesion is a mass, at or below it a nodule (the
-#: report's own threshold, so ground truth and analysis name a lesion by the same size).
+#: Longest axial diameter (mm), as the report writes it, above which a lung lesion is a mass, at
+#: or below it a nodule (the report's own threshold and reading, so ground truth and analysis
+#: name a lesion by the same size: :func:`napari_ctreport.analysis.name_by_size`).
 MASS_MIN_MM = MASS_THRESHOLD_MM
 
 
 def kind_by_size(kind: str, diameter_mm: float) -> str:
-    """``kind`` as the measured size makes it: a nodule over :data:`MASS_MIN_MM` is a mass, a
-    "mass" not over it a solid nodule (effusions are not passed here)."""
-    if kind == "mass" and diameter_mm <= MASS_MIN_MM:
+    """``kind`` as the measured size makes it: a nodule over :data:`MASS_MIN_MM` as written
+    (:func:`~napari_ctreport.report.lexicon.written_mm`: 30.3 mm is "30 mm", a nodule) is a
+    mass, a "mass" not over it a solid nodule (effusions are not passed here)."""
+    over = written_mm(diameter_mm) > MASS_MIN_MM
+    if kind == "mass" and not over:
         return "solid nodule"
-    if kind != "mass" and diameter_mm > MASS_MIN_MM:
+    if kind != "mass" and over:
         return "mass"
     return kind
 
