@@ -1424,8 +1424,9 @@ def effusion_in_region(
 #: crescent around the lung: its convex hull, slice by slice, holds at least this share of
 #: aerated lung (:func:`_hull_air`). Rectangles drawn on the middle slice of the 12 effusions
 #: of val, val_alt and realchest and of 26 in phantoms: 0.20-0.48; on the masses and nodules of
-#: 10 mm or more there (about 150), whose fluid-like body or blurred rim is followed as fluid,
-#: at most 0.14 where most of that fluid is in the box (session 47,
+#: 10 mm or more of those sets, realtx2, realbg2 and the phantoms (about 150), whose fluid-like
+#: body or blurred rim is followed as fluid, at most 0.14 where most of that fluid is in the
+#: box (session 47,
 #: ``/tmp/ctr/s47/drawn_rect.py``, ``phantom_rect.py``).
 DRAWN_EFFUSION_MIN_HULL_AIR = 0.17
 #: ... and at least this share of that fluid lies in the region (the effusions: 0.48-0.97): a

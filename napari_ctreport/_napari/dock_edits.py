@@ -177,8 +177,11 @@ class LayerEdits:
             return
         if action == "changed":
             moved: dict[str, np.ndarray] = {}
+            types = r.boxes.shape_type
             for i in event.data_indices:
                 if not (0 <= i < len(ids)) or not ids[i] or ids[i] in moved:
+                    continue
+                if types[i] != "rectangle":  # a 3-D frame's edge (napari edits none in 3-D)
                     continue
                 v = np.array(r.boxes.data[i])
                 if self._box_differs(str(ids[i]), v):

@@ -265,8 +265,9 @@ class ReviewViews:
         return self.viewer.dims.ndisplay == 3
 
     def _view_changed(self, event: object = None) -> None:
-        """The view went 3-D or back to 2-D: every run's boxes are drawn again, as outlines (a
-        box's outer rectangles) in 3-D and slice by slice in 2-D; so is a set-aside outline.
+        """The view went 3-D or back to 2-D: every run's boxes are drawn again, as wire frames
+        in 3-D (:func:`~.layers.box_outline_3d`) and slice by slice in 2-D; so is a set-aside
+        outline.
 
         In 3-D a CT of ours still shown as napari's default maximum intensity projection (with
         a lung window, a white slab that hides everything in it) is shown as the surface of its

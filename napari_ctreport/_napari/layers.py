@@ -161,8 +161,8 @@ def box_rectangles(
     ``planes`` (:data:`PLANES`), one on each slice of that plane whose centre the box spans
     (:func:`voxel_range`; the nearest slice when it spans none), axial ones first. napari shows
     a shape only on the slice it lies in, so each view shows the box's outline on its plane.
-    With ``outline`` (for a 3-D view), only those on the first and last slice of each plane:
-    these six draw the box's outline, where all of them together fill it in."""
+    With ``outline``, only those on the first and last slice of each plane (the 3-D view
+    draws the axial two of them, :func:`box_outline_3d`)."""
     start, stop = voxel_range(lo, hi)
     lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
     out: list[np.ndarray] = []

@@ -38,7 +38,6 @@ from .guidelines import (
     SUBSOLID_KINDS,
     NoduleCategory,
     is_mass,
-    round_half_up,
     solid_category,
     subsolid_category,
 )
@@ -311,32 +310,52 @@ def _first(patterns: tuple[tuple[str, re.Pattern[str]], ...], text: str) -> str 
     return None if best is None else best[1]
 
 
-def _kinds(text: str) -> list[str]:
-    """All kinds named in a sentence, in order of appearance (generic ``nodule`` only if no other nodule)."""
-    found: list[tuple[int, str]] = []
-    taken: list[tuple[int, int]] = []
+def _kind_spans(text: str) -> list[tuple[int, int, str]]:
+    """Where each kind is named in ``text``: ``(start, end, kind)`` in order of appearance, the
+    most specific pattern winning where patterns overlap (``"solid nodule"``, not ``"nodule"``)."""
+    found: list[tuple[int, int, str]] = []
     for name, pat in _KIND_PATTERNS:
         for m in pat.finditer(text):
-            if any(a <= m.start() < b or a < m.end() <= b for a, b in taken):
+            if any(a <= m.start() < b or a < m.end() <= b for a, b, _ in found):
                 continue
-            taken.append((m.start(), m.end()))
-            found.append((m.start(), name))
-    found.sort()
+            found.append((m.start(), m.end(), name))
+    return sorted(found)
+
+
+def _kinds(text: str) -> list[str]:
+    """All kinds named in a sentence, in order of appearance (generic ``nodule`` only if no other nodule)."""
     out: list[str] = []
-    for _, name in found:
+    for _, _, name in _kind_spans(text):
         if name not in out:
             out.append(name)
     return out
 
 
-def _subject(kinds: list[str]) -> str:
-    """The kind a clause states, of the kinds it names in order (:func:`_kinds`): the first,
-    where that is the generic ``"nodule"`` the first nodule kind named after it ("Nodule: a
-    7 mm solid nodule ..."), but not a mass or an effusion it names beside it ("a 5 mm nodule
-    alongside the mass ..." states a nodule: it was read as a 5 mm mass)."""
-    if kinds[0] != "nodule":
-        return kinds[0]
-    return next((k for k in kinds if k in NODULE_KINDS), "nodule")
+#: Words that set a finding named after a generic "nodule" beside it, not as what the nodule is
+#: ("a 5 mm nodule abutting the effusion"; but "a nodule/mass", "a nodule or mass").
+_BESIDE = re.compile(
+    r"\b(?:abutting|alongside|adjacent|near|beside|next to|against|contacting|touching|close to|"
+    r"within|inside|in|into|at|behind|above|below|medial|lateral|anterior|posterior|superior|"
+    r"inferior|from|of|with)\b"
+)
+
+
+def _subject(text: str) -> str:
+    """The kind a clause (lower case, naming at least one kind) states: the first named from
+    its first size on ("Right upper lobe nodule, now a 35 mm mass": a mass; "Two nodules
+    alongside a 45 mm mass": the mass), or from its start where it states no size; a generic
+    ``"nodule"`` is the next kind named after it unless a word such as "abutting" or "near"
+    sets that one beside it ("a 35 mm nodule/mass": a mass; "a 7.2 mm nodule abutting the
+    pleural effusion": a nodule, which was read as a 7.2 mm effusion)."""
+    spans = _kind_spans(text)
+    size = _SIZE.search(text)
+    if size is not None:
+        spans = [s for s in spans if s[0] >= size.start()] or spans
+    start, end, kind = spans[0]
+    if kind != "nodule" or len(spans) == 1:
+        return kind
+    nxt = spans[1]
+    return "nodule" if _BESIDE.search(text[end : nxt[0]]) else nxt[2]
 
 
 def _half_unit(number: str, scale: float = 1.0) -> float:
@@ -458,7 +477,7 @@ def _clause_statement(clause: str, sentence: str) -> Statement | None:
     vol = _VOLUME.search(clause)
     if vol:
         rounding["volume_ml"] = _half_unit(vol.group("v"))
-    kind = _subject(kinds)
+    kind = _subject(low)
     grade = _GRADE.search(low) if kind == "pleural effusion" else None
     count = _count(low)
     return Statement(
@@ -525,12 +544,25 @@ def _category_line(m: re.Match[str]) -> GuidelineLine:
         "category",
         table=table,
         multiplicity=mult,
-        sizes=_BUCKETS.get(bucket),
+        sizes=_bucket_sizes(bucket),
         mean_mm=float(mean) * scale if mean else None,
         mean_rounding=_half_unit(mean, scale) if mean else None,
         management=_normal(m.group("text")) if m.group("text") else None,
         risk=risk.group("risk") if risk else None,
     )
+
+
+def _bucket_sizes(text: str) -> tuple[float, float] | None:
+    """The rounded mean diameters (mm) a size category as written allows (:data:`_BUCKETS`),
+    read with the spellings a reader types ("over 8mm", "6–8 mm", "< 6 mm", "more than 8 mm");
+    ``None`` for one the checker does not know."""
+    t = re.sub(r"[–—]", "-", text.lower())
+    t = re.sub(r"(\d)\s*mm\b", r"\1 mm", t)
+    t = re.sub(r"\s*([<>≤≥]=?)\s*", r"\1", t)
+    t = re.sub(r"\s*-\s*", "-", t)
+    t = re.sub(r"\b(?:less than|below|smaller than)\b", "under", t)
+    t = re.sub(r"\b(?:more than|greater than|above|larger than)\b", "over", t)
+    return _BUCKETS.get(re.sub(r"\s+", " ", t).strip())
 
 
 def _normal(text: str) -> str:
@@ -764,12 +796,16 @@ def _guideline_texts() -> frozenset[str]:
 
 def _sizes_ok(line: GuidelineLine, cats: Sequence[NoduleCategory]) -> bool:
     """Whether a category line's size category is that of the nodules (of one of ``cats``),
-    and holds the mean diameter it states."""
+    and can hold the mean diameter it states: some mean the written figure stands for (to its
+    rounding: "5.5 mm" is 5.45-5.55) rounds into the category ("under 6 mm (mean diameter
+    5.5 mm)" for a mean of 5.45 was flagged when the figure was rounded again)."""
     if line.sizes is None:
         return True
     lo, hi = line.sizes
-    if line.mean_mm is not None and not lo <= round_half_up(line.mean_mm) <= hi:
-        return False  # "over 8 mm (mean diameter 7 mm)"
+    if line.mean_mm is not None:
+        r = line.mean_rounding or 0.0
+        if not (line.mean_mm + r >= lo - 0.5 and line.mean_mm - r < hi + 0.5):
+            return False  # "over 8 mm (mean diameter 7 mm)"
     return any(lo <= c.size_mm <= hi for c in cats)
 
 
@@ -777,19 +813,57 @@ def _mean_ok(
     st: Statement, line: GuidelineLine, pool: Sequence[Finding], tol: float | None, rel: float
 ) -> bool:
     """Whether a category line's mean diameter is that of the largest nodule of its table, to
-    the rounding of the figure or the tolerance (as a stated size, :func:`_allowed`)."""
+    the rounding of the figure or the tolerance (as a stated size, :func:`_allowed`); with a
+    tolerance, plus the figure's rounding (the guideline writes the mean to the millimetre, so
+    a mean 0.5 mm off is the writing, not the measurement)."""
     if line.mean_mm is None:
         return True
     actual = max(_mean_mm(f) for f in pool)
-    return abs(line.mean_mm - actual) <= max(_allowed(st, "mean_mm", tol), rel * actual)
+    allowed = _allowed(st, "mean_mm", tol)
+    if tol is not None:
+        allowed += line.mean_rounding or 0.0
+    return abs(line.mean_mm - actual) <= max(allowed, rel * actual)
 
 
-def _management_ok(line: GuidelineLine, cats: Sequence[NoduleCategory]) -> bool:
-    """Whether a category line's management, where it is a text of the guideline's, is that of
-    the nodules' category (of one of ``cats``); other text is free advice, not read."""
-    if line.management is None or line.management not in _guideline_texts():
+def _guideline_prefix(text: str) -> str | None:
+    """The guideline's own management text (:func:`_guideline_texts`) that ``text`` is or
+    begins with (words added after it, "... (per radiologist)", do not make it free advice),
+    the longest such; ``None`` for other text."""
+    best = None
+    for t in _guideline_texts():
+        if text.startswith(t) and (len(text) == len(t) or not text[len(t)].isalnum()):
+            best = t if best is None or len(t) > len(best) else best
+    return best
+
+
+#: A management given for both risks: "low risk, A; high risk, B".
+_BOTH_RISKS = re.compile(r"low risk, (?P<low>.+?); high risk, (?P<high>.+)")
+
+
+def _management_ok(line: GuidelineLine, by_risk: dict[str | None, list[NoduleCategory]]) -> bool:
+    """Whether a category line's management, where it is (or begins with) a text of the
+    guideline's, is that of the nodules' category: at the risk the line states, at either
+    where it states none (``by_risk``: the categories at each risk, :func:`_categories`). A
+    management for both risks ("low risk, A; high risk, B") is checked half by half, each at
+    its risk (a line with one half edited was free advice). Other text is free advice, not
+    read."""
+    if line.management is None:
         return True
-    return line.management in {_normal(c.text) for c in cats}
+
+    def texts(risks) -> set[str]:
+        return {_normal(c.text) for r in risks if r in by_risk for c in by_risk[r]}
+
+    both = _BOTH_RISKS.fullmatch(line.management)
+    if both is not None and ("low" in by_risk or "high" in by_risk):
+        for risk in RISKS:
+            stated = _guideline_prefix(both.group(risk))
+            if stated is not None and stated not in texts((risk,)):
+                return False
+        return True
+    stated = _guideline_prefix(line.management)
+    if stated is None:
+        return True
+    return stated in texts((line.risk,) if line.risk else by_risk)
 
 
 def _category_findings(
@@ -804,13 +878,15 @@ def _category_findings(
     if any(is_mass(f) for f in active) or not _nodules(active, _TABLE_KINDS[table]):
         return None
     pool = _nodules(active, SOLID_KINDS if table == "solid" else SUBSOLID_KINDS)
-    risks = (line.risk,) if line.risk or table != "solid" else (None, *RISKS)
-    cats = [c for r in risks for c in _categories(table, active, r, tol, rel)]
+    risks = (None, *RISKS) if table == "solid" else (None,)
+    by_risk = {r: _categories(table, active, r, tol, rel) for r in risks}
+    stated = (line.risk,) if line.risk is not None and line.risk in by_risk else risks
+    cats = [c for r in stated for c in by_risk[r]]
     ok = (
         line.multiplicity in (None, cats[0].multiplicity)
         and _sizes_ok(line, cats)
         and _mean_ok(st, line, pool, tol, rel)
-        and _management_ok(line, cats)
+        and _management_ok(line, by_risk)
     )
     return pool if ok else None
 
