@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import os
 import sys
 import warnings
@@ -265,6 +266,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         _check_output(args.out, "--out")
     if args.export:
         _check_output(args.export, "--export", folder=True)
+    _check_device(args.device)
     # a path is loaded by analyze (its whole series for one DICOM file), with its progress
     source: Any = args.path
     if args.series:
@@ -275,7 +277,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     result = analyze(source, model=args.model, device=args.device, progress=progress)
     for line in result.volume_info.get("warnings", []):
         _err(f"warning: {line}")
-    payload = json.dumps(result.to_json_dict(input_path=str(args.path)), indent=2) + "\n"
+    payload = _json_text(result.to_json_dict(input_path=str(args.path)))
     if args.out:
         _atomic_write_text(args.out, payload)
     else:
@@ -292,20 +294,63 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    import os
+def _atomic_write_text(path: Path, text: str, *, option: str = "--out") -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file beside it, then renamed), with
+    the permissions a plain file gets under the user's umask (a temporary file is 0600: a
+    result another user's tool reads was unreadable to it).
+
+    Raises
+    ------
+    BadInput
+        One line naming ``path`` and ``option`` when it cannot be written.
+    """
     import tempfile
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise BadInput(f"{path}: {option}: {err.strerror or err}") from err
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise BadInput(f"{path}: {option}: {err.strerror or err}") from err
         raise
+
+
+def _json_text(data: Any) -> str:
+    """``data`` as JSON text that any JSON reader takes: a float that is not finite (a metric
+    with nothing to measure) is ``null``, not ``NaN``."""
+
+    def finite(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def _check_device(device: str) -> None:
+    """Refuse a ``--device`` this machine does not have, before any work is done (it was an
+    "internal error" after the CT had been read)."""
+    from .model.inference import pick_device
+
+    try:
+        pick_device(device)
+    except ValueError as err:
+        raise BadInput(f"--device {device}: {err}") from err
 
 
 # -- train / evaluate / bench ---------------------------------------------------------------
@@ -338,6 +383,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _check_output(args.out, "--out", folder=True)
     _check_model_out(args.out, overwrite=args.overwrite)
+    _check_device(args.device)
     for d in args.data:
         if not Path(d).is_dir():
             raise BadInput(f"{d}: not a folder of case folders")
@@ -461,6 +507,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise BadInput(f"{args.data}: not a folder of case folders")
     if args.json:
         _check_output(args.json, "--json")
+    _check_device(args.device)
     from .model.train import training_case_folders
 
     cases, drafts = training_case_folders([args.data])
@@ -475,7 +522,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_model(args.data, model=args.model, device=args.device, progress=progress)
     sys.stdout.write(format_table(results) + "\n")
     if args.json:
-        _atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+        _atomic_write_text(args.json, _json_text(results), option="--json")
     return 0
 
 
@@ -529,6 +576,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .analysis import benchmark
 
     sizes = [_parse_size(s) for s in args.sizes]
+    _check_device(args.device)
     rows = benchmark(device=args.device, sizes=sizes, model=args.model)
     sys.stdout.write(format_benchmark(rows) + "\n")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -205,6 +206,10 @@ def test_analyze_json_and_export(tmp_path, capsys):
     )
     versions = list((tmp_path / "ex").glob("*/v001"))
     assert len(versions) == 1 and validate_case(versions[0]) == []
+    # readable as a plain file is (under the umask), not 0600 as its temporary file was
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_analyze_says_what_the_reader_corrected(tmp_path, capsys):
@@ -267,7 +272,6 @@ def test_output_paths_are_checked_before_any_work(tmp_path, capsys, monkeypatch)
     """An --out that is a folder, or under a file, or an --export that is a file: one line
     naming it, exit 2, before the CT is read or the model run (not an internal error after the
     whole analysis). Missing folders on the way are made."""
-    import os
 
     import napari_ctreport.analysis
     import napari_ctreport.io.ct
@@ -302,6 +306,11 @@ def test_output_paths_are_checked_before_any_work(tmp_path, capsys, monkeypatch)
     refused(["analyze", ct, "--export", str(a_file / "ex")], f"{a_file} is a file")
     refused(["evaluate", "--data", str(tmp_path), "--json", str(tmp_path)], "--json: is a folder")
     refused(["train", "--synthetic", "1", "--out", str(a_file)], "--out: is a file")
+    import torch
+
+    if not torch.cuda.is_available():  # a device this machine lacks: bad input, not a crash
+        refused(["analyze", ct, "--device", "cuda"], "--device cuda", "CUDA is not available")
+        refused(["bench", "--device", "cuda", "--sizes", "8x8x8"], "--device cuda")
     # missing folders on the way are fine: the work starts
     deep = tmp_path / "new" / "deeper"
     assert main(["analyze", ct, "--out", str(deep / "a.json"), "--export", str(deep)]) == 2
@@ -335,7 +344,7 @@ def test_evaluate_prints_table_and_json(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "cpm" in table and "bleu4" in table
     assert table.endswith("\n") and not table.endswith("\n\n")  # the last row ends its line
-    metrics = json.loads(out.read_text())
+    metrics = json.loads(out.read_text(), parse_constant=pytest.fail)  # no NaN: strict JSON
     assert metrics["n_cases"] == 1 and 0.0 <= metrics["cpm"] <= 1.0
     assert "by_kind." in table and ".found" in table  # where the misses lie, per kind
     assert sum(v["n"] for v in metrics["by_kind"].values()) == metrics["n_gt"]
@@ -364,3 +373,31 @@ def test_evaluate_a_folder_without_cases_exit_2(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"ctreport: {empty}: no case folders (folders with case.json)\n"
+
+
+def test_results_are_strict_json_and_a_failed_write_names_the_file(tmp_path, monkeypatch):
+    """A metric with nothing to measure is ``null`` in the JSON, not ``NaN`` (which JSON readers
+    refuse); a result that cannot be written is one line naming the file and the option (it
+    was a bare OS error, or the hidden temporary file's name), and leaves no temporary file."""
+    import tempfile
+
+    from napari_ctreport import cli
+
+    text = cli._json_text({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 2}})
+    assert json.loads(text, parse_constant=pytest.fail) == {
+        "a": None,
+        "b": [1.0, None],
+        "c": {"d": 2},
+    }
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with pytest.raises(cli.BadInput, match=r"a\.json: --json: No space left on device"):
+        cli._atomic_write_text(tmp_path / "a.json", "{}", option="--json")
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(cli.BadInput, match=r"b\.json: --out: No space left on device"):
+        cli._atomic_write_text(tmp_path / "b.json", "{}")
+    assert list(tmp_path.iterdir()) == []
