@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ._version import __version__
 from .io import CTReadError
@@ -583,9 +583,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # -- parser ---------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but an argument error is one line naming the command and where its
+    help is, exit status 2 (argparse printed its whole usage block over it), as for other bad
+    input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ctreport`` (all sub-commands)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ctreport",
         description="Find and report abnormalities in chest CT (napari-ctreport).",
     )

@@ -401,3 +401,21 @@ def test_results_are_strict_json_and_a_failed_write_names_the_file(tmp_path, mon
     with pytest.raises(cli.BadInput, match=r"b\.json: --out: No space left on device"):
         cli._atomic_write_text(tmp_path / "b.json", "{}")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["analyze"], "ctreport analyze: the following arguments are required: path"),
+        (["analyze", "ct.nii.gz", "--device", "gpu"], "argument --device: invalid choice: 'gpu'"),
+        (["frobnicate"], "ctreport: argument COMMAND: invalid choice: 'frobnicate'"),
+    ],
+)
+def test_an_argument_error_is_one_line_exit_2(argv, expected, capsys):
+    """A wrong or missing argument is bad input like any other: one line naming the command
+    and where its help is, exit 2 (argparse printed its usage block over the message)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err and "--help')" in err, err
