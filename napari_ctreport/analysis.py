@@ -21,8 +21,8 @@ import numpy as np
 from .io.volume import CTVolume
 from .report.anatomy import locate
 from .report.findings import Finding
-from .report.guidelines import MASS_THRESHOLD_MM
-from .report.lexicon import KINDS, written_mm
+from .report.guidelines import MASS_THRESHOLD_MM, over_mass_size
+from .report.lexicon import KINDS
 from .report.measure import largest_component, tight_box
 from .report.refine import (
     REFINE_FURTHER_KINDS,
@@ -907,7 +907,7 @@ def name_by_size(f: Finding) -> None:
     (:func:`~napari_ctreport.report.lexicon.written_mm`, as
     :func:`~napari_ctreport.report.guidelines.is_mass` reads it): a 30.3 mm lesion, written
     "30 mm", is a nodule (it was a "30 mm mass")."""
-    over = written_mm(f.diameter_mm) > MASS_THRESHOLD_MM
+    over = over_mass_size(f.diameter_mm)
     if f.kind == "mass" and not over:
         f.kind = "solid nodule"
     elif f.kind == "solid nodule" and over:

@@ -97,11 +97,17 @@ def round_half_up(value: float) -> int:
     return int(math.floor(value + 0.5))
 
 
-def fleischner_size_mm(finding: Finding) -> int:
-    """Size of a nodule for the Fleischner categories: mean of long and short axis, rounded."""
+def mean_diameter_mm(finding: Finding) -> float:
+    """A nodule's mean diameter: the mean of its long and short axis (the long axis where no
+    short axis was measured)."""
     d = finding.diameter_mm
     s = finding.short_axis_mm
-    return round_half_up((d + s) / 2.0 if s > 0 else d)
+    return (d + s) / 2.0 if s > 0 else d
+
+
+def fleischner_size_mm(finding: Finding) -> int:
+    """Size of a nodule for the Fleischner categories: its mean diameter, rounded."""
+    return round_half_up(mean_diameter_mm(finding))
 
 
 def _solid_category(size: int) -> str:
@@ -112,15 +118,21 @@ def _solid_category(size: int) -> str:
     return ">8"
 
 
+def over_mass_size(length_mm: float) -> bool:
+    """Whether a lesion's long axis is over :data:`MASS_THRESHOLD_MM` as the report writes it
+    (:func:`~.lexicon.written_mm`: 30.3 mm is written "30 mm", a nodule's size): the one size
+    rule of :func:`is_mass`, the analysis's names (``analysis.name_by_size``) and the
+    synthetic truth's (``synth.generate.kind_by_size``)."""
+    return written_mm(length_mm) > MASS_THRESHOLD_MM
+
+
 def is_mass(f: Finding) -> bool:
     """Whether a finding is worked up as a mass: its kind is ``"mass"``, or it is a lesion whose
     long axis as written (:func:`~.lexicon.written_mm`) is over :data:`MASS_THRESHOLD_MM` (a
     30.1 mm nodule, written "30 mm", is a nodule: it was a "30 mm solid nodule" worked up as a
     lesion over 30 mm). The analysis names its own findings by the same rule
     (``analysis.name_by_size``)."""
-    return f.kind == "mass" or (
-        f.kind != "pleural effusion" and written_mm(f.diameter_mm) > MASS_THRESHOLD_MM
-    )
+    return f.kind == "mass" or (f.kind != "pleural effusion" and over_mass_size(f.diameter_mm))
 
 
 def _active(findings: Sequence[Finding]) -> list[Finding]:

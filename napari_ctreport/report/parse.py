@@ -38,6 +38,7 @@ from .guidelines import (
     SUBSOLID_KINDS,
     NoduleCategory,
     is_mass,
+    mean_diameter_mm,
     solid_category,
     subsolid_category,
 )
@@ -707,11 +708,6 @@ def _locates(st: Statement) -> bool:
     return any(v is not None for v in (st.side, st.zone, st.size_mm, st.volume_ml, st.solid_mm))
 
 
-def _mean_mm(f: Finding) -> float:
-    """A nodule's mean diameter before the rounding of :func:`~.guidelines.fleischner_size_mm`."""
-    return (f.diameter_mm + f.short_axis_mm) / 2.0 if f.short_axis_mm > 0 else f.diameter_mm
-
-
 def _nodules(active: Sequence[Finding], kinds: frozenset[str]) -> list[Finding]:
     """The nodules of ``kinds`` the Fleischner tables take (not those worked up as a mass)."""
     return [f for f in active if f.kind in kinds and not is_mass(f)]
@@ -818,7 +814,7 @@ def _mean_ok(
     a mean 0.5 mm off is the writing, not the measurement)."""
     if line.mean_mm is None:
         return True
-    actual = max(_mean_mm(f) for f in pool)
+    actual = max(mean_diameter_mm(f) for f in pool)
     allowed = _allowed(st, "mean_mm", tol)
     if tol is not None:
         allowed += line.mean_rounding or 0.0

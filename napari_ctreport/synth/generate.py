@@ -24,8 +24,7 @@ from ..io.case import Case, new_provenance, write_case
 from ..io.volume import CTVolume
 from ..report.anatomy import segment_lungs
 from ..report.findings import Finding
-from ..report.guidelines import MASS_THRESHOLD_MM
-from ..report.lexicon import written_mm
+from ..report.guidelines import MASS_THRESHOLD_MM, over_mass_size
 from ..report.measure import axial_diameters, finding_from_mask, touches_volume_edge
 from ..report.writer import Report, write_report
 from .lesions import KIND_WEIGHTS, Lesion, composite, effusion_mask, make_lesion, nodule_diameter
@@ -362,9 +361,9 @@ MASS_MIN_MM = MASS_THRESHOLD_MM
 
 def kind_by_size(kind: str, diameter_mm: float) -> str:
     """``kind`` as the measured size makes it: a nodule over :data:`MASS_MIN_MM` as written
-    (:func:`~napari_ctreport.report.lexicon.written_mm`: 30.3 mm is "30 mm", a nodule) is a
-    mass, a "mass" not over it a solid nodule (effusions are not passed here)."""
-    over = written_mm(diameter_mm) > MASS_MIN_MM
+    (:func:`~napari_ctreport.report.guidelines.over_mass_size`: 30.3 mm is "30 mm", a nodule)
+    is a mass, a "mass" not over it a solid nodule (effusions are not passed here)."""
+    over = over_mass_size(diameter_mm)
     if kind == "mass" and not over:
         return "solid nodule"
     if kind != "mass" and over:
