@@ -1390,13 +1390,36 @@ def effusion_in_region(
         The effusion's voxels (boolean), or a copy of ``region`` when it holds no fluid beside a
         lung (nothing to measure: the reader's region stands).
     """
-    from scipy import ndimage as ndi
-
     region = np.asarray(region, dtype=bool)
+    found = _fluid_in(region, volume, lungs)
+    if found is None:
+        return region.copy()
+    return _follow_effusion(region, *found, volume=volume, lungs=lungs, taken=taken)
+
+
+def _fluid_in(
+    region: np.ndarray, volume: CTVolume, lungs: np.ndarray | None
+) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """The box of a marked region and its voxels there of fluid beside the lung
+    (:func:`_fluid_beside_lung`); ``None`` for an empty region or without lungs."""
     box = mask_box(region, volume, 0.0)
     if box is None or lungs is None or not lungs.any():
-        return region.copy()
-    fluid = region[box] & _fluid_beside_lung(box, volume, lungs)
+        return None
+    return box, region[box] & _fluid_beside_lung(box, volume, lungs)
+
+
+def _follow_effusion(
+    region: np.ndarray,
+    box: tuple[slice, ...],
+    fluid: np.ndarray,
+    *,
+    volume: CTVolume,
+    lungs: np.ndarray,
+    taken: np.ndarray | None,
+) -> np.ndarray:
+    """:func:`effusion_in_region` from the region's fluid on its box (:func:`_fluid_in`)."""
+    from scipy import ndimage as ndi
+
     opened = largest_component(ndi.binary_opening(fluid, structure=np.ones((1, 3, 3), bool)))
     # a thin effusion on a coarse grid does not survive the opening: its fluid as it is then
     whole = largest_component(fluid)
@@ -1446,15 +1469,11 @@ def _drawn_effusion(
     the fluid followed from it (:func:`effusion_in_region`), at least :data:`MIN_EFFUSION_ML`,
     is a crescent around the lung with most of it (:data:`DRAWN_EFFUSION_MIN_IN_REGION`) in the
     region."""
-    if lungs is None or not lungs.any():
-        return None
-    box = mask_box(mask, volume, 0.0)
-    if box is None:
-        return None
+    found = _fluid_in(mask, volume, lungs)
     ml = float(np.prod(volume.spacing_zyx)) / 1000.0
-    if int((mask[box] & _fluid_beside_lung(box, volume, lungs)).sum()) * ml < MIN_EFFUSION_ML:
+    if found is None or int(found[1].sum()) * ml < MIN_EFFUSION_ML:
         return None
-    fluid = effusion_in_region(region=mask, volume=volume, lungs=lungs)
+    fluid = _follow_effusion(mask, *found, volume=volume, lungs=lungs, taken=None)
     n = int(fluid.sum())
     if n * ml < MIN_EFFUSION_ML or int((fluid & mask).sum()) < DRAWN_EFFUSION_MIN_IN_REGION * n:
         return None

@@ -813,15 +813,15 @@ def test_an_effusion_the_reader_marks_is_measured_on_its_fluid(tmp_path, monkeyp
 
     from napari_ctreport import analysis
 
-    follow = analysis.effusion_in_region
+    follow = analysis._follow_effusion
     calls: list[int] = []
     monkeypatch.setattr(
-        analysis, "effusion_in_region", lambda **kw: calls.append(1) or follow(**kw)
+        analysis, "_follow_effusion", lambda *a, **kw: calls.append(1) or follow(*a, **kw)
     )
     guessed = session.add_rectangle(z, lo, hi)
     assert guessed.kind == "pleural effusion" and guessed.attributes["kind_from_ct"] is True
     assert len(calls) == 1  # the fluid the guess followed is the mask (not followed twice)
-    monkeypatch.setattr(analysis, "effusion_in_region", follow)
+    monkeypatch.setattr(analysis, "_follow_effusion", follow)
     assert 0.6 * eff.volume_ml <= guessed.volume_ml <= 1.2 * eff.volume_ml
     assert dice(session.mask(guessed.id)) > 0.7 and guessed.side == eff.side
     session.delete_added(guessed.id)
