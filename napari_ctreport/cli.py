@@ -304,26 +304,14 @@ def _atomic_write_text(path: Path, text: str, *, option: str = "--out") -> None:
     BadInput
         One line naming ``path`` and ``option`` when it cannot be written.
     """
-    import tempfile
+    from .io.write import write_atomically
 
-    path = Path(path)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_atomically(path, text.encode("utf-8"), mode=0o666 & ~umask)
     except OSError as err:
         raise BadInput(f"{path}: {option}: {err.strerror or err}") from err
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise BadInput(f"{path}: {option}: {err.strerror or err}") from err
-        raise
 
 
 def _json_text(data: Any) -> str:

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 import types
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..io.volume import CTVolume
+from ..io.write import write_atomically
 from ..report.findings import Finding
 from ..report.lexicon import KINDS, SIDES, ZONES
 from ..report.writer import Report, Sentence, describe_finding, write_report
@@ -111,23 +111,6 @@ def _run_of(folder: Path) -> int:
     if name.startswith(RUN_PREFIX) and name[len(RUN_PREFIX) :].isdigit():
         return int(name[len(RUN_PREFIX) :])
     return 1
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _labels_bytes(labels: np.ndarray, seq: int) -> bytes:
@@ -1316,22 +1299,20 @@ class ReviewSession:
         with self._lock:
             self._seq += 1
             if self._attention_dirty:
-                _atomic_write_bytes(
+                write_atomically(
                     folder / ATTENTION_FILE,
                     _attention_bytes(self.attention, self.attention_per_finding, self._seq),
                 )
                 self._attention_dirty = False
             if self._labels_dirty:
-                _atomic_write_bytes(folder / LABELS_FILE, _labels_bytes(self.labels, self._seq))
+                write_atomically(folder / LABELS_FILE, _labels_bytes(self.labels, self._seq))
                 self._labels_seq_saved = self._seq
                 self._labels_dirty = False
             if self._redrawn_dirty:
-                _atomic_write_bytes(
-                    folder / REDRAWN_FILE, _redrawn_bytes(self._redrawn, self._took)
-                )
+                write_atomically(folder / REDRAWN_FILE, _redrawn_bytes(self._redrawn, self._took))
                 self._redrawn_dirty = False
             data = json.dumps(self.to_json_dict(), indent=1, default=_json_default)
-            _atomic_write_bytes(folder / SESSION_FILE, data.encode())
+            write_atomically(folder / SESSION_FILE, data.encode())
         return folder
 
     @classmethod

@@ -19,10 +19,46 @@ from .ct import VOLUME_SUFFIXES, _suffix, canonicalize, sitk_array_affine
 from .errors import GeometryError, UnreadableError
 from .volume import CTVolume
 
-__all__ = ["read_labels", "write_dicom_series", "write_labels", "write_volume"]
+__all__ = ["read_labels", "write_atomically", "write_dicom_series", "write_labels", "write_volume"]
 
 _AXIS_OF = {"L": (0, 1), "R": (0, -1), "P": (1, 1), "A": (1, -1), "S": (2, 1), "I": (2, -1)}
 _CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` so that no reader ever sees part of it: a temporary file
+    beside it, flushed to disk, then renamed over it; missing folders are made.
+
+    Parameters
+    ----------
+    path
+        The file.
+    data
+        Its new content.
+    mode
+        The permissions it gets; ``None`` keeps the temporary file's (0600: the user's alone).
+
+    Raises
+    ------
+    OSError
+        When it cannot be written; no temporary file is left.
+    """
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _parse_orientation(code: str) -> list[tuple[int, int]]:
