@@ -323,10 +323,11 @@ def _kind_spans(text: str) -> list[tuple[int, int, str]]:
     return sorted(found)
 
 
-def _kinds(text: str) -> list[str]:
-    """All kinds named in a sentence, in order of appearance (generic ``nodule`` only if no other nodule)."""
+def _kinds(text: str, spans: list[tuple[int, int, str]] | None = None) -> list[str]:
+    """All kinds named in a sentence, in order of appearance (generic ``nodule`` only if no other
+    nodule); ``spans``: its :func:`_kind_spans`, when known."""
     out: list[str] = []
-    for _, _, name in _kind_spans(text):
+    for _, _, name in _kind_spans(text) if spans is None else spans:
         if name not in out:
             out.append(name)
     return out
@@ -341,14 +342,14 @@ _BESIDE = re.compile(
 )
 
 
-def _subject(text: str) -> str:
-    """The kind a clause (lower case, naming at least one kind) states: the first named from
+def _subject(text: str, spans: list[tuple[int, int, str]]) -> str:
+    """The kind a clause (lower case, naming at least one kind: ``spans``, its
+    :func:`_kind_spans`) states: the first named from
     its first size on ("Right upper lobe nodule, now a 35 mm mass": a mass; "Two nodules
     alongside a 45 mm mass": the mass), or from its start where it states no size; a generic
     ``"nodule"`` is the next kind named after it unless a word such as "abutting" or "near"
     sets that one beside it ("a 35 mm nodule/mass": a mass; "a 7.2 mm nodule abutting the
     pleural effusion": a nodule, which was read as a 7.2 mm effusion)."""
-    spans = _kind_spans(text)
     size = _SIZE.search(text)
     if size is not None:
         spans = [s for s in spans if s[0] >= size.start()] or spans
@@ -458,7 +459,8 @@ def _clause_statement(clause: str, sentence: str) -> Statement | None:
     advice = _ADVICE.search(low)
     if advice:  # what comes before the advice is still stated
         clause, low = clause[: advice.start()], low[: advice.start()]
-    kinds = _kinds(low)
+    spans = _kind_spans(low)
+    kinds = _kinds(low, spans)
     if not kinds:
         return None
     side, zone = _first(_SIDE_PATTERNS, low), _first(_ZONE_PATTERNS, low)
@@ -478,7 +480,7 @@ def _clause_statement(clause: str, sentence: str) -> Statement | None:
     vol = _VOLUME.search(clause)
     if vol:
         rounding["volume_ml"] = _half_unit(vol.group("v"))
-    kind = _subject(low)
+    kind = _subject(low, spans)
     grade = _GRADE.search(low) if kind == "pleural effusion" else None
     count = _count(low)
     return Statement(
